@@ -1,0 +1,3 @@
+//! PLACEHOLDER
+/// Entry point.
+pub fn main() -> std::process::ExitCode { std::process::ExitCode::SUCCESS }

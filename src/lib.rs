@@ -1,0 +1,26 @@
+//! vigilo keeps cloud accounts compliant with a human in the loop.
+//!
+//! # Layout
+//! - [`config`]: loads a project directory (config, queries, remediations) into a validated [`config::Project`].
+//! - [`schedule`]: when a query runs (cron or interval).
+//! - [`source`]: runs a user's SQL against PostgreSQL/Steampipe or SQLite and streams rows as JSON values.
+//! - [`diff`]: primary-key change detection, streaming: a key and a hash per row in memory.
+//! - [`store`]: the state store (snapshots, findings, runs) behind one trait, SQLite and PostgreSQL.
+//! - [`scan`]: one run of one query: source → diff → store, in one transaction.
+//! - [`scheduler`]: `vigilo run`: every enabled query on its schedule, bounded, with graceful shutdown.
+//! - [`finding`]: the finding record and its JSON shape.
+//! - [`output`]: tables, JSON and CSV for the terminal.
+//! - [`demo`]: `vigilo demo`, the whole loop in a temporary project.
+//! - [`cli`]: the command line.
+
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod diff;
+pub mod finding;
+pub mod output;
+pub mod scan;
+pub mod schedule;
+pub mod scheduler;
+pub mod source;
+pub mod store;
