@@ -1,3 +1,379 @@
-//! PLACEHOLDER
-/// Entry point.
-pub fn main() -> std::process::ExitCode { std::process::ExitCode::SUCCESS }
+//! The command line: parses arguments, loads the project, runs a command.
+//!
+//! Exit status: 0 success, 1 a runtime failure, 2 a usage or configuration error.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Project};
+use crate::finding::Status;
+use crate::output::{self, Format};
+use crate::scan::{self, Scanner};
+use crate::store::{self, FindingFilter, Store};
+
+/// How long `vigilo run` waits for in-flight runs after the first signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// vigilo: compliance queries with a human in the loop.
+///
+/// Runs SQL compliance queries against Steampipe, PostgreSQL or SQLite, finds
+/// the rows that are new since the last run (by primary key), and keeps each
+/// as a finding until its row is gone.
+#[derive(Debug, Parser)]
+#[command(name = "vigilo", version, propagate_version = true)]
+pub struct Cli {
+    /// The project directory (config/, queries/, remediations/).
+    #[arg(long, global = true, env = "VIGILO_DIR", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load and check everything (config, queries, remediations, references, schedules, env); print a summary.
+    Validate,
+    /// Run every enabled query on its schedule until SIGINT/SIGTERM (a second signal, or 30 s, ends it).
+    Run,
+    /// Run queries once now (default: all enabled), print inserted/updated/deleted per query.
+    Scan {
+        /// Show what would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Queries to run, by name (file stem).
+        #[arg(value_name = "QUERY")]
+        queries: Vec<String>,
+    },
+    /// List findings.
+    Findings {
+        /// Only this query's findings.
+        #[arg(long, value_name = "QUERY")]
+        query: Option<String>,
+        /// Which findings.
+        #[arg(long, value_enum, default_value_t = StatusFilter::Open)]
+        status: StatusFilter,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Manage vigilo's stored state.
+    State {
+        /// What to do with it.
+        #[command(subcommand)]
+        command: StateCommand,
+    },
+    /// Show the whole loop in a temporary project with nothing else running.
+    Demo,
+}
+
+/// `vigilo state …`.
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Forget a query's stored rows; its next run is a first run (findings are kept).
+    Reset {
+        /// The query's name.
+        query: String,
+    },
+}
+
+/// `--status` of `vigilo findings`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusFilter {
+    /// Open findings.
+    Open,
+    /// Resolved findings.
+    Resolved,
+    /// Every finding.
+    All,
+}
+
+/// A failure that maps to an exit status.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+/// Parses the command line, runs it, and maps the outcome to an exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    // A forced stop must not wait for a store call still running on a blocking thread; it rolls back.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(errors) = e.downcast_ref::<config::ConfigErrors>() {
+                eprintln!("{errors}");
+                eprintln!(
+                    "{} error{} found",
+                    errors.0.len(),
+                    if errors.0.len() == 1 { "" } else { "s" }
+                );
+                return ExitCode::from(2);
+            }
+            if let Some(usage) = e.downcast_ref::<UsageError>() {
+                eprintln!("error: {usage}");
+                return ExitCode::from(2);
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let default = match (&cli.command, cli.verbose) {
+        (_, 2..) => "debug",
+        (_, 1) | (Command::Run, 0) => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("vigilo={default},warn")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs one parsed command line.
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    let dir = match &cli.dir {
+        Some(d) => d.clone(),
+        None => std::env::current_dir().context("cannot read the current directory")?,
+    };
+    match cli.command {
+        Command::Validate => validate(&dir),
+        Command::Run => run_scheduler(&dir).await,
+        Command::Scan { dry_run, queries } => scan_cmd(&dir, dry_run, &queries).await,
+        Command::Findings {
+            query,
+            status,
+            format,
+        } => findings(&dir, query, status, format).await,
+        Command::State {
+            command: StateCommand::Reset { query },
+        } => state_reset(&dir, &query).await,
+        Command::Demo => crate::demo::run().await,
+    }
+}
+
+fn load(dir: &Path) -> Result<Project> {
+    Ok(config::load(dir)?)
+}
+
+async fn open_store(project: &Project) -> Result<Arc<dyn Store>> {
+    Ok(store::open(&project.state.url).await?)
+}
+
+fn validate(dir: &Path) -> Result<ExitCode> {
+    let p = load(dir)?;
+    let names = |it: &mut dyn Iterator<Item = &String>| {
+        let v: Vec<&str> = it.map(String::as_str).collect();
+        if v.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", v.join(", "))
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let scheduled = p.enabled_queries().filter(|q| q.schedule.is_some()).count();
+    let enabled = p.enabled_queries().count();
+    writeln!(out, "{}: ok", p.dir.display())?;
+    writeln!(
+        out,
+        "databases: {}{}",
+        p.databases.len(),
+        names(&mut p.databases.keys())
+    )?;
+    writeln!(
+        out,
+        "queries: {} ({enabled} enabled, {scheduled} scheduled){}",
+        p.queries.len(),
+        names(&mut p.queries.keys())
+    )?;
+    writeln!(
+        out,
+        "remediations: {}{}",
+        p.remediations.len(),
+        names(&mut p.remediations.keys())
+    )?;
+    writeln!(
+        out,
+        "aws connections: {}{}",
+        p.aws_connections.len(),
+        names(&mut p.aws_connections.keys())
+    )?;
+    writeln!(
+        out,
+        "integrations: {}{}",
+        p.integrations.len(),
+        names(&mut p.integrations.keys())
+    )?;
+    writeln!(
+        out,
+        "notifiers: {}{}",
+        p.notifiers.len(),
+        names(&mut p.notifiers.keys())
+    )?;
+    writeln!(
+        out,
+        "approvers: {}{}",
+        p.approvers.len(),
+        names(&mut p.approvers.keys())
+    )?;
+    writeln!(
+        out,
+        "groups: {}{}",
+        p.groups.len(),
+        names(&mut p.groups.keys())
+    )?;
+    let state = match &p.state.url {
+        config::StoreUrl::Sqlite(path) => format!("sqlite {}", path.display()),
+        config::StoreUrl::Postgres(_) => "postgres".to_string(),
+    };
+    writeln!(out, "state store: {state}")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn scan_cmd(dir: &Path, dry_run: bool, names: &[String]) -> Result<ExitCode> {
+    let project = Arc::new(load(dir)?);
+    let queries = scan::select_queries(&project, names).map_err(UsageError)?;
+    let store = open_store(&project).await?;
+    let scanner = Scanner::new(Arc::clone(&project), store)?;
+    let mut out = std::io::stdout().lock();
+    if dry_run {
+        let mut failed = false;
+        for q in &queries {
+            let start = match (&q.remediation, &q.notify) {
+                (Some(r), _) => format!("start remediation {r}"),
+                (None, Some(n)) => format!("notify {n}"),
+                (None, None) => "no remediation".to_string(),
+            };
+            match scanner.dry_run(q).await {
+                Ok(dry) => output::write_dry_run(&mut out, &dry, &start)?,
+                Err(e) => {
+                    failed = true;
+                    writeln!(out, "query {}: FAILED: {e}", q.name)?;
+                }
+            }
+        }
+        writeln!(out, "dry run: nothing was written")?;
+        return Ok(if failed {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
+    let runs = scan::scan_all(&scanner, &queries).await;
+    output::write_scan(&mut out, &runs)?;
+    let failed = runs.iter().filter(|r| r.result.is_err()).count();
+    if failed > 0 {
+        writeln!(out, "{failed} of {} queries failed", runs.len())?;
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn findings(
+    dir: &Path,
+    query: Option<String>,
+    status: StatusFilter,
+    format: Format,
+) -> Result<ExitCode> {
+    let project = load(dir)?;
+    let store = open_store(&project).await?;
+    let status = match status {
+        StatusFilter::Open => Some(Status::Open),
+        StatusFilter::Resolved => Some(Status::Resolved),
+        StatusFilter::All => None,
+    };
+    let list = store.findings(&FindingFilter { query, status }).await?;
+    output::write_findings(&mut std::io::stdout().lock(), &list, format)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn state_reset(dir: &Path, query: &str) -> Result<ExitCode> {
+    let project = load(dir)?;
+    let store = open_store(&project).await?;
+    let keys = store.reset_query(query).await?;
+    if !project.queries.contains_key(query) {
+        eprintln!("note: the project has no query named {query}");
+    }
+    println!("query {query}: forgot {keys} stored keys; its next run is a first run");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_scheduler(dir: &Path) -> Result<ExitCode> {
+    let project = Arc::new(load(dir)?);
+    let store = open_store(&project).await?;
+    let scanner = Arc::new(Scanner::new(Arc::clone(&project), store)?);
+    let shutdown = CancellationToken::new();
+    let mut scheduler = tokio::spawn(crate::scheduler::run(scanner, shutdown.clone()));
+    let mut signals = Signals::new()?;
+    tokio::select! {
+        _ = &mut scheduler => return Ok(ExitCode::SUCCESS),
+        name = signals.next() => tracing::info!(signal = name, "shutting down: waiting for runs in flight (a second signal ends now)"),
+    }
+    shutdown.cancel();
+    tokio::select! {
+        _ = &mut scheduler => {
+            tracing::info!("stopped cleanly");
+            Ok(ExitCode::SUCCESS)
+        }
+        name = signals.next() => {
+            tracing::warn!(signal = name, "second signal: stopping now; runs in flight roll back");
+            Ok(ExitCode::from(1))
+        }
+        _ = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            tracing::warn!("runs still in flight after 30 s: stopping now; they roll back");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// SIGINT and SIGTERM, as one stream of signal names.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            int: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+            term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+        })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
+    }
+}

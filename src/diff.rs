@@ -1,1 +1,513 @@
-//! PLACEHOLDER
+//! Primary-key change detection, streaming (interface.md section 3).
+//!
+//! Rows are hashed as they arrive. What stays in memory per key is a 128-bit
+//! hash of the key and a 64-bit hash of the row — never the row itself. Only
+//! rows that changed (inserted or updated) are kept, serialized, because they
+//! become findings. After the last row, every key of the previous snapshot
+//! that was not seen is deleted.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use serde_json::{Map, Value};
+use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
+
+use crate::config::{FirstRun, Query};
+use crate::source::Row;
+
+/// A key's identity: the xxh3-128 hash of its canonical JSON (`["AKIA…"]`).
+pub type KeyHash = u128;
+
+/// Marks a snapshot entry as seen in this run; row hashes keep the other 63 bits.
+const SEEN: u64 = 1 << 63;
+
+/// The row hash as stored: 63 bits, so the top bit is free for [`SEEN`].
+fn row_hash(bytes: &[u8]) -> u64 {
+    xxh3_64(bytes) & !SEEN
+}
+
+/// Key hashes are already uniformly distributed: hash them by taking their low bits.
+#[derive(Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u128 keys are hashed here; fold whatever arrives.
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(word);
+        }
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
+}
+
+/// The previous successful run of a query: key hash → row hash.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Bumped by every successful run; a commit checks it did not move (two runs never both commit).
+    pub generation: i64,
+    entries: HashMap<KeyHash, u64, BuildHasherDefault<KeyHasher>>,
+}
+
+impl Snapshot {
+    /// An empty snapshot at `generation`.
+    pub fn new(generation: i64) -> Snapshot {
+        Snapshot {
+            generation,
+            entries: HashMap::default(),
+        }
+    }
+
+    /// An empty snapshot sized for `capacity` keys.
+    pub fn with_capacity(generation: i64, capacity: usize) -> Snapshot {
+        Snapshot {
+            generation,
+            entries: HashMap::with_capacity_and_hasher(capacity, Default::default()),
+        }
+    }
+
+    /// Adds a stored entry (used by the store while loading).
+    pub fn insert(&mut self, key: KeyHash, row_hash: u64) {
+        self.entries.insert(key, row_hash & !SEEN);
+    }
+
+    /// How many keys it holds.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether it holds no keys.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Why a run's rows cannot be diffed; the run fails and nothing changes.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DiffError {
+    /// A primary-key or ignored column is not in the result.
+    #[error("query {query}: {setting} column {column:?} is not in the result (columns: {columns})")]
+    MissingColumn {
+        /// The query.
+        query: String,
+        /// `primary_key` or `ignore_columns`.
+        setting: &'static str,
+        /// The column.
+        column: String,
+        /// The result's columns, comma-separated.
+        columns: String,
+    },
+    /// A primary-key column is NULL.
+    #[error("query {query}: primary key column {column:?} is NULL in row {row_number}")]
+    NullKey {
+        /// The query.
+        query: String,
+        /// The column.
+        column: String,
+        /// 1-based row number in the result.
+        row_number: u64,
+    },
+    /// Two rows have the same key.
+    #[error(
+        "query {query}: two rows have the same primary key ({key}); row {row_number} repeats it"
+    )]
+    DuplicateKey {
+        /// The query.
+        query: String,
+        /// `column = value` pairs.
+        key: String,
+        /// 1-based row number of the repeat.
+        row_number: u64,
+    },
+    /// The result has two columns with the same name.
+    #[error("query {query}: the result has two columns named {column:?}; alias one of them")]
+    DuplicateColumn {
+        /// The query.
+        query: String,
+        /// The column.
+        column: String,
+    },
+}
+
+/// The finding-worthy data of an inserted or updated row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FindingRow {
+    /// The key as a JSON object (`{"access_key_id": "AKIA…"}`).
+    pub key: Map<String, Value>,
+    /// The whole row as a JSON object.
+    pub row: Map<String, Value>,
+}
+
+/// One inserted or updated key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Changed {
+    /// The key's hash.
+    pub key_hash: KeyHash,
+    /// The row's hash.
+    pub row_hash: u64,
+    /// The row, except for baseline runs (which record hashes only).
+    pub finding: Option<FindingRow>,
+}
+
+/// What one run changed relative to the previous snapshot.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// The snapshot generation this diff was made against (`None`: first run).
+    pub base_generation: Option<i64>,
+    /// A first run with `on_first_run = baseline`: keys recorded, no findings.
+    pub baseline: bool,
+    /// Rows read.
+    pub rows: u64,
+    /// Keys not there before.
+    pub inserted: Vec<Changed>,
+    /// Keys whose row changed outside `ignore_columns`.
+    pub updated: Vec<Changed>,
+    /// Keys there before and gone now.
+    pub deleted: Vec<KeyHash>,
+}
+
+/// Diffs one run's rows, as they stream in, against the previous snapshot.
+pub struct Diff {
+    query: String,
+    columns: Vec<String>,
+    key_columns: Vec<usize>,
+    hashed_columns: Vec<usize>,
+    /// Key hash → row hash (| SEEN once seen this run); starts as the previous snapshot.
+    entries: HashMap<KeyHash, u64, BuildHasherDefault<KeyHasher>>,
+    changes: Changes,
+    buf: Vec<u8>,
+}
+
+impl Diff {
+    /// Starts a diff of `query`'s result with `columns` against `previous` (`None`: first run).
+    pub fn new(
+        query: &Query,
+        columns: &[String],
+        previous: Option<Snapshot>,
+    ) -> Result<Diff, DiffError> {
+        let index_of = |setting: &'static str, column: &String| {
+            columns
+                .iter()
+                .position(|c| c == column)
+                .ok_or_else(|| DiffError::MissingColumn {
+                    query: query.name.clone(),
+                    setting,
+                    column: column.clone(),
+                    columns: columns.join(", "),
+                })
+        };
+        for (i, c) in columns.iter().enumerate() {
+            if columns[..i].contains(c) {
+                return Err(DiffError::DuplicateColumn {
+                    query: query.name.clone(),
+                    column: c.clone(),
+                });
+            }
+        }
+        let key_columns = query
+            .primary_key
+            .iter()
+            .map(|c| index_of("primary_key", c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ignored = query
+            .ignore_columns
+            .iter()
+            .map(|c| index_of("ignore_columns", c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let hashed_columns = (0..columns.len())
+            .filter(|i| !ignored.contains(i))
+            .collect();
+        let baseline = previous.is_none() && query.on_first_run == FirstRun::Baseline;
+        let (base_generation, entries) = match previous {
+            Some(s) => (Some(s.generation), s.entries),
+            None => (None, HashMap::default()),
+        };
+        Ok(Diff {
+            query: query.name.clone(),
+            columns: columns.to_vec(),
+            key_columns,
+            hashed_columns,
+            entries,
+            changes: Changes {
+                base_generation,
+                baseline,
+                ..Changes::default()
+            },
+            buf: Vec::with_capacity(256),
+        })
+    }
+
+    /// Takes one row.
+    pub fn push(&mut self, row: Row) -> Result<(), DiffError> {
+        self.changes.rows += 1;
+        let key_hash = self.key_hash(&row)?;
+        let row_hash = self.row_hash(&row);
+        match self.entries.get_mut(&key_hash) {
+            Some(entry) if *entry & SEEN != 0 => Err(DiffError::DuplicateKey {
+                query: self.query.clone(),
+                key: self.describe_key(&row),
+                row_number: self.changes.rows,
+            }),
+            Some(entry) => {
+                let changed = *entry != row_hash;
+                *entry = row_hash | SEEN;
+                if changed {
+                    let finding = Some(self.finding_row(row));
+                    self.changes.updated.push(Changed {
+                        key_hash,
+                        row_hash,
+                        finding,
+                    });
+                }
+                Ok(())
+            }
+            None => {
+                self.entries.insert(key_hash, row_hash | SEEN);
+                let finding = (!self.changes.baseline).then(|| self.finding_row(row));
+                self.changes.inserted.push(Changed {
+                    key_hash,
+                    row_hash,
+                    finding,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends the run: every key of the previous snapshot not seen is deleted.
+    pub fn finish(mut self) -> Changes {
+        self.changes.deleted = self
+            .entries
+            .iter()
+            .filter(|(_, h)| **h & SEEN == 0)
+            .map(|(k, _)| *k)
+            .collect();
+        self.changes
+    }
+
+    fn key_hash(&mut self, row: &Row) -> Result<KeyHash, DiffError> {
+        self.buf.clear();
+        self.buf.push(b'[');
+        for (n, &i) in self.key_columns.iter().enumerate() {
+            let value = &row[i];
+            if value.is_null() {
+                return Err(DiffError::NullKey {
+                    query: self.query.clone(),
+                    column: self.columns[i].clone(),
+                    row_number: self.changes.rows,
+                });
+            }
+            if n > 0 {
+                self.buf.push(b',');
+            }
+            write_json(&mut self.buf, value);
+        }
+        self.buf.push(b']');
+        Ok(xxh3_128(&self.buf))
+    }
+
+    fn row_hash(&mut self, row: &Row) -> u64 {
+        self.buf.clear();
+        for &i in &self.hashed_columns {
+            // JSON values delimit themselves, so concatenation is unambiguous.
+            write_json(&mut self.buf, &row[i]);
+        }
+        row_hash(&self.buf)
+    }
+
+    fn describe_key(&self, row: &Row) -> String {
+        self.key_columns
+            .iter()
+            .map(|&i| format!("{} = {}", self.columns[i], row[i]))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn finding_row(&self, row: Row) -> FindingRow {
+        let key = self
+            .key_columns
+            .iter()
+            .map(|&i| (self.columns[i].clone(), row[i].clone()))
+            .collect();
+        let row = self.columns.iter().cloned().zip(row).collect();
+        FindingRow { key, row }
+    }
+}
+
+fn write_json(buf: &mut Vec<u8>, value: &Value) {
+    // Writing a Value into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *buf, value);
+}
+
+/// The hash of a key given as its values in primary-key order (as the diff computes it).
+pub fn key_hash_of(values: &[Value]) -> KeyHash {
+    let mut buf = Vec::with_capacity(64);
+    buf.push(b'[');
+    for (n, v) in values.iter().enumerate() {
+        if n > 0 {
+            buf.push(b',');
+        }
+        write_json(&mut buf, v);
+    }
+    buf.push(b']');
+    xxh3_128(&buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Severity;
+    use serde_json::json;
+    use std::path::PathBuf;
+
+    fn query(pk: &[&str], ignore: &[&str], first: FirstRun) -> Query {
+        Query {
+            name: "q".into(),
+            title: "q".into(),
+            database: "db".into(),
+            schedule: None,
+            primary_key: pk.iter().map(|s| s.to_string()).collect(),
+            ignore_columns: ignore.iter().map(|s| s.to_string()).collect(),
+            remediation: None,
+            notify: None,
+            on_first_run: first,
+            severity: Severity::Medium,
+            enabled: true,
+            sql: String::new(),
+            path: PathBuf::from("queries/q.sql"),
+        }
+    }
+
+    const COLS: [&str; 3] = ["id", "name", "age"];
+
+    /// Runs `rows` against the snapshot left by `before` (None: first run).
+    fn run(q: &Query, before: Option<&[Row]>, rows: &[Row]) -> Result<Changes, DiffError> {
+        let cols: Vec<String> = COLS.iter().map(|s| s.to_string()).collect();
+        let previous = match before {
+            None => None,
+            Some(before) => {
+                let mut d = Diff::new(q, &cols, Some(Snapshot::new(1)))?;
+                for r in before {
+                    d.push(r.clone())?;
+                }
+                let c = d.finish();
+                let mut s = Snapshot::new(1);
+                for ch in c.inserted {
+                    s.insert(ch.key_hash, ch.row_hash);
+                }
+                Some(s)
+            }
+        };
+        let mut d = Diff::new(q, &cols, previous)?;
+        for r in rows {
+            d.push(r.clone())?;
+        }
+        Ok(d.finish())
+    }
+
+    fn r(id: i64, name: &str, age: i64) -> Row {
+        vec![json!(id), json!(name), json!(age)]
+    }
+
+    fn counts(c: &Changes) -> (usize, usize, usize) {
+        (c.inserted.len(), c.updated.len(), c.deleted.len())
+    }
+
+    #[test]
+    fn table_of_changes() {
+        let q = query(&["id"], &["age"], FirstRun::Insert);
+        #[rustfmt::skip]
+        let cases: Vec<(&str, Option<Vec<Row>>, Vec<Row>, (usize, usize, usize))> = vec![
+            ("first run inserts all", None, vec![r(1, "a", 1), r(2, "b", 1)], (2, 0, 0)),
+            ("same rows change nothing", Some(vec![r(1, "a", 1)]), vec![r(1, "a", 1)], (0, 0, 0)),
+            ("new key is inserted", Some(vec![r(1, "a", 1)]), vec![r(1, "a", 1), r(2, "b", 1)], (1, 0, 0)),
+            ("changed row is updated", Some(vec![r(1, "a", 1)]), vec![r(1, "z", 1)], (0, 1, 0)),
+            ("ignored column is no update", Some(vec![r(1, "a", 1)]), vec![r(1, "a", 99)], (0, 0, 0)),
+            ("gone key is deleted", Some(vec![r(1, "a", 1), r(2, "b", 1)]), vec![r(1, "a", 1)], (0, 0, 1)),
+            ("zero rows deletes all", Some(vec![r(1, "a", 1), r(2, "b", 1)]), vec![], (0, 0, 2)),
+            ("row order does not matter", Some(vec![r(1, "a", 1), r(2, "b", 1)]), vec![r(2, "b", 1), r(1, "a", 1)], (0, 0, 0)),
+        ];
+        for (name, before, after, want) in cases {
+            let c = run(&q, before.as_deref(), &after).unwrap();
+            assert_eq!(counts(&c), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn baseline_first_run_records_hashes_only() {
+        let q = query(&["id"], &[], FirstRun::Baseline);
+        let c = run(&q, None, &[r(1, "a", 1)]).unwrap();
+        assert!(c.baseline);
+        assert_eq!(c.inserted.len(), 1);
+        assert!(c.inserted[0].finding.is_none());
+    }
+
+    #[test]
+    fn composite_keys_distinguish_each_part() {
+        let q = query(&["id", "name"], &[], FirstRun::Insert);
+        let c = run(&q, Some(&[r(1, "a", 1)]), &[r(1, "a", 1), r(1, "b", 1)]).unwrap();
+        assert_eq!(counts(&c), (1, 0, 0));
+        let f = c.inserted[0].finding.as_ref().unwrap();
+        assert_eq!(Value::Object(f.key.clone()), json!({"id": 1, "name": "b"}));
+        assert_eq!(f.row["age"], json!(1));
+    }
+
+    #[test]
+    fn key_type_matters() {
+        // "1" and 1 are different keys; a query that changes a key's type makes new findings.
+        assert_ne!(key_hash_of(&[json!(1)]), key_hash_of(&[json!("1")]));
+        // ["a,b"] is not ["a","b"].
+        assert_ne!(
+            key_hash_of(&[json!("a,b")]),
+            key_hash_of(&[json!("a"), json!("b")])
+        );
+    }
+
+    #[test]
+    fn null_key_fails_naming_the_column() {
+        let q = query(&["id"], &[], FirstRun::Insert);
+        let err = run(&q, None, &[vec![json!(null), json!("a"), json!(1)]]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "query q: primary key column \"id\" is NULL in row 1"
+        );
+    }
+
+    #[test]
+    fn duplicate_key_fails_naming_the_column() {
+        let q = query(&["id"], &[], FirstRun::Insert);
+        let err = run(&q, None, &[r(7, "a", 1), r(7, "b", 1)]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "query q: two rows have the same primary key (id = 7); row 2 repeats it"
+        );
+        // Also when the key was in the previous snapshot.
+        let err = run(&q, Some(&[r(7, "a", 1)]), &[r(7, "a", 1), r(7, "a", 1)]).unwrap_err();
+        assert!(matches!(err, DiffError::DuplicateKey { .. }));
+    }
+
+    #[test]
+    fn missing_key_column_fails() {
+        let q = query(&["account_id"], &[], FirstRun::Insert);
+        let err = run(&q, None, &[r(1, "a", 1)]).unwrap_err();
+        assert!(
+            matches!(err, DiffError::MissingColumn { ref column, .. } if column == "account_id"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn key_hasher_uses_the_low_bits() {
+        let mut h = KeyHasher::default();
+        h.write_u128(0xdead_beef_0000_0000_0000_0000_1234_5678);
+        assert_eq!(h.finish(), 0x0000_0000_1234_5678);
+    }
+}

@@ -1,1 +1,205 @@
-//! PLACEHOLDER
+//! Tables, JSON and CSV for the terminal.
+
+use std::io::Write;
+
+use comfy_table::presets::NOTHING;
+use comfy_table::{ContentArrangement, Table};
+use serde_json::{Map, Value};
+
+use crate::finding::{Finding, rfc3339};
+use crate::scan::{DryRun, QueryRun};
+
+/// An output format for listings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people.
+    Table,
+    /// JSON (interface.md section 5 shapes).
+    Json,
+    /// CSV with a header row.
+    Csv,
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(header.iter().copied());
+    t
+}
+
+/// `k=v, k=v` for a key object.
+pub fn key_text(key: &Map<String, Value>) -> String {
+    key.iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => format!("{k}={s}"),
+            other => format!("{k}={other}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Writes findings in `format`.
+pub fn write_findings(
+    out: &mut dyn Write,
+    findings: &[Finding],
+    format: Format,
+) -> anyhow::Result<()> {
+    match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut *out, findings)?;
+            writeln!(out)?;
+        }
+        Format::Csv => {
+            let mut w = csv::Writer::from_writer(out);
+            w.write_record([
+                "id",
+                "query",
+                "status",
+                "severity",
+                "key",
+                "first_seen",
+                "last_seen",
+                "resolved_at",
+                "reopened",
+                "row",
+            ])?;
+            for f in findings {
+                w.write_record([
+                    f.id.to_string(),
+                    f.query.clone(),
+                    f.status.as_str().to_string(),
+                    f.severity.as_str().to_string(),
+                    serde_json::to_string(&f.key)?,
+                    rfc3339(&f.first_seen),
+                    rfc3339(&f.last_seen),
+                    f.resolved_at.as_ref().map(rfc3339).unwrap_or_default(),
+                    f.reopened.to_string(),
+                    serde_json::to_string(&f.row)?,
+                ])?;
+            }
+            w.flush()?;
+        }
+        Format::Table => {
+            if findings.is_empty() {
+                writeln!(out, "no findings")?;
+                return Ok(());
+            }
+            let mut t = table(&[
+                "ID",
+                "QUERY",
+                "STATUS",
+                "SEVERITY",
+                "KEY",
+                "FIRST SEEN",
+                "LAST SEEN",
+                "RESOLVED",
+            ]);
+            for f in findings {
+                t.add_row(vec![
+                    f.id.to_string(),
+                    f.query.clone(),
+                    f.status.as_str().to_string(),
+                    f.severity.as_str().to_string(),
+                    key_text(&f.key),
+                    rfc3339(&f.first_seen),
+                    rfc3339(&f.last_seen),
+                    f.resolved_at.as_ref().map(rfc3339).unwrap_or_default(),
+                ]);
+            }
+            writeln!(out, "{t}")?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `vigilo scan`'s table: one row per query.
+pub fn write_scan(out: &mut dyn Write, runs: &[QueryRun]) -> std::io::Result<()> {
+    let mut t = table(&[
+        "QUERY", "RESULT", "ROWS", "INSERTED", "UPDATED", "DELETED", "TIME", "NOTE",
+    ]);
+    for r in runs {
+        let time = format!("{:.2}s", r.duration.as_secs_f64());
+        match &r.result {
+            Ok(s) => {
+                let mut notes = Vec::new();
+                if s.baseline {
+                    notes.push(format!(
+                        "first run: baseline of {} keys recorded",
+                        s.inserted
+                    ));
+                }
+                if !s.outcome.reopened.is_empty() {
+                    notes.push(format!("{} reopened", s.outcome.reopened.len()));
+                }
+                if !s.outcome.resolved.is_empty() {
+                    notes.push(format!("{} resolved", s.outcome.resolved.len()));
+                }
+                let inserted = if s.baseline { 0 } else { s.inserted };
+                t.add_row(vec![
+                    r.query.clone(),
+                    "ok".into(),
+                    s.rows.to_string(),
+                    inserted.to_string(),
+                    s.updated.to_string(),
+                    s.deleted.to_string(),
+                    time,
+                    notes.join("; "),
+                ]);
+            }
+            Err(e) => {
+                t.add_row(vec![
+                    r.query.clone(),
+                    "FAILED".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    time,
+                    e.to_string(),
+                ]);
+            }
+        }
+    }
+    writeln!(out, "{t}")
+}
+
+/// Writes what a dry run would change, query by query.
+pub fn write_dry_run(out: &mut dyn Write, dry: &DryRun, start: &str) -> std::io::Result<()> {
+    writeln!(out, "query {} ({} rows): would change", dry.query, dry.rows)?;
+    if dry.baseline {
+        writeln!(
+            out,
+            "  first run with on_first_run = baseline: record {} keys, open no finding",
+            dry.opened.len()
+        )?;
+        return Ok(());
+    }
+    let none = dry.opened.is_empty()
+        && dry.reopened.is_empty()
+        && dry.updated.is_empty()
+        && dry.resolved.is_empty();
+    if none && dry.deleted_without_finding == 0 {
+        writeln!(out, "  nothing")?;
+    }
+    for key in &dry.opened {
+        writeln!(out, "  open     {}  → {start}", key_text(key))?;
+    }
+    for (id, key) in &dry.reopened {
+        writeln!(out, "  reopen   #{id} {}  → {start}", key_text(key))?;
+    }
+    for key in &dry.updated {
+        writeln!(out, "  update   {}", key_text(key))?;
+    }
+    for (id, key) in &dry.resolved {
+        writeln!(out, "  resolve  #{id} {}", key_text(key))?;
+    }
+    if dry.deleted_without_finding > 0 {
+        writeln!(
+            out,
+            "  forget   {} baseline keys no longer returned",
+            dry.deleted_without_finding
+        )?;
+    }
+    Ok(())
+}

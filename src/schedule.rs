@@ -132,7 +132,12 @@ fn dow_to_names(field: &str) -> String {
                 chars.next();
             }
             // A step (`*/2`) is a count, not a day.
-            match num.parse::<usize>().ok().filter(|_| !after_slash).and_then(|n| NAMES.get(n)) {
+            match num
+                .parse::<usize>()
+                .ok()
+                .filter(|_| !after_slash)
+                .and_then(|n| NAMES.get(n))
+            {
                 Some(name) => out.push_str(name),
                 None => out.push_str(&num),
             }
@@ -156,38 +161,68 @@ mod tests {
     #[test]
     fn five_field_cron_runs_at_minute_zero() {
         let s: Schedule = "0 * * * *".parse().unwrap();
-        assert_eq!(s.next_after(at("2026-01-01T10:20:00Z")), Some(at("2026-01-01T11:00:00Z")));
+        assert_eq!(
+            s.next_after(at("2026-01-01T10:20:00Z")),
+            Some(at("2026-01-01T11:00:00Z"))
+        );
     }
 
     #[test]
     fn six_field_cron_has_seconds() {
         let s: Schedule = "*/5 * * * * *".parse().unwrap();
-        assert_eq!(s.next_after(at("2026-01-01T10:20:01Z")), Some(at("2026-01-01T10:20:05Z")));
+        assert_eq!(
+            s.next_after(at("2026-01-01T10:20:01Z")),
+            Some(at("2026-01-01T10:20:05Z"))
+        );
     }
 
     #[test]
     fn weekday_numbers_are_standard_cron() {
         // 2026-01-05 is a Monday; "1" must mean Monday, "0" and "7" Sunday.
         let monday: Schedule = "0 9 * * 1".parse().unwrap();
-        assert_eq!(monday.next_after(at("2026-01-03T00:00:00Z")), Some(at("2026-01-05T09:00:00Z")));
+        assert_eq!(
+            monday.next_after(at("2026-01-03T00:00:00Z")),
+            Some(at("2026-01-05T09:00:00Z"))
+        );
         let sunday: Schedule = "0 9 * * 0".parse().unwrap();
-        assert_eq!(sunday.next_after(at("2026-01-03T00:00:00Z")), Some(at("2026-01-04T09:00:00Z")));
+        assert_eq!(
+            sunday.next_after(at("2026-01-03T00:00:00Z")),
+            Some(at("2026-01-04T09:00:00Z"))
+        );
         let seven: Schedule = "0 9 * * 7".parse().unwrap();
-        assert_eq!(seven.next_after(at("2026-01-03T00:00:00Z")), Some(at("2026-01-04T09:00:00Z")));
+        assert_eq!(
+            seven.next_after(at("2026-01-03T00:00:00Z")),
+            Some(at("2026-01-04T09:00:00Z"))
+        );
         let weekdays: Schedule = "0 9 * * 1-5".parse().unwrap();
-        assert_eq!(weekdays.next_after(at("2026-01-03T00:00:00Z")), Some(at("2026-01-05T09:00:00Z")));
+        assert_eq!(
+            weekdays.next_after(at("2026-01-03T00:00:00Z")),
+            Some(at("2026-01-05T09:00:00Z"))
+        );
     }
 
     #[test]
     fn intervals_align_to_the_epoch() {
         let s: Schedule = "15m".parse().unwrap();
-        assert_eq!(s.next_after(at("2026-01-01T10:20:00Z")), Some(at("2026-01-01T10:30:00Z")));
+        assert_eq!(
+            s.next_after(at("2026-01-01T10:20:00Z")),
+            Some(at("2026-01-01T10:30:00Z"))
+        );
         let s: Schedule = "30s".parse().unwrap();
-        assert_eq!(s.next_after(at("2026-01-01T10:20:30Z")), Some(at("2026-01-01T10:21:00Z")));
+        assert_eq!(
+            s.next_after(at("2026-01-01T10:20:30Z")),
+            Some(at("2026-01-01T10:21:00Z"))
+        );
         let s: Schedule = "hourly".parse().unwrap();
-        assert_eq!(s.next_after(at("2026-01-01T10:20:00Z")), Some(at("2026-01-01T11:00:00Z")));
+        assert_eq!(
+            s.next_after(at("2026-01-01T10:20:00Z")),
+            Some(at("2026-01-01T11:00:00Z"))
+        );
         let s: Schedule = "daily".parse().unwrap();
-        assert_eq!(s.next_after(at("2026-01-01T10:20:00Z")), Some(at("2026-01-02T00:00:00Z")));
+        assert_eq!(
+            s.next_after(at("2026-01-01T10:20:00Z")),
+            Some(at("2026-01-02T00:00:00Z"))
+        );
     }
 
     #[test]

@@ -1,1 +1,248 @@
-//! PLACEHOLDER
+//! The state store: per-query snapshots, findings and query runs.
+//!
+//! One trait, [`Store`], with two implementations that pass the same test
+//! suite: [`sqlite::SqliteStore`] (the default, `sqlite://vigilo.db`) and
+//! [`postgres::PgStore`] (`postgres://…`, which several vigilo processes may
+//! share). Each applies its numbered, embedded migrations at open.
+//!
+//! Only this module speaks SQL to the state store. Every run's changes commit
+//! in one transaction guarded by the snapshot's generation: a crash mid-run
+//! leaves the previous snapshot intact, and of two runs of the same query
+//! racing from the same snapshot only the first commits.
+
+pub mod postgres;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::config::{Severity, StoreUrl};
+use crate::diff::{Changed, Changes, KeyHash, Snapshot};
+use crate::finding::{Finding, Status};
+
+/// Why the state store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Could not open or connect.
+    #[error("state store {location}: cannot open: {message}")]
+    Open {
+        /// Where (a path or a URL without password).
+        location: String,
+        /// Why.
+        message: String,
+    },
+    /// A statement failed.
+    #[error("state store: {0}")]
+    Database(String),
+    /// Another run of the same query committed since this run read the snapshot.
+    #[error(
+        "query {query}: another run committed first (this run started from snapshot generation {expected}); its changes were discarded"
+    )]
+    Conflict {
+        /// The query.
+        query: String,
+        /// The generation this run was based on (0: none, a first run).
+        expected: i64,
+    },
+    /// The schema is newer than this vigilo.
+    #[error(
+        "state store schema is at version {found}, newer than this vigilo knows ({known}); upgrade vigilo"
+    )]
+    TooNew {
+        /// Version found.
+        found: i64,
+        /// Newest version this build has.
+        known: i64,
+    },
+    /// A stored value could not be read back.
+    #[error("state store: corrupt value: {0}")]
+    Corrupt(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        StoreError::Database(e.to_string())
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> StoreError {
+        // The DbError (code, message, detail) is in the source chain; Display alone says only "db error".
+        match e.as_db_error() {
+            Some(db) => StoreError::Database(format!("{} ({})", db.message(), db.code().code())),
+            None => StoreError::Database(e.to_string()),
+        }
+    }
+}
+
+/// How a query run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    /// Its changes were committed.
+    Succeeded,
+    /// Nothing changed; `error` says why.
+    Failed,
+}
+
+impl RunStatus {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+        }
+    }
+}
+
+/// One run of one query, as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    /// Store id (0 before it is recorded).
+    pub id: i64,
+    /// The query.
+    pub query: String,
+    /// When it started (and when its rows were observed).
+    pub started_at: DateTime<Utc>,
+    /// When it ended.
+    pub finished_at: DateTime<Utc>,
+    /// Outcome.
+    pub status: RunStatus,
+    /// Rows read.
+    pub rows: u64,
+    /// New keys.
+    pub inserted: u64,
+    /// Changed keys.
+    pub updated: u64,
+    /// Gone keys.
+    pub deleted: u64,
+    /// A first run that only recorded a baseline.
+    pub baseline: bool,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// A successful run's changes, to commit atomically.
+#[derive(Debug)]
+pub struct RunCommit {
+    /// The run (status `Succeeded`).
+    pub run: RunRecord,
+    /// Severity given to new and reopened findings.
+    pub severity: Severity,
+    /// What changed.
+    pub changes: Changes,
+}
+
+/// What a commit did to findings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitOutcome {
+    /// The recorded run's id.
+    pub run_id: i64,
+    /// Findings created (remediations start for these).
+    pub opened: Vec<i64>,
+    /// Resolved findings that came back (remediations start for these too).
+    pub reopened: Vec<i64>,
+    /// Inserted keys whose finding was already open (after `state reset`).
+    pub refreshed: u64,
+    /// Open findings whose row was updated.
+    pub updated: u64,
+    /// Findings resolved.
+    pub resolved: Vec<i64>,
+}
+
+/// Which findings to list.
+#[derive(Debug, Clone, Default)]
+pub struct FindingFilter {
+    /// Only this query's.
+    pub query: Option<String>,
+    /// Only this status; `None`: all.
+    pub status: Option<Status>,
+}
+
+/// The state store.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Answers when the store is reachable.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The query's snapshot; `None` when it has no successful run (its next run is a first run).
+    async fn load_snapshot(&self, query: &str) -> Result<Option<Snapshot>, StoreError>;
+
+    /// Commits a successful run in one transaction; fails with `Conflict` if the snapshot moved.
+    async fn commit_run(&self, commit: RunCommit) -> Result<CommitOutcome, StoreError>;
+
+    /// Records a failed run; changes nothing else.
+    async fn record_failed_run(&self, run: &RunRecord) -> Result<i64, StoreError>;
+
+    /// Findings matching `filter`, by id.
+    async fn findings(&self, filter: &FindingFilter) -> Result<Vec<Finding>, StoreError>;
+
+    /// One finding.
+    async fn finding(&self, id: i64) -> Result<Option<Finding>, StoreError>;
+
+    /// The latest runs, newest first (of one query, or all).
+    async fn runs(&self, query: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// Forgets a query's snapshot (findings stay); returns how many keys it held.
+    async fn reset_query(&self, query: &str) -> Result<u64, StoreError>;
+}
+
+/// Opens (creating and migrating as needed) the store at `url`.
+pub async fn open(url: &StoreUrl) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match url {
+        StoreUrl::Sqlite(path) => Arc::new(sqlite::SqliteStore::open(path).await?),
+        StoreUrl::Postgres(url) => Arc::new(postgres::PgStore::connect(url).await?),
+    })
+}
+
+/// A key hash as stored: 16 bytes, big-endian.
+pub(crate) fn key_bytes(k: KeyHash) -> [u8; 16] {
+    k.to_be_bytes()
+}
+
+/// Reads a stored key hash.
+pub(crate) fn key_from_bytes(b: &[u8]) -> Result<KeyHash, StoreError> {
+    let arr: [u8; 16] = b
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("key hash of {} bytes", b.len())))?;
+    Ok(KeyHash::from_be_bytes(arr))
+}
+
+/// Parses a stored status.
+pub(crate) fn parse_status(s: &str) -> Result<Status, StoreError> {
+    Status::parse(s).ok_or_else(|| StoreError::Corrupt(format!("finding status {s:?}")))
+}
+
+/// Parses a stored severity.
+pub(crate) fn parse_severity(s: &str) -> Result<Severity, StoreError> {
+    Severity::parse(s).ok_or_else(|| StoreError::Corrupt(format!("severity {s:?}")))
+}
+
+/// Parses a stored JSON object.
+pub(crate) fn parse_object(
+    s: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("JSON object: {e}")))
+}
+
+/// Parses a stored run status.
+pub(crate) fn parse_run_status(s: &str) -> Result<RunStatus, StoreError> {
+    match s {
+        "succeeded" => Ok(RunStatus::Succeeded),
+        "failed" => Ok(RunStatus::Failed),
+        _ => Err(StoreError::Corrupt(format!("run status {s:?}"))),
+    }
+}
+
+/// The key and row of a changed key, as JSON text.
+pub(crate) fn finding_json(ch: &Changed) -> Result<(String, String), StoreError> {
+    let f = ch
+        .finding
+        .as_ref()
+        .ok_or_else(|| StoreError::Corrupt("changed row without its data".into()))?;
+    let enc = |v: &serde_json::Map<String, serde_json::Value>| {
+        serde_json::to_string(v).map_err(|e| StoreError::Corrupt(format!("JSON: {e}")))
+    };
+    Ok((enc(&f.key)?, enc(&f.row)?))
+}

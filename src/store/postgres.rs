@@ -1,0 +1,465 @@
+//! The PostgreSQL state store: a deadpool-postgres pool, shareable by several vigilo processes.
+//!
+//! Migrations run under a transaction-scoped advisory lock, so processes
+//! starting together migrate once. A run's commit locks its `query_state`
+//! row (`FOR UPDATE`) and checks the generation it diffed against.
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Transaction};
+use futures::{StreamExt, pin_mut};
+use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
+
+use super::{
+    CommitOutcome, FindingFilter, RunCommit, RunRecord, Store, StoreError, finding_json, key_bytes,
+    key_from_bytes, parse_object, parse_run_status, parse_severity, parse_status,
+};
+use crate::diff::Snapshot;
+use crate::finding::Finding;
+
+/// Numbered migrations, applied in order at connect.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/postgres/0001_core.sql"))];
+
+/// Advisory lock key that serializes migrations across processes ("vigilo" in ASCII).
+const MIGRATION_LOCK: i64 = 0x7669_6769_6c6f;
+
+/// The PostgreSQL state store.
+pub struct PgStore {
+    /// Connections to the state database.
+    pool: Pool,
+}
+
+impl PgStore {
+    /// Connects to `url`, and creates or migrates the schema.
+    pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
+        let open_err = |message: String| StoreError::Open {
+            location: redact(url),
+            message,
+        };
+        let mut config =
+            tokio_postgres::Config::from_str(url).map_err(|e| open_err(e.to_string()))?;
+        config.connect_timeout(std::time::Duration::from_secs(10));
+        config.application_name("vigilo");
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(8)
+            .build()
+            .map_err(|e| open_err(e.to_string()))?;
+        let store = PgStore { pool };
+        let mut client = store.client().await.map_err(|e| open_err(e.to_string()))?;
+        migrate(&mut client).await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Database(format!("cannot get a connection: {e}")))
+    }
+}
+
+/// A URL fit for messages: the password, if any, replaced.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), StoreError> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version bigint PRIMARY KEY, applied_at timestamptz NOT NULL)",
+    )
+    .await?;
+    let current: i64 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await?
+        .get(0);
+    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    if current > known {
+        return Err(StoreError::TooNew {
+            found: current,
+            known,
+        });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        tx.batch_execute(sql).await.map_err(|e| {
+            StoreError::Database(format!("migration {version}: {}", StoreError::from(e)))
+        })?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, now())",
+            &[version],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.client().await?.execute("SELECT 1", &[]).await?;
+        Ok(())
+    }
+
+    async fn load_snapshot(&self, query: &str) -> Result<Option<Snapshot>, StoreError> {
+        let client = self.client().await?;
+        let state = client
+            .query_opt(
+                "SELECT id, generation, (SELECT count(*) FROM snapshot WHERE query_id = q.id)
+                 FROM query_state q WHERE name = $1",
+                &[&query],
+            )
+            .await?;
+        let Some(state) = state else {
+            return Ok(None);
+        };
+        let (id, generation, count): (i64, i64, i64) = (state.get(0), state.get(1), state.get(2));
+        let mut snapshot = Snapshot::with_capacity(generation, usize::try_from(count).unwrap_or(0));
+        let stmt = client
+            .prepare_cached("SELECT key_hash, row_hash FROM snapshot WHERE query_id = $1")
+            .await?;
+        let rows = client.query_raw(&stmt, [&id]).await?;
+        pin_mut!(rows);
+        while let Some(row) = rows.next().await {
+            let row = row?;
+            let key = key_from_bytes(row.get::<_, &[u8]>(0))?;
+            snapshot.insert(key, row.get::<_, i64>(1) as u64);
+        }
+        Ok(Some(snapshot))
+    }
+
+    async fn commit_run(&self, commit: RunCommit) -> Result<CommitOutcome, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let outcome = commit_in(&tx, &commit).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn record_failed_run(&self, run: &RunRecord) -> Result<i64, StoreError> {
+        let client = self.client().await?;
+        insert_run(&client, run).await
+    }
+
+    async fn findings(&self, filter: &FindingFilter) -> Result<Vec<Finding>, StoreError> {
+        let client = self.client().await?;
+        let status = filter.status.map(|s| s.as_str());
+        let rows = client
+            .query(
+                &format!(
+                    "{FINDING_SELECT} WHERE ($1::text IS NULL OR f.query = $1) AND ($2::text IS NULL OR f.status = $2)
+                     ORDER BY f.id"
+                ),
+                &[&filter.query, &status],
+            )
+            .await?;
+        rows.iter().map(read_finding).collect()
+    }
+
+    async fn finding(&self, id: i64) -> Result<Option<Finding>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(&format!("{FINDING_SELECT} WHERE f.id = $1"), &[&id])
+            .await?;
+        row.as_ref().map(read_finding).transpose()
+    }
+
+    async fn runs(&self, query: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let client = self.client().await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                "SELECT id, query, started_at, finished_at, status, rows, inserted, updated, deleted, baseline, error
+                 FROM runs WHERE ($1::text IS NULL OR query = $1) ORDER BY id DESC LIMIT $2",
+                &[&query, &limit],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RunRecord {
+                    id: r.get(0),
+                    query: r.get(1),
+                    started_at: r.get(2),
+                    finished_at: r.get(3),
+                    status: parse_run_status(r.get(4))?,
+                    rows: r.get::<_, i64>(5) as u64,
+                    inserted: r.get::<_, i64>(6) as u64,
+                    updated: r.get::<_, i64>(7) as u64,
+                    deleted: r.get::<_, i64>(8) as u64,
+                    baseline: r.get(9),
+                    error: r.get(10),
+                })
+            })
+            .collect()
+    }
+
+    async fn reset_query(&self, query: &str) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let id = tx
+            .query_opt(
+                "SELECT id FROM query_state WHERE name = $1 FOR UPDATE",
+                &[&query],
+            )
+            .await?;
+        let Some(id) = id.map(|r| r.get::<_, i64>(0)) else {
+            return Ok(0);
+        };
+        let keys = tx
+            .execute("DELETE FROM snapshot WHERE query_id = $1", &[&id])
+            .await?;
+        tx.execute("DELETE FROM query_state WHERE id = $1", &[&id])
+            .await?;
+        tx.commit().await?;
+        Ok(keys)
+    }
+}
+
+/// Open findings report the latest successful run as `last_seen`: the run saw them without rewriting them.
+const FINDING_SELECT: &str = "SELECT f.id, f.query, f.key_json::text, f.status, f.severity, f.first_seen,
+       CASE WHEN f.status = 'open' AND qs.last_success_at > f.last_seen THEN qs.last_success_at ELSE f.last_seen END,
+       f.resolved_at, f.reopened, f.row_json::text
+  FROM findings f LEFT JOIN query_state qs ON qs.name = f.query";
+
+fn read_finding(r: &tokio_postgres::Row) -> Result<Finding, StoreError> {
+    Ok(Finding {
+        id: r.get(0),
+        query: r.get(1),
+        key: parse_object(r.get(2))?,
+        status: parse_status(r.get(3))?,
+        severity: parse_severity(r.get(4))?,
+        first_seen: r.get(5),
+        last_seen: r.get(6),
+        resolved_at: r.get(7),
+        reopened: r.get(8),
+        row: parse_object(r.get(9))?,
+    })
+}
+
+async fn insert_run<C: deadpool_postgres::GenericClient>(
+    c: &C,
+    run: &RunRecord,
+) -> Result<i64, StoreError> {
+    let counts = [run.rows, run.inserted, run.updated, run.deleted].map(|n| n as i64);
+    let row = c
+        .query_one(
+            "INSERT INTO runs (query, started_at, finished_at, status, rows, inserted, updated, deleted, baseline, error)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+            &[
+                &run.query,
+                &run.started_at,
+                &run.finished_at,
+                &run.status.as_str(),
+                &counts[0],
+                &counts[1],
+                &counts[2],
+                &counts[3],
+                &run.baseline,
+                &run.error,
+            ],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Claims the query's state at the generation the diff was based on; `Conflict` if it moved.
+async fn claim_generation(
+    tx: &Transaction<'_>,
+    commit: &RunCommit,
+) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
+    let query = &commit.run.query;
+    let observed = commit.run.started_at;
+    let conflict = || StoreError::Conflict {
+        query: query.clone(),
+        expected: commit.changes.base_generation.unwrap_or(0),
+    };
+    match commit.changes.base_generation {
+        None => {
+            // Two first runs racing: the unique name lets only one insert.
+            let row = tx
+                .query_opt(
+                    "INSERT INTO query_state (name, generation, last_success_at) VALUES ($1, 1, $2)
+                     ON CONFLICT (name) DO NOTHING RETURNING id",
+                    &[query, &observed],
+                )
+                .await?;
+            row.map(|r| (r.get(0), None)).ok_or_else(conflict)
+        }
+        Some(base) => {
+            let row = tx
+                .query_opt(
+                    "SELECT id, generation, last_success_at FROM query_state WHERE name = $1 FOR UPDATE",
+                    &[query],
+                )
+                .await?
+                .ok_or_else(conflict)?;
+            let (id, generation, previous): (i64, i64, DateTime<Utc>) =
+                (row.get(0), row.get(1), row.get(2));
+            if generation != base {
+                return Err(conflict());
+            }
+            tx.execute(
+                "UPDATE query_state SET generation = generation + 1, last_success_at = $2 WHERE id = $1",
+                &[&id, &observed],
+            )
+            .await?;
+            Ok((id, Some(previous)))
+        }
+    }
+}
+
+async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, StoreError> {
+    let (query_id, previous_success) = claim_generation(tx, commit).await?;
+    let query = &commit.run.query;
+    let observed = commit.run.started_at;
+    let severity = commit.severity.as_str();
+    let mut outcome = CommitOutcome::default();
+
+    let put_snapshot = tx
+        .prepare_cached(
+            "INSERT INTO snapshot (query_id, key_hash, row_hash) VALUES ($1, $2, $3)
+             ON CONFLICT (query_id, key_hash) DO UPDATE SET row_hash = excluded.row_hash",
+        )
+        .await?;
+    let find = tx
+        .prepare_cached(
+            "SELECT id, status FROM findings WHERE query = $1 AND key_hash = $2 FOR UPDATE",
+        )
+        .await?;
+    let open_new = tx
+        .prepare_cached(
+            "INSERT INTO findings (query, key_hash, key_json, status, severity, row_json, row_hash, first_seen, last_seen)
+             VALUES ($1, $2, $3::text::jsonb, 'open', $4, $5::text::jsonb, $6, $7, $7) RETURNING id",
+        )
+        .await?;
+    let reopen = tx
+        .prepare_cached(
+            "UPDATE findings SET status = 'open', resolved_at = NULL,
+                    reopened = reopened + CASE WHEN status = 'resolved' THEN 1 ELSE 0 END,
+                    severity = $2, row_json = $3::text::jsonb, row_hash = $4, last_seen = $5
+             WHERE id = $1",
+        )
+        .await?;
+    for ch in &commit.changes.inserted {
+        let key = key_bytes(ch.key_hash);
+        let key = &key[..];
+        let row_hash = ch.row_hash as i64;
+        tx.execute(&put_snapshot, &[&query_id, &key, &row_hash])
+            .await?;
+        if ch.finding.is_none() {
+            continue;
+        }
+        let (key_json, row_json) = finding_json(ch)?;
+        match tx.query_opt(&find, &[query, &key]).await? {
+            None => {
+                let params: [&(dyn ToSql + Sync); 7] = [
+                    query, &key, &key_json, &severity, &row_json, &row_hash, &observed,
+                ];
+                let id: i64 = tx.query_one(&open_new, &params).await?.get(0);
+                outcome.opened.push(id);
+            }
+            Some(existing) => {
+                let (id, status): (i64, String) = (existing.get(0), existing.get(1));
+                tx.execute(&reopen, &[&id, &severity, &row_json, &row_hash, &observed])
+                    .await?;
+                if status == "resolved" {
+                    outcome.reopened.push(id);
+                } else {
+                    outcome.refreshed += 1;
+                }
+            }
+        }
+    }
+    let update_row = tx
+        .prepare_cached(
+            "UPDATE findings SET row_json = $3::text::jsonb, row_hash = $4, last_seen = $5
+             WHERE query = $1 AND key_hash = $2 AND status = 'open'",
+        )
+        .await?;
+    for ch in &commit.changes.updated {
+        let key = key_bytes(ch.key_hash);
+        let key = &key[..];
+        let row_hash = ch.row_hash as i64;
+        tx.execute(&put_snapshot, &[&query_id, &key, &row_hash])
+            .await?;
+        if ch.finding.is_some() {
+            let (_, row_json) = finding_json(ch)?;
+            outcome.updated += tx
+                .execute(&update_row, &[query, &key, &row_json, &row_hash, &observed])
+                .await?;
+        }
+    }
+    let forget = tx
+        .prepare_cached("DELETE FROM snapshot WHERE query_id = $1 AND key_hash = $2")
+        .await?;
+    let resolve = tx
+        .prepare_cached(
+            "UPDATE findings SET status = 'resolved', resolved_at = $3, last_seen = coalesce($4, last_seen)
+             WHERE query = $1 AND key_hash = $2 AND status = 'open' RETURNING id",
+        )
+        .await?;
+    for key in &commit.changes.deleted {
+        let key = key_bytes(*key);
+        let key = &key[..];
+        tx.execute(&forget, &[&query_id, &key]).await?;
+        if let Some(row) = tx
+            .query_opt(&resolve, &[query, &key, &observed, &previous_success])
+            .await?
+        {
+            outcome.resolved.push(row.get(0));
+        }
+    }
+    if commit.changes.base_generation.is_none() {
+        // A first run (new query, or after `state reset`): open findings whose key it did not see are resolved.
+        let rows = tx
+            .query(
+                "UPDATE findings SET status = 'resolved', resolved_at = $3
+                 WHERE query = $1 AND status = 'open'
+                   AND NOT EXISTS (SELECT 1 FROM snapshot s WHERE s.query_id = $2 AND s.key_hash = findings.key_hash)
+                 RETURNING id",
+                &[query, &query_id, &observed],
+            )
+            .await?;
+        outcome
+            .resolved
+            .extend(rows.iter().map(|r| r.get::<_, i64>(0)));
+    }
+    outcome.run_id = insert_run(tx, &commit.run).await?;
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redact_hides_only_the_password() {
+        assert_eq!(redact("postgres://u:pw@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("postgres://h/db"), "postgres://h/db");
+    }
+}

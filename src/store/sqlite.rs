@@ -1,0 +1,465 @@
+//! The SQLite state store (the default): one connection, used on blocking threads.
+//!
+//! WAL mode with `synchronous = FULL`: a committed run survives a crash or a
+//! power cut; readers (`vigilo findings`) never block a run's commit.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+
+use super::{
+    CommitOutcome, FindingFilter, RunCommit, RunRecord, Store, StoreError, finding_json, key_bytes,
+    key_from_bytes, parse_object, parse_run_status, parse_severity, parse_status,
+};
+use crate::diff::Snapshot;
+use crate::finding::Finding;
+
+/// Numbered migrations, applied in order at open.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/sqlite/0001_core.sql"))];
+
+/// The SQLite state store.
+pub struct SqliteStore {
+    /// The one connection; every call takes it on a blocking thread.
+    conn: Arc<Mutex<Connection>>,
+    /// For error messages.
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the store at `path`.
+    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let path = path.to_path_buf();
+        let p = path.clone();
+        let conn = tokio::task::spawn_blocking(move || open_blocking(&p))
+            .await
+            .map_err(|e| StoreError::Database(format!("store task: {e}")))??;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+        })
+    }
+
+    /// Runs `f` with the connection on a blocking thread.
+    async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock cannot leave a transaction open: rusqlite rolls back on drop.
+            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Database(format!("store task: {e}")))?
+    }
+
+    /// The file this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn open_blocking(path: &Path) -> Result<Connection, StoreError> {
+    let open_err = |e: &dyn std::fmt::Display| StoreError::Open {
+        location: path.display().to_string(),
+        message: e.to_string(),
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| open_err(&e))?;
+    }
+    let mut conn = Connection::open(path).map_err(|e| open_err(&e))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(|e| open_err(&e))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+    )
+    .map_err(|e| open_err(&e))?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
+    )?;
+    let current: i64 = tx.query_row(
+        "SELECT coalesce(max(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )?;
+    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    if current > known {
+        return Err(StoreError::TooNew {
+            found: current,
+            known,
+        });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        tx.execute_batch(sql)
+            .map_err(|e| StoreError::Database(format!("migration {version}: {e}")))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+            params![version, ts(&Utc::now())],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Stored time format: RFC 3339 UTC with microseconds, so text order is time order.
+fn ts(t: &DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt(format!("time {s:?}: {e}")))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+
+    async fn load_snapshot(&self, query: &str) -> Result<Option<Snapshot>, StoreError> {
+        let query = query.to_string();
+        self.with(move |c| {
+            let state: Option<(i64, i64)> = c
+                .query_row(
+                    "SELECT id, generation FROM query_state WHERE name = ?1",
+                    [&query],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((id, generation)) = state else {
+                return Ok(None);
+            };
+            let count: i64 = c.query_row(
+                "SELECT count(*) FROM snapshot WHERE query_id = ?1",
+                [id],
+                |r| r.get(0),
+            )?;
+            let mut snapshot =
+                Snapshot::with_capacity(generation, usize::try_from(count).unwrap_or(0));
+            let mut stmt =
+                c.prepare_cached("SELECT key_hash, row_hash FROM snapshot WHERE query_id = ?1")?;
+            let mut rows = stmt.query([id])?;
+            while let Some(row) = rows.next()? {
+                let key =
+                    key_from_bytes(row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?)?;
+                snapshot.insert(key, row.get::<_, i64>(1)? as u64);
+            }
+            Ok(Some(snapshot))
+        })
+        .await
+    }
+
+    async fn commit_run(&self, commit: RunCommit) -> Result<CommitOutcome, StoreError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let outcome = commit_in(&tx, &commit)?;
+            tx.commit()?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn record_failed_run(&self, run: &RunRecord) -> Result<i64, StoreError> {
+        let run = run.clone();
+        self.with(move |c| insert_run(c, &run)).await
+    }
+
+    async fn findings(&self, filter: &FindingFilter) -> Result<Vec<Finding>, StoreError> {
+        let filter = filter.clone();
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "{FINDING_SELECT} WHERE (?1 IS NULL OR f.query = ?1) AND (?2 IS NULL OR f.status = ?2) ORDER BY f.id"
+            ))?;
+            let rows = stmt.query_map(params![filter.query, filter.status.map(|s| s.as_str())], read_finding)?;
+            rows.map(|r| r?).collect()
+        })
+        .await
+    }
+
+    async fn finding(&self, id: i64) -> Result<Option<Finding>, StoreError> {
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(&format!("{FINDING_SELECT} WHERE f.id = ?1"))?;
+            Ok(stmt.query_row([id], read_finding).optional()?.transpose()?)
+        })
+        .await
+    }
+
+    async fn runs(&self, query: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let query = query.map(str::to_string);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, query, started_at, finished_at, status, rows, inserted, updated, deleted, baseline, error
+                 FROM runs WHERE (?1 IS NULL OR query = ?1) ORDER BY id DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![query, limit], read_run)?;
+            rows.map(|r| r?).collect()
+        })
+        .await
+    }
+
+    async fn reset_query(&self, query: &str) -> Result<u64, StoreError> {
+        let query = query.to_string();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let id: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM query_state WHERE name = ?1",
+                    [&query],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(id) = id else {
+                return Ok(0);
+            };
+            let keys = tx.execute("DELETE FROM snapshot WHERE query_id = ?1", [id])?;
+            tx.execute("DELETE FROM query_state WHERE id = ?1", [id])?;
+            tx.commit()?;
+            Ok(keys as u64)
+        })
+        .await
+    }
+}
+
+/// Open findings report the latest successful run as `last_seen`: the run saw them without rewriting them.
+const FINDING_SELECT: &str = "SELECT f.id, f.query, f.key_json, f.status, f.severity, f.first_seen,
+       CASE WHEN f.status = 'open' AND qs.last_success_at > f.last_seen THEN qs.last_success_at ELSE f.last_seen END,
+       f.resolved_at, f.reopened, f.row_json
+  FROM findings f LEFT JOIN query_state qs ON qs.name = f.query";
+
+fn read_finding(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Finding, StoreError>> {
+    let key: String = r.get(2)?;
+    let status: String = r.get(3)?;
+    let severity: String = r.get(4)?;
+    let first_seen: String = r.get(5)?;
+    let last_seen: String = r.get(6)?;
+    let resolved_at: Option<String> = r.get(7)?;
+    let row: String = r.get(9)?;
+    let id: i64 = r.get(0)?;
+    let query: String = r.get(1)?;
+    let reopened: i64 = r.get(8)?;
+    Ok((|| {
+        Ok(Finding {
+            id,
+            query,
+            key: parse_object(&key)?,
+            status: parse_status(&status)?,
+            severity: parse_severity(&severity)?,
+            first_seen: parse_ts(&first_seen)?,
+            last_seen: parse_ts(&last_seen)?,
+            resolved_at: resolved_at.as_deref().map(parse_ts).transpose()?,
+            reopened,
+            row: parse_object(&row)?,
+        })
+    })())
+}
+
+fn read_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<RunRecord, StoreError>> {
+    let started: String = r.get(2)?;
+    let finished: String = r.get(3)?;
+    let status: String = r.get(4)?;
+    let (id, query): (i64, String) = (r.get(0)?, r.get(1)?);
+    let counts: [i64; 4] = [r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?];
+    let baseline: bool = r.get(9)?;
+    let error: Option<String> = r.get(10)?;
+    Ok((|| {
+        Ok(RunRecord {
+            id,
+            query,
+            started_at: parse_ts(&started)?,
+            finished_at: parse_ts(&finished)?,
+            status: parse_run_status(&status)?,
+            rows: counts[0] as u64,
+            inserted: counts[1] as u64,
+            updated: counts[2] as u64,
+            deleted: counts[3] as u64,
+            baseline,
+            error,
+        })
+    })())
+}
+
+fn insert_run(c: &Connection, run: &RunRecord) -> Result<i64, StoreError> {
+    c.execute(
+        "INSERT INTO runs (query, started_at, finished_at, status, rows, inserted, updated, deleted, baseline, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            run.query,
+            ts(&run.started_at),
+            ts(&run.finished_at),
+            run.status.as_str(),
+            run.rows as i64,
+            run.inserted as i64,
+            run.updated as i64,
+            run.deleted as i64,
+            run.baseline,
+            run.error,
+        ],
+    )?;
+    Ok(c.last_insert_rowid())
+}
+
+/// Claims the query's state at the generation the diff was based on; `Conflict` if it moved.
+fn claim_generation(
+    tx: &Transaction<'_>,
+    commit: &RunCommit,
+) -> Result<(i64, Option<String>), StoreError> {
+    let query = &commit.run.query;
+    let observed = ts(&commit.run.started_at);
+    let current: Option<(i64, i64, String)> = tx
+        .query_row(
+            "SELECT id, generation, last_success_at FROM query_state WHERE name = ?1",
+            [query],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let conflict = || StoreError::Conflict {
+        query: query.clone(),
+        expected: commit.changes.base_generation.unwrap_or(0),
+    };
+    match (current, commit.changes.base_generation) {
+        (None, None) => {
+            tx.execute(
+                "INSERT INTO query_state (name, generation, last_success_at) VALUES (?1, 1, ?2)",
+                params![query, observed],
+            )?;
+            Ok((tx.last_insert_rowid(), None))
+        }
+        (Some((id, generation, previous)), Some(base)) if generation == base => {
+            tx.execute(
+                "UPDATE query_state SET generation = generation + 1, last_success_at = ?2 WHERE id = ?1",
+                params![id, observed],
+            )?;
+            Ok((id, Some(previous)))
+        }
+        _ => Err(conflict()),
+    }
+}
+
+fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, StoreError> {
+    let (query_id, previous_success) = claim_generation(tx, commit)?;
+    let query = &commit.run.query;
+    let observed = ts(&commit.run.started_at);
+    let severity = commit.severity.as_str();
+    let mut outcome = CommitOutcome::default();
+    {
+        let mut put_snapshot = tx.prepare_cached(
+            "INSERT OR REPLACE INTO snapshot (query_id, key_hash, row_hash) VALUES (?1, ?2, ?3)",
+        )?;
+        let mut find = tx
+            .prepare_cached("SELECT id, status FROM findings WHERE query = ?1 AND key_hash = ?2")?;
+        let mut open_new = tx.prepare_cached(
+            "INSERT INTO findings (query, key_hash, key_json, status, severity, row_json, row_hash, first_seen, last_seen)
+             VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6, ?7, ?7)",
+        )?;
+        let mut reopen = tx.prepare_cached(
+            "UPDATE findings SET status = 'open', resolved_at = NULL, reopened = reopened + (status = 'resolved'),
+                    severity = ?2, row_json = ?3, row_hash = ?4, last_seen = ?5
+             WHERE id = ?1",
+        )?;
+        for ch in &commit.changes.inserted {
+            let key = key_bytes(ch.key_hash);
+            put_snapshot.execute(params![query_id, key, ch.row_hash as i64])?;
+            if ch.finding.is_none() {
+                continue;
+            }
+            let (key_json, row_json) = finding_json(ch)?;
+            let existing: Option<(i64, String)> = find
+                .query_row(params![query, key], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            match existing {
+                None => {
+                    open_new.execute(params![
+                        query,
+                        key,
+                        key_json,
+                        severity,
+                        row_json,
+                        ch.row_hash as i64,
+                        observed
+                    ])?;
+                    outcome.opened.push(tx.last_insert_rowid());
+                }
+                Some((id, status)) => {
+                    reopen.execute(params![
+                        id,
+                        severity,
+                        row_json,
+                        ch.row_hash as i64,
+                        observed
+                    ])?;
+                    if status == "resolved" {
+                        outcome.reopened.push(id);
+                    } else {
+                        outcome.refreshed += 1;
+                    }
+                }
+            }
+        }
+        let mut update_row = tx.prepare_cached(
+            "UPDATE findings SET row_json = ?3, row_hash = ?4, last_seen = ?5
+             WHERE query = ?1 AND key_hash = ?2 AND status = 'open'",
+        )?;
+        for ch in &commit.changes.updated {
+            let key = key_bytes(ch.key_hash);
+            put_snapshot.execute(params![query_id, key, ch.row_hash as i64])?;
+            if ch.finding.is_some() {
+                let (_, row_json) = finding_json(ch)?;
+                outcome.updated += update_row.execute(params![
+                    query,
+                    key,
+                    row_json,
+                    ch.row_hash as i64,
+                    observed
+                ])? as u64;
+            }
+        }
+        let mut forget =
+            tx.prepare_cached("DELETE FROM snapshot WHERE query_id = ?1 AND key_hash = ?2")?;
+        let mut resolve = tx.prepare_cached(
+            "UPDATE findings SET status = 'resolved', resolved_at = ?3, last_seen = coalesce(?4, last_seen)
+             WHERE query = ?1 AND key_hash = ?2 AND status = 'open' RETURNING id",
+        )?;
+        for key in &commit.changes.deleted {
+            let key = key_bytes(*key);
+            forget.execute(params![query_id, key])?;
+            if let Some(id) = resolve
+                .query_row(params![query, key, observed, previous_success], |r| {
+                    r.get(0)
+                })
+                .optional()?
+            {
+                outcome.resolved.push(id);
+            }
+        }
+    }
+    if commit.changes.base_generation.is_none() {
+        // A first run (new query, or after `state reset`): open findings whose key it did not see are resolved.
+        let mut stmt = tx.prepare_cached(
+            "UPDATE findings SET status = 'resolved', resolved_at = ?3
+             WHERE query = ?1 AND status = 'open'
+               AND NOT EXISTS (SELECT 1 FROM snapshot s WHERE s.query_id = ?2 AND s.key_hash = findings.key_hash)
+             RETURNING id",
+        )?;
+        let ids = stmt.query_map(params![query, query_id, observed], |r| r.get(0))?;
+        for id in ids {
+            outcome.resolved.push(id?);
+        }
+    }
+    outcome.run_id = insert_run(tx, &commit.run)?;
+    Ok(outcome)
+}
