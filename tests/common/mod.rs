@@ -1,0 +1,100 @@
+//! Test support: fresh PostgreSQL databases on the local server, project directories.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// The admin connection used to create and drop test databases.
+pub fn pg_admin_url() -> String {
+    std::env::var("VIGILO_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+/// A fresh PostgreSQL database, dropped when this value is dropped.
+pub struct PgDb {
+    /// The database name.
+    pub name: String,
+    /// A URL that connects to it.
+    pub url: String,
+}
+
+async fn admin() -> tokio_postgres::Client {
+    let url = pg_admin_url();
+    let (client, conn) = match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "PostgreSQL is required for this test and is not reachable at {url}: {e}. \
+             Start it (scripts/test does) or set VIGILO_TEST_PG."
+        ),
+    };
+    tokio::spawn(conn);
+    client
+}
+
+impl PgDb {
+    /// Creates a database named `vigilo_<prefix>_<random>`.
+    pub async fn new(prefix: &str) -> PgDb {
+        let name = format!("vigilo_{prefix}_{}", uuid::Uuid::new_v4().simple());
+        admin()
+            .await
+            .batch_execute(&format!("create database {name}"))
+            .await
+            .expect("create test database");
+        let base = pg_admin_url();
+        let url = match base.rfind('/') {
+            Some(i) => format!("{}/{}", &base[..i], name),
+            None => panic!("VIGILO_TEST_PG must end in /DATABASE: {base}"),
+        };
+        PgDb { name, url }
+    }
+
+    /// Runs SQL in this database.
+    pub async fn execute(&self, sql: &str) {
+        let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to test database");
+        tokio::spawn(conn);
+        client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop may run inside a runtime; use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(async {
+                admin()
+                    .await
+                    .batch_execute(&format!("drop database if exists {name} with (force)"))
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// The Steampipe stand-in fixture shipped in ../shared/fixtures (or tests/fixtures when shared/ is absent).
+pub fn steampipe_fixture() -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for p in [
+        root.join("../shared/fixtures/steampipe_aws_iam_access_key.sql"),
+        root.join("tests/fixtures/steampipe_aws_iam_access_key.sql"),
+    ] {
+        if let Ok(s) = std::fs::read_to_string(&p) {
+            return s;
+        }
+    }
+    panic!("the Steampipe fixture steampipe_aws_iam_access_key.sql is missing from ../shared/fixtures and tests/fixtures")
+}
+
+/// Writes `files` (relative path → contents) under a new temporary project directory.
+pub fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (path, text) in files {
+        let p: PathBuf = dir.path().join(path);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, text).expect("write");
+    }
+    dir
+}

@@ -1,0 +1,283 @@
+//! One suite, two state stores: SQLite and PostgreSQL must behave the same.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use serde_json::{Value, json};
+use vigilo::config::{FirstRun, Query, Severity, StoreUrl};
+use vigilo::diff::{Changes, Diff};
+use vigilo::finding::Status;
+use vigilo::store::{self, FindingFilter, RunCommit, RunRecord, RunStatus, Store, StoreError};
+
+fn query(name: &str, first: FirstRun) -> Query {
+    Query {
+        name: name.into(),
+        title: name.into(),
+        database: "db".into(),
+        schedule: None,
+        primary_key: vec!["id".into()],
+        ignore_columns: vec!["age".into()],
+        remediation: None,
+        notify: None,
+        on_first_run: first,
+        severity: Severity::High,
+        enabled: true,
+        sql: String::new(),
+        path: PathBuf::from(format!("queries/{name}.sql")),
+    }
+}
+
+fn row(id: &str, v: i64) -> Vec<Value> {
+    vec![json!(id), json!(v), json!(1)]
+}
+
+/// Diffs `rows` against the store's current snapshot.
+async fn diff(store: &dyn Store, q: &Query, rows: &[Vec<Value>]) -> Changes {
+    let cols = vec!["id".to_string(), "v".to_string(), "age".to_string()];
+    let snapshot = store.load_snapshot(&q.name).await.unwrap();
+    let mut d = Diff::new(q, &cols, snapshot).unwrap();
+    for r in rows {
+        d.push(r.clone()).unwrap();
+    }
+    d.finish()
+}
+
+fn record(q: &Query, c: &Changes, status: RunStatus, minutes_ago: i64) -> RunRecord {
+    let started_at = Utc::now() - Duration::minutes(minutes_ago);
+    RunRecord {
+        id: 0,
+        query: q.name.clone(),
+        started_at,
+        finished_at: started_at + Duration::seconds(1),
+        status,
+        rows: c.rows,
+        inserted: c.inserted.len() as u64,
+        updated: c.updated.len() as u64,
+        deleted: c.deleted.len() as u64,
+        baseline: c.baseline,
+        error: (status == RunStatus::Failed).then(|| "boom".to_string()),
+    }
+}
+
+/// Diffs and commits `rows` as a run that started `minutes_ago`.
+async fn commit(store: &dyn Store, q: &Query, rows: &[Vec<Value>], minutes_ago: i64) -> store::CommitOutcome {
+    let changes = diff(store, q, rows).await;
+    let run = record(q, &changes, RunStatus::Succeeded, minutes_ago);
+    store
+        .commit_run(RunCommit {
+            run,
+            severity: q.severity,
+            changes,
+        })
+        .await
+        .unwrap()
+}
+
+async fn findings(store: &dyn Store, q: &Query, status: Option<Status>) -> Vec<vigilo::finding::Finding> {
+    store
+        .findings(&FindingFilter {
+            query: Some(q.name.clone()),
+            status,
+        })
+        .await
+        .unwrap()
+}
+
+async fn lifecycle(store: &dyn Store) {
+    let q = query("lifecycle", FirstRun::Insert);
+    assert!(store.load_snapshot(&q.name).await.unwrap().is_none(), "no snapshot before the first run");
+
+    let out = commit(store, &q, &[row("a", 1), row("b", 1)], 50).await;
+    assert_eq!(out.opened.len(), 2, "first run opens a finding per row");
+    let snap = store.load_snapshot(&q.name).await.unwrap().unwrap();
+    assert_eq!((snap.generation, snap.len()), (1, 2));
+    let open = findings(store, &q, Some(Status::Open)).await;
+    assert_eq!(open.len(), 2);
+    assert_eq!(open[0].key, json!({"id": "a"}).as_object().unwrap().clone());
+    assert_eq!(open[0].row["v"], json!(1));
+    assert_eq!(open[0].severity, Severity::High);
+    assert!(open[0].resolved_at.is_none());
+
+    // Same rows: nothing opens, generation moves, last_seen follows the run.
+    let out = commit(store, &q, &[row("a", 1), row("b", 1)], 40).await;
+    assert!(out.opened.is_empty() && out.resolved.is_empty());
+    assert_eq!(store.load_snapshot(&q.name).await.unwrap().unwrap().generation, 2);
+    let a = &findings(store, &q, Some(Status::Open)).await[0];
+    assert!(a.last_seen > a.first_seen, "last_seen follows the latest run that saw the key");
+
+    // b changes: updated in place.
+    let out = commit(store, &q, &[row("a", 1), row("b", 2)], 30).await;
+    assert_eq!(out.updated, 1);
+    let b = findings(store, &q, None).await.into_iter().find(|f| f.key["id"] == "b").unwrap();
+    assert_eq!(b.row["v"], json!(2));
+
+    // b leaves: resolved, with resolved_at; last_seen is the previous run.
+    let out = commit(store, &q, &[row("a", 1)], 20).await;
+    assert_eq!(out.resolved, vec![b.id]);
+    let b2 = store.finding(b.id).await.unwrap().unwrap();
+    assert_eq!(b2.status, Status::Resolved);
+    let resolved_at = b2.resolved_at.expect("resolved_at");
+    assert!(b2.last_seen < resolved_at);
+
+    // b comes back: the same finding reopens.
+    let out = commit(store, &q, &[row("a", 1), row("b", 3)], 10).await;
+    assert_eq!(out.reopened, vec![b.id]);
+    assert!(out.opened.is_empty());
+    let b3 = store.finding(b.id).await.unwrap().unwrap();
+    assert_eq!((b3.status, b3.reopened, b3.resolved_at), (Status::Open, 1, None));
+    assert_eq!(b3.row["v"], json!(3));
+
+    // Zero rows resolves everything.
+    let out = commit(store, &q, &[], 5).await;
+    assert_eq!(out.resolved.len(), 2);
+    assert!(findings(store, &q, Some(Status::Open)).await.is_empty());
+    assert_eq!(store.load_snapshot(&q.name).await.unwrap().unwrap().len(), 0);
+
+    let runs = store.runs(Some(&q.name), 10).await.unwrap();
+    assert_eq!(runs.len(), 6);
+    assert_eq!(runs[0].deleted, 2, "newest first");
+    assert!(runs.iter().all(|r| r.status == RunStatus::Succeeded));
+}
+
+async fn baseline(store: &dyn Store) {
+    let q = query("baseline", FirstRun::Baseline);
+    let out = commit(store, &q, &[row("a", 1), row("b", 1)], 10).await;
+    assert!(out.opened.is_empty(), "a baseline run opens nothing");
+    assert_eq!(store.load_snapshot(&q.name).await.unwrap().unwrap().len(), 2);
+    assert!(findings(store, &q, None).await.is_empty());
+    assert!(store.runs(Some(&q.name), 1).await.unwrap()[0].baseline);
+    // After the baseline, a new key is a finding.
+    let out = commit(store, &q, &[row("a", 1), row("b", 1), row("c", 1)], 5).await;
+    assert_eq!(out.opened.len(), 1);
+    // A baseline key leaving resolves nothing (it never was a finding).
+    let out = commit(store, &q, &[row("b", 1), row("c", 1)], 1).await;
+    assert!(out.resolved.is_empty());
+}
+
+async fn conflict(store: &dyn Store) {
+    let q = query("conflict", FirstRun::Insert);
+    commit(store, &q, &[row("a", 1)], 10).await;
+    // Two runs diff against the same snapshot; the second to commit loses and changes nothing.
+    let first = diff(store, &q, &[row("a", 1), row("b", 1)]).await;
+    let second = diff(store, &q, &[]).await;
+    let run1 = record(&q, &first, RunStatus::Succeeded, 2);
+    let run2 = record(&q, &second, RunStatus::Succeeded, 1);
+    store
+        .commit_run(RunCommit {
+            run: run1,
+            severity: q.severity,
+            changes: first,
+        })
+        .await
+        .unwrap();
+    let err = store
+        .commit_run(RunCommit {
+            run: run2,
+            severity: q.severity,
+            changes: second,
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    assert_eq!(findings(store, &q, Some(Status::Open)).await.len(), 2, "the losing run resolved nothing");
+    assert_eq!(store.load_snapshot(&q.name).await.unwrap().unwrap().generation, 2);
+
+    // Two racing first runs: one wins.
+    let q2 = query("conflict_first", FirstRun::Insert);
+    let a = diff(store, &q2, &[row("a", 1)]).await;
+    let b = diff(store, &q2, &[row("b", 1)]).await;
+    let (ra, rb) = (record(&q2, &a, RunStatus::Succeeded, 1), record(&q2, &b, RunStatus::Succeeded, 1));
+    store
+        .commit_run(RunCommit {
+            run: ra,
+            severity: q2.severity,
+            changes: a,
+        })
+        .await
+        .unwrap();
+    let err = store
+        .commit_run(RunCommit {
+            run: rb,
+            severity: q2.severity,
+            changes: b,
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+}
+
+async fn failed_runs_change_nothing(store: &dyn Store) {
+    let q = query("failing", FirstRun::Insert);
+    commit(store, &q, &[row("a", 1)], 10).await;
+    let before = store.load_snapshot(&q.name).await.unwrap().unwrap().generation;
+    let empty = Changes::default();
+    let id = store
+        .record_failed_run(&record(&q, &empty, RunStatus::Failed, 1))
+        .await
+        .unwrap();
+    assert!(id > 0);
+    let runs = store.runs(Some(&q.name), 10).await.unwrap();
+    assert_eq!(runs[0].status, RunStatus::Failed);
+    assert_eq!(runs[0].error.as_deref(), Some("boom"));
+    assert_eq!(store.load_snapshot(&q.name).await.unwrap().unwrap().generation, before);
+    assert_eq!(findings(store, &q, Some(Status::Open)).await.len(), 1);
+}
+
+async fn reset(store: &dyn Store) {
+    let q = query("reset", FirstRun::Insert);
+    commit(store, &q, &[row("a", 1), row("b", 1)], 10).await;
+    assert_eq!(store.reset_query(&q.name).await.unwrap(), 2);
+    assert!(store.load_snapshot(&q.name).await.unwrap().is_none(), "next run is a first run");
+    assert_eq!(findings(store, &q, Some(Status::Open)).await.len(), 2, "findings are kept");
+    // The first run after a reset: a still-present key keeps its open finding, an absent one resolves.
+    let out = commit(store, &q, &[row("a", 1)], 1).await;
+    assert!(out.opened.is_empty() && out.reopened.is_empty());
+    assert_eq!(out.refreshed, 1);
+    assert_eq!(out.resolved.len(), 1);
+    assert_eq!(store.reset_query("never_ran").await.unwrap(), 0);
+}
+
+async fn suite(store: Arc<dyn Store>) {
+    store.ping().await.unwrap();
+    lifecycle(&*store).await;
+    baseline(&*store).await;
+    conflict(&*store).await;
+    failed_runs_change_nothing(&*store).await;
+    reset(&*store).await;
+    let all = store.findings(&FindingFilter::default()).await.unwrap();
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id), "findings list in id order");
+}
+
+#[tokio::test]
+async fn sqlite_store_passes_the_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = StoreUrl::Sqlite(dir.path().join("state/vigilo.db"));
+    suite(store::open(&url).await.unwrap()).await;
+    // Reopening applies no migration twice and keeps the data.
+    let again = store::open(&url).await.unwrap();
+    assert!(!again.findings(&FindingFilter::default()).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn postgres_store_passes_the_suite() {
+    let db = common::PgDb::new("store").await;
+    let url = StoreUrl::Postgres(db.url.clone());
+    suite(store::open(&url).await.unwrap()).await;
+    let again = store::open(&url).await.unwrap();
+    assert!(!again.findings(&FindingFilter::default()).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn postgres_store_unreachable_is_a_clear_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = StoreUrl::Postgres(format!("postgres://u:hunter2@127.0.0.1:{port}/x"));
+    let err = match store::open(&url).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("opened a store on a closed port"),
+    };
+    assert!(err.contains("cannot open"), "{err}");
+    assert!(!err.contains("hunter2"), "password leaked: {err}");
+}
