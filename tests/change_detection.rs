@@ -22,7 +22,8 @@ impl Backend {
             Backend::Postgres(db) => db.execute(sql).await,
             Backend::Sqlite(path) => {
                 let conn = rusqlite::Connection::open(path).unwrap();
-                conn.execute_batch(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+                conn.execute_batch(sql)
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
             }
         }
     }
@@ -55,9 +56,18 @@ const QUERIES: &[(&str, &str)] = &[
         "queries/items_composite.sql",
         "-- primary_key: account, id\nselect account, id, name from items\n",
     ),
-    ("queries/broken.sql", "-- primary_key: id\nselect id from no_such_table\n"),
-    ("queries/dup.sql", "-- primary_key: name\nselect id, name from items\n"),
-    ("queries/nullkey.sql", "-- primary_key: id\nselect nullif(id, 'b') as id, name from items\n"),
+    (
+        "queries/broken.sql",
+        "-- primary_key: id\nselect id from no_such_table\n",
+    ),
+    (
+        "queries/dup.sql",
+        "-- primary_key: name\nselect id, name from items\n",
+    ),
+    (
+        "queries/nullkey.sql",
+        "-- primary_key: id\nselect nullif(id, 'b') as id, name from items\n",
+    ),
 ];
 
 async fn fixture(backend: Backend) -> Fixture {
@@ -109,7 +119,13 @@ impl Fixture {
             .await
             .unwrap();
         list.iter()
-            .map(|f| f.key.values().map(|v| v.as_str().unwrap_or("?").to_string()).collect::<Vec<_>>().join("/"))
+            .map(|f| {
+                f.key
+                    .values()
+                    .map(|v| v.as_str().unwrap_or("?").to_string())
+                    .collect::<Vec<_>>()
+                    .join("/")
+            })
             .collect()
     }
 }
@@ -124,12 +140,18 @@ async fn section_3(backend: Backend) {
     assert_eq!(f.counts("items").await, (2, 0, 0), "first run inserts");
     assert_eq!(f.open("items").await, ["a", "b"]);
     // Same rows again: nothing.
-    assert_eq!(f.counts("items").await, (0, 0, 0), "second run changes nothing");
+    assert_eq!(
+        f.counts("items").await,
+        (0, 0, 0),
+        "second run changes nothing"
+    );
     // An ignore_columns change is not an update.
     f.backend.exec("update items set age = age + 1;").await;
     assert_eq!(f.counts("items").await, (0, 0, 0), "ignored column");
     // Row changed outside ignore_columns: updated, the finding's row follows.
-    f.backend.exec("update items set name = 'bobby' where id = 'b';").await;
+    f.backend
+        .exec("update items set name = 'bobby' where id = 'b';")
+        .await;
     assert_eq!(f.counts("items").await, (0, 1, 0), "update");
     let list = f.store.findings(&FindingFilter::default()).await.unwrap();
     let b = list.iter().find(|x| x.key["id"] == "b").unwrap();
@@ -143,25 +165,45 @@ async fn section_3(backend: Backend) {
     assert_eq!(b.status, Status::Resolved);
     assert!(b.resolved_at.is_some());
     // Back after being resolved: open again (same finding, reopened).
-    f.backend.exec("insert into items values ('111', 'b', 'bob', 1);").await;
+    f.backend
+        .exec("insert into items values ('111', 'b', 'bob', 1);")
+        .await;
     let run = f.run("items").await.result.unwrap();
     assert_eq!(run.outcome.reopened, vec![b.id], "reopen");
     assert_eq!(f.open("items").await, ["a", "b"]);
 
     // A failed run changes nothing: SQL error (its own query) ...
     let broken = f.run("broken").await;
-    assert!(matches!(broken.result, Err(ScanError::Source(_))), "{:?}", broken.result);
+    assert!(
+        matches!(broken.result, Err(ScanError::Source(_))),
+        "{:?}",
+        broken.result
+    );
     let runs = f.store.runs(Some("broken"), 5).await.unwrap();
     assert_eq!(runs[0].status, RunStatus::Failed);
-    assert!(runs[0].error.as_deref().unwrap().contains("no_such_table"), "{:?}", runs[0].error);
+    assert!(
+        runs[0].error.as_deref().unwrap().contains("no_such_table"),
+        "{:?}",
+        runs[0].error
+    );
     // ... and the table vanishing (a SQL error on a query with findings) resolves nothing.
-    f.backend.exec("alter table items rename to items_gone;").await;
+    f.backend
+        .exec("alter table items rename to items_gone;")
+        .await;
     assert!(f.run("items").await.result.is_err());
-    assert_eq!(f.open("items").await, ["a", "b"], "a failed run resolves nothing");
-    f.backend.exec("alter table items_gone rename to items;").await;
+    assert_eq!(
+        f.open("items").await,
+        ["a", "b"],
+        "a failed run resolves nothing"
+    );
+    f.backend
+        .exec("alter table items_gone rename to items;")
+        .await;
 
     // Duplicate keys fail naming the column, and change nothing.
-    f.backend.exec("insert into items values ('222', 'c', 'bob', 1);").await;
+    f.backend
+        .exec("insert into items values ('222', 'c', 'bob', 1);")
+        .await;
     let dup = f.run("dup").await;
     let err = dup.result.unwrap_err().to_string();
     assert!(err.contains("name = \"bob\""), "{err}");
@@ -173,17 +215,27 @@ async fn section_3(backend: Backend) {
     assert!(f.findings("nullkey", None).await.is_empty());
 
     // Composite keys: the same id in two accounts is two findings.
-    f.backend.exec("insert into items values ('222', 'a', 'alice2', 1);").await;
+    f.backend
+        .exec("insert into items values ('222', 'a', 'alice2', 1);")
+        .await;
     assert_eq!(f.counts("items_composite").await, (4, 0, 0));
-    assert!(f.open("items_composite").await.contains(&"222/a".to_string()));
-    f.backend.exec("delete from items where account = '222' and id = 'a';").await;
+    assert!(
+        f.open("items_composite")
+            .await
+            .contains(&"222/a".to_string())
+    );
+    f.backend
+        .exec("delete from items where account = '222' and id = 'a';")
+        .await;
     assert_eq!(f.counts("items_composite").await, (0, 0, 1));
 
     // on_first_run = baseline: the first run records, opens nothing; later new keys are findings.
     let run = f.run("items_baseline").await.result.unwrap();
     assert!(run.baseline && run.outcome.opened.is_empty());
     assert!(f.findings("items_baseline", None).await.is_empty());
-    f.backend.exec("insert into items values ('111', 'd', 'dan', 1);").await;
+    f.backend
+        .exec("insert into items values ('111', 'd', 'dan', 1);")
+        .await;
     assert_eq!(f.counts("items_baseline").await, (1, 0, 0));
     assert_eq!(f.open("items_baseline").await, ["d"]);
 
@@ -212,11 +264,17 @@ async fn connection_refused_changes_nothing() {
     let src = dir.path().join("src.db");
     let backend = Backend::Sqlite(src.clone());
     let f = fixture(backend).await;
-    f.backend.exec("insert into items values ('1', 'a', 'x', 1);").await;
+    f.backend
+        .exec("insert into items values ('1', 'a', 'x', 1);")
+        .await;
     assert_eq!(f.counts("items").await, (1, 0, 0));
 
     // Point the same project's query at a closed PostgreSQL port.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let config = format!(
         "[state]\nurl = \"sqlite://{}\"\n\n[database.src]\nurl = \"postgres://postgres@127.0.0.1:{port}/none\"\n",
         f._dir.path().join("state.db").display()
@@ -228,7 +286,13 @@ async fn connection_refused_changes_nothing() {
     let run = scanner.run(&project.queries["items"]).await;
     let err = run.result.unwrap_err().to_string();
     assert!(err.contains("cannot connect"), "{err}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(15), "connection refused is quick");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "connection refused is quick"
+    );
     assert_eq!(f.open("items").await, ["a"], "nothing resolved");
-    assert_eq!(f.store.runs(Some("items"), 1).await.unwrap()[0].status, RunStatus::Failed);
+    assert_eq!(
+        f.store.runs(Some("items"), 1).await.unwrap()[0].status,
+        RunStatus::Failed
+    );
 }

@@ -47,37 +47,81 @@ fn repo() -> &'static Path {
 async fn fixture_db() -> common::PgDb {
     let db = common::PgDb::new("fixture").await;
     db.execute(&common::steampipe_fixture()).await;
-    db.execute(&std::fs::read_to_string(repo().join("tests/fixtures/steampipe_more_tables.sql")).unwrap())
-        .await;
+    db.execute(
+        &std::fs::read_to_string(repo().join("tests/fixtures/steampipe_more_tables.sql")).unwrap(),
+    )
+    .await;
     db
 }
 
 /// The "done means", on the repository's own example project, with either state store.
 async fn example_project_against_fixture(state_url: &str) {
     let db = fixture_db().await;
-    let env = [("STEAMPIPE_URL", db.url.as_str()), ("VIGILO_STATE_URL", state_url)];
+    let env = [
+        ("STEAMPIPE_URL", db.url.as_str()),
+        ("VIGILO_STATE_URL", state_url),
+    ];
 
     let v = vigilo(repo(), &env, &["validate"]);
     assert!(v.status.success(), "{}", text(&v));
 
     let first = vigilo(repo(), &env, &["scan"]);
     assert!(first.status.success(), "{}", text(&first));
-    assert_eq!(scan_row(&first, "iam_access_key_stale")[1..6], ["ok", "5", "5", "0", "0"], "{}", text(&first));
-    assert_eq!(scan_row(&first, "iam_user_console_without_mfa")[3], "2", "{}", text(&first));
+    assert_eq!(
+        scan_row(&first, "iam_access_key_stale")[1..6],
+        ["ok", "5", "5", "0", "0"],
+        "{}",
+        text(&first)
+    );
+    assert_eq!(
+        scan_row(&first, "iam_user_console_without_mfa")[3],
+        "2",
+        "{}",
+        text(&first)
+    );
     let s3 = scan_row(&first, "s3_bucket_versioning_disabled");
     assert_eq!(s3[3], "0", "baseline opens nothing: {}", text(&first));
 
-    let json = vigilo(repo(), &env, &["findings", "--query", "iam_access_key_stale", "--format", "json"]);
+    let json = vigilo(
+        repo(),
+        &env,
+        &[
+            "findings",
+            "--query",
+            "iam_access_key_stale",
+            "--format",
+            "json",
+        ],
+    );
     assert!(json.status.success(), "{}", text(&json));
     let list: Vec<Value> = serde_json::from_slice(&json.stdout).unwrap();
-    let mut keys: Vec<&str> = list.iter().map(|f| f["key"]["access_key_id"].as_str().unwrap()).collect();
+    let mut keys: Vec<&str> = list
+        .iter()
+        .map(|f| f["key"]["access_key_id"].as_str().unwrap())
+        .collect();
     keys.sort();
     assert_eq!(
         keys,
-        ["AKIAEXAMPLE000000001", "AKIAEXAMPLE000000002", "AKIAEXAMPLE000000003", "AKIAEXAMPLE000000006", "AKIAEXAMPLE000000007"]
+        [
+            "AKIAEXAMPLE000000001",
+            "AKIAEXAMPLE000000002",
+            "AKIAEXAMPLE000000003",
+            "AKIAEXAMPLE000000006",
+            "AKIAEXAMPLE000000007"
+        ]
     );
     let f = &list[0];
-    for field in ["id", "query", "key", "status", "severity", "first_seen", "last_seen", "resolved_at", "row"] {
+    for field in [
+        "id",
+        "query",
+        "key",
+        "status",
+        "severity",
+        "first_seen",
+        "last_seen",
+        "resolved_at",
+        "row",
+    ] {
         assert!(f.get(field).is_some(), "finding JSON lacks {field}: {f}");
     }
     assert_eq!(f["status"], "open");
@@ -87,38 +131,98 @@ async fn example_project_against_fixture(state_url: &str) {
 
     let second = vigilo(repo(), &env, &["scan", "iam_access_key_stale"]);
     assert!(second.status.success(), "{}", text(&second));
-    assert_eq!(scan_row(&second, "iam_access_key_stale")[1..6], ["ok", "5", "0", "0", "0"], "{}", text(&second));
+    assert_eq!(
+        scan_row(&second, "iam_access_key_stale")[1..6],
+        ["ok", "5", "0", "0", "0"],
+        "{}",
+        text(&second)
+    );
 
     db.execute("update aws_iam_access_key set status = 'Inactive' where access_key_id = 'AKIAEXAMPLE000000002'")
         .await;
     let dry = vigilo(repo(), &env, &["scan", "--dry-run", "iam_access_key_stale"]);
     assert!(dry.status.success(), "{}", text(&dry));
-    assert!(stdout(&dry).contains("resolve") && stdout(&dry).contains("AKIAEXAMPLE000000002"), "{}", text(&dry));
-    let still = vigilo(repo(), &env, &["findings", "--query", "iam_access_key_stale", "--format", "csv"]);
-    assert_eq!(stdout(&still).lines().count(), 6, "dry run resolved nothing: {}", text(&still));
+    assert!(
+        stdout(&dry).contains("resolve") && stdout(&dry).contains("AKIAEXAMPLE000000002"),
+        "{}",
+        text(&dry)
+    );
+    let still = vigilo(
+        repo(),
+        &env,
+        &[
+            "findings",
+            "--query",
+            "iam_access_key_stale",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(
+        stdout(&still).lines().count(),
+        6,
+        "dry run resolved nothing: {}",
+        text(&still)
+    );
 
     let third = vigilo(repo(), &env, &["scan", "iam_access_key_stale"]);
-    assert_eq!(scan_row(&third, "iam_access_key_stale")[1..6], ["ok", "4", "0", "0", "1"], "{}", text(&third));
-    let resolved = vigilo(repo(), &env, &["findings", "--status", "resolved", "--format", "json"]);
+    assert_eq!(
+        scan_row(&third, "iam_access_key_stale")[1..6],
+        ["ok", "4", "0", "0", "1"],
+        "{}",
+        text(&third)
+    );
+    let resolved = vigilo(
+        repo(),
+        &env,
+        &["findings", "--status", "resolved", "--format", "json"],
+    );
     let list: Vec<Value> = serde_json::from_slice(&resolved.stdout).unwrap();
     assert_eq!(list.len(), 1, "{}", text(&resolved));
     assert_eq!(list[0]["key"]["access_key_id"], "AKIAEXAMPLE000000002");
     assert!(list[0]["resolved_at"].is_string());
 
     // CSV has a stable header and one row per finding.
-    let csv = vigilo(repo(), &env, &["findings", "--status", "all", "--format", "csv"]);
+    let csv = vigilo(
+        repo(),
+        &env,
+        &["findings", "--status", "all", "--format", "csv"],
+    );
     let out = stdout(&csv);
-    assert!(out.starts_with("id,query,status,severity,key,first_seen,last_seen,resolved_at,reopened,row\n"), "{out}");
+    assert!(
+        out.starts_with(
+            "id,query,status,severity,key,first_seen,last_seen,resolved_at,reopened,row\n"
+        ),
+        "{out}"
+    );
     assert_eq!(out.lines().count(), 1 + 5 + 2, "{out}");
     let table = vigilo(repo(), &env, &["findings"]);
-    assert!(stdout(&table).contains("AKIAEXAMPLE000000001"), "{}", text(&table));
+    assert!(
+        stdout(&table).contains("AKIAEXAMPLE000000001"),
+        "{}",
+        text(&table)
+    );
 
     // state reset: the next run is a first run; still-present keys keep their findings.
     let reset = vigilo(repo(), &env, &["state", "reset", "iam_access_key_stale"]);
-    assert!(reset.status.success() && stdout(&reset).contains("forgot 4"), "{}", text(&reset));
+    assert!(
+        reset.status.success() && stdout(&reset).contains("forgot 4"),
+        "{}",
+        text(&reset)
+    );
     let after = vigilo(repo(), &env, &["scan", "iam_access_key_stale"]);
     assert!(after.status.success(), "{}", text(&after));
-    let open = vigilo(repo(), &env, &["findings", "--query", "iam_access_key_stale", "--format", "json"]);
+    let open = vigilo(
+        repo(),
+        &env,
+        &[
+            "findings",
+            "--query",
+            "iam_access_key_stale",
+            "--format",
+            "json",
+        ],
+    );
     let list: Vec<Value> = serde_json::from_slice(&open.stdout).unwrap();
     assert_eq!(list.len(), 4, "{}", text(&open));
 }
@@ -139,9 +243,15 @@ async fn example_project_finds_the_five_fixture_keys_with_postgres_state() {
 #[test]
 fn scan_exits_1_when_a_query_fails_and_2_for_an_unknown_query() {
     let dir = common::project(&[
-        ("config/vigilo.toml", "[database.src]\nurl = \"sqlite://src.db\"\n"),
+        (
+            "config/vigilo.toml",
+            "[database.src]\nurl = \"sqlite://src.db\"\n",
+        ),
         ("queries/good.sql", "-- primary_key: id\nselect 1 as id\n"),
-        ("queries/bad.sql", "-- primary_key: id\nselect id from missing\n"),
+        (
+            "queries/bad.sql",
+            "-- primary_key: id\nselect id from missing\n",
+        ),
     ]);
     rusqlite::Connection::open(dir.path().join("src.db"))
         .unwrap()
@@ -151,23 +261,40 @@ fn scan_exits_1_when_a_query_fails_and_2_for_an_unknown_query() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert_eq!(scan_row(&out, "good")[1], "ok");
     assert_eq!(scan_row(&out, "bad")[1], "FAILED");
-    assert!(stdout(&out).contains("no such table: missing"), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("no such table: missing"),
+        "{}",
+        text(&out)
+    );
     let out = vigilo(dir.path(), &[], &["scan", "nope"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown query nope"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown query nope"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
 fn validate_reports_every_error_with_file_and_line_and_exits_2() {
     let dir = common::project(&[
-        ("config/a.toml", "[database.src]\nurl = \"sqlite://src.db\"\n"),
-        ("config/b.toml", "[database.src]\nurl = \"sqlite://other.db\"\n\n[databse.typo]\nurl = \"x\"\n"),
+        (
+            "config/a.toml",
+            "[database.src]\nurl = \"sqlite://src.db\"\n",
+        ),
+        (
+            "config/b.toml",
+            "[database.src]\nurl = \"sqlite://other.db\"\n\n[databse.typo]\nurl = \"x\"\n",
+        ),
         ("config/c.toml", "[state\nurl = 1\n"),
         (
             "queries/q.sql",
             "-- primary_key: id\n-- database: nowhere\n-- schedule: 61 * * * *\nselect 1 as id\n",
         ),
-        ("queries/r.sql", "-- primary_key: id\n-- title: ${VIGILO_TEST_SURELY_UNSET}\nselect 1 as id\n"),
+        (
+            "queries/r.sql",
+            "-- primary_key: id\n-- title: ${VIGILO_TEST_SURELY_UNSET}\nselect 1 as id\n",
+        ),
     ]);
     let out = vigilo(dir.path(), &[], &["validate"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
@@ -229,7 +356,8 @@ fn wait_with_timeout(child: &mut std::process::Child, limit: Duration) -> std::p
 #[tokio::test]
 async fn run_schedules_repeatedly_never_overlaps_and_stops_cleanly_on_sigterm() {
     let src = common::PgDb::new("sched").await;
-    src.execute("create table t (id int); insert into t values (1), (2);").await;
+    src.execute("create table t (id int); insert into t values (1), (2);")
+        .await;
     let config = format!(
         "[database.src]\nurl = \"{}\"\n\n[scheduler]\nmax_concurrent = 2\n",
         src.url
@@ -241,8 +369,14 @@ async fn run_schedules_repeatedly_never_overlaps_and_stops_cleanly_on_sigterm() 
             "queries/slow.sql",
             "-- schedule: * * * * * *\n-- primary_key: id\nselect id from t, pg_sleep(0.75)\n",
         ),
-        ("queries/fast.sql", "-- schedule: 1s\n-- primary_key: id\nselect id from t\n"),
-        ("queries/manual.sql", "-- primary_key: id\nselect id from t\n"),
+        (
+            "queries/fast.sql",
+            "-- schedule: 1s\n-- primary_key: id\nselect id from t\n",
+        ),
+        (
+            "queries/manual.sql",
+            "-- primary_key: id\nselect id from t\n",
+        ),
     ]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_vigilo"))
         .arg("--dir")
@@ -275,7 +409,10 @@ async fn run_schedules_repeatedly_never_overlaps_and_stops_cleanly_on_sigterm() 
     let fast = per_query("fast");
     assert!(slow.len() >= 2, "slow ran repeatedly: {all:?}");
     assert!(fast.len() >= 3, "fast ran repeatedly: {all:?}");
-    assert!(per_query("manual").is_empty(), "unscheduled queries do not run");
+    assert!(
+        per_query("manual").is_empty(),
+        "unscheduled queries do not run"
+    );
     for w in slow.windows(2) {
         assert!(w[0].1 <= w[1].0, "two runs of one query overlapped: {w:?}");
     }
@@ -295,7 +432,10 @@ async fn run_schedules_repeatedly_never_overlaps_and_stops_cleanly_on_sigterm() 
 
 #[test]
 fn demo_runs_the_loop() {
-    let out = Command::new(env!("CARGO_BIN_EXE_vigilo")).arg("demo").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vigilo"))
+        .arg("demo")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let s = stdout(&out);
     assert!(s.contains("AKIAEXAMPLE000000006"), "{s}");

@@ -63,7 +63,12 @@ fn record(q: &Query, c: &Changes, status: RunStatus, minutes_ago: i64) -> RunRec
 }
 
 /// Diffs and commits `rows` as a run that started `minutes_ago`.
-async fn commit(store: &dyn Store, q: &Query, rows: &[Vec<Value>], minutes_ago: i64) -> store::CommitOutcome {
+async fn commit(
+    store: &dyn Store,
+    q: &Query,
+    rows: &[Vec<Value>],
+    minutes_ago: i64,
+) -> store::CommitOutcome {
     let changes = diff(store, q, rows).await;
     let run = record(q, &changes, RunStatus::Succeeded, minutes_ago);
     store
@@ -76,7 +81,11 @@ async fn commit(store: &dyn Store, q: &Query, rows: &[Vec<Value>], minutes_ago: 
         .unwrap()
 }
 
-async fn findings(store: &dyn Store, q: &Query, status: Option<Status>) -> Vec<vigilo::finding::Finding> {
+async fn findings(
+    store: &dyn Store,
+    q: &Query,
+    status: Option<Status>,
+) -> Vec<vigilo::finding::Finding> {
     store
         .findings(&FindingFilter {
             query: Some(q.name.clone()),
@@ -88,7 +97,10 @@ async fn findings(store: &dyn Store, q: &Query, status: Option<Status>) -> Vec<v
 
 async fn lifecycle(store: &dyn Store) {
     let q = query("lifecycle", FirstRun::Insert);
-    assert!(store.load_snapshot(&q.name).await.unwrap().is_none(), "no snapshot before the first run");
+    assert!(
+        store.load_snapshot(&q.name).await.unwrap().is_none(),
+        "no snapshot before the first run"
+    );
 
     let out = commit(store, &q, &[row("a", 1), row("b", 1)], 50).await;
     assert_eq!(out.opened.len(), 2, "first run opens a finding per row");
@@ -104,14 +116,29 @@ async fn lifecycle(store: &dyn Store) {
     // Same rows: nothing opens, generation moves, last_seen follows the run.
     let out = commit(store, &q, &[row("a", 1), row("b", 1)], 40).await;
     assert!(out.opened.is_empty() && out.resolved.is_empty());
-    assert_eq!(store.load_snapshot(&q.name).await.unwrap().unwrap().generation, 2);
+    assert_eq!(
+        store
+            .load_snapshot(&q.name)
+            .await
+            .unwrap()
+            .unwrap()
+            .generation,
+        2
+    );
     let a = &findings(store, &q, Some(Status::Open)).await[0];
-    assert!(a.last_seen > a.first_seen, "last_seen follows the latest run that saw the key");
+    assert!(
+        a.last_seen > a.first_seen,
+        "last_seen follows the latest run that saw the key"
+    );
 
     // b changes: updated in place.
     let out = commit(store, &q, &[row("a", 1), row("b", 2)], 30).await;
     assert_eq!(out.updated, 1);
-    let b = findings(store, &q, None).await.into_iter().find(|f| f.key["id"] == "b").unwrap();
+    let b = findings(store, &q, None)
+        .await
+        .into_iter()
+        .find(|f| f.key["id"] == "b")
+        .unwrap();
     assert_eq!(b.row["v"], json!(2));
 
     // b leaves: resolved, with resolved_at; last_seen is the previous run.
@@ -127,14 +154,20 @@ async fn lifecycle(store: &dyn Store) {
     assert_eq!(out.reopened, vec![b.id]);
     assert!(out.opened.is_empty());
     let b3 = store.finding(b.id).await.unwrap().unwrap();
-    assert_eq!((b3.status, b3.reopened, b3.resolved_at), (Status::Open, 1, None));
+    assert_eq!(
+        (b3.status, b3.reopened, b3.resolved_at),
+        (Status::Open, 1, None)
+    );
     assert_eq!(b3.row["v"], json!(3));
 
     // Zero rows resolves everything.
     let out = commit(store, &q, &[], 5).await;
     assert_eq!(out.resolved.len(), 2);
     assert!(findings(store, &q, Some(Status::Open)).await.is_empty());
-    assert_eq!(store.load_snapshot(&q.name).await.unwrap().unwrap().len(), 0);
+    assert_eq!(
+        store.load_snapshot(&q.name).await.unwrap().unwrap().len(),
+        0
+    );
 
     let runs = store.runs(Some(&q.name), 10).await.unwrap();
     assert_eq!(runs.len(), 6);
@@ -146,7 +179,10 @@ async fn baseline(store: &dyn Store) {
     let q = query("baseline", FirstRun::Baseline);
     let out = commit(store, &q, &[row("a", 1), row("b", 1)], 10).await;
     assert!(out.opened.is_empty(), "a baseline run opens nothing");
-    assert_eq!(store.load_snapshot(&q.name).await.unwrap().unwrap().len(), 2);
+    assert_eq!(
+        store.load_snapshot(&q.name).await.unwrap().unwrap().len(),
+        2
+    );
     assert!(findings(store, &q, None).await.is_empty());
     assert!(store.runs(Some(&q.name), 1).await.unwrap()[0].baseline);
     // After the baseline, a new key is a finding.
@@ -182,14 +218,29 @@ async fn conflict(store: &dyn Store) {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
-    assert_eq!(findings(store, &q, Some(Status::Open)).await.len(), 2, "the losing run resolved nothing");
-    assert_eq!(store.load_snapshot(&q.name).await.unwrap().unwrap().generation, 2);
+    assert_eq!(
+        findings(store, &q, Some(Status::Open)).await.len(),
+        2,
+        "the losing run resolved nothing"
+    );
+    assert_eq!(
+        store
+            .load_snapshot(&q.name)
+            .await
+            .unwrap()
+            .unwrap()
+            .generation,
+        2
+    );
 
     // Two racing first runs: one wins.
     let q2 = query("conflict_first", FirstRun::Insert);
     let a = diff(store, &q2, &[row("a", 1)]).await;
     let b = diff(store, &q2, &[row("b", 1)]).await;
-    let (ra, rb) = (record(&q2, &a, RunStatus::Succeeded, 1), record(&q2, &b, RunStatus::Succeeded, 1));
+    let (ra, rb) = (
+        record(&q2, &a, RunStatus::Succeeded, 1),
+        record(&q2, &b, RunStatus::Succeeded, 1),
+    );
     store
         .commit_run(RunCommit {
             run: ra,
@@ -212,7 +263,12 @@ async fn conflict(store: &dyn Store) {
 async fn failed_runs_change_nothing(store: &dyn Store) {
     let q = query("failing", FirstRun::Insert);
     commit(store, &q, &[row("a", 1)], 10).await;
-    let before = store.load_snapshot(&q.name).await.unwrap().unwrap().generation;
+    let before = store
+        .load_snapshot(&q.name)
+        .await
+        .unwrap()
+        .unwrap()
+        .generation;
     let empty = Changes::default();
     let id = store
         .record_failed_run(&record(&q, &empty, RunStatus::Failed, 1))
@@ -222,7 +278,15 @@ async fn failed_runs_change_nothing(store: &dyn Store) {
     let runs = store.runs(Some(&q.name), 10).await.unwrap();
     assert_eq!(runs[0].status, RunStatus::Failed);
     assert_eq!(runs[0].error.as_deref(), Some("boom"));
-    assert_eq!(store.load_snapshot(&q.name).await.unwrap().unwrap().generation, before);
+    assert_eq!(
+        store
+            .load_snapshot(&q.name)
+            .await
+            .unwrap()
+            .unwrap()
+            .generation,
+        before
+    );
     assert_eq!(findings(store, &q, Some(Status::Open)).await.len(), 1);
 }
 
@@ -230,8 +294,15 @@ async fn reset(store: &dyn Store) {
     let q = query("reset", FirstRun::Insert);
     commit(store, &q, &[row("a", 1), row("b", 1)], 10).await;
     assert_eq!(store.reset_query(&q.name).await.unwrap(), 2);
-    assert!(store.load_snapshot(&q.name).await.unwrap().is_none(), "next run is a first run");
-    assert_eq!(findings(store, &q, Some(Status::Open)).await.len(), 2, "findings are kept");
+    assert!(
+        store.load_snapshot(&q.name).await.unwrap().is_none(),
+        "next run is a first run"
+    );
+    assert_eq!(
+        findings(store, &q, Some(Status::Open)).await.len(),
+        2,
+        "findings are kept"
+    );
     // The first run after a reset: a still-present key keeps its open finding, an absent one resolves.
     let out = commit(store, &q, &[row("a", 1)], 1).await;
     assert!(out.opened.is_empty() && out.reopened.is_empty());
@@ -248,7 +319,10 @@ async fn suite(store: Arc<dyn Store>) {
     failed_runs_change_nothing(&*store).await;
     reset(&*store).await;
     let all = store.findings(&FindingFilter::default()).await.unwrap();
-    assert!(all.windows(2).all(|w| w[0].id < w[1].id), "findings list in id order");
+    assert!(
+        all.windows(2).all(|w| w[0].id < w[1].id),
+        "findings list in id order"
+    );
 }
 
 #[tokio::test]
@@ -258,7 +332,13 @@ async fn sqlite_store_passes_the_suite() {
     suite(store::open(&url).await.unwrap()).await;
     // Reopening applies no migration twice and keeps the data.
     let again = store::open(&url).await.unwrap();
-    assert!(!again.findings(&FindingFilter::default()).await.unwrap().is_empty());
+    assert!(
+        !again
+            .findings(&FindingFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -267,12 +347,22 @@ async fn postgres_store_passes_the_suite() {
     let url = StoreUrl::Postgres(db.url.clone());
     suite(store::open(&url).await.unwrap()).await;
     let again = store::open(&url).await.unwrap();
-    assert!(!again.findings(&FindingFilter::default()).await.unwrap().is_empty());
+    assert!(
+        !again
+            .findings(&FindingFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
 async fn postgres_store_unreachable_is_a_clear_error() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let url = StoreUrl::Postgres(format!("postgres://u:hunter2@127.0.0.1:{port}/x"));
     let err = match store::open(&url).await {
         Err(e) => e.to_string(),

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 /// The admin connection used to create and drop test databases.
 pub fn pg_admin_url() -> String {
-    std::env::var("VIGILO_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+    std::env::var("VIGILO_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
 }
 
 /// A fresh PostgreSQL database, dropped when this value is dropped.
@@ -52,7 +53,10 @@ impl PgDb {
             .await
             .expect("connect to test database");
         tokio::spawn(conn);
-        client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        client
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
     }
 }
 
@@ -61,7 +65,10 @@ impl Drop for PgDb {
         let name = self.name.clone();
         // Drop may run inside a runtime; use a thread with its own.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             rt.block_on(async {
                 admin()
                     .await
@@ -85,7 +92,9 @@ pub fn steampipe_fixture() -> String {
             return s;
         }
     }
-    panic!("the Steampipe fixture steampipe_aws_iam_access_key.sql is missing from ../shared/fixtures and tests/fixtures")
+    panic!(
+        "the Steampipe fixture steampipe_aws_iam_access_key.sql is missing from ../shared/fixtures and tests/fixtures"
+    )
 }
 
 /// Writes `files` (relative path → contents) under a new temporary project directory.
