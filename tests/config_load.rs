@@ -35,7 +35,8 @@ fn loaded(files: &[(&str, &str)]) -> (tempfile::TempDir, Project) {
     (dir, project)
 }
 
-const ONE_DB: &str = "[database.steampipe]\nurl = \"postgres://steampipe@127.0.0.1:9193/steampipe\"\n";
+const ONE_DB: &str =
+    "[database.steampipe]\nurl = \"postgres://steampipe@127.0.0.1:9193/steampipe\"\n";
 
 #[test]
 fn an_empty_project_loads_with_defaults() {
@@ -43,15 +44,51 @@ fn an_empty_project_loads_with_defaults() {
     assert_eq!(p.state.url, StoreUrl::Sqlite(dir.path().join("vigilo.db")));
     assert!(p.server.is_none());
     assert_eq!(p.scheduler.max_concurrent, 4);
-    assert!(matches!(p.integrations.get("console"), Some(IntegrationConfig::Console)));
+    assert!(matches!(
+        p.integrations.get("console"),
+        Some(IntegrationConfig::Console)
+    ));
     assert_eq!(p.integrations.len(), 1);
 }
 
 #[test]
 fn malformed_toml_reports_its_line() {
-    let got = errors(&[("config/main.toml", "[state]\nurl = \"sqlite://x.db\"\n\n[server\nlisten = \"x\"\n")]);
-    assert_eq!(got[0].split(": ").next(), Some("config/main.toml:4"), "{got:?}");
-    assert!(got[0].starts_with("config/main.toml:4: invalid TOML: "), "{got:?}");
+    let got = errors(&[(
+        "config/main.toml",
+        "[state]\nurl = \"sqlite://x.db\"\n\n[server\nlisten = \"x\"\n",
+    )]);
+    assert_eq!(
+        got,
+        ["config/main.toml:4: invalid TOML: unclosed table, expected `]`"]
+    );
+}
+
+#[test]
+fn every_syntax_error_is_reported_and_earlier_problems_too() {
+    let got = errors(&[
+        (
+            "config/a.toml",
+            "[scheduler]\nmax_concurrent = 0\n\n[state\nurl = = 1\n",
+        ),
+        ("config/b.toml", "x = \"unclosed\n"),
+    ]);
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert_eq!(
+        got[0],
+        "config/a.toml:2: scheduler.max_concurrent: must be at least 1"
+    );
+    assert!(
+        got[1].starts_with("config/a.toml:4: invalid TOML: "),
+        "{got:?}"
+    );
+    assert!(
+        got[2].starts_with("config/a.toml:5: invalid TOML: "),
+        "{got:?}"
+    );
+    assert!(
+        got[3].starts_with("config/b.toml:1: invalid TOML: "),
+        "{got:?}"
+    );
 }
 
 #[test]
@@ -62,7 +99,9 @@ fn unknown_keys_report_their_line() {
     )]);
     assert_eq!(
         got,
-        ["config/main.toml:3: database.steampipe: unknown key `max_conections`, expected one of `url`, `max_connections`, `statement_timeout`"]
+        [
+            "config/main.toml:3: database.steampipe: unknown key `max_conections`, expected one of `url`, `max_connections`, `statement_timeout`"
+        ]
     );
 }
 
@@ -92,7 +131,9 @@ fn a_query_naming_an_unknown_database_points_at_its_setting() {
     ]);
     assert_eq!(
         got,
-        ["queries/old_keys.sql:2: unknown database \"steampipes\" (configured databases: steampipe)"]
+        [
+            "queries/old_keys.sql:2: unknown database \"steampipes\" (configured databases: steampipe)"
+        ]
     );
 }
 
@@ -100,10 +141,16 @@ fn a_query_naming_an_unknown_database_points_at_its_setting() {
 fn a_bad_cron_reports_its_line() {
     let got = errors(&[
         ("config/main.toml", ONE_DB),
-        ("queries/q.sql", "-- primary_key: id\n\n-- schedule: 0 25 * * *\nselect 1 as id\n"),
+        (
+            "queries/q.sql",
+            "-- primary_key: id\n\n-- schedule: 0 25 * * *\nselect 1 as id\n",
+        ),
     ]);
     assert_eq!(got.len(), 1, "{got:?}");
-    assert!(got[0].starts_with("queries/q.sql:3: invalid schedule \"0 25 * * *\": "), "{got:?}");
+    assert!(
+        got[0].starts_with("queries/q.sql:3: invalid schedule \"0 25 * * *\": "),
+        "{got:?}"
+    );
 }
 
 #[test]
@@ -114,7 +161,9 @@ fn an_unset_env_var_names_the_file_and_key() {
     )]);
     assert_eq!(
         got,
-        ["config/main.toml:6: integration.slack.default.token: environment variable VIGILO_TEST_UNSET_7D3F_SLACK_TOKEN is not set"]
+        [
+            "config/main.toml:6: integration.slack.default.token: environment variable VIGILO_TEST_UNSET_7D3F_SLACK_TOKEN is not set"
+        ]
     );
 }
 
@@ -135,7 +184,10 @@ fn env_fallbacks_fill_values() {
 fn a_name_defined_in_two_files_names_both() {
     let got = errors(&[
         ("config/a.toml", ONE_DB),
-        ("config/b.toml", "[state]\nurl = \"sqlite://s.db\"\n\n[database.steampipe]\nurl = \"sqlite://other.db\"\n"),
+        (
+            "config/b.toml",
+            "[state]\nurl = \"sqlite://s.db\"\n\n[database.steampipe]\nurl = \"sqlite://other.db\"\n",
+        ),
         ("config/c.toml", "\n[state]\n"),
     ]);
     assert_eq!(
@@ -150,12 +202,18 @@ fn a_name_defined_in_two_files_names_both() {
 #[test]
 fn several_errors_in_several_files_are_reported_at_once() {
     let got = errors(&[
-        ("config/a.toml", "[database.steampipe]\nurl = \"mysql://h/db\"\n"),
+        (
+            "config/a.toml",
+            "[database.steampipe]\nurl = \"mysql://h/db\"\n",
+        ),
         (
             "config/b.toml",
             "[notifier.security]\nnotify = [{ integration = \"slack.nope\", channel = \"C1\" }]\n\n[group.admins]\nmembers = [\"alice\"]\n",
         ),
-        ("queries/q.sql", "-- primary_key: id\n-- severity: urgent\nselect 1\n"),
+        (
+            "queries/q.sql",
+            "-- primary_key: id\n-- severity: urgent\nselect 1\n",
+        ),
         (
             "remediations/r.toml",
             "title = \"R\"\n\n[approval]\nnotifier = \"security\"\napprovers = [\"admins\"]\non_timeout = \"keep\"\n\n[[action]]\nwhen = \"approve\"\ntype = \"aws.iam.update_access_key\"\nuser_name = \"u\"\naccess_key_id = \"k\"\nstatus = \"inactive\"\nregion = \"x\"\n",
@@ -182,7 +240,10 @@ fn remediation_references_and_options_are_checked() {
             "remediations/r.toml",
             "[approval]\nnotifier = \"ops\"\napprovers = [\"alice\", \"bob\"]\noptions = [{ value = \"go\" }, { value = \"go\", style = \"loud\" }]\n\n[[action]]\ntype = \"http\"\nurl = \"https://x\"\n\n[[message]]\nwhen = \"stop\"\nnotifier = \"ops\"\ntext = \"t\"\n",
         ),
-        ("remediations/auto.toml", "[[action]]\nwhen = \"approve\"\ntype = \"aws.iam.delete_access_key\"\nuser_name = \"u\"\naccess_key_id = \"k\"\n"),
+        (
+            "remediations/auto.toml",
+            "[[action]]\nwhen = \"approve\"\ntype = \"aws.iam.delete_access_key\"\nuser_name = \"u\"\naccess_key_id = \"k\"\n",
+        ),
     ]);
     assert_eq!(
         got,
@@ -306,9 +367,18 @@ fn a_full_project_loads_with_its_values_and_defaults() {
         ("config/main.toml", FULL_CONFIG),
         ("config/people.toml", FULL_PEOPLE),
         ("queries/old_keys.sql", FULL_QUERY),
-        ("queries/inventory.sql", "-- primary_key: id\n-- database: inventory\n-- on_first_run: baseline\n-- enabled: false\nselect id from hosts\n"),
-        ("remediations/deactivate_iam_access_key.toml", FULL_REMEDIATION),
-        ("remediations/notify_only.toml", "[[message]]\nnotifier = \"security\"\ntext = \"x\"\n"),
+        (
+            "queries/inventory.sql",
+            "-- primary_key: id\n-- database: inventory\n-- on_first_run: baseline\n-- enabled: false\nselect id from hosts\n",
+        ),
+        (
+            "remediations/deactivate_iam_access_key.toml",
+            FULL_REMEDIATION,
+        ),
+        (
+            "remediations/notify_only.toml",
+            "[[message]]\nnotifier = \"security\"\ntext = \"x\"\n",
+        ),
         ("queries/README.md", "not a query"),
     ]);
     let root = dir.path();
@@ -316,14 +386,23 @@ fn a_full_project_loads_with_its_values_and_defaults() {
     assert_eq!(p.state.url, StoreUrl::Sqlite(root.join("state/vigilo.db")));
     let server = p.server.as_ref().unwrap();
     assert_eq!(server.listen, "0.0.0.0:8080");
-    assert_eq!(server.base_url.as_deref(), Some("https://vigilo.example.com"));
+    assert_eq!(
+        server.base_url.as_deref(),
+        Some("https://vigilo.example.com")
+    );
     assert_eq!(server.secret.as_ref().map(|s| s.expose()), Some("s3cret"));
     assert!(server.api_token.is_none());
     assert_eq!(p.scheduler.max_concurrent, 2);
 
     let sp = &p.databases["steampipe"];
-    assert_eq!(sp.url, DatabaseUrl::Postgres("postgres://steampipe@127.0.0.1:9193/steampipe".into()));
-    assert_eq!((sp.max_connections, sp.statement_timeout), (8, Some(Duration::from_secs(60))));
+    assert_eq!(
+        sp.url,
+        DatabaseUrl::Postgres("postgres://steampipe@127.0.0.1:9193/steampipe".into())
+    );
+    assert_eq!(
+        (sp.max_connections, sp.statement_timeout),
+        (8, Some(Duration::from_secs(60)))
+    );
     assert_eq!(sp.origin.to_string(), "config/main.toml:13");
     let inv = &p.databases["inventory"];
     assert_eq!(inv.url, DatabaseUrl::Sqlite(root.join("inventory.db")));
@@ -332,17 +411,33 @@ fn a_full_project_loads_with_its_values_and_defaults() {
     assert_eq!(p.aws_connections["default"].ttl, Duration::from_secs(300));
     assert_eq!(p.aws_connections["default"].profile, None);
     assert_eq!(p.aws_connections["prod"].ttl, Duration::from_secs(600));
-    assert_eq!(p.aws_connections["prod"].region.as_deref(), Some("us-east-1"));
+    assert_eq!(
+        p.aws_connections["prod"].region.as_deref(),
+        Some("us-east-1")
+    );
 
-    let kinds: Vec<(&str, &str)> = p.integrations.iter().map(|(k, v)| (k.as_str(), v.kind())).collect();
+    let kinds: Vec<(&str, &str)> = p
+        .integrations
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.kind()))
+        .collect();
     assert_eq!(
         kinds,
-        [("console", "console"), ("email.default", "email"), ("slack.default", "slack"), ("webhook.ops", "webhook")]
+        [
+            ("console", "console"),
+            ("email.default", "email"),
+            ("slack.default", "slack"),
+            ("webhook.ops", "webhook")
+        ]
     );
-    let Some(IntegrationConfig::Slack(slack)) = p.integrations.get("slack.default") else { panic!() };
+    let Some(IntegrationConfig::Slack(slack)) = p.integrations.get("slack.default") else {
+        panic!()
+    };
     assert_eq!(slack.api_url, "https://slack.com/api");
     assert_eq!(slack.confirm_ttl, Duration::from_secs(60));
-    let Some(IntegrationConfig::Email(email)) = p.integrations.get("email.default") else { panic!() };
+    let Some(IntegrationConfig::Email(email)) = p.integrations.get("email.default") else {
+        panic!()
+    };
     assert_eq!((email.port, email.tls), (587, TlsMode::Opportunistic));
 
     let security = &p.notifiers["security"];
@@ -355,15 +450,24 @@ fn a_full_project_loads_with_its_values_and_defaults() {
     let q = &p.queries["old_keys"];
     assert_eq!(q.title, "IAM access keys active for more than 90 days");
     assert_eq!(q.database, "steampipe");
-    assert_eq!(q.schedule.as_ref().map(|s| s.to_string()).as_deref(), Some("0 * * * *"));
+    assert_eq!(
+        q.schedule.as_ref().map(|s| s.to_string()).as_deref(),
+        Some("0 * * * *")
+    );
     assert_eq!(q.primary_key, ["account_id", "access_key_id"]);
     assert_eq!(q.ignore_columns, ["age_days"]);
     assert_eq!(q.remediation.as_deref(), Some("deactivate_iam_access_key"));
-    assert_eq!((q.severity, q.on_first_run, q.enabled), (Severity::High, FirstRun::Insert, true));
+    assert_eq!(
+        (q.severity, q.on_first_run, q.enabled),
+        (Severity::High, FirstRun::Insert, true)
+    );
     assert_eq!(q.sql, FULL_QUERY);
     assert_eq!(q.path, PathBuf::from("queries/old_keys.sql"));
     let inv_q = &p.queries["inventory"];
-    assert_eq!((inv_q.title.as_str(), inv_q.on_first_run, inv_q.enabled), ("inventory", FirstRun::Baseline, false));
+    assert_eq!(
+        (inv_q.title.as_str(), inv_q.on_first_run, inv_q.enabled),
+        ("inventory", FirstRun::Baseline, false)
+    );
     assert!(inv_q.schedule.is_none());
     assert_eq!(p.enabled_queries().count(), 1);
     assert_eq!(p.queries.len(), 2);
@@ -377,16 +481,33 @@ fn a_full_project_loads_with_its_values_and_defaults() {
     assert!(!a.allow_self_approval);
     assert_eq!(a.prompt, "");
     assert_eq!(a.options[0].required, 2);
-    assert_eq!((a.options[1].label.as_str(), a.options[1].style.as_deref(), a.options[1].required), ("Keep key active", None, 1));
+    assert_eq!(
+        (
+            a.options[1].label.as_str(),
+            a.options[1].style.as_deref(),
+            a.options[1].required
+        ),
+        ("Keep key active", None, 1)
+    );
     assert_eq!(r.actions.len(), 2);
     match &r.actions[0].kind {
-        ActionKind::AwsUpdateAccessKey { connection, status, .. } => {
-            assert_eq!((connection.as_str(), status.as_str()), ("{{ row.conn_name }}", "Inactive"));
+        ActionKind::AwsUpdateAccessKey {
+            connection, status, ..
+        } => {
+            assert_eq!(
+                (connection.as_str(), status.as_str()),
+                ("{{ row.conn_name }}", "Inactive")
+            );
         }
         other => panic!("{other:?}"),
     }
     match &r.actions[1].kind {
-        ActionKind::Http { method, headers, body, .. } => {
+        ActionKind::Http {
+            method,
+            headers,
+            body,
+            ..
+        } => {
             assert_eq!(method, "POST");
             assert_eq!(headers["Authorization"], "Bearer x");
             assert!(body.is_none());
@@ -394,7 +515,10 @@ fn a_full_project_loads_with_its_values_and_defaults() {
         other => panic!("{other:?}"),
     }
     assert_eq!(r.messages[0].when.as_deref(), Some("deactivate"));
-    assert_eq!(r.path, Path::new("remediations/deactivate_iam_access_key.toml"));
+    assert_eq!(
+        r.path,
+        Path::new("remediations/deactivate_iam_access_key.toml")
+    );
 
     let auto = &p.remediations["notify_only"];
     assert_eq!(auto.title, "notify_only");
@@ -404,14 +528,36 @@ fn a_full_project_loads_with_its_values_and_defaults() {
 #[test]
 fn default_approval_options_are_approve_and_deny() {
     let (_dir, p) = loaded(&[
-        ("config/main.toml", "[approver.alice]\n[notifier.n]\nnotify = [{ integration = \"console\" }]\n"),
-        ("remediations/r.toml", "[approval]\nnotifier = \"n\"\napprovers = [\"alice\"]\n\n[[action]]\nwhen = \"approve\"\ntype = \"aws.iam.delete_access_key\"\nuser_name = \"u\"\naccess_key_id = \"k\"\n"),
+        (
+            "config/main.toml",
+            "[approver.alice]\n[notifier.n]\nnotify = [{ integration = \"console\" }]\n",
+        ),
+        (
+            "remediations/r.toml",
+            "[approval]\nnotifier = \"n\"\napprovers = [\"alice\"]\n\n[[action]]\nwhen = \"approve\"\ntype = \"aws.iam.delete_access_key\"\nuser_name = \"u\"\naccess_key_id = \"k\"\n",
+        ),
     ]);
     let r = &p.remediations["r"];
     let a = r.approval.as_ref().unwrap();
-    let options: Vec<(&str, &str, Option<&str>, u32)> =
-        a.options.iter().map(|o| (o.value.as_str(), o.label.as_str(), o.style.as_deref(), o.required)).collect();
-    assert_eq!(options, [("approve", "Approve", Some("primary"), 1), ("deny", "Deny", Some("danger"), 1)]);
+    let options: Vec<(&str, &str, Option<&str>, u32)> = a
+        .options
+        .iter()
+        .map(|o| {
+            (
+                o.value.as_str(),
+                o.label.as_str(),
+                o.style.as_deref(),
+                o.required,
+            )
+        })
+        .collect();
+    assert_eq!(
+        options,
+        [
+            ("approve", "Approve", Some("primary"), 1),
+            ("deny", "Deny", Some("danger"), 1)
+        ]
+    );
     assert_eq!(a.subject, "r");
     match &r.actions[0].kind {
         ActionKind::AwsDeleteAccessKey { connection, .. } => assert_eq!(connection, "default"),
@@ -421,13 +567,21 @@ fn default_approval_options_are_approve_and_deny() {
 
 #[test]
 fn a_query_without_database_needs_exactly_one() {
-    let (_dir, p) = loaded(&[("config/main.toml", ONE_DB), ("queries/q.sql", "-- primary_key: id\nselect 1 as id\n")]);
+    let (_dir, p) = loaded(&[
+        ("config/main.toml", ONE_DB),
+        ("queries/q.sql", "-- primary_key: id\nselect 1 as id\n"),
+    ]);
     assert_eq!(p.queries["q"].database, "steampipe");
     let two = format!("{ONE_DB}[database.inv]\nurl = \"sqlite://i.db\"\n");
-    let got = errors(&[("config/main.toml", &two), ("queries/q.sql", "-- primary_key: id\nselect 1 as id\n")]);
+    let got = errors(&[
+        ("config/main.toml", &two),
+        ("queries/q.sql", "-- primary_key: id\nselect 1 as id\n"),
+    ]);
     assert_eq!(
         got,
-        ["queries/q.sql:1: missing setting `-- database: NAME`, required when several databases are configured (inv, steampipe)"]
+        [
+            "queries/q.sql:1: missing setting `-- database: NAME`, required when several databases are configured (inv, steampipe)"
+        ]
     );
 }
 

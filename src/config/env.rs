@@ -202,7 +202,9 @@ mod tests {
         );
         assert_eq!(&text[errors[0].0.clone()], "\"${NOPE}\"");
         let e = value.get_ref().get("a").and_then(|a| a.get_ref().get("b"));
-        let e = e.and_then(|b| b.get_ref().get("e")).map(|e| e.get_ref().as_str());
+        let e = e
+            .and_then(|b| b.get_ref().get("e"))
+            .map(|e| e.get_ref().as_str());
         assert_eq!(e, Some(Some("xoxb-1")));
     }
 }

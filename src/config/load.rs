@@ -1,7 +1,7 @@
 //! Reads a project directory into a validated [`Project`], reporting every
 //! problem at once.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use toml::Spanned;
@@ -49,10 +49,14 @@ pub(crate) fn load_with_env(dir: &Path, lookup: Lookup<'_>) -> Result<Project, C
     }
 }
 
-/// Errors gathered so far; `${VAR}` errors are kept apart so that the
-/// follow-on errors they cause on the same line can be dropped.
+/// Errors gathered so far. TOML syntax and `${VAR}` errors are kept apart so
+/// that the follow-on errors they cause can be dropped: other errors on a line
+/// whose `${VAR}` failed, and other errors from the first syntax error of a
+/// file on (the parser's recovery guesses there). A line gets at most one
+/// syntax error.
 #[derive(Debug, Default)]
 struct Errors {
+    syntax: Vec<ConfigError>,
     env: Vec<ConfigError>,
     other: Vec<ConfigError>,
 }
@@ -63,8 +67,34 @@ impl Errors {
     fn finish(self) -> Vec<ConfigError> {
         let key = |o: &Origin| (o.file.clone(), o.line);
         let env_lines: BTreeSet<_> = self.env.iter().map(|e| key(&e.origin)).collect();
-        let mut all = self.env;
-        all.extend(self.other.into_iter().filter(|e| !env_lines.contains(&key(&e.origin))));
+        let mut broken_from: BTreeMap<PathBuf, usize> = BTreeMap::new();
+        for e in &self.syntax {
+            let line = e.origin.line.unwrap_or(1);
+            let first = broken_from.entry(e.origin.file.clone()).or_insert(line);
+            *first = (*first).min(line);
+        }
+        let after_syntax_error = |o: &Origin| {
+            broken_from
+                .get(&o.file)
+                .is_some_and(|first| o.line.unwrap_or(1) >= *first)
+        };
+        // The parser's recovery can report a line twice; its first guess is best.
+        let mut syntax_lines = BTreeSet::new();
+        let mut all: Vec<ConfigError> = self
+            .syntax
+            .into_iter()
+            .filter(|e| syntax_lines.insert(key(&e.origin)))
+            .collect();
+        all.extend(
+            self.env
+                .into_iter()
+                .filter(|e| !after_syntax_error(&e.origin)),
+        );
+        all.extend(
+            self.other
+                .into_iter()
+                .filter(|e| !env_lines.contains(&key(&e.origin)) && !after_syntax_error(&e.origin)),
+        );
         all.sort_by_key(|e| key(&e.origin));
         let mut seen = BTreeSet::new();
         all.retain(|e| seen.insert((key(&e.origin), e.message.clone())));
@@ -83,12 +113,20 @@ struct ProjectFile {
 }
 
 /// `dir/sub/*.ext`, sorted by file name; a missing `sub` is empty.
-fn project_files(dir: &Path, sub: &str, ext: &str, errors: &mut Vec<ConfigError>) -> Vec<ProjectFile> {
+fn project_files(
+    dir: &Path,
+    sub: &str,
+    ext: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<ProjectFile> {
     let entries = match std::fs::read_dir(dir.join(sub)) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
         Err(e) => {
-            errors.push(spans::file_error(Path::new(sub), format!("cannot read directory: {e}")));
+            errors.push(spans::file_error(
+                Path::new(sub),
+                format!("cannot read directory: {e}"),
+            ));
             return Vec::new();
         }
     };
@@ -106,7 +144,12 @@ fn project_files(dir: &Path, sub: &str, ext: &str, errors: &mut Vec<ConfigError>
 }
 
 /// Reads one project file; an unreadable file is an error.
-fn read_project_file(dir: &Path, sub: &str, name: &str, errors: &mut Vec<ConfigError>) -> Option<ProjectFile> {
+fn read_project_file(
+    dir: &Path,
+    sub: &str,
+    name: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<ProjectFile> {
     let rel = Path::new(sub).join(name);
     let stem = Path::new(name).file_stem()?.to_string_lossy().into_owned();
     match std::fs::read_to_string(dir.join(&rel)) {
@@ -128,12 +171,17 @@ fn parse_toml<'i>(
     let (doc, syntax) = DeTable::parse_recoverable(text);
     for e in syntax {
         let span = e.span().unwrap_or(0..0);
-        errs.other.push(ctx.error(&span, format!("invalid TOML: {}", e.message())));
+        errs.syntax
+            .push(ctx.error(&span, format!("invalid TOML: {}", e.message())));
     }
     let mut root = Spanned::new(doc.span(), DeValue::Table(doc.into_inner()));
     let mut env_errors = Vec::new();
     env::interpolate_tree(&mut root, "", lookup, &mut env_errors);
-    errs.env.extend(env_errors.iter().map(|(span, message)| ctx.error(span, message.clone())));
+    errs.env.extend(
+        env_errors
+            .iter()
+            .map(|(span, message)| ctx.error(span, message.clone())),
+    );
     match root.into_inner() {
         DeValue::Table(table) => table
             .into_iter()
@@ -176,7 +224,9 @@ fn load_remediations(
     for file in project_files(dir, "remediations", "toml", &mut errs.other) {
         let ctx = FileCtx::new(&file.rel, &file.text);
         let root = parse_toml(&ctx, &file.text, lookup, errs);
-        if let Some((remediation, more)) = remediation::parse(&ctx, &file.stem, root, &mut errs.other) {
+        if let Some((remediation, more)) =
+            remediation::parse(&ctx, &file.stem, root, &mut errs.other)
+        {
             refs.extend(more);
             project.remediations.insert(file.stem, remediation);
         }
@@ -200,10 +250,15 @@ fn load_queries(
                 continue;
             }
         };
-        let Some(database) = query_database(&ctx, &parsed, &project.databases, refs, &mut errs.other) else {
+        let Some(database) =
+            query_database(&ctx, &parsed, &project.databases, refs, &mut errs.other)
+        else {
             continue;
         };
-        for (setting, kind) in [(&parsed.remediation, RefKind::Remediation), (&parsed.notify, RefKind::Notifier)] {
+        for (setting, kind) in [
+            (&parsed.remediation, RefKind::Remediation),
+            (&parsed.notify, RefKind::Notifier),
+        ] {
             if let Some(setting) = setting {
                 refs.push(Reference {
                     origin: ctx.origin_line(setting.line),
@@ -222,7 +277,7 @@ fn load_queries(
 fn query_database(
     ctx: &FileCtx,
     parsed: &QueryFile,
-    databases: &std::collections::BTreeMap<String, DatabaseConfig>,
+    databases: &BTreeMap<String, DatabaseConfig>,
     refs: &mut Vec<Reference>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<String> {
@@ -238,7 +293,8 @@ fn query_database(
     match (names.next(), databases.len()) {
         (Some(only), 1) => Some(only.clone()),
         (None, _) => {
-            let message = "no database to run against: add a [database.NAME] section to config/*.toml";
+            let message =
+                "no database to run against: add a [database.NAME] section to config/*.toml";
             errors.push(ctx.error_at_line(1, message));
             None
         }
@@ -254,7 +310,13 @@ fn query_database(
 }
 
 /// The validated query.
-fn build_query(name: String, path: PathBuf, sql: String, database: String, parsed: QueryFile) -> Query {
+fn build_query(
+    name: String,
+    path: PathBuf,
+    sql: String,
+    database: String,
+    parsed: QueryFile,
+) -> Query {
     Query {
         title: parsed.title.unwrap_or_else(|| name.clone()),
         name,

@@ -128,7 +128,11 @@ fn setting(comment: &str) -> Option<(&str, &str)> {
 }
 
 /// Parses the settings of a query file; every problem is reported.
-pub(crate) fn parse(ctx: &FileCtx, text: &str, lookup: Lookup<'_>) -> Result<QueryFile, Vec<ConfigError>> {
+pub(crate) fn parse(
+    ctx: &FileCtx,
+    text: &str,
+    lookup: Lookup<'_>,
+) -> Result<QueryFile, Vec<ConfigError>> {
     let matter = front_matter(text);
     let mut errors = Vec::new();
     if matter.body_line.is_none() {
@@ -153,17 +157,30 @@ fn collect(
     let mut out: BTreeMap<String, Setting> = BTreeMap::new();
     for s in settings {
         if !KEYS.contains(&s.key.as_str()) {
-            let message = format!("unknown setting {:?}; expected one of: {}", s.key, KEYS.join(", "));
+            let message = format!(
+                "unknown setting {:?}; expected one of: {}",
+                s.key,
+                KEYS.join(", ")
+            );
             errors.push(ctx.error_at_line(s.line, message));
         } else if let Some(first) = out.get(&s.key) {
-            let message = format!("duplicate setting {:?} (first set on line {})", s.key, first.line);
+            let message = format!(
+                "duplicate setting {:?} (first set on line {})",
+                s.key, first.line
+            );
             errors.push(ctx.error_at_line(s.line, message));
         } else if s.value.is_empty() {
             errors.push(ctx.error_at_line(s.line, format!("{}: empty value", s.key)));
         } else {
             match env::interpolate(&s.value, lookup) {
                 Ok(value) => {
-                    out.insert(s.key, Setting { value, line: s.line });
+                    out.insert(
+                        s.key,
+                        Setting {
+                            value,
+                            line: s.line,
+                        },
+                    );
                 }
                 Err(e) => errors.push(ctx.error_at_line(s.line, format!("{}: {e}", s.key))),
             }
@@ -192,16 +209,29 @@ fn build(ctx: &FileCtx, s: &BTreeMap<String, Setting>, errors: &mut Vec<ConfigEr
         enabled: true,
     };
     if let Some(v) = s.get("schedule") {
-        check(v.value.parse().map(|x| file.schedule = Some(x)).map_err(|e| (v.line, format!("{e}"))));
+        check(
+            v.value
+                .parse()
+                .map(|x| file.schedule = Some(x))
+                .map_err(|e| (v.line, format!("{e}"))),
+        );
     }
     match s.get("primary_key") {
         Some(v) => check(columns("primary_key", v).map(|c| file.primary_key = c)),
-        None => check(Err((1, "missing required setting `-- primary_key: COLUMN[, COLUMN…]`".into()))),
+        None => check(Err((
+            1,
+            "missing required setting `-- primary_key: COLUMN[, COLUMN…]`".into(),
+        ))),
     }
     if let Some(v) = s.get("ignore_columns") {
         check(columns("ignore_columns", v).map(|c| file.ignore_columns = c));
-        if let Some(col) = file.ignore_columns.iter().find(|c| file.primary_key.contains(c)) {
-            let message = format!("ignore_columns: {col:?} is part of the primary key and cannot be ignored");
+        if let Some(col) = file
+            .ignore_columns
+            .iter()
+            .find(|c| file.primary_key.contains(c))
+        {
+            let message =
+                format!("ignore_columns: {col:?} is part of the primary key and cannot be ignored");
             check(Err((v.line, message)));
         }
     }
@@ -231,14 +261,20 @@ fn first_run(v: &Setting) -> Result<FirstRun, (usize, String)> {
     match v.value.as_str() {
         "insert" => Ok(FirstRun::Insert),
         "baseline" => Ok(FirstRun::Baseline),
-        other => Err((v.line, format!("on_first_run: unknown value {other:?}; expected insert or baseline"))),
+        other => Err((
+            v.line,
+            format!("on_first_run: unknown value {other:?}; expected insert or baseline"),
+        )),
     }
 }
 
 /// `low`, `medium`, `high` or `critical`.
 fn severity(v: &Setting) -> Result<Severity, (usize, String)> {
     Severity::parse(&v.value).ok_or_else(|| {
-        let message = format!("severity: unknown value {:?}; expected low, medium, high or critical", v.value);
+        let message = format!(
+            "severity: unknown value {:?}; expected low, medium, high or critical",
+            v.value
+        );
         (v.line, message)
     })
 }
@@ -248,7 +284,10 @@ fn enabled(v: &Setting) -> Result<bool, (usize, String)> {
     match v.value.as_str() {
         "true" => Ok(true),
         "false" => Ok(false),
-        other => Err((v.line, format!("enabled: unknown value {other:?}; expected true or false"))),
+        other => Err((
+            v.line,
+            format!("enabled: unknown value {other:?}; expected true or false"),
+        )),
     }
 }
 
@@ -274,8 +313,11 @@ mod tests {
     fn front_matter_ends_at_the_first_sql_line() {
         let text = "\n-- title: T\n-- free text, no setting\n-- see https://x.y\n--primary_key: a, b\n\nselect 1\n-- later: ignored\n";
         let m = front_matter(text);
-        let keys: Vec<(&str, &str, usize)> =
-            m.settings.iter().map(|s| (s.key.as_str(), s.value.as_str(), s.line)).collect();
+        let keys: Vec<(&str, &str, usize)> = m
+            .settings
+            .iter()
+            .map(|s| (s.key.as_str(), s.value.as_str(), s.line))
+            .collect();
         assert_eq!(keys, [("title", "T", 2), ("primary_key", "a, b", 5)]);
         assert_eq!(m.body_line, Some(7));
     }
@@ -288,7 +330,8 @@ mod tests {
 
     #[test]
     fn settings_are_typed_with_defaults() {
-        let text = "-- primary_key: id , region\n-- ignore_columns: age\n-- schedule: 15m\nselect 1";
+        let text =
+            "-- primary_key: id , region\n-- ignore_columns: age\n-- schedule: 15m\nselect 1";
         let ctx = FileCtx::new(Path::new("queries/q.sql"), text);
         let q = parse(&ctx, text, &no_env).unwrap();
         assert_eq!(q.primary_key, ["id", "region"]);
@@ -326,7 +369,9 @@ mod tests {
         );
         assert_eq!(
             errors_of("-- primary_key: a, b\n-- ignore_columns: b\nselect 1"),
-            ["queries/q.sql:2: ignore_columns: \"b\" is part of the primary key and cannot be ignored"]
+            [
+                "queries/q.sql:2: ignore_columns: \"b\" is part of the primary key and cannot be ignored"
+            ]
         );
     }
 
@@ -345,16 +390,28 @@ mod tests {
         let ctx = FileCtx::new(Path::new("queries/q.sql"), text);
         let errors = parse(&ctx, text, &env).unwrap_err();
         let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-        assert_eq!(shown, ["queries/q.sql:3: remediation: environment variable NOPE is not set"]);
+        assert_eq!(
+            shown,
+            ["queries/q.sql:3: remediation: environment variable NOPE is not set"]
+        );
         let text = "-- primary_key: a\n-- database: ${DB}\nselect '${NOT_IN_SQL}'";
         let q = parse(&ctx, text, &env).unwrap();
-        assert_eq!(q.database, Some(Setting { value: "steampipe".into(), line: 2 }));
+        assert_eq!(
+            q.database,
+            Some(Setting {
+                value: "steampipe".into(),
+                line: 2
+            })
+        );
     }
 
     #[test]
     fn bad_schedules_report_their_line() {
         let errors = errors_of("-- primary_key: a\n-- schedule: 61 * * * *\nselect 1");
         assert_eq!(errors.len(), 1);
-        assert!(errors[0].starts_with("queries/q.sql:2: invalid schedule \"61 * * * *\""), "{errors:?}");
+        assert!(
+            errors[0].starts_with("queries/q.sql:2: invalid schedule \"61 * * * *\""),
+            "{errors:?}"
+        );
     }
 }

@@ -172,7 +172,6 @@ fn describe(
     let mut full = path.to_string();
     if unknown_key(err.message()).is_none() {
         let _ = spans::key_path_at(value, span, &mut full);
-
     }
     if full.is_empty() {
         message
@@ -237,7 +236,10 @@ mod tests {
 
     #[test]
     fn type_errors_name_the_key() {
-        let (ctx, value) = section("[database]\nurl = 'x'\nmax_connections = 'many'\n", "database");
+        let (ctx, value) = section(
+            "[database]\nurl = 'x'\nmax_connections = 'many'\n",
+            "database",
+        );
         let mut errors = Vec::new();
         let got: Option<RawDatabase> = deserialize(&ctx, value, "database.x", &mut errors);
         assert!(got.is_none());

@@ -47,7 +47,11 @@ pub(crate) struct TargetCheck {
 }
 
 /// Every broken reference in `project`.
-pub(crate) fn check(project: &Project, refs: &[Reference], targets: &[TargetCheck]) -> Vec<ConfigError> {
+pub(crate) fn check(
+    project: &Project,
+    refs: &[Reference],
+    targets: &[TargetCheck],
+) -> Vec<ConfigError> {
     let mut errors: Vec<ConfigError> = refs.iter().filter_map(|r| check_ref(project, r)).collect();
     for target in targets {
         errors.extend(check_target(project, target));
@@ -71,9 +75,12 @@ fn check_ref(project: &Project, r: &Reference) -> Option<ConfigError> {
     }
     let message = match r.kind {
         RefKind::Database => unknown("database", &r.name, project.databases.keys(), "databases"),
-        RefKind::Remediation => {
-            unknown("remediation", &r.name, project.remediations.keys(), "remediations")
-        }
+        RefKind::Remediation => unknown(
+            "remediation",
+            &r.name,
+            project.remediations.keys(),
+            "remediations",
+        ),
         RefKind::Notifier => unknown("notifier", &r.name, project.notifiers.keys(), "notifiers"),
         RefKind::Approver => unknown("approver", &r.name, project.approvers.keys(), "approvers"),
         RefKind::ApproverOrGroup => format!(
@@ -123,7 +130,12 @@ fn check_target(project: &Project, t: &TargetCheck) -> Vec<ConfigError> {
         message: format!("{}: {message}", t.path),
     };
     let Some(integration) = project.integrations.get(&t.integration) else {
-        let message = unknown("integration", &t.integration, project.integrations.keys(), "integrations");
+        let message = unknown(
+            "integration",
+            &t.integration,
+            project.integrations.keys(),
+            "integrations",
+        );
         return vec![error(message)];
     };
     let kind = integration.kind();
@@ -131,10 +143,15 @@ fn check_target(project: &Project, t: &TargetCheck) -> Vec<ConfigError> {
     let is_slack = matches!(integration, IntegrationConfig::Slack(_));
     let is_email = matches!(integration, IntegrationConfig::Email(_));
     if is_slack && !t.has_channel {
-        errors.push(error(format!("{} is a slack integration; give it a channel", t.integration)));
+        errors.push(error(format!(
+            "{} is a slack integration; give it a channel",
+            t.integration
+        )));
     }
     if !is_slack && t.has_channel {
-        errors.push(error(format!("channel only applies to slack integrations, not {kind}")));
+        errors.push(error(format!(
+            "channel only applies to slack integrations, not {kind}"
+        )));
     }
     if is_email && t.to.unwrap_or(0) == 0 {
         errors.push(error(format!(
@@ -143,7 +160,9 @@ fn check_target(project: &Project, t: &TargetCheck) -> Vec<ConfigError> {
         )));
     }
     if !is_email && t.to.is_some() {
-        errors.push(error(format!("to only applies to email integrations, not {kind}")));
+        errors.push(error(format!(
+            "to only applies to email integrations, not {kind}"
+        )));
     }
     errors
 }

@@ -314,14 +314,22 @@ fn parse_parts(
                 parts.options = options;
             }
             "action" => {
-                for (i, item) in array_of_tables(ctx, value, "action", errors).into_iter().enumerate() {
+                for (i, item) in array_of_tables(ctx, value, "action", errors)
+                    .into_iter()
+                    .enumerate()
+                {
                     let span = item.span();
                     let parsed = action(ctx, item, &format!("action[{i}]"), errors);
-                    parts.actions.extend(parsed.map(|(when, kind)| (span, when, kind)));
+                    parts
+                        .actions
+                        .extend(parsed.map(|(when, kind)| (span, when, kind)));
                 }
             }
             "message" => {
-                for (i, item) in array_of_tables(ctx, value, "message", errors).into_iter().enumerate() {
+                for (i, item) in array_of_tables(ctx, value, "message", errors)
+                    .into_iter()
+                    .enumerate()
+                {
                     let path = format!("message[{i}]");
                     let span = item.span();
                     let parsed = raw::deserialize::<RawMessage>(ctx, item, &path, errors);
@@ -357,7 +365,10 @@ fn array_of_tables<'i>(
     match value.into_inner() {
         DeValue::Array(items) => items.iter().cloned().collect(),
         other => {
-            let message = format!("{key}: expected [[{key}]] tables, found {}", other.type_str());
+            let message = format!(
+                "{key}: expected [[{key}]] tables, found {}",
+                other.type_str()
+            );
             errors.push(ctx.error(&span, message));
             Vec::new()
         }
@@ -403,7 +414,12 @@ fn approval(
         notifier: raw.notifier.into_inner(),
         subject: raw.subject.unwrap_or_default(),
         prompt: raw.prompt.unwrap_or_default(),
-        approvers: raw.approvers.into_inner().into_iter().map(Spanned::into_inner).collect(),
+        approvers: raw
+            .approvers
+            .into_inner()
+            .into_iter()
+            .map(Spanned::into_inner)
+            .collect(),
         allow_self_approval: raw.allow_self_approval.unwrap_or(false),
         timeout,
         on_timeout: raw.on_timeout.map(Spanned::into_inner),
@@ -420,7 +436,10 @@ pub(crate) fn default_options() -> Vec<ApprovalOption> {
         style: Some(style.into()),
         required: 1,
     };
-    vec![option("approve", "Approve", "primary"), option("deny", "Deny", "danger")]
+    vec![
+        option("approve", "Approve", "primary"),
+        option("deny", "Deny", "danger"),
+    ]
 }
 
 /// `options = [...]`, checked.
@@ -430,7 +449,10 @@ fn approval_options(
     errors: &mut Vec<ConfigError>,
 ) -> Vec<ApprovalOption> {
     if options.get_ref().is_empty() {
-        errors.push(ctx.error(&options.span(), "approval.options: give at least one option"));
+        errors.push(ctx.error(
+            &options.span(),
+            "approval.options: give at least one option",
+        ));
     }
     let mut out: Vec<ApprovalOption> = Vec::new();
     for (i, option) in options.into_inner().into_iter().enumerate() {
@@ -438,19 +460,30 @@ fn approval_options(
         let raw = option.into_inner();
         let value = raw.value.get_ref().trim().to_string();
         if value.is_empty() {
-            errors.push(ctx.error(&raw.value.span(), format!("{path}.value: must not be empty")));
+            errors.push(ctx.error(
+                &raw.value.span(),
+                format!("{path}.value: must not be empty"),
+            ));
         } else if out.iter().any(|o| o.value == value) {
             let message = format!("{path}.value: duplicate option {value:?}");
             errors.push(ctx.error(&raw.value.span(), message));
         }
-        if let Some(style) = &raw.style {
-            if !matches!(style.get_ref().as_str(), "primary" | "danger") {
-                let message = format!("{path}.style: unknown style {:?}; expected primary or danger", style.get_ref());
-                errors.push(ctx.error(&style.span(), message));
-            }
+        if let Some(style) = raw
+            .style
+            .as_ref()
+            .filter(|s| !matches!(s.get_ref().as_str(), "primary" | "danger"))
+        {
+            let message = format!(
+                "{path}.style: unknown style {:?}; expected primary or danger",
+                style.get_ref()
+            );
+            errors.push(ctx.error(&style.span(), message));
         }
         if let Some(required) = raw.required.as_ref().filter(|r| *r.get_ref() < 1) {
-            errors.push(ctx.error(&required.span(), format!("{path}.required: must be at least 1")));
+            errors.push(ctx.error(
+                &required.span(),
+                format!("{path}.required: must be at least 1"),
+            ));
         }
         out.push(ApprovalOption {
             label: raw.label.unwrap_or_else(|| value.clone()),
@@ -474,7 +507,10 @@ fn check_option(
         return true;
     }
     let valid = option_list(options);
-    let message = format!("{path}: unknown option {:?}; the options are: {valid}", name.get_ref());
+    let message = format!(
+        "{path}: unknown option {:?}; the options are: {valid}",
+        name.get_ref()
+    );
     errors.push(ctx.error(&name.span(), message));
     false
 }
@@ -509,7 +545,8 @@ fn check_when(
             None
         }
         (Some(when), Some(options)) => {
-            check_option(ctx, &format!("{path}.when"), &when, options, errors).then(|| Some(when.into_inner()))
+            check_option(ctx, &format!("{path}.when"), &when, options, errors)
+                .then(|| Some(when.into_inner()))
         }
         (None, Some(options)) => {
             let message = format!(
@@ -531,32 +568,45 @@ fn action(
 ) -> Option<(Option<SpStr>, ActionKind)> {
     let span = item.span();
     let type_value = item.get_ref().get("type").cloned();
-    let Some(kind) = type_value.as_ref().and_then(|t| t.get_ref().as_str().map(str::to_string)) else {
-        errors.push(ctx.error(&span, format!("{path}: missing key `type` (one of: {ACTION_TYPES})")));
+    let Some(kind) = type_value
+        .as_ref()
+        .and_then(|t| t.get_ref().as_str().map(str::to_string))
+    else {
+        errors.push(ctx.error(
+            &span,
+            format!("{path}: missing key `type` (one of: {ACTION_TYPES})"),
+        ));
         return None;
     };
     let before = errors.len();
     let parsed = match kind.as_str() {
         "aws.iam.update_access_key" => update_key(ctx, item, path, errors),
-        "aws.iam.delete_access_key" => raw::deserialize::<RawDeleteKey>(ctx, item, path, errors).map(|r| {
-            let kind = ActionKind::AwsDeleteAccessKey {
-                connection: r.connection.unwrap_or_else(|| "default".into()),
-                user_name: r.user_name,
-                access_key_id: r.access_key_id,
-            };
-            (r.when, kind)
-        }),
+        "aws.iam.delete_access_key" => raw::deserialize::<RawDeleteKey>(ctx, item, path, errors)
+            .map(|r| {
+                let kind = ActionKind::AwsDeleteAccessKey {
+                    connection: r.connection.unwrap_or_else(|| "default".into()),
+                    user_name: r.user_name,
+                    access_key_id: r.access_key_id,
+                };
+                (r.when, kind)
+            }),
         "http" => http(ctx, item, path, errors),
         other => {
             let span = type_value.map_or(span, |t| t.span());
-            let message = format!("{path}.type: unknown action type {other:?}; expected one of: {ACTION_TYPES}");
+            let message = format!(
+                "{path}.type: unknown action type {other:?}; expected one of: {ACTION_TYPES}"
+            );
             errors.push(ctx.error(&span, message));
             return None;
         }
     };
     for e in &mut errors[before..] {
         if e.message.contains(": unknown key `") {
-            e.message = e.message.replacen(", expected", &format!(" for action type {kind:?}, expected"), 1);
+            e.message = e.message.replacen(
+                ", expected",
+                &format!(" for action type {kind:?}, expected"),
+                1,
+            );
         }
     }
     parsed
@@ -572,7 +622,8 @@ fn update_key(
     let r: RawUpdateKey = raw::deserialize(ctx, item, path, errors)?;
     let status = r.status.get_ref();
     if !status.contains("{{") && status != "Active" && status != "Inactive" {
-        let message = format!("{path}.status: must be Active or Inactive (or a template), not {status:?}");
+        let message =
+            format!("{path}.status: must be Active or Inactive (or a template), not {status:?}");
         errors.push(ctx.error(&r.status.span(), message));
         return None;
     }

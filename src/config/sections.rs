@@ -18,7 +18,8 @@ use super::{
 };
 
 /// The top-level sections a config file may have.
-const SECTIONS: &str = "state, server, scheduler, database, connection, integration, notifier, approver, group";
+const SECTIONS: &str =
+    "state, server, scheduler, database, connection, integration, notifier, approver, group";
 /// The integration kinds that can be configured.
 const INTEGRATION_KINDS: &str = "slack, email, webhook";
 
@@ -239,9 +240,11 @@ impl Merge<'_> {
             "aws" => return self.aws(name, item, path),
             "slack" => self.slack(item, path).map(IntegrationConfig::Slack),
             "email" => self.email(item, path).map(IntegrationConfig::Email),
-            _ => self
-                .raw::<raw::RawWebhook>(item, path)
-                .map(|w| IntegrationConfig::Webhook(WebhookConfig { url: w.url.into_inner() })),
+            _ => self.raw::<raw::RawWebhook>(item, path).map(|w| {
+                IntegrationConfig::Webhook(WebhookConfig {
+                    url: w.url.into_inner(),
+                })
+            }),
         };
         if let Some(integration) = integration {
             self.set.integrations.insert(full, integration);
@@ -258,10 +261,18 @@ impl Merge<'_> {
         let max_connections = match raw.max_connections {
             None => Ok(4),
             Some(n) if *n.get_ref() >= 1 => Ok(n.into_inner()),
-            Some(n) => Err(self.error(&n.span(), format!("{path}.max_connections: must be at least 1"))),
+            Some(n) => {
+                self.error(
+                    &n.span(),
+                    format!("{path}.max_connections: must be at least 1"),
+                );
+                Err(())
+            }
         };
         let timeout = self.duration_opt(raw.statement_timeout, path, "statement_timeout");
-        if let (Ok(url), Ok(max_connections), Ok(statement_timeout)) = (url, max_connections, timeout) {
+        if let (Ok(url), Ok(max_connections), Ok(statement_timeout)) =
+            (url, max_connections, timeout)
+        {
             let config = DatabaseConfig {
                 name: name.get_ref().clone(),
                 url,
@@ -294,7 +305,8 @@ impl Merge<'_> {
         key: &str,
         default: Duration,
     ) -> Result<Duration, ()> {
-        self.duration_opt(value, path, key).map(|d| d.unwrap_or(default))
+        self.duration_opt(value, path, key)
+            .map(|d| d.unwrap_or(default))
     }
 
     /// `[connection.aws.NAME]`.
@@ -313,18 +325,28 @@ impl Merge<'_> {
             endpoint_url: raw.endpoint_url,
             ttl,
         };
-        self.set.aws_connections.insert(name.get_ref().clone(), config);
+        self.set
+            .aws_connections
+            .insert(name.get_ref().clone(), config);
     }
 
     /// `[integration.slack.NAME]`.
     fn slack(&mut self, item: Spanned<DeValue<'_>>, path: &str) -> Option<SlackConfig> {
         let raw = self.raw::<raw::RawSlack>(item, path)?;
         if raw.token.get_ref().is_empty() {
-            self.error(&raw.token.span(), format!("{path}.token: must not be empty"));
+            self.error(
+                &raw.token.span(),
+                format!("{path}.token: must not be empty"),
+            );
             return None;
         }
         let confirm_ttl = self
-            .duration_or(raw.confirm_ttl, path, "confirm_ttl", Duration::from_secs(60))
+            .duration_or(
+                raw.confirm_ttl,
+                path,
+                "confirm_ttl",
+                Duration::from_secs(60),
+            )
             .ok()?;
         Some(SlackConfig {
             token: Secret::new(raw.token.into_inner()),
@@ -451,8 +473,9 @@ fn is_listen_address(text: &str) -> bool {
 
 /// A humantime duration (`60s`, `5m`, `1h 30m`).
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("invalid duration {text:?} ({e}); write e.g. \"60s\", \"5m\", \"24h\""))
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("invalid duration {text:?} ({e}); write e.g. \"60s\", \"5m\", \"24h\"")
+    })
 }
 
 /// The path of a `sqlite://PATH` URL, resolved against `dir`.
@@ -527,8 +550,14 @@ mod tests {
     fn postgres_urls_are_kept() {
         let dir = Path::new("/proj");
         for url in ["postgres://u@h/db", "postgresql://h:9193/steampipe"] {
-            assert_eq!(parse_store_url(dir, url), Ok(StoreUrl::Postgres(url.into())));
-            assert_eq!(parse_database_url(dir, url), Ok(DatabaseUrl::Postgres(url.into())));
+            assert_eq!(
+                parse_store_url(dir, url),
+                Ok(StoreUrl::Postgres(url.into()))
+            );
+            assert_eq!(
+                parse_database_url(dir, url),
+                Ok(DatabaseUrl::Postgres(url.into()))
+            );
         }
     }
 

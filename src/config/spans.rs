@@ -95,7 +95,11 @@ pub(crate) fn file_error(rel: &Path, message: impl Into<String>) -> ConfigError 
 /// error that only has a span. Returns whether one was found.
 ///
 /// A `[table]`'s span is its header only, so tables are searched through.
-pub(crate) fn key_path_at(value: &Spanned<DeValue<'_>>, span: &Range<usize>, path: &mut String) -> bool {
+pub(crate) fn key_path_at(
+    value: &Spanned<DeValue<'_>>,
+    span: &Range<usize>,
+    path: &mut String,
+) -> bool {
     let children: Vec<(String, &Spanned<DeValue<'_>>)> = match value.get_ref() {
         DeValue::Table(table) => table
             .iter()
@@ -104,7 +108,11 @@ pub(crate) fn key_path_at(value: &Spanned<DeValue<'_>>, span: &Range<usize>, pat
                 (format!("{sep}{}", k.get_ref()), v)
             })
             .collect(),
-        DeValue::Array(items) => items.iter().enumerate().map(|(i, v)| (format!("[{i}]"), v)).collect(),
+        DeValue::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("[{i}]"), v))
+            .collect(),
         _ => return contains(&value.span(), span),
     };
     for (step, child) in children {
