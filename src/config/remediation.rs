@@ -668,3 +668,65 @@ fn http(
     };
     Some((r.when, kind))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use toml::de::DeTable;
+
+    fn errors_of(text: &str) -> Vec<String> {
+        let ctx = FileCtx::new(Path::new("remediations/r.toml"), text);
+        let root = DeTable::parse(text).unwrap().into_inner();
+        let root = root
+            .into_iter()
+            .map(|(k, v)| (Spanned::new(k.span(), k.into_inner().into_owned()), v))
+            .collect();
+        let mut errors = Vec::new();
+        let parsed = parse(&ctx, "r", root, &mut errors);
+        assert_eq!(parsed.is_none(), !errors.is_empty());
+        errors.iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn literal_statuses_must_be_active_or_inactive() {
+        let action = "[[action]]\ntype = \"aws.iam.update_access_key\"\nuser_name = \"u\"\naccess_key_id = \"k\"\n";
+        assert_eq!(
+            errors_of(&format!("{action}status = \"off\"\n")),
+            [
+                "remediations/r.toml:5: action[0].status: must be Active or Inactive (or a template), not \"off\""
+            ]
+        );
+        assert!(errors_of(&format!("{action}status = \"{{{{ row.s }}}}\"\n")).is_empty());
+        assert!(errors_of(&format!("{action}status = \"Active\"\n")).is_empty());
+    }
+
+    #[test]
+    fn action_types_and_required_keys_are_checked() {
+        assert_eq!(
+            errors_of(
+                "[[action]]\ntype = \"aws.s3.delete\"\n\n[[action]]\nurl = \"x\"\n\n[[action]]\ntype = \"http\"\n"
+            ),
+            [
+                "remediations/r.toml:2: action[0].type: unknown action type \"aws.s3.delete\"; expected one of: aws.iam.update_access_key, aws.iam.delete_access_key, http",
+                "remediations/r.toml:4: action[1]: missing key `type` (one of: aws.iam.update_access_key, aws.iam.delete_access_key, http)",
+                "remediations/r.toml:7: action[2]: missing key `url`",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_top_level_keys_and_bad_methods_are_errors() {
+        // In key order here; `load` sorts by line.
+        assert_eq!(
+            errors_of(
+                "titel = \"x\"\n[[action]]\ntype = \"http\"\nurl = \"u\"\nmethod = \"fetch\"\n"
+            ),
+            [
+                "remediations/r.toml:5: action[0].method: unsupported method \"fetch\"; expected one of: GET, POST, PUT, PATCH, DELETE",
+                "remediations/r.toml:1: unknown key \"titel\"; expected one of: title, recheck, dry_run, approval, action, message",
+            ]
+        );
+    }
+}
