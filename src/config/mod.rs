@@ -9,7 +9,10 @@ mod env;
 mod errors;
 mod load;
 mod query_file;
+mod raw;
+mod refs;
 mod remediation;
+mod sections;
 mod spans;
 
 use std::collections::BTreeMap;

@@ -1,8 +1,19 @@
 //! `remediations/NAME.toml`: approvals, actions and messages (interface.md section 4).
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::DeValue;
+
+use super::ConfigError;
+use super::raw::{self, SpStr};
+use super::refs::{RefKind, Reference};
+use super::sections::parse_duration;
+use super::spans::FileCtx;
 
 /// A loaded remediation.
 #[derive(Debug, Clone)]
@@ -113,4 +124,609 @@ pub struct MessageConfig {
     pub notifier: String,
     /// Text template.
     pub text: String,
+}
+
+// ---------------------------------------------------------------------------
+// Parsing
+// ---------------------------------------------------------------------------
+
+/// The keys a remediation file may have at its top level.
+const TOP_KEYS: &str = "title, recheck, dry_run, approval, action, message";
+/// The action types.
+const ACTION_TYPES: &str = "aws.iam.update_access_key, aws.iam.delete_access_key, http";
+/// HTTP methods an `http` action may use.
+const HTTP_METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+
+/// `[approval]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApproval {
+    notifier: SpStr,
+    subject: Option<String>,
+    prompt: Option<String>,
+    approvers: Spanned<Vec<SpStr>>,
+    allow_self_approval: Option<bool>,
+    timeout: Option<SpStr>,
+    on_timeout: Option<SpStr>,
+    options: Option<Spanned<Vec<Spanned<RawOption>>>>,
+}
+
+/// One entry of `options = [...]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOption {
+    value: SpStr,
+    label: Option<String>,
+    style: Option<SpStr>,
+    required: Option<Spanned<u32>>,
+}
+
+/// `[[message]]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMessage {
+    when: Option<SpStr>,
+    notifier: SpStr,
+    text: String,
+}
+
+/// `[[action]] type = "aws.iam.update_access_key"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpdateKey {
+    when: Option<SpStr>,
+    #[serde(rename = "type")]
+    _type: String,
+    connection: Option<String>,
+    user_name: String,
+    access_key_id: String,
+    status: SpStr,
+}
+
+/// `[[action]] type = "aws.iam.delete_access_key"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDeleteKey {
+    when: Option<SpStr>,
+    #[serde(rename = "type")]
+    _type: String,
+    connection: Option<String>,
+    user_name: String,
+    access_key_id: String,
+}
+
+/// `[[action]] type = "http"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    when: Option<SpStr>,
+    #[serde(rename = "type")]
+    _type: String,
+    url: String,
+    method: Option<SpStr>,
+    headers: Option<BTreeMap<String, String>>,
+    body: Option<String>,
+}
+
+/// A remediation whose sections parsed, before `when` is checked.
+struct Parts {
+    title: Option<String>,
+    recheck: Option<bool>,
+    dry_run: Option<bool>,
+    /// `None` inside: `[approval]` was there but broken.
+    approval: Option<Option<ApprovalConfig>>,
+    /// The approval's options, when `[approval]` could be read (even if broken).
+    options: Option<Vec<ApprovalOption>>,
+    actions: Vec<(Range<usize>, Option<SpStr>, ActionKind)>,
+    messages: Vec<(Range<usize>, RawMessage)>,
+}
+
+/// Parses one remediation file's (interpolated) top-level entries.
+///
+/// Returns the remediation and the names it references; every problem is
+/// pushed to `errors`, and `None` returned when there was any.
+pub(crate) fn parse(
+    ctx: &FileCtx,
+    name: &str,
+    root: Vec<(SpStr, Spanned<DeValue<'_>>)>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<(Remediation, Vec<Reference>)> {
+    let before = errors.len();
+    let mut refs = Vec::new();
+    let parts = parse_parts(ctx, root, &mut refs, errors);
+    let options = match (&parts.approval, &parts.options) {
+        (Some(_), Some(options)) => Some(options.as_slice()),
+        (Some(_), None) => return None,
+        (None, _) => None,
+    };
+    let actions = parts
+        .actions
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, (span, when, kind))| {
+            let path = format!("action[{i}]");
+            let when = check_when(ctx, (&path, &span), when, options, errors)?;
+            Some(Action { when, kind })
+        })
+        .collect();
+    let messages = parts
+        .messages
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, (span, m))| {
+            refs.push(reference(ctx, &m.notifier, RefKind::Notifier));
+            let path = format!("message[{i}]");
+            let when = check_when(ctx, (&path, &span), m.when, options, errors)?;
+            Some(MessageConfig {
+                when,
+                notifier: m.notifier.into_inner(),
+                text: m.text,
+            })
+        })
+        .collect();
+    if errors.len() > before {
+        return None;
+    }
+    let title = parts.title.unwrap_or_else(|| name.to_string());
+    let approval = parts.approval.flatten().map(|mut a| {
+        if a.subject.is_empty() {
+            a.subject = title.clone();
+        }
+        a
+    });
+    let remediation = Remediation {
+        name: name.to_string(),
+        title,
+        recheck: parts.recheck.unwrap_or(true),
+        dry_run: parts.dry_run.unwrap_or(false),
+        approval,
+        actions,
+        messages,
+        path: ctx.rel.clone(),
+    };
+    Some((remediation, refs))
+}
+
+/// Each top-level key, parsed on its own so every problem is reported.
+fn parse_parts(
+    ctx: &FileCtx,
+    root: Vec<(SpStr, Spanned<DeValue<'_>>)>,
+    refs: &mut Vec<Reference>,
+    errors: &mut Vec<ConfigError>,
+) -> Parts {
+    let mut parts = Parts {
+        title: None,
+        recheck: None,
+        dry_run: None,
+        approval: None,
+        options: None,
+        actions: Vec::new(),
+        messages: Vec::new(),
+    };
+    for (key, value) in root {
+        match key.get_ref().as_str() {
+            "title" => parts.title = raw::deserialize(ctx, value, "title", errors),
+            "recheck" => parts.recheck = raw::deserialize(ctx, value, "recheck", errors),
+            "dry_run" => parts.dry_run = raw::deserialize(ctx, value, "dry_run", errors),
+            "approval" => {
+                let (approval, options) = approval(ctx, value, refs, errors);
+                parts.approval = Some(approval);
+                parts.options = options;
+            }
+            "action" => {
+                for (i, item) in array_of_tables(ctx, value, "action", errors)
+                    .into_iter()
+                    .enumerate()
+                {
+                    let span = item.span();
+                    let parsed = action(ctx, item, &format!("action[{i}]"), errors);
+                    parts
+                        .actions
+                        .extend(parsed.map(|(when, kind)| (span, when, kind)));
+                }
+            }
+            "message" => {
+                for (i, item) in array_of_tables(ctx, value, "message", errors)
+                    .into_iter()
+                    .enumerate()
+                {
+                    let path = format!("message[{i}]");
+                    let span = item.span();
+                    let parsed = raw::deserialize::<RawMessage>(ctx, item, &path, errors);
+                    parts.messages.extend(parsed.map(|m| (span, m)));
+                }
+            }
+            other => errors.push(ctx.error(
+                &key.span(),
+                format!("unknown key {other:?}; expected one of: {TOP_KEYS}"),
+            )),
+        }
+    }
+    parts
+}
+
+/// A reference from this file.
+fn reference(ctx: &FileCtx, name: &SpStr, kind: RefKind) -> Reference {
+    Reference {
+        origin: ctx.origin(&name.span()),
+        kind,
+        name: name.get_ref().clone(),
+    }
+}
+
+/// The items of `[[KEY]]`.
+fn array_of_tables<'i>(
+    ctx: &FileCtx,
+    value: Spanned<DeValue<'i>>,
+    key: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Spanned<DeValue<'i>>> {
+    let span = value.span();
+    match value.into_inner() {
+        DeValue::Array(items) => items.iter().cloned().collect(),
+        other => {
+            let message = format!(
+                "{key}: expected [[{key}]] tables, found {}",
+                other.type_str()
+            );
+            errors.push(ctx.error(&span, message));
+            Vec::new()
+        }
+    }
+}
+
+/// `[approval]`, and its options (given whenever they could be read).
+fn approval(
+    ctx: &FileCtx,
+    value: Spanned<DeValue<'_>>,
+    refs: &mut Vec<Reference>,
+    errors: &mut Vec<ConfigError>,
+) -> (Option<ApprovalConfig>, Option<Vec<ApprovalOption>>) {
+    let Some(raw) = raw::deserialize::<RawApproval>(ctx, value, "approval", errors) else {
+        return (None, None);
+    };
+    let before = errors.len();
+    refs.push(reference(ctx, &raw.notifier, RefKind::Notifier));
+    if raw.approvers.get_ref().is_empty() {
+        let message = "approval.approvers: name at least one approver or group";
+        errors.push(ctx.error(&raw.approvers.span(), message));
+    }
+    for approver in raw.approvers.get_ref() {
+        refs.push(reference(ctx, approver, RefKind::ApproverOrGroup));
+    }
+    let timeout = raw.timeout.as_ref().and_then(|t| {
+        parse_duration(t.get_ref())
+            .map_err(|e| errors.push(ctx.error(&t.span(), format!("approval.timeout: {e}"))))
+            .ok()
+    });
+    let options = match raw.options {
+        None => default_options(),
+        Some(options) => approval_options(ctx, options, errors),
+    };
+    if let Some(on_timeout) = &raw.on_timeout {
+        let path = "approval.on_timeout";
+        check_option(ctx, path, on_timeout, &options, errors);
+    }
+    if errors.len() > before {
+        return (None, Some(options));
+    }
+    let config = ApprovalConfig {
+        notifier: raw.notifier.into_inner(),
+        subject: raw.subject.unwrap_or_default(),
+        prompt: raw.prompt.unwrap_or_default(),
+        approvers: raw
+            .approvers
+            .into_inner()
+            .into_iter()
+            .map(Spanned::into_inner)
+            .collect(),
+        allow_self_approval: raw.allow_self_approval.unwrap_or(false),
+        timeout,
+        on_timeout: raw.on_timeout.map(Spanned::into_inner),
+        options: options.clone(),
+    };
+    (Some(config), Some(options))
+}
+
+/// `approve` (primary) and `deny` (danger), one vote each.
+pub(crate) fn default_options() -> Vec<ApprovalOption> {
+    let option = |value: &str, label: &str, style: &str| ApprovalOption {
+        value: value.into(),
+        label: label.into(),
+        style: Some(style.into()),
+        required: 1,
+    };
+    vec![
+        option("approve", "Approve", "primary"),
+        option("deny", "Deny", "danger"),
+    ]
+}
+
+/// `options = [...]`, checked.
+fn approval_options(
+    ctx: &FileCtx,
+    options: Spanned<Vec<Spanned<RawOption>>>,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<ApprovalOption> {
+    if options.get_ref().is_empty() {
+        errors.push(ctx.error(
+            &options.span(),
+            "approval.options: give at least one option",
+        ));
+    }
+    let mut out: Vec<ApprovalOption> = Vec::new();
+    for (i, option) in options.into_inner().into_iter().enumerate() {
+        let path = format!("approval.options[{i}]");
+        let raw = option.into_inner();
+        let value = raw.value.get_ref().trim().to_string();
+        if value.is_empty() {
+            errors.push(ctx.error(
+                &raw.value.span(),
+                format!("{path}.value: must not be empty"),
+            ));
+        } else if out.iter().any(|o| o.value == value) {
+            let message = format!("{path}.value: duplicate option {value:?}");
+            errors.push(ctx.error(&raw.value.span(), message));
+        }
+        if let Some(style) = raw
+            .style
+            .as_ref()
+            .filter(|s| !matches!(s.get_ref().as_str(), "primary" | "danger"))
+        {
+            let message = format!(
+                "{path}.style: unknown style {:?}; expected primary or danger",
+                style.get_ref()
+            );
+            errors.push(ctx.error(&style.span(), message));
+        }
+        if let Some(required) = raw.required.as_ref().filter(|r| *r.get_ref() < 1) {
+            errors.push(ctx.error(
+                &required.span(),
+                format!("{path}.required: must be at least 1"),
+            ));
+        }
+        out.push(ApprovalOption {
+            label: raw.label.unwrap_or_else(|| value.clone()),
+            value,
+            style: raw.style.map(Spanned::into_inner),
+            required: raw.required.map_or(1, Spanned::into_inner),
+        });
+    }
+    out
+}
+
+/// An error unless `name` is one of `options`.
+fn check_option(
+    ctx: &FileCtx,
+    path: &str,
+    name: &SpStr,
+    options: &[ApprovalOption],
+    errors: &mut Vec<ConfigError>,
+) -> bool {
+    if options.iter().any(|o| &o.value == name.get_ref()) {
+        return true;
+    }
+    let valid = option_list(options);
+    let message = format!(
+        "{path}: unknown option {:?}; the options are: {valid}",
+        name.get_ref()
+    );
+    errors.push(ctx.error(&name.span(), message));
+    false
+}
+
+/// `a, b`: the distinct option values, in order.
+fn option_list(options: &[ApprovalOption]) -> String {
+    let mut values: Vec<&str> = Vec::new();
+    for o in options {
+        if !values.contains(&o.value.as_str()) {
+            values.push(&o.value);
+        }
+    }
+    values.join(", ")
+}
+
+/// Checks an action's or message's `when` against the approval's options.
+fn check_when(
+    ctx: &FileCtx,
+    (path, item_span): (&str, &Range<usize>),
+    when: Option<SpStr>,
+    options: Option<&[ApprovalOption]>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Option<String>> {
+    match (when, options) {
+        (None, None) => Some(None),
+        (Some(when), None) => {
+            let message = format!(
+                "{path}.when: {:?} names an approval option, but this remediation has no [approval]",
+                when.get_ref()
+            );
+            errors.push(ctx.error(&when.span(), message));
+            None
+        }
+        (Some(when), Some(options)) => {
+            check_option(ctx, &format!("{path}.when"), &when, options, errors)
+                .then(|| Some(when.into_inner()))
+        }
+        (None, Some(options)) => {
+            let message = format!(
+                "{path}: missing key `when`; this remediation has an [approval], so name the option that triggers it (one of: {})",
+                option_list(options)
+            );
+            errors.push(ctx.error(item_span, message));
+            None
+        }
+    }
+}
+
+/// One `[[action]]`: its `when` and what it does.
+fn action(
+    ctx: &FileCtx,
+    item: Spanned<DeValue<'_>>,
+    path: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<(Option<SpStr>, ActionKind)> {
+    let span = item.span();
+    let type_value = item.get_ref().get("type").cloned();
+    let Some(kind) = type_value
+        .as_ref()
+        .and_then(|t| t.get_ref().as_str().map(str::to_string))
+    else {
+        errors.push(ctx.error(
+            &span,
+            format!("{path}: missing key `type` (one of: {ACTION_TYPES})"),
+        ));
+        return None;
+    };
+    let before = errors.len();
+    let parsed = match kind.as_str() {
+        "aws.iam.update_access_key" => update_key(ctx, item, path, errors),
+        "aws.iam.delete_access_key" => raw::deserialize::<RawDeleteKey>(ctx, item, path, errors)
+            .map(|r| {
+                let kind = ActionKind::AwsDeleteAccessKey {
+                    connection: r.connection.unwrap_or_else(|| "default".into()),
+                    user_name: r.user_name,
+                    access_key_id: r.access_key_id,
+                };
+                (r.when, kind)
+            }),
+        "http" => http(ctx, item, path, errors),
+        other => {
+            let span = type_value.map_or(span, |t| t.span());
+            let message = format!(
+                "{path}.type: unknown action type {other:?}; expected one of: {ACTION_TYPES}"
+            );
+            errors.push(ctx.error(&span, message));
+            return None;
+        }
+    };
+    for e in &mut errors[before..] {
+        if e.message.contains(": unknown key `") {
+            e.message = e.message.replacen(
+                ", expected",
+                &format!(" for action type {kind:?}, expected"),
+                1,
+            );
+        }
+    }
+    parsed
+}
+
+/// `aws.iam.update_access_key`.
+fn update_key(
+    ctx: &FileCtx,
+    item: Spanned<DeValue<'_>>,
+    path: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<(Option<SpStr>, ActionKind)> {
+    let r: RawUpdateKey = raw::deserialize(ctx, item, path, errors)?;
+    let status = r.status.get_ref();
+    if !status.contains("{{") && status != "Active" && status != "Inactive" {
+        let message =
+            format!("{path}.status: must be Active or Inactive (or a template), not {status:?}");
+        errors.push(ctx.error(&r.status.span(), message));
+        return None;
+    }
+    let kind = ActionKind::AwsUpdateAccessKey {
+        connection: r.connection.unwrap_or_else(|| "default".into()),
+        user_name: r.user_name,
+        access_key_id: r.access_key_id,
+        status: r.status.into_inner(),
+    };
+    Some((r.when, kind))
+}
+
+/// `http`.
+fn http(
+    ctx: &FileCtx,
+    item: Spanned<DeValue<'_>>,
+    path: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<(Option<SpStr>, ActionKind)> {
+    let r: RawHttp = raw::deserialize(ctx, item, path, errors)?;
+    let method = match &r.method {
+        None => "POST".to_string(),
+        Some(m) => {
+            let upper = m.get_ref().to_ascii_uppercase();
+            if !HTTP_METHODS.contains(&upper.as_str()) {
+                let message = format!(
+                    "{path}.method: unsupported method {:?}; expected one of: {}",
+                    m.get_ref(),
+                    HTTP_METHODS.join(", ")
+                );
+                errors.push(ctx.error(&m.span(), message));
+                return None;
+            }
+            upper
+        }
+    };
+    let kind = ActionKind::Http {
+        url: r.url,
+        method,
+        headers: r.headers.unwrap_or_default(),
+        body: r.body,
+    };
+    Some((r.when, kind))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use toml::de::DeTable;
+
+    fn errors_of(text: &str) -> Vec<String> {
+        let ctx = FileCtx::new(Path::new("remediations/r.toml"), text);
+        let root = DeTable::parse(text).unwrap().into_inner();
+        let root = root
+            .into_iter()
+            .map(|(k, v)| (Spanned::new(k.span(), k.into_inner().into_owned()), v))
+            .collect();
+        let mut errors = Vec::new();
+        let parsed = parse(&ctx, "r", root, &mut errors);
+        assert_eq!(parsed.is_none(), !errors.is_empty());
+        errors.iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn literal_statuses_must_be_active_or_inactive() {
+        let action = "[[action]]\ntype = \"aws.iam.update_access_key\"\nuser_name = \"u\"\naccess_key_id = \"k\"\n";
+        assert_eq!(
+            errors_of(&format!("{action}status = \"off\"\n")),
+            [
+                "remediations/r.toml:5: action[0].status: must be Active or Inactive (or a template), not \"off\""
+            ]
+        );
+        assert!(errors_of(&format!("{action}status = \"{{{{ row.s }}}}\"\n")).is_empty());
+        assert!(errors_of(&format!("{action}status = \"Active\"\n")).is_empty());
+    }
+
+    #[test]
+    fn action_types_and_required_keys_are_checked() {
+        assert_eq!(
+            errors_of(
+                "[[action]]\ntype = \"aws.s3.delete\"\n\n[[action]]\nurl = \"x\"\n\n[[action]]\ntype = \"http\"\n"
+            ),
+            [
+                "remediations/r.toml:2: action[0].type: unknown action type \"aws.s3.delete\"; expected one of: aws.iam.update_access_key, aws.iam.delete_access_key, http",
+                "remediations/r.toml:4: action[1]: missing key `type` (one of: aws.iam.update_access_key, aws.iam.delete_access_key, http)",
+                "remediations/r.toml:7: action[2]: missing key `url`",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_top_level_keys_and_bad_methods_are_errors() {
+        // In key order here; `load` sorts by line.
+        assert_eq!(
+            errors_of(
+                "titel = \"x\"\n[[action]]\ntype = \"http\"\nurl = \"u\"\nmethod = \"fetch\"\n"
+            ),
+            [
+                "remediations/r.toml:5: action[0].method: unsupported method \"fetch\"; expected one of: GET, POST, PUT, PATCH, DELETE",
+                "remediations/r.toml:1: unknown key \"titel\"; expected one of: title, recheck, dry_run, approval, action, message",
+            ]
+        );
+    }
 }
