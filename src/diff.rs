@@ -425,15 +425,56 @@ mod tests {
     fn table_of_changes() {
         let q = query(&["id"], &["age"], FirstRun::Insert);
         #[rustfmt::skip]
-        let cases: Vec<(&str, Option<Vec<Row>>, Vec<Row>, (usize, usize, usize))> = vec![
-            ("first run inserts all", None, vec![r(1, "a", 1), r(2, "b", 1)], (2, 0, 0)),
-            ("same rows change nothing", Some(vec![r(1, "a", 1)]), vec![r(1, "a", 1)], (0, 0, 0)),
-            ("new key is inserted", Some(vec![r(1, "a", 1)]), vec![r(1, "a", 1), r(2, "b", 1)], (1, 0, 0)),
-            ("changed row is updated", Some(vec![r(1, "a", 1)]), vec![r(1, "z", 1)], (0, 1, 0)),
-            ("ignored column is no update", Some(vec![r(1, "a", 1)]), vec![r(1, "a", 99)], (0, 0, 0)),
-            ("gone key is deleted", Some(vec![r(1, "a", 1), r(2, "b", 1)]), vec![r(1, "a", 1)], (0, 0, 1)),
-            ("zero rows deletes all", Some(vec![r(1, "a", 1), r(2, "b", 1)]), vec![], (0, 0, 2)),
-            ("row order does not matter", Some(vec![r(1, "a", 1), r(2, "b", 1)]), vec![r(2, "b", 1), r(1, "a", 1)], (0, 0, 0)),
+        type Case = (&'static str, Option<Vec<Row>>, Vec<Row>, (usize, usize, usize));
+        let cases: Vec<Case> = vec![
+            (
+                "first run inserts all",
+                None,
+                vec![r(1, "a", 1), r(2, "b", 1)],
+                (2, 0, 0),
+            ),
+            (
+                "same rows change nothing",
+                Some(vec![r(1, "a", 1)]),
+                vec![r(1, "a", 1)],
+                (0, 0, 0),
+            ),
+            (
+                "new key is inserted",
+                Some(vec![r(1, "a", 1)]),
+                vec![r(1, "a", 1), r(2, "b", 1)],
+                (1, 0, 0),
+            ),
+            (
+                "changed row is updated",
+                Some(vec![r(1, "a", 1)]),
+                vec![r(1, "z", 1)],
+                (0, 1, 0),
+            ),
+            (
+                "ignored column is no update",
+                Some(vec![r(1, "a", 1)]),
+                vec![r(1, "a", 99)],
+                (0, 0, 0),
+            ),
+            (
+                "gone key is deleted",
+                Some(vec![r(1, "a", 1), r(2, "b", 1)]),
+                vec![r(1, "a", 1)],
+                (0, 0, 1),
+            ),
+            (
+                "zero rows deletes all",
+                Some(vec![r(1, "a", 1), r(2, "b", 1)]),
+                vec![],
+                (0, 0, 2),
+            ),
+            (
+                "row order does not matter",
+                Some(vec![r(1, "a", 1), r(2, "b", 1)]),
+                vec![r(2, "b", 1), r(1, "a", 1)],
+                (0, 0, 0),
+            ),
         ];
         for (name, before, after, want) in cases {
             let c = run(&q, before.as_deref(), &after).unwrap();

@@ -96,7 +96,16 @@ impl FromStr for Schedule {
                 )));
             }
         };
-        let schedule = cron::Schedule::from_str(&expr).map_err(|e| err(e.to_string()))?;
+        // The cron crate's message quotes the translated expression over several lines; keep its last line.
+        let schedule = cron::Schedule::from_str(&expr).map_err(|e| {
+            let message = e.to_string();
+            err(message
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim()
+                .to_string())
+        })?;
         Ok(Schedule::Cron {
             schedule: Box::new(schedule),
             text: trimmed.to_string(),
@@ -230,6 +239,7 @@ mod tests {
         for bad in ["* * *", "61 * * * *", "0s", "every day", "0 25 * * *"] {
             let err = bad.parse::<Schedule>().unwrap_err();
             assert!(err.to_string().contains(bad), "{err}");
+            assert!(!err.to_string().contains('\n'), "one line: {err}");
         }
     }
 }

@@ -377,6 +377,11 @@ async fn run_schedules_repeatedly_never_overlaps_and_stops_cleanly_on_sigterm() 
             "queries/manual.sql",
             "-- primary_key: id\nselect id from t\n",
         ),
+        // Fails every time: retried on its schedule, and the others go on.
+        (
+            "queries/failing.sql",
+            "-- schedule: 1s\n-- primary_key: id\nselect id from missing_table\n",
+        ),
     ]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_vigilo"))
         .arg("--dir")
@@ -416,7 +421,16 @@ async fn run_schedules_repeatedly_never_overlaps_and_stops_cleanly_on_sigterm() 
     for w in slow.windows(2) {
         assert!(w[0].1 <= w[1].0, "two runs of one query overlapped: {w:?}");
     }
-    assert!(all.iter().all(|r| r.2 == "succeeded"), "{all:?}");
+    let failing: Vec<_> = all.iter().filter(|r| r.2 == "failed").collect();
+    assert!(
+        failing.len() >= 3,
+        "a failing query is retried on its schedule: {all:?}"
+    );
+    assert_eq!(
+        all.len(),
+        slow.len() + fast.len() + failing.len(),
+        "only the failing query fails: {all:?}"
+    );
     // The store is consistent: one generation per successful run, the snapshot holds the two keys.
     for (q, n) in [("slow", slow.len()), ("fast", fast.len())] {
         let (generation, keys): (i64, i64) = conn

@@ -39,10 +39,21 @@ pub(crate) fn load_with_env(dir: &Path, lookup: Lookup<'_>) -> Result<Project, C
     }
     let mut refs = std::mem::take(&mut set.refs);
     let targets = std::mem::take(&mut set.targets);
+    // Names defined, even where the definition itself is broken: a reference to
+    // them is not a second error.
+    let mut defined: BTreeSet<String> = std::mem::take(&mut set.defined).into_keys().collect();
     let mut project = empty_project(dir, set);
-    load_remediations(dir, lookup, &mut project, &mut refs, &mut errs);
-    load_queries(dir, lookup, &mut project, &mut refs, &mut errs);
-    errs.other.extend(refs::check(&project, &refs, &targets));
+    load_remediations(
+        dir,
+        lookup,
+        &mut project,
+        &mut refs,
+        &mut defined,
+        &mut errs,
+    );
+    load_queries(dir, lookup, &mut project, &mut refs, &defined, &mut errs);
+    errs.other
+        .extend(refs::check(&project, &refs, &targets, &defined));
     match errs.finish() {
         errors if errors.is_empty() => Ok(project),
         errors => Err(ConfigErrors(errors)),
@@ -219,9 +230,11 @@ fn load_remediations(
     lookup: Lookup<'_>,
     project: &mut Project,
     refs: &mut Vec<Reference>,
+    defined: &mut BTreeSet<String>,
     errs: &mut Errors,
 ) {
     for file in project_files(dir, "remediations", "toml", &mut errs.other) {
+        defined.insert(refs::label(RefKind::Remediation, &file.stem));
         let ctx = FileCtx::new(&file.rel, &file.text);
         let root = parse_toml(&ctx, &file.text, lookup, errs);
         if let Some((remediation, more)) =
@@ -239,22 +252,27 @@ fn load_queries(
     lookup: Lookup<'_>,
     project: &mut Project,
     refs: &mut Vec<Reference>,
+    defined: &BTreeSet<String>,
     errs: &mut Errors,
 ) {
+    let database_count = defined
+        .iter()
+        .filter(|l| l.starts_with("database "))
+        .count();
     for file in project_files(dir, "queries", "sql", &mut errs.other) {
         let ctx = FileCtx::new(&file.rel, &file.text);
-        let parsed = match query_file::parse(&ctx, &file.text, lookup) {
-            Ok(parsed) => parsed,
-            Err(errors) => {
-                errs.other.extend(errors);
-                continue;
-            }
-        };
-        let Some(database) =
-            query_database(&ctx, &parsed, &project.databases, refs, &mut errs.other)
-        else {
-            continue;
-        };
+        // A file with a bad setting still has its references checked, so every error shows at once.
+        let (parsed, errors) = query_file::parse(&ctx, &file.text, lookup);
+        let clean = errors.is_empty();
+        errs.other.extend(errors);
+        let database = query_database(
+            &ctx,
+            &parsed,
+            &project.databases,
+            database_count,
+            refs,
+            &mut errs.other,
+        );
         for (setting, kind) in [
             (&parsed.remediation, RefKind::Remediation),
             (&parsed.notify, RefKind::Notifier),
@@ -267,6 +285,9 @@ fn load_queries(
                 });
             }
         }
+        let Some(database) = database.filter(|_| clean) else {
+            continue;
+        };
         let query = build_query(file.stem.clone(), file.rel, file.text, database, parsed);
         project.queries.insert(file.stem, query);
     }
@@ -278,6 +299,7 @@ fn query_database(
     ctx: &FileCtx,
     parsed: &QueryFile,
     databases: &BTreeMap<String, DatabaseConfig>,
+    defined_databases: usize,
     refs: &mut Vec<Reference>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<String> {
@@ -290,8 +312,10 @@ fn query_database(
         return Some(setting.value.clone());
     }
     let mut names = databases.keys();
-    match (names.next(), databases.len()) {
+    match (names.next(), defined_databases) {
         (Some(only), 1) => Some(only.clone()),
+        // The one database is defined but broken: its own error says so.
+        (None, 1) => None,
         (None, _) => {
             let message =
                 "no database to run against: add a [database.NAME] section to config/*.toml";

@@ -132,7 +132,7 @@ pub(crate) fn parse(
     ctx: &FileCtx,
     text: &str,
     lookup: Lookup<'_>,
-) -> Result<QueryFile, Vec<ConfigError>> {
+) -> (QueryFile, Vec<ConfigError>) {
     let matter = front_matter(text);
     let mut errors = Vec::new();
     if matter.body_line.is_none() {
@@ -140,11 +140,7 @@ pub(crate) fn parse(
     }
     let settings = collect(ctx, matter.settings, lookup, &mut errors);
     let file = build(ctx, &settings, &mut errors);
-    if errors.is_empty() {
-        Ok(file)
-    } else {
-        Err(errors)
-    }
+    (file, errors)
 }
 
 /// Known, unique, interpolated settings by key.
@@ -303,10 +299,11 @@ mod tests {
 
     fn errors_of(text: &str) -> Vec<String> {
         let ctx = FileCtx::new(Path::new("queries/q.sql"), text);
-        match parse(&ctx, text, &no_env) {
-            Ok(_) => Vec::new(),
-            Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
-        }
+        parse(&ctx, text, &no_env)
+            .1
+            .iter()
+            .map(|e| e.to_string())
+            .collect()
     }
 
     #[test]
@@ -333,7 +330,8 @@ mod tests {
         let text =
             "-- primary_key: id , region\n-- ignore_columns: age\n-- schedule: 15m\nselect 1";
         let ctx = FileCtx::new(Path::new("queries/q.sql"), text);
-        let q = parse(&ctx, text, &no_env).unwrap();
+        let (q, errors) = parse(&ctx, text, &no_env);
+        assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(q.primary_key, ["id", "region"]);
         assert_eq!(q.ignore_columns, ["age"]);
         assert_eq!(q.severity, Severity::Medium);
@@ -388,14 +386,15 @@ mod tests {
         let env = |name: &str| (name == "DB").then(|| "steampipe".to_string());
         let text = "-- primary_key: a\n-- database: ${DB}\n-- remediation: ${NOPE}\nselect '${NOT_IN_SQL}'";
         let ctx = FileCtx::new(Path::new("queries/q.sql"), text);
-        let errors = parse(&ctx, text, &env).unwrap_err();
+        let (_, errors) = parse(&ctx, text, &env);
         let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         assert_eq!(
             shown,
             ["queries/q.sql:3: remediation: environment variable NOPE is not set"]
         );
         let text = "-- primary_key: a\n-- database: ${DB}\nselect '${NOT_IN_SQL}'";
-        let q = parse(&ctx, text, &env).unwrap();
+        let (q, errors) = parse(&ctx, text, &env);
+        assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(
             q.database,
             Some(Setting {

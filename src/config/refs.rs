@@ -1,6 +1,7 @@
 //! Cross references between definitions, checked once everything is loaded.
 
 use super::{ConfigError, IntegrationConfig, Origin, Project};
+use std::collections::BTreeSet;
 
 /// How many names an error lists before it stops.
 const MAX_LISTED: usize = 10;
@@ -51,12 +52,34 @@ pub(crate) fn check(
     project: &Project,
     refs: &[Reference],
     targets: &[TargetCheck],
+    defined: &BTreeSet<String>,
 ) -> Vec<ConfigError> {
-    let mut errors: Vec<ConfigError> = refs.iter().filter_map(|r| check_ref(project, r)).collect();
+    let mut errors: Vec<ConfigError> = refs
+        .iter()
+        .filter(|r| !is_defined(defined, r))
+        .filter_map(|r| check_ref(project, r))
+        .collect();
     for target in targets {
         errors.extend(check_target(project, target));
     }
     errors
+}
+
+/// The label a definition is recorded under (`database "x"`), as `sections` records it.
+pub(crate) fn label(kind: RefKind, name: &str) -> String {
+    let section = match kind {
+        RefKind::Database => "database",
+        RefKind::Remediation => "remediation",
+        RefKind::Notifier => "notifier",
+        RefKind::Approver | RefKind::ApproverOrGroup => "approver",
+    };
+    format!("{section} {name:?}")
+}
+
+/// Whether the referenced name is defined, even if its definition has errors of its own.
+fn is_defined(defined: &BTreeSet<String>, r: &Reference) -> bool {
+    defined.contains(&label(r.kind, &r.name))
+        || (r.kind == RefKind::ApproverOrGroup && defined.contains(&format!("group {:?}", r.name)))
 }
 
 /// The error for one reference, if it is broken.

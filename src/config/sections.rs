@@ -48,8 +48,8 @@ pub(crate) struct ConfigSet {
     pub refs: Vec<Reference>,
     /// Notifier targets to check against their integration's kind.
     pub targets: Vec<TargetCheck>,
-    /// Where each definition (`database "x"`, `[state]`) was first made.
-    defined: BTreeMap<String, Origin>,
+    /// Where each definition (`database "x"`, `[state]`) was first made, valid or not.
+    pub defined: BTreeMap<String, Origin>,
 }
 
 /// One config file being merged into a [`ConfigSet`].

@@ -193,7 +193,7 @@ impl Store for SqliteStore {
     async fn finding(&self, id: i64) -> Result<Option<Finding>, StoreError> {
         self.with(move |c| {
             let mut stmt = c.prepare_cached(&format!("{FINDING_SELECT} WHERE f.id = ?1"))?;
-            Ok(stmt.query_row([id], read_finding).optional()?.transpose()?)
+            stmt.query_row([id], read_finding).optional()?.transpose()
         })
         .await
     }
