@@ -44,6 +44,15 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `vigilo findings … --format json`, parsed; panics with the output if it fails.
+fn findings_json(env: &[(&str, &str)], args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["findings", "--format", "json"];
+    all.extend_from_slice(args);
+    let out = vigilo(repo(), env, &all);
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
+}
+
 async fn fixture_db() -> common::PgDb {
     let db = common::PgDb::new("fixture").await;
     db.execute(&common::steampipe_fixture()).await;
@@ -82,19 +91,7 @@ async fn example_project_against_fixture(state_url: &str) {
     let s3 = scan_row(&first, "s3_bucket_versioning_disabled");
     assert_eq!(s3[3], "0", "baseline opens nothing: {}", text(&first));
 
-    let json = vigilo(
-        repo(),
-        &env,
-        &[
-            "findings",
-            "--query",
-            "iam_access_key_stale",
-            "--format",
-            "json",
-        ],
-    );
-    assert!(json.status.success(), "{}", text(&json));
-    let list: Vec<Value> = serde_json::from_slice(&json.stdout).unwrap();
+    let list = findings_json(&env, &["--query", "iam_access_key_stale"]);
     let mut keys: Vec<&str> = list
         .iter()
         .map(|f| f["key"]["access_key_id"].as_str().unwrap())
@@ -172,13 +169,8 @@ async fn example_project_against_fixture(state_url: &str) {
         "{}",
         text(&third)
     );
-    let resolved = vigilo(
-        repo(),
-        &env,
-        &["findings", "--status", "resolved", "--format", "json"],
-    );
-    let list: Vec<Value> = serde_json::from_slice(&resolved.stdout).unwrap();
-    assert_eq!(list.len(), 1, "{}", text(&resolved));
+    let list = findings_json(&env, &["--status", "resolved"]);
+    assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0]["key"]["access_key_id"], "AKIAEXAMPLE000000002");
     assert!(list[0]["resolved_at"].is_string());
 
@@ -212,19 +204,8 @@ async fn example_project_against_fixture(state_url: &str) {
     );
     let after = vigilo(repo(), &env, &["scan", "iam_access_key_stale"]);
     assert!(after.status.success(), "{}", text(&after));
-    let open = vigilo(
-        repo(),
-        &env,
-        &[
-            "findings",
-            "--query",
-            "iam_access_key_stale",
-            "--format",
-            "json",
-        ],
-    );
-    let list: Vec<Value> = serde_json::from_slice(&open.stdout).unwrap();
-    assert_eq!(list.len(), 4, "{}", text(&open));
+    let list = findings_json(&env, &["--query", "iam_access_key_stale"]);
+    assert_eq!(list.len(), 4, "{list:?}");
 }
 
 #[tokio::test]

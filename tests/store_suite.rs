@@ -62,14 +62,13 @@ fn record(q: &Query, c: &Changes, status: RunStatus, minutes_ago: i64) -> RunRec
     }
 }
 
-/// Diffs and commits `rows` as a run that started `minutes_ago`.
-async fn commit(
+/// Commits `changes` as a successful run that started `minutes_ago`.
+async fn try_commit(
     store: &dyn Store,
     q: &Query,
-    rows: &[Vec<Value>],
+    changes: Changes,
     minutes_ago: i64,
-) -> store::CommitOutcome {
-    let changes = diff(store, q, rows).await;
+) -> Result<store::CommitOutcome, StoreError> {
     let run = record(q, &changes, RunStatus::Succeeded, minutes_ago);
     store
         .commit_run(RunCommit {
@@ -78,7 +77,17 @@ async fn commit(
             changes,
         })
         .await
-        .unwrap()
+}
+
+/// Diffs and commits `rows` as a run that started `minutes_ago`.
+async fn commit(
+    store: &dyn Store,
+    q: &Query,
+    rows: &[Vec<Value>],
+    minutes_ago: i64,
+) -> store::CommitOutcome {
+    let changes = diff(store, q, rows).await;
+    try_commit(store, q, changes, minutes_ago).await.unwrap()
 }
 
 async fn findings(
@@ -199,24 +208,8 @@ async fn conflict(store: &dyn Store) {
     // Two runs diff against the same snapshot; the second to commit loses and changes nothing.
     let first = diff(store, &q, &[row("a", 1), row("b", 1)]).await;
     let second = diff(store, &q, &[]).await;
-    let run1 = record(&q, &first, RunStatus::Succeeded, 2);
-    let run2 = record(&q, &second, RunStatus::Succeeded, 1);
-    store
-        .commit_run(RunCommit {
-            run: run1,
-            severity: q.severity,
-            changes: first,
-        })
-        .await
-        .unwrap();
-    let err = store
-        .commit_run(RunCommit {
-            run: run2,
-            severity: q.severity,
-            changes: second,
-        })
-        .await
-        .unwrap_err();
+    try_commit(store, &q, first, 2).await.unwrap();
+    let err = try_commit(store, &q, second, 1).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
     assert_eq!(
         findings(store, &q, Some(Status::Open)).await.len(),
@@ -237,26 +230,8 @@ async fn conflict(store: &dyn Store) {
     let q2 = query("conflict_first", FirstRun::Insert);
     let a = diff(store, &q2, &[row("a", 1)]).await;
     let b = diff(store, &q2, &[row("b", 1)]).await;
-    let (ra, rb) = (
-        record(&q2, &a, RunStatus::Succeeded, 1),
-        record(&q2, &b, RunStatus::Succeeded, 1),
-    );
-    store
-        .commit_run(RunCommit {
-            run: ra,
-            severity: q2.severity,
-            changes: a,
-        })
-        .await
-        .unwrap();
-    let err = store
-        .commit_run(RunCommit {
-            run: rb,
-            severity: q2.severity,
-            changes: b,
-        })
-        .await
-        .unwrap_err();
+    try_commit(store, &q2, a, 1).await.unwrap();
+    let err = try_commit(store, &q2, b, 1).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
 }
 
