@@ -137,13 +137,29 @@ pub enum DiffError {
     },
 }
 
-/// The finding-worthy data of an inserted or updated row.
+/// The finding-worthy data of an inserted or updated row, as compact JSON text.
+///
+/// Text, not `serde_json::Map`: a first run can change every row, and a row as
+/// text costs its length; as a map it costs several times that.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FindingRow {
-    /// The key as a JSON object (`{"access_key_id": "AKIA…"}`).
-    pub key: Map<String, Value>,
-    /// The whole row as a JSON object.
-    pub row: Map<String, Value>,
+    /// The key as a JSON object (`{"access_key_id":"AKIA…"}`), columns in primary-key order.
+    pub key: String,
+    /// The whole row as a JSON object, columns in result order.
+    pub row: String,
+}
+
+impl FindingRow {
+    /// The key as a map.
+    pub fn key_map(&self) -> Map<String, Value> {
+        // Written by `Diff::json_object` from a column list and values, so always an object.
+        serde_json::from_str(&self.key).unwrap_or_default()
+    }
+
+    /// The row as a map.
+    pub fn row_map(&self) -> Map<String, Value> {
+        serde_json::from_str(&self.row).unwrap_or_default()
+    }
 }
 
 /// One inserted or updated key.
@@ -260,7 +276,7 @@ impl Diff {
                 let changed = *entry != row_hash;
                 *entry = row_hash | SEEN;
                 if changed {
-                    let finding = Some(self.finding_row(row));
+                    let finding = Some(self.finding_row(&row));
                     self.changes.updated.push(Changed {
                         key_hash,
                         row_hash,
@@ -271,7 +287,7 @@ impl Diff {
             }
             None => {
                 self.entries.insert(key_hash, row_hash | SEEN);
-                let finding = (!self.changes.baseline).then(|| self.finding_row(row));
+                let finding = (!self.changes.baseline).then(|| self.finding_row(&row));
                 self.changes.inserted.push(Changed {
                     key_hash,
                     row_hash,
@@ -331,14 +347,28 @@ impl Diff {
             .join(", ")
     }
 
-    fn finding_row(&self, row: Row) -> FindingRow {
-        let key = self
-            .key_columns
-            .iter()
-            .map(|&i| (self.columns[i].clone(), row[i].clone()))
-            .collect();
-        let row = self.columns.iter().cloned().zip(row).collect();
-        FindingRow { key, row }
+    fn finding_row(&self, row: &Row) -> FindingRow {
+        FindingRow {
+            key: self.json_object(row, self.key_columns.iter().copied()),
+            row: self.json_object(row, 0..self.columns.len()),
+        }
+    }
+
+    /// `{"column":value,…}` for `indexes`, written straight from the values.
+    fn json_object(&self, row: &Row, indexes: impl Iterator<Item = usize>) -> String {
+        let mut buf = Vec::with_capacity(128);
+        buf.push(b'{');
+        for (n, i) in indexes.enumerate() {
+            if n > 0 {
+                buf.push(b',');
+            }
+            let _ = serde_json::to_writer(&mut buf, &self.columns[i]);
+            buf.push(b':');
+            write_json(&mut buf, &row[i]);
+        }
+        buf.push(b'}');
+        // serde_json writes UTF-8 only, and the braces and separators are ASCII.
+        String::from_utf8(buf).unwrap_or_default()
     }
 }
 
@@ -497,8 +527,10 @@ mod tests {
         let c = run(&q, Some(&[r(1, "a", 1)]), &[r(1, "a", 1), r(1, "b", 1)]).unwrap();
         assert_eq!(counts(&c), (1, 0, 0));
         let f = c.inserted[0].finding.as_ref().unwrap();
-        assert_eq!(Value::Object(f.key.clone()), json!({"id": 1, "name": "b"}));
-        assert_eq!(f.row["age"], json!(1));
+        assert_eq!(f.key, r#"{"id":1,"name":"b"}"#);
+        assert_eq!(Value::Object(f.key_map()), json!({"id": 1, "name": "b"}));
+        assert_eq!(f.row_map()["age"], json!(1));
+        assert_eq!(f.row, r#"{"id":1,"name":"b","age":1}"#);
     }
 
     #[test]

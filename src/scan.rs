@@ -262,15 +262,15 @@ impl Scanner {
         for ch in changes.inserted {
             let Some(f) = ch.finding else { continue };
             match existing.get(&ch.key_hash) {
-                Some((id, Status::Resolved, _)) => dry.reopened.push((*id, f.key)),
+                Some((id, Status::Resolved, _)) => dry.reopened.push((*id, f.key_map())),
                 Some((_, Status::Open, _)) => {}
-                None => dry.opened.push(f.key),
+                None => dry.opened.push(f.key_map()),
             }
         }
         dry.updated = changes
             .updated
             .into_iter()
-            .filter_map(|c| c.finding.map(|f| f.key))
+            .filter_map(|c| c.finding.map(|f| f.key_map()))
             .collect();
         let deleted: HashSet<KeyHash> = changes.deleted.into_iter().collect();
         for key in &deleted {

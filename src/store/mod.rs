@@ -236,13 +236,10 @@ pub(crate) fn parse_run_status(s: &str) -> Result<RunStatus, StoreError> {
 }
 
 /// The key and row of a changed key, as JSON text.
-pub(crate) fn finding_json(ch: &Changed) -> Result<(String, String), StoreError> {
+pub(crate) fn finding_json(ch: &Changed) -> Result<(&str, &str), StoreError> {
     let f = ch
         .finding
         .as_ref()
         .ok_or_else(|| StoreError::Corrupt("changed row without its data".into()))?;
-    let enc = |v: &serde_json::Map<String, serde_json::Value>| {
-        serde_json::to_string(v).map_err(|e| StoreError::Corrupt(format!("JSON: {e}")))
-    };
-    Ok((enc(&f.key)?, enc(&f.row)?))
+    Ok((&f.key, &f.row))
 }
