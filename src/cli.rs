@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::{Event, Kind, Verifier};
 use crate::config::{self, Project};
 use crate::finding::Status;
 use crate::output::{self, Format};
@@ -76,8 +77,33 @@ pub enum Command {
         #[command(subcommand)]
         command: StateCommand,
     },
+    /// Show the audit trail, or verify its hash chain.
+    Audit {
+        /// Output format of the listing.
+        #[arg(long, value_enum, default_value_t = AuditFormat::Table)]
+        format: AuditFormat,
+        /// What to do instead of listing.
+        #[command(subcommand)]
+        command: Option<AuditCommand>,
+    },
     /// Show the whole loop in a temporary project with nothing else running.
     Demo,
+}
+
+/// `vigilo audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain: exit 0 when intact, 1 naming the first bad entry.
+    Verify,
+}
+
+/// `--format` of `vigilo audit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuditFormat {
+    /// Aligned columns.
+    Table,
+    /// A JSON array of entries (interface.md section 7).
+    Json,
 }
 
 /// `vigilo state …`.
@@ -177,6 +203,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::State {
             command: StateCommand::Reset { query },
         } => state_reset(&dir, &query).await,
+        Command::Audit { format, command } => match command {
+            None => audit_list(&dir, format).await,
+            Some(AuditCommand::Verify) => audit_verify(&dir).await,
+        },
         Command::Demo => crate::demo::run().await,
     }
 }
@@ -187,6 +217,75 @@ fn load(dir: &Path) -> Result<Project> {
 
 async fn open_store(project: &Project) -> Result<Arc<dyn Store>> {
     Ok(store::open(&project.state.url).await?)
+}
+
+/// Records which project files were in force, as `config.loaded` (`channel`: the command).
+async fn record_config_loaded(project: &Project, store: &dyn Store, channel: &str) -> Result<()> {
+    let data = serde_json::json!({
+        "dir": project.dir.display().to_string(),
+        "files": project.file_digests(),
+    });
+    store
+        .append_audit(vec![Event::system(Kind::ConfigLoaded, channel, data)])
+        .await?;
+    Ok(())
+}
+
+/// Audit entries are read in pages of this many.
+const AUDIT_PAGE: usize = 10_000;
+
+async fn audit_list(dir: &Path, format: AuditFormat) -> Result<ExitCode> {
+    let project = load(dir)?;
+    let store = open_store(&project).await?;
+    let mut out = std::io::stdout().lock();
+    let mut entries = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.audit_page(after, AUDIT_PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        entries.extend(page);
+    }
+    match format {
+        AuditFormat::Json => {
+            serde_json::to_writer_pretty(&mut out, &entries)?;
+            writeln!(out)?;
+        }
+        AuditFormat::Table => output::write_audit(&mut out, &entries)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn audit_verify(dir: &Path) -> Result<ExitCode> {
+    let project = load(dir)?;
+    let store = open_store(&project).await?;
+    let mut verifier = Verifier::default();
+    let result = loop {
+        let page = store.audit_page(verifier.last_seq(), AUDIT_PAGE).await?;
+        if let Err(broken) = page.iter().try_for_each(|e| verifier.check(e)) {
+            break Err(broken);
+        }
+        if page.len() == AUDIT_PAGE {
+            continue;
+        }
+        // At the end: compare with the head, unless entries were appended meanwhile.
+        let (head_seq, head_hash) = store.audit_head().await?;
+        let appended = head_seq > verifier.last_seq()
+            && !store.audit_page(verifier.last_seq(), 1).await?.is_empty();
+        if !appended {
+            break verifier.finish(head_seq, &head_hash);
+        }
+    };
+    match result {
+        Ok(n) => {
+            println!("audit trail intact: {n} entries");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(broken) => {
+            println!("audit trail BROKEN at seq {}: {broken}", broken.seq());
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 fn validate(dir: &Path) -> Result<ExitCode> {
@@ -288,6 +387,7 @@ async fn scan_cmd(dir: &Path, dry_run: bool, names: &[String]) -> Result<ExitCod
             ExitCode::SUCCESS
         });
     }
+    record_config_loaded(&project, scanner.store().as_ref(), "scan").await?;
     let runs = scan::scan_all(&scanner, &queries).await;
     output::write_scan(&mut out, &runs)?;
     let failed = runs.iter().filter(|r| r.result.is_err()).count();
@@ -330,6 +430,7 @@ async fn state_reset(dir: &Path, query: &str) -> Result<ExitCode> {
 async fn run_scheduler(dir: &Path) -> Result<ExitCode> {
     let project = Arc::new(load(dir)?);
     let store = open_store(&project).await?;
+    record_config_loaded(&project, store.as_ref(), "scheduler").await?;
     let scanner = Arc::new(Scanner::new(Arc::clone(&project), store)?);
     let shutdown = CancellationToken::new();
     let mut scheduler = tokio::spawn(crate::scheduler::run(scanner, shutdown.clone()));

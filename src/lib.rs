@@ -9,10 +9,12 @@
 //! - [`scan`]: one run of one query: source → diff → store, in one transaction.
 //! - [`scheduler`]: `vigilo run`: every enabled query on its schedule, bounded, with graceful shutdown.
 //! - [`finding`]: the finding record and its JSON shape.
+//! - [`audit`]: the hash-chained audit trail: entries, hashing, verification.
 //! - [`output`]: tables, JSON and CSV for the terminal.
 //! - [`demo`]: `vigilo demo`, the whole loop in a temporary project.
 //! - [`cli`]: the command line.
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod demo;

@@ -6,6 +6,7 @@ use comfy_table::presets::NOTHING;
 use comfy_table::{ContentArrangement, Table};
 use serde_json::{Map, Value};
 
+use crate::audit::Entry;
 use crate::finding::{Finding, rfc3339};
 use crate::scan::{DryRun, QueryRun};
 
@@ -202,4 +203,29 @@ pub fn write_dry_run(out: &mut dyn Write, dry: &DryRun, start: &str) -> std::io:
         )?;
     }
     Ok(())
+}
+
+/// Writes audit entries as a table.
+pub fn write_audit(out: &mut dyn Write, entries: &[Entry]) -> std::io::Result<()> {
+    if entries.is_empty() {
+        return writeln!(out, "no audit entries");
+    }
+    let mut t = table(&[
+        "SEQ", "AT", "KIND", "ACTOR", "CHANNEL", "FINDING", "APPROVAL", "ACTION", "DATA",
+    ]);
+    let id = |v: Option<i64>| v.map(|n| n.to_string()).unwrap_or_default();
+    for e in entries {
+        t.add_row(vec![
+            e.seq.to_string(),
+            e.at.clone(),
+            e.kind.clone(),
+            e.actor.clone(),
+            e.channel.clone(),
+            id(e.finding_id),
+            id(e.approval_id),
+            id(e.action_id),
+            e.data.to_string(),
+        ]);
+    }
+    writeln!(out, "{t}")
 }

@@ -286,6 +286,37 @@ async fn reset(store: &dyn Store) {
     assert_eq!(store.reset_query("never_ran").await.unwrap(), 0);
 }
 
+/// Every change the suite made is in the audit trail, and the chain verifies up to the head.
+async fn audit_chain_covers_every_change(store: &dyn Store) {
+    let entries = store.audit_page(0, 100_000).await.unwrap();
+    let mut verifier = vigilo::audit::Verifier::default();
+    for e in &entries {
+        verifier.check(e).unwrap();
+    }
+    let (head, hash) = store.audit_head().await.unwrap();
+    assert_eq!(verifier.finish(head, &hash), Ok(entries.len() as i64));
+    for kind in [
+        "finding.opened",
+        "finding.updated",
+        "finding.resolved",
+        "finding.reopened",
+    ] {
+        assert!(entries.iter().any(|e| e.kind == kind), "no {kind} entry");
+    }
+    let findings = store.findings(&FindingFilter::default()).await.unwrap();
+    let opened = entries
+        .iter()
+        .filter(|e| e.kind == "finding.opened")
+        .count();
+    assert_eq!(opened, findings.len(), "one finding.opened per finding");
+    // Losing a commit conflict appended nothing: every entry names a finding that exists.
+    assert!(
+        entries
+            .iter()
+            .all(|e| findings.iter().any(|f| Some(f.id) == e.finding_id))
+    );
+}
+
 async fn suite(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
     lifecycle(&*store).await;
@@ -293,6 +324,7 @@ async fn suite(store: Arc<dyn Store>) {
     conflict(&*store).await;
     failed_runs_change_nothing(&*store).await;
     reset(&*store).await;
+    audit_chain_covers_every_change(&*store).await;
     let all = store.findings(&FindingFilter::default()).await.unwrap();
     assert!(
         all.windows(2).all(|w| w[0].id < w[1].id),

@@ -81,6 +81,31 @@ impl Project {
         self.queries.values().filter(|q| q.enabled)
     }
 
+    /// SHA-256 (hex) of every project file, by path relative to the project: what `config.loaded` records.
+    pub fn file_digests(&self) -> BTreeMap<String, String> {
+        use sha2::{Digest, Sha256};
+        let mut out = BTreeMap::new();
+        for (sub, ext) in [
+            ("config", "toml"),
+            ("queries", "sql"),
+            ("remediations", "toml"),
+        ] {
+            let Ok(entries) = std::fs::read_dir(self.dir.join(sub)) else {
+                continue;
+            };
+            for path in entries.flatten().map(|e| e.path()) {
+                if path.extension().and_then(|e| e.to_str()) != Some(ext) {
+                    continue;
+                }
+                if let (Ok(bytes), Some(name)) = (std::fs::read(&path), path.file_name()) {
+                    let rel = format!("{sub}/{}", name.to_string_lossy());
+                    out.insert(rel, hex::encode(Sha256::digest(&bytes)));
+                }
+            }
+        }
+        out
+    }
+
     /// Resolves a path from config against the project directory.
     pub fn resolve_path(&self, path: &Path) -> PathBuf {
         if path.is_absolute() {

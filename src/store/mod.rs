@@ -18,6 +18,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::audit::{Entry, Event};
 use crate::config::{Severity, StoreUrl};
 use crate::diff::{Changed, Changes, KeyHash, Snapshot};
 use crate::finding::{Finding, Status};
@@ -186,6 +187,15 @@ pub trait Store: Send + Sync {
 
     /// Forgets a query's snapshot (findings stay); returns how many keys it held.
     async fn reset_query(&self, query: &str) -> Result<u64, StoreError>;
+
+    /// Appends events to the audit trail in one transaction; returns their `seq`s.
+    async fn append_audit(&self, events: Vec<Event>) -> Result<Vec<i64>, StoreError>;
+
+    /// Audit entries with `seq > after`, in order, at most `limit`.
+    async fn audit_page(&self, after: i64, limit: usize) -> Result<Vec<Entry>, StoreError>;
+
+    /// The chain's recorded head: last `seq` and its `hash` (0 and 64 zeros when empty).
+    async fn audit_head(&self) -> Result<(i64, String), StoreError>;
 }
 
 /// Opens (creating and migrating as needed) the store at `url`.
@@ -233,6 +243,16 @@ pub(crate) fn parse_run_status(s: &str) -> Result<RunStatus, StoreError> {
         "failed" => Ok(RunStatus::Failed),
         _ => Err(StoreError::Corrupt(format!("run status {s:?}"))),
     }
+}
+
+/// Parses a stored key object for an audit event (`null` if it is not JSON, which the schema prevents).
+pub(crate) fn key_value(key_json: &str) -> serde_json::Value {
+    serde_json::from_str(key_json).unwrap_or(serde_json::Value::Null)
+}
+
+/// Parses a stored audit `data` column.
+pub(crate) fn parse_data(s: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("audit data: {e}")))
 }
 
 /// The key and row of a changed key, as JSON text.

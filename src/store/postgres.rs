@@ -15,13 +15,18 @@ use tokio_postgres::types::ToSql;
 
 use super::{
     CommitOutcome, FindingFilter, RunCommit, RunRecord, Store, StoreError, finding_json, key_bytes,
-    key_from_bytes, parse_object, parse_run_status, parse_severity, parse_status,
+    key_from_bytes, key_value, parse_data, parse_object, parse_run_status, parse_severity,
+    parse_status,
 };
+use crate::audit::{Entry, Event, Kind};
 use crate::diff::Snapshot;
 use crate::finding::Finding;
 
 /// Numbered migrations, applied in order at connect.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/postgres/0001_core.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/postgres/0001_core.sql")),
+    (2, include_str!("migrations/postgres/0002_audit.sql")),
+];
 
 /// Advisory lock key that serializes migrations across processes ("vigilo" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7669_6769_6c6f;
@@ -237,6 +242,100 @@ impl Store for PgStore {
         tx.commit().await?;
         Ok(keys)
     }
+
+    async fn append_audit(&self, events: Vec<Event>) -> Result<Vec<i64>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let seqs = append_in(&tx, &events).await?;
+        tx.commit().await?;
+        Ok(seqs)
+    }
+
+    async fn audit_page(&self, after: i64, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let client = self.client().await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                "SELECT seq, at, kind, actor, channel, finding_id, approval_id, action_id, data, prev_hash, hash
+                 FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&after, &limit],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Entry {
+                    seq: r.get(0),
+                    at: r.get(1),
+                    kind: r.get(2),
+                    actor: r.get(3),
+                    channel: r.get(4),
+                    finding_id: r.get(5),
+                    approval_id: r.get(6),
+                    action_id: r.get(7),
+                    data: parse_data(r.get(8))?,
+                    prev_hash: r.get(9),
+                    hash: r.get(10),
+                })
+            })
+            .collect()
+    }
+
+    async fn audit_head(&self) -> Result<(i64, String), StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_one("SELECT seq, hash FROM audit_head WHERE id = 1", &[])
+            .await?;
+        Ok((row.get(0), row.get(1)))
+    }
+}
+
+/// Appends `events` to the chain inside `tx`, holding the head row's lock until commit; returns their `seq`s.
+async fn append_in(tx: &Transaction<'_>, events: &[Event]) -> Result<Vec<i64>, StoreError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let head = tx
+        .query_one(
+            "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
+            &[],
+        )
+        .await?;
+    let (mut seq, mut hash): (i64, String) = (head.get(0), head.get(1));
+    let at = Utc::now();
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO audit (seq, at, kind, actor, channel, finding_id, approval_id, action_id, data, prev_hash, hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .await?;
+    let mut seqs = Vec::with_capacity(events.len());
+    for event in events {
+        let e = Entry::chain(seq, &hash, at, event);
+        let data = e.data.to_string();
+        let params: [&(dyn ToSql + Sync); 11] = [
+            &e.seq,
+            &e.at,
+            &e.kind,
+            &e.actor,
+            &e.channel,
+            &e.finding_id,
+            &e.approval_id,
+            &e.action_id,
+            &data,
+            &e.prev_hash,
+            &e.hash,
+        ];
+        tx.execute(&insert, &params).await?;
+        seqs.push(e.seq);
+        (seq, hash) = (e.seq, e.hash);
+    }
+    tx.execute(
+        "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
+        &[&seq, &hash],
+    )
+    .await?;
+    Ok(seqs)
 }
 
 /// Open findings report the latest successful run as `last_seen`: the run saw them without rewriting them.
@@ -338,6 +437,9 @@ async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOut
     let observed = commit.run.started_at;
     let severity = commit.severity.as_str();
     let mut outcome = CommitOutcome::default();
+    let mut events = Vec::new();
+    let event =
+        |kind: Kind, id: i64, key: &str| Event::finding(kind, "scan", query, id, key_value(key));
 
     let put_snapshot = tx
         .prepare_cached(
@@ -381,6 +483,7 @@ async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOut
                 ];
                 let id: i64 = tx.query_one(&open_new, &params).await?.get(0);
                 outcome.opened.push(id);
+                events.push(event(Kind::FindingOpened, id, key_json));
             }
             Some(existing) => {
                 let (id, status): (i64, String) = (existing.get(0), existing.get(1));
@@ -388,6 +491,7 @@ async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOut
                     .await?;
                 if status == "resolved" {
                     outcome.reopened.push(id);
+                    events.push(event(Kind::FindingReopened, id, key_json));
                 } else {
                     outcome.refreshed += 1;
                 }
@@ -397,7 +501,7 @@ async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOut
     let update_row = tx
         .prepare_cached(
             "UPDATE findings SET row_json = $3::text::jsonb, row_hash = $4, last_seen = $5
-             WHERE query = $1 AND key_hash = $2 AND status = 'open'",
+             WHERE query = $1 AND key_hash = $2 AND status = 'open' RETURNING id",
         )
         .await?;
     for ch in &commit.changes.updated {
@@ -407,10 +511,14 @@ async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOut
         tx.execute(&put_snapshot, &[&query_id, &key, &row_hash])
             .await?;
         if ch.finding.is_some() {
-            let (_, row_json) = finding_json(ch)?;
-            outcome.updated += tx
-                .execute(&update_row, &[query, &key, &row_json, &row_hash, &observed])
-                .await?;
+            let (key_json, row_json) = finding_json(ch)?;
+            if let Some(row) = tx
+                .query_opt(&update_row, &[query, &key, &row_json, &row_hash, &observed])
+                .await?
+            {
+                outcome.updated += 1;
+                events.push(event(Kind::FindingUpdated, row.get(0), key_json));
+            }
         }
     }
     let forget = tx
@@ -419,7 +527,7 @@ async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOut
     let resolve = tx
         .prepare_cached(
             "UPDATE findings SET status = 'resolved', resolved_at = $3, last_seen = coalesce($4, last_seen)
-             WHERE query = $1 AND key_hash = $2 AND status = 'open' RETURNING id",
+             WHERE query = $1 AND key_hash = $2 AND status = 'open' RETURNING id, key_json::text",
         )
         .await?;
     for key in &commit.changes.deleted {
@@ -430,7 +538,9 @@ async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOut
             .query_opt(&resolve, &[query, &key, &observed, &previous_success])
             .await?
         {
-            outcome.resolved.push(row.get(0));
+            let id: i64 = row.get(0);
+            outcome.resolved.push(id);
+            events.push(event(Kind::FindingResolved, id, row.get(1)));
         }
     }
     if commit.changes.base_generation.is_none() {
@@ -440,14 +550,17 @@ async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOut
                 "UPDATE findings SET status = 'resolved', resolved_at = $3
                  WHERE query = $1 AND status = 'open'
                    AND NOT EXISTS (SELECT 1 FROM snapshot s WHERE s.query_id = $2 AND s.key_hash = findings.key_hash)
-                 RETURNING id",
+                 RETURNING id, key_json::text",
                 &[query, &query_id, &observed],
             )
             .await?;
-        outcome
-            .resolved
-            .extend(rows.iter().map(|r| r.get::<_, i64>(0)));
+        for row in &rows {
+            let id: i64 = row.get(0);
+            outcome.resolved.push(id);
+            events.push(event(Kind::FindingResolved, id, row.get(1)));
+        }
     }
+    append_in(tx, &events).await?;
     outcome.run_id = insert_run(tx, &commit.run).await?;
     Ok(outcome)
 }

@@ -12,13 +12,18 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 
 use super::{
     CommitOutcome, FindingFilter, RunCommit, RunRecord, Store, StoreError, finding_json, key_bytes,
-    key_from_bytes, parse_object, parse_run_status, parse_severity, parse_status,
+    key_from_bytes, key_value, parse_data, parse_object, parse_run_status, parse_severity,
+    parse_status,
 };
+use crate::audit::{Entry, Event, Kind};
 use crate::diff::Snapshot;
 use crate::finding::Finding;
 
 /// Numbered migrations, applied in order at open.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/sqlite/0001_core.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/sqlite/0001_core.sql")),
+    (2, include_str!("migrations/sqlite/0002_audit.sql")),
+];
 
 /// The SQLite state store.
 pub struct SqliteStore {
@@ -233,6 +238,103 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn append_audit(&self, events: Vec<Event>) -> Result<Vec<i64>, StoreError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let seqs = append_in(&tx, &events)?;
+            tx.commit()?;
+            Ok(seqs)
+        })
+        .await
+    }
+
+    async fn audit_page(&self, after: i64, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, at, kind, actor, channel, finding_id, approval_id, action_id, data, prev_hash, hash
+                 FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after, limit], |r| {
+                let data: String = r.get(8)?;
+                Ok((
+                    Entry {
+                        seq: r.get(0)?,
+                        at: r.get(1)?,
+                        kind: r.get(2)?,
+                        actor: r.get(3)?,
+                        channel: r.get(4)?,
+                        finding_id: r.get(5)?,
+                        approval_id: r.get(6)?,
+                        action_id: r.get(7)?,
+                        data: serde_json::Value::Null,
+                        prev_hash: r.get(9)?,
+                        hash: r.get(10)?,
+                    },
+                    data,
+                ))
+            })?;
+            rows.map(|r| {
+                let (mut entry, data) = r?;
+                entry.data = parse_data(&data)?;
+                Ok(entry)
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn audit_head(&self) -> Result<(i64, String), StoreError> {
+        self.with(|c| {
+            Ok(
+                c.query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?,
+            )
+        })
+        .await
+    }
+}
+
+/// Appends `events` to the chain inside `tx` (which holds SQLite's write lock); returns their `seq`s.
+fn append_in(tx: &Transaction<'_>, events: &[Event]) -> Result<Vec<i64>, StoreError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (mut seq, mut hash): (i64, String) =
+        tx.query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    let at = Utc::now();
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO audit (seq, at, kind, actor, channel, finding_id, approval_id, action_id, data, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?;
+    let mut seqs = Vec::with_capacity(events.len());
+    for event in events {
+        let e = Entry::chain(seq, &hash, at, event);
+        insert.execute(params![
+            e.seq,
+            e.at,
+            e.kind,
+            e.actor,
+            e.channel,
+            e.finding_id,
+            e.approval_id,
+            e.action_id,
+            e.data.to_string(),
+            e.prev_hash,
+            e.hash
+        ])?;
+        seqs.push(e.seq);
+        (seq, hash) = (e.seq, e.hash);
+    }
+    tx.execute(
+        "UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1",
+        params![seq, hash],
+    )?;
+    Ok(seqs)
 }
 
 /// Open findings report the latest successful run as `last_seen`: the run saw them without rewriting them.
@@ -356,6 +458,9 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
     let observed = ts(&commit.run.started_at);
     let severity = commit.severity.as_str();
     let mut outcome = CommitOutcome::default();
+    let mut events = Vec::new();
+    let event =
+        |kind: Kind, id: i64, key: &str| Event::finding(kind, "scan", query, id, key_value(key));
     {
         let mut put_snapshot = tx.prepare_cached(
             "INSERT OR REPLACE INTO snapshot (query_id, key_hash, row_hash) VALUES (?1, ?2, ?3)",
@@ -392,7 +497,9 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
                         ch.row_hash as i64,
                         observed
                     ])?;
-                    outcome.opened.push(tx.last_insert_rowid());
+                    let id = tx.last_insert_rowid();
+                    outcome.opened.push(id);
+                    events.push(event(Kind::FindingOpened, id, key_json));
                 }
                 Some((id, status)) => {
                     reopen.execute(params![
@@ -404,6 +511,7 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
                     ])?;
                     if status == "resolved" {
                         outcome.reopened.push(id);
+                        events.push(event(Kind::FindingReopened, id, key_json));
                     } else {
                         outcome.refreshed += 1;
                     }
@@ -412,38 +520,40 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
         }
         let mut update_row = tx.prepare_cached(
             "UPDATE findings SET row_json = ?3, row_hash = ?4, last_seen = ?5
-             WHERE query = ?1 AND key_hash = ?2 AND status = 'open'",
+             WHERE query = ?1 AND key_hash = ?2 AND status = 'open' RETURNING id",
         )?;
         for ch in &commit.changes.updated {
             let key = key_bytes(ch.key_hash);
             put_snapshot.execute(params![query_id, key, ch.row_hash as i64])?;
             if ch.finding.is_some() {
-                let (_, row_json) = finding_json(ch)?;
-                outcome.updated += update_row.execute(params![
-                    query,
-                    key,
-                    row_json,
-                    ch.row_hash as i64,
-                    observed
-                ])? as u64;
+                let (key_json, row_json) = finding_json(ch)?;
+                let params = params![query, key, row_json, ch.row_hash as i64, observed];
+                if let Some(id) = update_row
+                    .query_row(params, |r| r.get::<_, i64>(0))
+                    .optional()?
+                {
+                    outcome.updated += 1;
+                    events.push(event(Kind::FindingUpdated, id, key_json));
+                }
             }
         }
         let mut forget =
             tx.prepare_cached("DELETE FROM snapshot WHERE query_id = ?1 AND key_hash = ?2")?;
         let mut resolve = tx.prepare_cached(
             "UPDATE findings SET status = 'resolved', resolved_at = ?3, last_seen = coalesce(?4, last_seen)
-             WHERE query = ?1 AND key_hash = ?2 AND status = 'open' RETURNING id",
+             WHERE query = ?1 AND key_hash = ?2 AND status = 'open' RETURNING id, key_json",
         )?;
         for key in &commit.changes.deleted {
             let key = key_bytes(*key);
             forget.execute(params![query_id, key])?;
-            if let Some(id) = resolve
+            let resolved: Option<(i64, String)> = resolve
                 .query_row(params![query, key, observed, previous_success], |r| {
-                    r.get(0)
+                    Ok((r.get(0)?, r.get(1)?))
                 })
-                .optional()?
-            {
+                .optional()?;
+            if let Some((id, key_json)) = resolved {
                 outcome.resolved.push(id);
+                events.push(event(Kind::FindingResolved, id, &key_json));
             }
         }
     }
@@ -453,13 +563,18 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
             "UPDATE findings SET status = 'resolved', resolved_at = ?3
              WHERE query = ?1 AND status = 'open'
                AND NOT EXISTS (SELECT 1 FROM snapshot s WHERE s.query_id = ?2 AND s.key_hash = findings.key_hash)
-             RETURNING id",
+             RETURNING id, key_json",
         )?;
-        let ids = stmt.query_map(params![query, query_id, observed], |r| r.get(0))?;
-        for id in ids {
-            outcome.resolved.push(id?);
+        let rows = stmt.query_map(params![query, query_id, observed], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        for row in rows {
+            let (id, key_json): (i64, String) = row?;
+            outcome.resolved.push(id);
+            events.push(event(Kind::FindingResolved, id, &key_json));
         }
     }
+    append_in(tx, &events)?;
     outcome.run_id = insert_run(tx, &commit.run)?;
     Ok(outcome)
 }

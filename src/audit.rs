@@ -1,0 +1,386 @@
+//! The audit trail (interface.md section 7): append-only and hash-chained.
+//!
+//! Each entry's `hash` is the SHA-256 (hex) of its `prev_hash` followed by the
+//! entry's canonical JSON without `hash`: keys sorted, no spaces, exactly the
+//! text `serde_json` writes for a `serde_json::Map`. The first entry's
+//! `prev_hash` is 64 zeros. The store appends entries in the same transaction
+//! as the state change they record, and keeps the chain's head (last `seq` and
+//! `hash`) in a row of its own, so a deleted last entry is caught too.
+
+use std::fmt;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+/// `prev_hash` of the first entry.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What happened (the `kind` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A new key opened a finding.
+    FindingOpened,
+    /// An open finding's row changed.
+    FindingUpdated,
+    /// A finding's key left the result.
+    FindingResolved,
+    /// A resolved finding's key came back.
+    FindingReopened,
+    /// An approval was requested.
+    ApprovalRequested,
+    /// Someone voted.
+    ApprovalVote,
+    /// An option reached its threshold.
+    ApprovalDecided,
+    /// Time ran out.
+    ApprovalExpired,
+    /// An action was about to call its target.
+    ActionStarted,
+    /// An action succeeded.
+    ActionSucceeded,
+    /// An action failed.
+    ActionFailed,
+    /// A message went out.
+    MessageSent,
+    /// A message could not be sent.
+    MessageFailed,
+    /// vigilo loaded a project to act on it.
+    ConfigLoaded,
+}
+
+impl Kind {
+    /// As written in the trail.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::FindingOpened => "finding.opened",
+            Kind::FindingUpdated => "finding.updated",
+            Kind::FindingResolved => "finding.resolved",
+            Kind::FindingReopened => "finding.reopened",
+            Kind::ApprovalRequested => "approval.requested",
+            Kind::ApprovalVote => "approval.vote",
+            Kind::ApprovalDecided => "approval.decided",
+            Kind::ApprovalExpired => "approval.expired",
+            Kind::ActionStarted => "action.started",
+            Kind::ActionSucceeded => "action.succeeded",
+            Kind::ActionFailed => "action.failed",
+            Kind::MessageSent => "message.sent",
+            Kind::MessageFailed => "message.failed",
+            Kind::ConfigLoaded => "config.loaded",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An event to append; the store assigns `seq`, `prev_hash` and `hash`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// What happened.
+    pub kind: Kind,
+    /// Who did it (an approver name, or `vigilo`).
+    pub actor: String,
+    /// Where (`cli`, `web`, `slack`, `email`, `scheduler`, `scan`).
+    pub channel: String,
+    /// The finding concerned.
+    pub finding_id: Option<i64>,
+    /// The approval concerned.
+    pub approval_id: Option<i64>,
+    /// The action concerned.
+    pub action_id: Option<i64>,
+    /// Details; never secrets.
+    pub data: Value,
+}
+
+impl Event {
+    /// An event by vigilo itself on `channel`.
+    pub fn system(kind: Kind, channel: &str, data: Value) -> Event {
+        Event {
+            kind,
+            actor: "vigilo".into(),
+            channel: channel.into(),
+            finding_id: None,
+            approval_id: None,
+            action_id: None,
+            data,
+        }
+    }
+
+    /// A finding event of `query` for finding `id`.
+    pub fn finding(kind: Kind, channel: &str, query: &str, id: i64, key: Value) -> Event {
+        Event {
+            finding_id: Some(id),
+            ..Event::system(kind, channel, json!({ "query": query, "key": key }))
+        }
+    }
+}
+
+/// An entry as stored and shown.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Entry {
+    /// Position in the chain, from 1, without gaps.
+    pub seq: i64,
+    /// When, RFC 3339 UTC with microseconds (exactly the text that was hashed).
+    pub at: String,
+    /// `finding.opened`, …
+    pub kind: String,
+    /// Who.
+    pub actor: String,
+    /// Where.
+    pub channel: String,
+    /// The finding concerned.
+    pub finding_id: Option<i64>,
+    /// The approval concerned.
+    pub approval_id: Option<i64>,
+    /// The action concerned.
+    pub action_id: Option<i64>,
+    /// Details.
+    pub data: Value,
+    /// The previous entry's hash.
+    pub prev_hash: String,
+    /// SHA-256 of `prev_hash` and this entry's canonical JSON without `hash`.
+    pub hash: String,
+}
+
+impl Entry {
+    /// Builds the next entry after (`prev_seq`, `prev_hash`), hashing it.
+    pub fn chain(prev_seq: i64, prev_hash: &str, at: DateTime<Utc>, event: &Event) -> Entry {
+        let mut entry = Entry {
+            seq: prev_seq + 1,
+            at: at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            kind: event.kind.as_str().to_string(),
+            actor: event.actor.clone(),
+            channel: event.channel.clone(),
+            finding_id: event.finding_id,
+            approval_id: event.approval_id,
+            action_id: event.action_id,
+            data: event.data.clone(),
+            prev_hash: prev_hash.to_string(),
+            hash: String::new(),
+        };
+        entry.hash = entry.compute_hash();
+        entry
+    }
+
+    /// The canonical JSON of the entry without `hash`.
+    pub fn canonical_json(&self) -> String {
+        let mut m = Map::new();
+        m.insert("seq".into(), json!(self.seq));
+        m.insert("at".into(), json!(self.at));
+        m.insert("kind".into(), json!(self.kind));
+        m.insert("actor".into(), json!(self.actor));
+        m.insert("channel".into(), json!(self.channel));
+        m.insert("finding_id".into(), json!(self.finding_id));
+        m.insert("approval_id".into(), json!(self.approval_id));
+        m.insert("action_id".into(), json!(self.action_id));
+        m.insert("data".into(), self.data.clone());
+        m.insert("prev_hash".into(), json!(self.prev_hash));
+        // serde_json's Map is ordered by key (no preserve_order feature), so this is canonical.
+        Value::Object(m).to_string()
+    }
+
+    /// What `hash` must be.
+    pub fn compute_hash(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(self.prev_hash.as_bytes());
+        h.update(self.canonical_json().as_bytes());
+        hex::encode(h.finalize())
+    }
+}
+
+/// Why the chain does not verify, naming the first bad entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Broken {
+    /// An entry is missing before `seq` (deleted, or the trail was reordered).
+    #[error(
+        "audit entry {seq}: expected seq {expected} here; an entry was deleted or the trail reordered"
+    )]
+    Gap {
+        /// The seq found.
+        seq: i64,
+        /// The seq expected.
+        expected: i64,
+    },
+    /// The entry does not follow its predecessor.
+    #[error(
+        "audit entry {seq}: prev_hash does not match the previous entry's hash (entries reordered or replaced)"
+    )]
+    Link {
+        /// The bad entry.
+        seq: i64,
+    },
+    /// The entry was edited.
+    #[error("audit entry {seq}: hash does not match its contents (the entry was edited)")]
+    Content {
+        /// The bad entry.
+        seq: i64,
+    },
+    /// The chain ends before the head the store recorded.
+    #[error(
+        "audit entry {seq}: missing; the trail ends at {last} but the store recorded entries up to {seq}"
+    )]
+    Truncated {
+        /// The first missing seq.
+        seq: i64,
+        /// The last entry present.
+        last: i64,
+    },
+    /// The last entry is not the recorded head.
+    #[error("audit entry {seq}: its hash is not the head the store recorded")]
+    Head {
+        /// The last entry.
+        seq: i64,
+    },
+}
+
+impl Broken {
+    /// The first bad `seq`.
+    pub fn seq(&self) -> i64 {
+        match self {
+            Broken::Gap { seq, .. }
+            | Broken::Link { seq }
+            | Broken::Content { seq }
+            | Broken::Truncated { seq, .. }
+            | Broken::Head { seq } => *seq,
+        }
+    }
+}
+
+/// Checks entries in `seq` order, page by page; [`Verifier::finish`] compares the end with the recorded head.
+#[derive(Debug)]
+pub struct Verifier {
+    last_seq: i64,
+    last_hash: String,
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        Verifier {
+            last_seq: 0,
+            last_hash: GENESIS.to_string(),
+        }
+    }
+}
+
+impl Verifier {
+    /// The last entry checked (0 before the first).
+    pub fn last_seq(&self) -> i64 {
+        self.last_seq
+    }
+
+    /// Checks the next entry.
+    pub fn check(&mut self, e: &Entry) -> Result<(), Broken> {
+        let expected = self.last_seq + 1;
+        if e.seq != expected {
+            return Err(Broken::Gap {
+                seq: e.seq.min(expected),
+                expected,
+            });
+        }
+        if e.prev_hash != self.last_hash {
+            return Err(Broken::Link { seq: e.seq });
+        }
+        if e.compute_hash() != e.hash {
+            return Err(Broken::Content { seq: e.seq });
+        }
+        self.last_seq = e.seq;
+        self.last_hash = e.hash.clone();
+        Ok(())
+    }
+
+    /// Compares the last entry checked with the head the store recorded; returns how many entries verified.
+    pub fn finish(self, head_seq: i64, head_hash: &str) -> Result<i64, Broken> {
+        if head_seq > self.last_seq {
+            return Err(Broken::Truncated {
+                seq: self.last_seq + 1,
+                last: self.last_seq,
+            });
+        }
+        if head_seq < self.last_seq || head_hash != self.last_hash {
+            return Err(Broken::Head { seq: self.last_seq });
+        }
+        Ok(self.last_seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(n: i64) -> Vec<Entry> {
+        let mut out: Vec<Entry> = Vec::new();
+        for i in 0..n {
+            let (seq, prev) = out
+                .last()
+                .map_or((0, GENESIS.to_string()), |e| (e.seq, e.hash.clone()));
+            let ev = Event::finding(Kind::FindingOpened, "scan", "q", i, json!({"id": i}));
+            out.push(Entry::chain(seq, &prev, Utc::now(), &ev));
+        }
+        out
+    }
+
+    fn verify(entries: &[Entry], head: (i64, &str)) -> Result<i64, Broken> {
+        let mut v = Verifier::default();
+        for e in entries {
+            v.check(e)?;
+        }
+        v.finish(head.0, head.1)
+    }
+
+    #[test]
+    fn an_intact_chain_verifies() {
+        let c = chain(5);
+        let head = (c[4].seq, c[4].hash.as_str());
+        assert_eq!(verify(&c, head), Ok(5));
+        assert_eq!(verify(&[], (0, GENESIS)), Ok(0));
+    }
+
+    #[test]
+    fn the_hash_covers_prev_hash_and_canonical_json() {
+        let c = chain(2);
+        let mut h = Sha256::new();
+        h.update(c[1].prev_hash.as_bytes());
+        h.update(c[1].canonical_json().as_bytes());
+        assert_eq!(hex::encode(h.finalize()), c[1].hash);
+        let json = c[1].canonical_json();
+        assert!(
+            json.starts_with("{\"action_id\":null,\"actor\":\"vigilo\""),
+            "{json}"
+        );
+        assert!(!json.contains("\"hash\""), "{json}");
+    }
+
+    #[test]
+    fn each_kind_of_tampering_names_the_first_bad_seq() {
+        let c = chain(5);
+        let head = (5, c[4].hash.clone());
+        let mut edited = c.clone();
+        edited[2].actor = "mallory".into();
+        assert_eq!(
+            verify(&edited, (head.0, &head.1)),
+            Err(Broken::Content { seq: 3 })
+        );
+
+        let mut deleted = c.clone();
+        deleted.remove(1);
+        assert_eq!(verify(&deleted, (head.0, &head.1)).unwrap_err().seq(), 2);
+
+        // Reordered: the rows swapped places, seq numbers rewritten to look continuous.
+        let mut reordered = c.clone();
+        reordered.swap(1, 2);
+        reordered[1].seq = 2;
+        reordered[2].seq = 3;
+        assert_eq!(verify(&reordered, (head.0, &head.1)).unwrap_err().seq(), 2);
+
+        let truncated = &c[..4];
+        assert_eq!(
+            verify(truncated, (head.0, &head.1)),
+            Err(Broken::Truncated { seq: 5, last: 4 })
+        );
+    }
+}
