@@ -11,6 +11,7 @@
 //! - [`finding`]: the finding record and its JSON shape.
 //! - [`audit`]: the hash-chained audit trail: entries, hashing, verification.
 //! - [`output`]: tables, JSON and CSV for the terminal.
+//! - [`template`]: minijinja templates of remediation files, checked at load, strict when rendered.
 //! - [`demo`]: `vigilo demo`, the whole loop in a temporary project.
 //! - [`cli`]: the command line.
 
@@ -26,3 +27,4 @@ pub mod schedule;
 pub mod scheduler;
 pub mod source;
 pub mod store;
+pub mod template;

@@ -599,3 +599,55 @@ fn notifier_targets_need_channel_or_recipients() {
         ]
     );
 }
+
+#[test]
+fn templates_that_do_not_parse_or_use_unknown_names_are_errors_with_their_line() {
+    let remediation = r#"title = "T"
+
+[approval]
+notifier = "ops"
+approvers = ["alice"]
+subject = "Deactivate {{ row.access_key_id }?"
+prompt = """
+Key {{ row.access_key_id }}
+of {{ rows.user_name }}"""
+
+[[action]]
+when = "approve"
+type = "http"
+url = "https://hooks.example.com/{{ finding.id }}"
+headers = { "X-Key" = "{{ row.id ", "X-Ok" = "{{ query.name }}" }
+body = "{% if approval.decided_by %}ok{% endif %}"
+
+[[message]]
+when = "approve"
+notifier = "ops"
+text = "{{ approval.decided_by }} {% for %}"
+"#;
+    let got = errors(&[
+        (
+            "config/main.toml",
+            "[database.db]\nurl = \"sqlite://x.db\"\n\n[notifier.ops]\nnotify = [{ integration = \"console\" }]\n\n[approver.alice]\n",
+        ),
+        ("remediations/r.toml", remediation),
+    ]);
+    assert_eq!(got.len(), 4, "{got:#?}");
+    assert!(
+        got[0].starts_with("remediations/r.toml:6: approval.subject: template does not parse"),
+        "{got:#?}"
+    );
+    assert_eq!(
+        got[1],
+        "remediations/r.toml:7: approval.prompt: template uses undefined name rows; templates see row, finding, query, approval"
+    );
+    assert!(
+        got[2].starts_with(
+            "remediations/r.toml:15: action[0].headers.X-Key: template does not parse"
+        ),
+        "{got:#?}"
+    );
+    assert!(
+        got[3].starts_with("remediations/r.toml:21: message[0].text: template does not parse"),
+        "{got:#?}"
+    );
+}

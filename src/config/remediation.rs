@@ -225,6 +225,67 @@ struct Parts {
 ///
 /// Returns the remediation and the names it references; every problem is
 /// pushed to `errors`, and `None` returned when there was any.
+/// Keys of an `[[action]]` that are settings, not templates.
+const ACTION_SETTINGS: [&str; 3] = ["when", "type", "method"];
+
+/// Checks every template string: `approval.subject` and `.prompt`, every
+/// `[[action]]` string but its settings (headers included), `[[message]] text`.
+fn check_templates(
+    ctx: &FileCtx,
+    root: &[(SpStr, Spanned<DeValue<'_>>)],
+    errors: &mut Vec<ConfigError>,
+) {
+    let mut check = |path: String, value: &Spanned<DeValue<'_>>| {
+        let Some(source) = value.get_ref().as_str() else {
+            return;
+        };
+        if let Err(e) = crate::template::check(source) {
+            let line = ctx.line(value.span().start) + e.line.unwrap_or(1) - 1;
+            errors.push(ConfigError {
+                origin: ctx.origin_line(line),
+                message: format!("{path}: {e}"),
+            });
+        }
+    };
+    for (key, value) in root {
+        let items = value.get_ref().as_array().into_iter().flatten();
+        match key.get_ref().as_str() {
+            "approval" => {
+                for field in ["subject", "prompt"] {
+                    if let Some(v) = value.get_ref().get(field) {
+                        check(format!("approval.{field}"), v);
+                    }
+                }
+            }
+            "action" => {
+                for (i, action) in items.enumerate() {
+                    let Some(table) = action.get_ref().as_table() else {
+                        continue;
+                    };
+                    for (k, v) in table {
+                        let k = k.get_ref().as_ref();
+                        if k == "headers" {
+                            for (h, hv) in v.get_ref().as_table().into_iter().flatten() {
+                                check(format!("action[{i}].headers.{}", h.get_ref()), hv);
+                            }
+                        } else if !ACTION_SETTINGS.contains(&k) {
+                            check(format!("action[{i}].{k}"), v);
+                        }
+                    }
+                }
+            }
+            "message" => {
+                for (i, message) in items.enumerate() {
+                    if let Some(v) = message.get_ref().get("text") {
+                        check(format!("message[{i}].text"), v);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 pub(crate) fn parse(
     ctx: &FileCtx,
     name: &str,
@@ -232,6 +293,7 @@ pub(crate) fn parse(
     errors: &mut Vec<ConfigError>,
 ) -> Option<(Remediation, Vec<Reference>)> {
     let before = errors.len();
+    check_templates(ctx, &root, errors);
     let mut refs = Vec::new();
     let parts = parse_parts(ctx, root, &mut refs, errors);
     let options = match (&parts.approval, &parts.options) {

@@ -49,6 +49,11 @@ impl FileCtx {
         }
     }
 
+    /// The 1-based line of byte `offset`.
+    pub(crate) fn line(&self, offset: usize) -> usize {
+        self.lines.line(offset)
+    }
+
     /// The origin of byte offset `span.start`.
     pub(crate) fn origin(&self, span: &Range<usize>) -> Origin {
         self.origin_line(self.lines.line(span.start))
