@@ -9,12 +9,14 @@
 //! - [`scan`]: one run of one query: source → diff → store, in one transaction.
 //! - [`scheduler`]: `vigilo run`: every enabled query on its schedule, bounded, with graceful shutdown.
 //! - [`finding`]: the finding record and its JSON shape.
+//! - [`approval`]: the approval state machine: who may vote, thresholds, timeouts.
 //! - [`audit`]: the hash-chained audit trail: entries, hashing, verification.
 //! - [`output`]: tables, JSON and CSV for the terminal.
 //! - [`template`]: minijinja templates of remediation files, checked at load, strict when rendered.
 //! - [`demo`]: `vigilo demo`, the whole loop in a temporary project.
 //! - [`cli`]: the command line.
 
+pub mod approval;
 pub mod audit;
 pub mod cli;
 pub mod config;
