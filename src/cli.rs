@@ -12,10 +12,12 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+use crate::approval::{Transition, Vote};
 use crate::audit::{Event, Kind, Verifier};
 use crate::config::{self, Project};
 use crate::finding::Status;
 use crate::output::{self, Format};
+use crate::remediate;
 use crate::scan::{self, Scanner};
 use crate::store::{self, FindingFilter, Store};
 
@@ -77,6 +79,50 @@ pub enum Command {
         #[command(subcommand)]
         command: StateCommand,
     },
+    /// List approvals with their votes.
+    Approvals {
+        /// Which approvals.
+        #[arg(long, value_enum, default_value_t = ApprovalStatusFilter::Pending)]
+        status: ApprovalStatusFilter,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = AuditFormat::Table)]
+        format: AuditFormat,
+    },
+    /// Vote `approve` on an approval.
+    Approve {
+        /// The approval's id.
+        id: i64,
+        /// Who votes: an `[approver.NAME]`.
+        #[arg(long = "as", value_name = "NAME")]
+        by: String,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Vote `deny` on an approval.
+    Deny {
+        /// The approval's id.
+        id: i64,
+        /// Who votes: an `[approver.NAME]`.
+        #[arg(long = "as", value_name = "NAME")]
+        by: String,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Vote any option of an approval.
+    Respond {
+        /// The approval's id.
+        id: i64,
+        /// The option's value.
+        option: String,
+        /// Who votes: an `[approver.NAME]`.
+        #[arg(long = "as", value_name = "NAME")]
+        by: String,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Show the audit trail, or verify its hash chain.
     Audit {
         /// Output format of the listing.
@@ -97,7 +143,16 @@ pub enum AuditCommand {
     Verify,
 }
 
-/// `--format` of `vigilo audit`.
+/// `--status` of `vigilo approvals`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ApprovalStatusFilter {
+    /// Waiting for votes.
+    Pending,
+    /// Every approval.
+    All,
+}
+
+/// `--format` of `vigilo audit` and `vigilo approvals`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AuditFormat {
     /// Aligned columns.
@@ -203,6 +258,17 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::State {
             command: StateCommand::Reset { query },
         } => state_reset(&dir, &query).await,
+        Command::Approvals { status, format } => {
+            approvals(&dir, status == ApprovalStatusFilter::Pending, format).await
+        }
+        Command::Approve { id, by, reason } => vote(&dir, id, "approve", by, reason).await,
+        Command::Deny { id, by, reason } => vote(&dir, id, "deny", by, reason).await,
+        Command::Respond {
+            id,
+            option,
+            by,
+            reason,
+        } => vote(&dir, id, &option, by, reason).await,
         Command::Audit { format, command } => match command {
             None => audit_list(&dir, format).await,
             Some(AuditCommand::Verify) => audit_verify(&dir).await,
@@ -229,6 +295,87 @@ async fn record_config_loaded(project: &Project, store: &dyn Store, channel: &st
         .append_audit(vec![Event::system(Kind::ConfigLoaded, channel, data)])
         .await?;
     Ok(())
+}
+
+/// Opens the store and settles approvals whose deadline passed, also while vigilo was stopped.
+async fn open_settled(project: &Project) -> Result<Arc<dyn Store>> {
+    let store = open_store(project).await?;
+    remediate::settle_due(store.as_ref()).await?;
+    Ok(store)
+}
+
+async fn approvals(dir: &Path, pending_only: bool, format: AuditFormat) -> Result<ExitCode> {
+    let project = load(dir)?;
+    let store = open_settled(&project).await?;
+    let list = store.approvals(pending_only).await?;
+    let mut out = std::io::stdout().lock();
+    match format {
+        AuditFormat::Json => {
+            serde_json::to_writer_pretty(&mut out, &list)?;
+            writeln!(out)?;
+        }
+        AuditFormat::Table => output::write_approvals(&mut out, &list)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn vote(
+    dir: &Path,
+    id: i64,
+    option: &str,
+    by: String,
+    reason: Option<String>,
+) -> Result<ExitCode> {
+    let project = load(dir)?;
+    if !project.approvers.contains_key(&by) {
+        let known: Vec<&str> = project.approvers.keys().map(String::as_str).collect();
+        return Err(UsageError(format!(
+            "--as {by}: no [approver.{by}] in the project (approvers: {})",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        ))
+        .into());
+    }
+    let store = open_settled(&project).await?;
+    let ballot = Vote {
+        by: by.clone(),
+        option: option.to_string(),
+        reason,
+        channel: "cli".into(),
+        at: chrono::Utc::now(),
+    };
+    match store.vote(id, ballot).await? {
+        Ok(Transition::VoteDecides {
+            option, by: voters, ..
+        }) => {
+            println!("approval {id} decided: {option} (by {})", voters.join(", "));
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(_) => {
+            let a = store.approval(id).await?;
+            let (have, need) = a
+                .as_ref()
+                .map(|a| {
+                    let have = a.votes.iter().filter(|v| v.option == option).count();
+                    let need = a
+                        .options
+                        .iter()
+                        .find(|o| o.value == option)
+                        .map_or(1, |o| o.required);
+                    (have, need)
+                })
+                .unwrap_or((1, 1));
+            println!("recorded {by}'s vote {option} on approval {id} ({have} of {need} needed)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(refusal) => {
+            eprintln!("refused: {refusal}");
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 /// Audit entries are read in pages of this many.
@@ -390,6 +537,24 @@ async fn scan_cmd(dir: &Path, dry_run: bool, names: &[String]) -> Result<ExitCod
     record_config_loaded(&project, scanner.store().as_ref(), "scan").await?;
     let runs = scan::scan_all(&scanner, &queries).await;
     output::write_scan(&mut out, &runs)?;
+    drop(out);
+    let store = scanner.store().as_ref();
+    remediate::settle_due(store).await?;
+    let progress = remediate::process_requested(&project, store, &remediate::owner()).await?;
+    let mut out = std::io::stdout().lock();
+    if !progress.opened.is_empty() {
+        writeln!(
+            out,
+            "{} approval(s) requested; see vigilo approvals",
+            progress.opened.len()
+        )?;
+    }
+    for (run, why) in &progress.failed {
+        writeln!(
+            out,
+            "remediation run {run} could not open its approval: {why}"
+        )?;
+    }
     let failed = runs.iter().filter(|r| r.result.is_err()).count();
     if failed > 0 {
         writeln!(out, "{failed} of {} queries failed", runs.len())?;

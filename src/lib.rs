@@ -7,6 +7,7 @@
 //! - [`diff`]: primary-key change detection, streaming: a key and a hash per row in memory.
 //! - [`store`]: the state store (snapshots, findings, runs) behind one trait, SQLite and PostgreSQL.
 //! - [`scan`]: one run of one query: source → diff → store, in one transaction.
+//! - [`remediate`]: moves remediation runs along: requested → pending approval; timeouts.
 //! - [`scheduler`]: `vigilo run`: every enabled query on its schedule, bounded, with graceful shutdown.
 //! - [`finding`]: the finding record and its JSON shape.
 //! - [`approval`]: the approval state machine: who may vote, thresholds, timeouts.
@@ -24,6 +25,7 @@ pub mod demo;
 pub mod diff;
 pub mod finding;
 pub mod output;
+pub mod remediate;
 pub mod scan;
 pub mod schedule;
 pub mod scheduler;

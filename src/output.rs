@@ -6,6 +6,7 @@ use comfy_table::presets::NOTHING;
 use comfy_table::{ContentArrangement, Table};
 use serde_json::{Map, Value};
 
+use crate::approval::Approval;
 use crate::audit::Entry;
 use crate::finding::{Finding, rfc3339};
 use crate::scan::{DryRun, QueryRun};
@@ -225,6 +226,41 @@ pub fn write_audit(out: &mut dyn Write, entries: &[Entry]) -> std::io::Result<()
             id(e.approval_id),
             id(e.action_id),
             e.data.to_string(),
+        ]);
+    }
+    writeln!(out, "{t}")
+}
+
+/// Writes approvals as a table: one row each, votes summarised.
+pub fn write_approvals(out: &mut dyn Write, approvals: &[Approval]) -> std::io::Result<()> {
+    if approvals.is_empty() {
+        return writeln!(out, "no approvals");
+    }
+    let mut t = table(&[
+        "ID",
+        "STATUS",
+        "DECISION",
+        "REMEDIATION",
+        "FINDING",
+        "SUBJECT",
+        "VOTES",
+        "DEADLINE",
+    ]);
+    for a in approvals {
+        let votes: Vec<String> = a
+            .votes
+            .iter()
+            .map(|v| format!("{}={}", v.by, v.option))
+            .collect();
+        t.add_row(vec![
+            a.id.to_string(),
+            a.status.as_str().to_string(),
+            a.decision.clone().unwrap_or_default(),
+            a.remediation.clone(),
+            a.finding_id.to_string(),
+            a.subject.clone(),
+            votes.join(", "),
+            a.deadline.as_ref().map(rfc3339).unwrap_or_default(),
         ]);
     }
     writeln!(out, "{t}")

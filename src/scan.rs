@@ -215,6 +215,7 @@ impl Scanner {
             .commit_run(RunCommit {
                 run,
                 severity: query.severity,
+                remediation: query.remediation.clone(),
                 changes,
             })
             .await?;

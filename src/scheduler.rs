@@ -45,6 +45,7 @@ pub async fn run(scanner: Arc<Scanner>, shutdown: CancellationToken) {
             shutdown.clone(),
         ));
     }
+    tasks.spawn(maintenance(Arc::clone(&scanner), shutdown.clone()));
     while let Some(joined) = tasks.join_next().await {
         if let Err(e) = joined {
             tracing::error!(error = %e, "a query task ended abnormally");
@@ -87,6 +88,31 @@ async fn query_loop(
         tracing::debug!(query = %query.name, lag_ms = lag.num_milliseconds(), "query run starting");
         // Not raced against shutdown: a run in flight finishes and commits (or fails and changes nothing).
         scanner.run(&query).await;
+    }
+}
+
+/// Every second: settle due approvals and open the approvals of requested runs.
+async fn maintenance(scanner: Arc<Scanner>, shutdown: CancellationToken) {
+    let owner = crate::remediate::owner();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let store = scanner.store().as_ref();
+        if let Err(e) = crate::remediate::settle_due(store).await {
+            tracing::error!(error = %e, "settling due approvals failed");
+        }
+        match crate::remediate::process_requested(scanner.project(), store, &owner).await {
+            Ok(p) => {
+                for (id, subject) in &p.opened {
+                    tracing::info!(approval = id, subject = %subject, "approval requested");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "opening approvals failed"),
+        }
     }
 }
 

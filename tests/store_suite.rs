@@ -74,6 +74,7 @@ async fn try_commit(
         .commit_run(RunCommit {
             run,
             severity: q.severity,
+            remediation: q.remediation.clone(),
             changes,
         })
         .await
@@ -317,6 +318,77 @@ async fn audit_chain_covers_every_change(store: &dyn Store) {
     );
 }
 
+/// Requested runs are claimed by one owner at a time; a lost claim opens nothing.
+async fn claims(store: &dyn Store) {
+    use std::time::Duration;
+    let mut q = query("claims", FirstRun::Insert);
+    q.remediation = Some("r".into());
+    commit(store, &q, &[row("a", 1), row("b", 1)], 1).await;
+    let a = store
+        .claim_requested("host-a:1", Duration::from_secs(60), 10)
+        .await
+        .unwrap();
+    assert_eq!(a.len(), 2, "one requested run per new finding");
+    assert_eq!(a[0].remediation, "r");
+    assert_eq!(a[0].finding.key["id"], "a");
+    let b = store
+        .claim_requested("host-b:2", Duration::from_secs(60), 10)
+        .await
+        .unwrap();
+    assert!(
+        b.is_empty(),
+        "claimed runs are not handed out twice while the lease lasts"
+    );
+    let approval = |owner_run: i64| vigilo::store::NewApproval {
+        run_id: owner_run,
+        finding_id: a[0].finding.id,
+        remediation: "r".into(),
+        subject: "s".into(),
+        prompt: "p".into(),
+        options: vec![vigilo::approval::OptionSpec {
+            value: "approve".into(),
+            label: "Approve".into(),
+            style: None,
+            required: 1,
+        }],
+        approvers: vec!["alice".into()],
+        requested_by: None,
+        allow_self_approval: false,
+        requested_at: Utc::now(),
+        deadline: None,
+        on_timeout: None,
+    };
+    assert_eq!(
+        store
+            .open_approval("host-b:2", approval(a[0].run_id))
+            .await
+            .unwrap(),
+        None,
+        "not b's claim"
+    );
+    let id = store
+        .open_approval("host-a:1", approval(a[0].run_id))
+        .await
+        .unwrap()
+        .expect("a's claim");
+    assert_eq!(
+        store
+            .open_approval("host-a:1", approval(a[0].run_id))
+            .await
+            .unwrap(),
+        None,
+        "opened once"
+    );
+    // An expired lease can be taken over.
+    let taken = store
+        .claim_requested("host-b:2", Duration::ZERO, 10)
+        .await
+        .unwrap();
+    assert!(taken.is_empty(), "a's second run is still leased");
+    let pending = store.approvals(true).await.unwrap();
+    assert_eq!(pending.iter().filter(|p| p.id == id).count(), 1);
+}
+
 async fn suite(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
     lifecycle(&*store).await;
@@ -324,6 +396,7 @@ async fn suite(store: Arc<dyn Store>) {
     conflict(&*store).await;
     failed_runs_change_nothing(&*store).await;
     reset(&*store).await;
+    claims(&*store).await;
     audit_chain_covers_every_change(&*store).await;
     let all = store.findings(&FindingFilter::default()).await.unwrap();
     assert!(

@@ -10,14 +10,17 @@
 //! leaves the previous snapshot intact, and of two runs of the same query
 //! racing from the same snapshot only the first commits.
 
+mod pg_approvals;
 pub mod postgres;
 pub mod sqlite;
+mod sqlite_approvals;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::approval::{Approval, OptionSpec, Refusal, Transition, Vote};
 use crate::audit::{Entry, Event};
 use crate::config::{Severity, StoreUrl};
 use crate::diff::{Changed, Changes, KeyHash, Snapshot};
@@ -131,6 +134,8 @@ pub struct RunCommit {
     pub run: RunRecord,
     /// Severity given to new and reopened findings.
     pub severity: Severity,
+    /// The query's remediation: a run is requested for each opened and reopened finding.
+    pub remediation: Option<String>,
     /// What changed.
     pub changes: Changes,
 }
@@ -191,11 +196,161 @@ pub trait Store: Send + Sync {
     /// Appends events to the audit trail in one transaction; returns their `seq`s.
     async fn append_audit(&self, events: Vec<Event>) -> Result<Vec<i64>, StoreError>;
 
+    /// Claims up to `limit` requested remediation runs for `owner` until `lease` passes.
+    async fn claim_requested(
+        &self,
+        owner: &str,
+        lease: std::time::Duration,
+        limit: usize,
+    ) -> Result<Vec<RequestedRun>, StoreError>;
+
+    /// Opens the approval of a run `owner` claimed (requested → pending), with `approval.requested`;
+    /// `None` if the claim was lost.
+    async fn open_approval(
+        &self,
+        owner: &str,
+        approval: NewApproval,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// Records `vote` as the state machine decides (settling a due timeout first); a refusal changes nothing.
+    async fn vote(
+        &self,
+        approval_id: i64,
+        vote: Vote,
+    ) -> Result<Result<Transition, Refusal>, StoreError>;
+
+    /// Settles every pending approval whose deadline is at or before `now`.
+    async fn settle_due(&self, now: DateTime<Utc>) -> Result<Vec<(i64, Transition)>, StoreError>;
+
+    /// Approvals with their votes, by id (pending ones only, or all).
+    async fn approvals(&self, pending_only: bool) -> Result<Vec<Approval>, StoreError>;
+
+    /// One approval with its votes.
+    async fn approval(&self, id: i64) -> Result<Option<Approval>, StoreError>;
+
     /// Audit entries with `seq > after`, in order, at most `limit`.
     async fn audit_page(&self, after: i64, limit: usize) -> Result<Vec<Entry>, StoreError>;
 
     /// The chain's recorded head: last `seq` and its `hash` (0 and 64 zeros when empty).
     async fn audit_head(&self) -> Result<(i64, String), StoreError>;
+}
+
+/// A claimed run as the claim query returns it: (run id, finding id, remediation, requested_by).
+pub(crate) type Claimed = (i64, i64, String, Option<String>);
+
+/// A remediation run claimed to be turned into an approval.
+#[derive(Debug, Clone)]
+pub struct RequestedRun {
+    /// The run.
+    pub run_id: i64,
+    /// The remediation's name.
+    pub remediation: String,
+    /// Who asked for it (ChatOps), if anyone.
+    pub requested_by: Option<String>,
+    /// The finding, as it is now.
+    pub finding: Finding,
+}
+
+/// An approval to open, rendered and resolved by the caller.
+#[derive(Debug, Clone)]
+pub struct NewApproval {
+    /// The claimed run.
+    pub run_id: i64,
+    /// The finding.
+    pub finding_id: i64,
+    /// The remediation's name.
+    pub remediation: String,
+    /// Rendered subject.
+    pub subject: String,
+    /// Rendered prompt.
+    pub prompt: String,
+    /// Options with thresholds.
+    pub options: Vec<OptionSpec>,
+    /// Approver names, groups expanded.
+    pub approvers: Vec<String>,
+    /// The ChatOps requester.
+    pub requested_by: Option<String>,
+    /// May the requester vote.
+    pub allow_self_approval: bool,
+    /// When it opens.
+    pub requested_at: DateTime<Utc>,
+    /// When time runs out.
+    pub deadline: Option<DateTime<Utc>>,
+    /// Option taken at the deadline.
+    pub on_timeout: Option<String>,
+}
+
+/// The audit events of applying `t` to approval `a` at `now`.
+pub(crate) fn transition_events(a: &Approval, t: &Transition, now: DateTime<Utc>) -> Vec<Event> {
+    use crate::audit::Kind;
+    let base = |kind: Kind, actor: &str, channel: &str, data: serde_json::Value| Event {
+        kind,
+        actor: actor.to_string(),
+        channel: channel.to_string(),
+        finding_id: Some(a.finding_id),
+        approval_id: Some(a.id),
+        action_id: None,
+        data,
+    };
+    let vote_event = |v: &Vote| {
+        base(
+            Kind::ApprovalVote,
+            &v.by,
+            &v.channel,
+            serde_json::json!({"option": v.option, "reason": v.reason}),
+        )
+    };
+    match t {
+        Transition::Vote(v) => vec![vote_event(v)],
+        Transition::VoteDecides { vote, option, by } => vec![
+            vote_event(vote),
+            base(
+                Kind::ApprovalDecided,
+                &by.join(","),
+                &vote.channel,
+                serde_json::json!({"decision": option, "by": by, "via": "votes"}),
+            ),
+        ],
+        Transition::TimeoutDecides { option } => vec![
+            base(
+                Kind::ApprovalExpired,
+                "vigilo",
+                "timeout",
+                serde_json::json!({"deadline": a.deadline.as_ref().map(crate::finding::rfc3339), "on_timeout": option}),
+            ),
+            base(
+                Kind::ApprovalDecided,
+                "vigilo",
+                "timeout",
+                serde_json::json!({"decision": option, "by": ["vigilo"], "via": "on_timeout", "at": crate::finding::rfc3339(&now)}),
+            ),
+        ],
+        Transition::Expire => vec![base(
+            Kind::ApprovalExpired,
+            "vigilo",
+            "timeout",
+            serde_json::json!({"deadline": a.deadline.as_ref().map(crate::finding::rfc3339)}),
+        )],
+    }
+}
+
+/// Where a transition leaves the approval: (status, decision, decided_by, run state).
+pub(crate) fn transition_result(
+    t: &Transition,
+) -> Option<(&'static str, Option<String>, Vec<String>, &'static str)> {
+    match t {
+        Transition::Vote(_) => None,
+        Transition::VoteDecides { option, by, .. } => {
+            Some(("decided", Some(option.clone()), by.clone(), "decided"))
+        }
+        Transition::TimeoutDecides { option } => Some((
+            "decided",
+            Some(option.clone()),
+            vec!["vigilo".into()],
+            "decided",
+        )),
+        Transition::Expire => Some(("expired", None, vec![], "expired")),
+    }
 }
 
 /// Opens (creating and migrating as needed) the store at `url`.

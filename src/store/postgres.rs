@@ -18,6 +18,8 @@ use super::{
     key_from_bytes, key_value, parse_data, parse_object, parse_run_status, parse_severity,
     parse_status,
 };
+use super::{NewApproval, RequestedRun, pg_approvals};
+use crate::approval::{Approval, Refusal, Transition, Vote};
 use crate::audit::{Entry, Event, Kind};
 use crate::diff::Snapshot;
 use crate::finding::Finding;
@@ -26,6 +28,7 @@ use crate::finding::Finding;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/postgres/0001_core.sql")),
     (2, include_str!("migrations/postgres/0002_audit.sql")),
+    (3, include_str!("migrations/postgres/0003_approvals.sql")),
 ];
 
 /// Advisory lock key that serializes migrations across processes ("vigilo" in ASCII).
@@ -251,6 +254,74 @@ impl Store for PgStore {
         Ok(seqs)
     }
 
+    async fn claim_requested(
+        &self,
+        owner: &str,
+        lease: std::time::Duration,
+        limit: usize,
+    ) -> Result<Vec<RequestedRun>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let claimed = pg_approvals::claim(&tx, owner, Utc::now(), lease, limit).await?;
+        let mut out = Vec::with_capacity(claimed.len());
+        for (run_id, finding_id, remediation, requested_by) in claimed {
+            let row = tx
+                .query_opt(&format!("{FINDING_SELECT} WHERE f.id = $1"), &[&finding_id])
+                .await?
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("run {run_id}: finding {finding_id} missing"))
+                })?;
+            out.push(RequestedRun {
+                run_id,
+                remediation,
+                requested_by,
+                finding: read_finding(&row)?,
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn open_approval(
+        &self,
+        owner: &str,
+        approval: NewApproval,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let id = pg_approvals::open(&tx, owner, &approval).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn vote(
+        &self,
+        approval_id: i64,
+        vote: Vote,
+    ) -> Result<Result<Transition, Refusal>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let result = pg_approvals::vote(&tx, approval_id, vote, Utc::now()).await?;
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    async fn settle_due(&self, now: DateTime<Utc>) -> Result<Vec<(i64, Transition)>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let settled = pg_approvals::settle_due(&tx, now).await?;
+        tx.commit().await?;
+        Ok(settled)
+    }
+
+    async fn approvals(&self, pending_only: bool) -> Result<Vec<Approval>, StoreError> {
+        pg_approvals::list(&self.client().await?, pending_only).await
+    }
+
+    async fn approval(&self, id: i64) -> Result<Option<Approval>, StoreError> {
+        pg_approvals::load(&self.client().await?, id, false).await
+    }
+
     async fn audit_page(&self, after: i64, limit: usize) -> Result<Vec<Entry>, StoreError> {
         let client = self.client().await?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -291,7 +362,10 @@ impl Store for PgStore {
 }
 
 /// Appends `events` to the chain inside `tx`, holding the head row's lock until commit; returns their `seq`s.
-async fn append_in(tx: &Transaction<'_>, events: &[Event]) -> Result<Vec<i64>, StoreError> {
+pub(super) async fn append_in(
+    tx: &Transaction<'_>,
+    events: &[Event],
+) -> Result<Vec<i64>, StoreError> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
@@ -561,6 +635,15 @@ async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOut
         }
     }
     append_in(tx, &events).await?;
+    if let Some(remediation) = &commit.remediation {
+        let ids: Vec<i64> = outcome
+            .opened
+            .iter()
+            .chain(&outcome.reopened)
+            .copied()
+            .collect();
+        pg_approvals::request_runs(tx, remediation, &ids, observed).await?;
+    }
     outcome.run_id = insert_run(tx, &commit.run).await?;
     Ok(outcome)
 }

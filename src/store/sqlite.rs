@@ -10,11 +10,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
+use super::sqlite_approvals;
 use super::{
     CommitOutcome, FindingFilter, RunCommit, RunRecord, Store, StoreError, finding_json, key_bytes,
     key_from_bytes, key_value, parse_data, parse_object, parse_run_status, parse_severity,
     parse_status,
 };
+use super::{NewApproval, RequestedRun};
+use crate::approval::{Approval, Refusal, Transition, Vote};
 use crate::audit::{Entry, Event, Kind};
 use crate::diff::Snapshot;
 use crate::finding::Finding;
@@ -23,6 +26,7 @@ use crate::finding::Finding;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/sqlite/0001_core.sql")),
     (2, include_str!("migrations/sqlite/0002_audit.sql")),
+    (3, include_str!("migrations/sqlite/0003_approvals.sql")),
 ];
 
 /// The SQLite state store.
@@ -118,11 +122,11 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 }
 
 /// Stored time format: RFC 3339 UTC with microseconds, so text order is time order.
-fn ts(t: &DateTime<Utc>) -> String {
+pub(super) fn ts(t: &DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
-fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
+pub(super) fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| StoreError::Corrupt(format!("time {s:?}: {e}")))
@@ -196,11 +200,7 @@ impl Store for SqliteStore {
     }
 
     async fn finding(&self, id: i64) -> Result<Option<Finding>, StoreError> {
-        self.with(move |c| {
-            let mut stmt = c.prepare_cached(&format!("{FINDING_SELECT} WHERE f.id = ?1"))?;
-            stmt.query_row([id], read_finding).optional()?.transpose()
-        })
-        .await
+        self.with(move |c| load_finding(c, id)).await
     }
 
     async fn runs(&self, query: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
@@ -247,6 +247,82 @@ impl Store for SqliteStore {
             Ok(seqs)
         })
         .await
+    }
+
+    async fn claim_requested(
+        &self,
+        owner: &str,
+        lease: std::time::Duration,
+        limit: usize,
+    ) -> Result<Vec<RequestedRun>, StoreError> {
+        let owner = owner.to_string();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let claimed = sqlite_approvals::claim(&tx, &owner, Utc::now(), lease, limit)?;
+            let mut out = Vec::with_capacity(claimed.len());
+            for (run_id, finding_id, remediation, requested_by) in claimed {
+                let finding = load_finding(&tx, finding_id)?.ok_or_else(|| {
+                    StoreError::Corrupt(format!("run {run_id}: finding {finding_id} missing"))
+                })?;
+                out.push(RequestedRun {
+                    run_id,
+                    remediation,
+                    requested_by,
+                    finding,
+                });
+            }
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn open_approval(
+        &self,
+        owner: &str,
+        approval: NewApproval,
+    ) -> Result<Option<i64>, StoreError> {
+        let owner = owner.to_string();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let id = sqlite_approvals::open(&tx, &owner, &approval)?;
+            tx.commit()?;
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn vote(
+        &self,
+        approval_id: i64,
+        vote: Vote,
+    ) -> Result<Result<Transition, Refusal>, StoreError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let result = sqlite_approvals::vote(&tx, approval_id, vote, Utc::now())?;
+            tx.commit()?;
+            Ok(result)
+        })
+        .await
+    }
+
+    async fn settle_due(&self, now: DateTime<Utc>) -> Result<Vec<(i64, Transition)>, StoreError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let settled = sqlite_approvals::settle_due(&tx, now)?;
+            tx.commit()?;
+            Ok(settled)
+        })
+        .await
+    }
+
+    async fn approvals(&self, pending_only: bool) -> Result<Vec<Approval>, StoreError> {
+        self.with(move |c| sqlite_approvals::list(c, pending_only))
+            .await
+    }
+
+    async fn approval(&self, id: i64) -> Result<Option<Approval>, StoreError> {
+        self.with(move |c| sqlite_approvals::load(c, id)).await
     }
 
     async fn audit_page(&self, after: i64, limit: usize) -> Result<Vec<Entry>, StoreError> {
@@ -297,8 +373,14 @@ impl Store for SqliteStore {
     }
 }
 
+/// One finding by id.
+fn load_finding(c: &Connection, id: i64) -> Result<Option<Finding>, StoreError> {
+    let mut stmt = c.prepare_cached(&format!("{FINDING_SELECT} WHERE f.id = ?1"))?;
+    stmt.query_row([id], read_finding).optional()?.transpose()
+}
+
 /// Appends `events` to the chain inside `tx` (which holds SQLite's write lock); returns their `seq`s.
-fn append_in(tx: &Transaction<'_>, events: &[Event]) -> Result<Vec<i64>, StoreError> {
+pub(super) fn append_in(tx: &Transaction<'_>, events: &[Event]) -> Result<Vec<i64>, StoreError> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
@@ -575,6 +657,15 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
         }
     }
     append_in(tx, &events)?;
+    if let Some(remediation) = &commit.remediation {
+        let ids: Vec<i64> = outcome
+            .opened
+            .iter()
+            .chain(&outcome.reopened)
+            .copied()
+            .collect();
+        sqlite_approvals::request_runs(tx, remediation, &ids, &observed)?;
+    }
     outcome.run_id = insert_run(tx, &commit.run)?;
     Ok(outcome)
 }

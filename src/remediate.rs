@@ -1,0 +1,201 @@
+//! Moves remediation runs along: requested → pending approval, and due approvals to their timeout.
+//!
+//! A scan's commit creates a `requested` run for each new or reopened finding
+//! of a query with a remediation. [`process_requested`] claims such runs (a
+//! lease, so several processes never take the same one), renders the approval's
+//! subject and prompt, and opens the approval; [`settle_due`] applies timeouts,
+//! including those whose deadline passed while vigilo was stopped.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use crate::approval::{OptionSpec, Transition};
+use crate::config::{ApprovalConfig, IntegrationConfig, Project};
+use crate::finding::Finding;
+use crate::store::{NewApproval, RequestedRun, Store, StoreError};
+use crate::template;
+
+/// How long a claim on a requested run lasts before another process may take it.
+const CLAIM_LEASE: Duration = Duration::from_secs(60);
+
+/// How many requested runs one pass claims.
+const CLAIM_BATCH: usize = 100;
+
+/// Why a remediation step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RemediateError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// Approvals opened: (approval id, subject).
+    pub opened: Vec<(i64, String)>,
+    /// Runs that could not be opened, with why (they stay requested and are retried).
+    pub failed: Vec<(i64, String)>,
+}
+
+/// The identity a process claims work under: host and pid.
+pub fn owner() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+    format!("{host}:{}", std::process::id())
+}
+
+/// Opens the approval of every requested run whose remediation asks for one.
+pub async fn process_requested(
+    project: &Project,
+    store: &dyn Store,
+    owner: &str,
+) -> Result<Progress, RemediateError> {
+    let mut progress = Progress::default();
+    for run in store
+        .claim_requested(owner, CLAIM_LEASE, CLAIM_BATCH)
+        .await?
+    {
+        let Some(remediation) = project.remediations.get(&run.remediation) else {
+            progress.failed.push((
+                run.run_id,
+                format!(
+                    "remediation {} is no longer in the project",
+                    run.remediation
+                ),
+            ));
+            continue;
+        };
+        let Some(approval) = &remediation.approval else {
+            // Auto-remediation: its actions are run by the action executor, not here.
+            tracing::debug!(run = run.run_id, remediation = %run.remediation, "no [approval]; left for the action executor");
+            continue;
+        };
+        match new_approval(project, &run, approval) {
+            Ok(new) => {
+                let subject = new.subject.clone();
+                if let Some(id) = store.open_approval(owner, new).await? {
+                    announce(project, approval, id, &subject, &run);
+                    progress.opened.push((id, subject));
+                }
+            }
+            Err(e) => {
+                tracing::error!(run = run.run_id, remediation = %run.remediation, error = %e, "cannot open the approval");
+                progress.failed.push((run.run_id, e));
+            }
+        }
+    }
+    Ok(progress)
+}
+
+/// Applies the timeout of every pending approval whose deadline has passed.
+pub async fn settle_due(store: &dyn Store) -> Result<Vec<(i64, Transition)>, RemediateError> {
+    let settled = store.settle_due(Utc::now()).await?;
+    for (id, t) in &settled {
+        match t {
+            Transition::TimeoutDecides { option } => {
+                tracing::info!(approval = id, option = %option, "approval timed out; on_timeout decided it")
+            }
+            _ => tracing::info!(approval = id, "approval expired"),
+        }
+    }
+    Ok(settled)
+}
+
+/// The template context of a finding: `row`, `finding`, `query` (and an empty `approval` until one exists).
+pub fn context(project: &Project, finding: &Finding) -> Value {
+    let query = project.queries.get(&finding.query);
+    json!({
+        "row": finding.row,
+        "finding": finding,
+        "query": {
+            "name": finding.query,
+            "title": query.map_or(finding.query.as_str(), |q| q.title.as_str()),
+            "severity": finding.severity.as_str(),
+        },
+        "approval": {},
+    })
+}
+
+fn new_approval(
+    project: &Project,
+    run: &RequestedRun,
+    a: &ApprovalConfig,
+) -> Result<NewApproval, String> {
+    let ctx = context(project, &run.finding);
+    let render = |what: &str, source: &str| {
+        template::render(source, &ctx).map_err(|e| format!("{what}: {e}"))
+    };
+    let now = Utc::now();
+    Ok(NewApproval {
+        run_id: run.run_id,
+        finding_id: run.finding.id,
+        remediation: run.remediation.clone(),
+        subject: render("approval.subject", &a.subject)?,
+        prompt: render("approval.prompt", &a.prompt)?,
+        options: a
+            .options
+            .iter()
+            .map(|o| OptionSpec {
+                value: o.value.clone(),
+                label: o.label.clone(),
+                style: o.style.clone(),
+                required: o.required,
+            })
+            .collect(),
+        approvers: expand_approvers(project, &a.approvers),
+        requested_by: run.requested_by.clone(),
+        allow_self_approval: a.allow_self_approval,
+        requested_at: now,
+        deadline: a
+            .timeout
+            .and_then(|t| chrono::Duration::from_std(t).ok())
+            .map(|t| now + t),
+        on_timeout: a.on_timeout.clone(),
+    })
+}
+
+/// Approver names with groups replaced by their members, sorted and without repeats.
+pub fn expand_approvers(project: &Project, names: &[String]) -> Vec<String> {
+    let mut out = BTreeSet::new();
+    for name in names {
+        match project.groups.get(name) {
+            Some(group) => out.extend(group.members.iter().cloned()),
+            None => {
+                out.insert(name.clone());
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// Tells the notifier's console targets about a new approval (other integrations come with their own modules).
+fn announce(project: &Project, a: &ApprovalConfig, id: i64, subject: &str, run: &RequestedRun) {
+    let Some(notifier) = project.notifiers.get(&a.notifier) else {
+        return;
+    };
+    for target in &notifier.notify {
+        match project.integrations.get(&target.integration) {
+            Some(IntegrationConfig::Console) => {
+                let options: Vec<&str> = a.options.iter().map(|o| o.value.as_str()).collect();
+                println!(
+                    "approval {id} requested ({}): {subject}\n  finding {} of query {}; options: {}\n  decide with: vigilo respond {id} OPTION --as NAME",
+                    run.remediation,
+                    run.finding.id,
+                    run.finding.query,
+                    options.join(", ")
+                );
+            }
+            Some(other) => tracing::warn!(
+                approval = id,
+                integration = %target.integration,
+                kind = other.kind(),
+                "this vigilo cannot deliver to {} integrations yet; use vigilo approvals to see the request",
+                other.kind()
+            ),
+            None => {}
+        }
+    }
+}

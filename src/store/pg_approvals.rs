@@ -1,0 +1,288 @@
+//! PostgreSQL: remediation runs, approvals and votes. Claims use
+//! `FOR UPDATE SKIP LOCKED` with a lease, votes lock the approval row
+//! (`FOR UPDATE`), so several vigilo processes can share the store.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{GenericClient, Transaction};
+use tokio_postgres::types::ToSql;
+
+use super::postgres::append_in;
+use super::sqlite_approvals::requested_event;
+use super::{Claimed, NewApproval, StoreError, transition_events, transition_result};
+use crate::approval::{Approval, OptionSpec, Refusal, Status, Transition, Vote};
+
+/// Creates a requested run for each finding (inside the scan's commit).
+pub(super) async fn request_runs(
+    tx: &Transaction<'_>,
+    remediation: &str,
+    finding_ids: &[i64],
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if finding_ids.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO remediation_runs (finding_id, remediation, state, requested_at, updated_at)
+         SELECT f, $2, 'requested', $3, $3 FROM unnest($1::bigint[]) AS f",
+        &[&finding_ids, &remediation, &at],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Claims requested runs whose lease is free; returns (run id, finding id, remediation, requested_by).
+pub(super) async fn claim(
+    tx: &Transaction<'_>,
+    owner: &str,
+    now: DateTime<Utc>,
+    lease: std::time::Duration,
+    limit: usize,
+) -> Result<Vec<Claimed>, StoreError> {
+    let until =
+        now + chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::seconds(60));
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = tx
+        .query(
+            "UPDATE remediation_runs SET claimed_by = $1, claim_expires = $2
+             WHERE id IN (SELECT id FROM remediation_runs
+                          WHERE state = 'requested' AND (claim_expires IS NULL OR claim_expires < $3)
+                          ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)
+             RETURNING id, finding_id, remediation, requested_by",
+            &[&owner, &until, &now, &limit],
+        )
+        .await?;
+    let mut out: Vec<_> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    out.sort_by_key(|r: &Claimed| r.0);
+    Ok(out)
+}
+
+/// Requested → pending, the approval row, and `approval.requested`; `None` if `owner` lost the claim.
+pub(super) async fn open(
+    tx: &Transaction<'_>,
+    owner: &str,
+    a: &NewApproval,
+) -> Result<Option<i64>, StoreError> {
+    let moved = tx
+        .execute(
+            "UPDATE remediation_runs SET state = 'pending', claimed_by = NULL, claim_expires = NULL, updated_at = $3
+             WHERE id = $1 AND state = 'requested' AND claimed_by = $2",
+            &[&a.run_id, &owner, &a.requested_at],
+        )
+        .await?;
+    if moved == 0 {
+        return Ok(None);
+    }
+    let options =
+        serde_json::to_string(&a.options).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let approvers =
+        serde_json::to_string(&a.approvers).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let params: [&(dyn ToSql + Sync); 12] = [
+        &a.run_id,
+        &a.finding_id,
+        &a.remediation,
+        &a.subject,
+        &a.prompt,
+        &options,
+        &approvers,
+        &a.requested_by,
+        &a.allow_self_approval,
+        &a.requested_at,
+        &a.deadline,
+        &a.on_timeout,
+    ];
+    let id: i64 = tx
+        .query_one(
+            "INSERT INTO approvals (run_id, finding_id, remediation, status, subject, prompt, options, approvers,
+                                    requested_by, allow_self_approval, requested_at, deadline, on_timeout)
+             VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+            &params,
+        )
+        .await?
+        .get(0);
+    append_in(tx, &[requested_event(id, a)]).await?;
+    Ok(Some(id))
+}
+
+/// Applies `t` to approval `a` (which must be pending), with its audit entries.
+pub(super) async fn apply(
+    tx: &Transaction<'_>,
+    a: &Approval,
+    t: &Transition,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if let Transition::Vote(v) | Transition::VoteDecides { vote: v, .. } = t {
+        tx.execute(
+            "INSERT INTO votes (approval_id, approver, option, reason, channel, at) VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&a.id, &v.by, &v.option, &v.reason, &v.channel, &v.at],
+        )
+        .await?;
+    }
+    if let Some((status, decision, by, run_state)) = transition_result(t) {
+        let by = serde_json::to_string(&by).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let changed = tx
+            .execute(
+                "UPDATE approvals SET status = $2, decision = $3, decided_at = $4, decided_by = $5
+                 WHERE id = $1 AND status = 'pending'",
+                &[&a.id, &status, &decision, &now, &by],
+            )
+            .await?;
+        if changed == 0 {
+            return Err(StoreError::Conflict {
+                query: format!("approval {}", a.id),
+                expected: 0,
+            });
+        }
+        tx.execute(
+            "UPDATE remediation_runs SET state = $2, updated_at = $3
+             WHERE id = (SELECT run_id FROM approvals WHERE id = $1) AND state = 'pending'",
+            &[&a.id, &run_state, &now],
+        )
+        .await?;
+    }
+    append_in(tx, &transition_events(a, t, now)).await?;
+    Ok(())
+}
+
+/// Votes on approval `id` inside `tx` (row locked): settles a due timeout first, then asks the state machine.
+pub(super) async fn vote(
+    tx: &Transaction<'_>,
+    id: i64,
+    vote: Vote,
+    now: DateTime<Utc>,
+) -> Result<Result<Transition, Refusal>, StoreError> {
+    let Some(mut a) = load(tx, id, true).await? else {
+        return Ok(Err(Refusal::NotFound(id)));
+    };
+    if a.is_due(now) {
+        let t = a.timeout();
+        apply(tx, &a, &t, now).await?;
+        a = load(tx, id, false)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("approval {id} vanished")))?;
+    }
+    match a.vote(vote) {
+        Ok(t) => {
+            apply(tx, &a, &t, now).await?;
+            Ok(Ok(t))
+        }
+        Err(refusal) => Ok(Err(refusal)),
+    }
+}
+
+/// Settles every due approval inside `tx`, skipping rows another process holds.
+pub(super) async fn settle_due(
+    tx: &Transaction<'_>,
+    now: DateTime<Utc>,
+) -> Result<Vec<(i64, Transition)>, StoreError> {
+    let ids: Vec<i64> = tx
+        .query(
+            "SELECT id FROM approvals WHERE status = 'pending' AND deadline IS NOT NULL AND deadline <= $1
+             ORDER BY id FOR UPDATE SKIP LOCKED",
+            &[&now],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut out = Vec::new();
+    for id in ids {
+        if let Some(a) = load(tx, id, false).await?.filter(|a| a.is_due(now)) {
+            let t = a.timeout();
+            apply(tx, &a, &t, now).await?;
+            out.push((id, t));
+        }
+    }
+    Ok(out)
+}
+
+const APPROVAL_SELECT: &str = "SELECT id, remediation, finding_id, status, decision, subject, prompt, options,
+       approvers, requested_by, allow_self_approval, requested_at, deadline, on_timeout, decided_at, decided_by
+  FROM approvals";
+
+/// One approval with its votes; `lock` takes the row for the rest of the transaction.
+pub(super) async fn load<C: GenericClient>(
+    c: &C,
+    id: i64,
+    lock: bool,
+) -> Result<Option<Approval>, StoreError> {
+    let sql = format!(
+        "{APPROVAL_SELECT} WHERE id = $1{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    let Some(row) = c.query_opt(&sql, &[&id]).await? else {
+        return Ok(None);
+    };
+    let mut a = read(&row)?;
+    a.votes = votes(c, id).await?;
+    Ok(Some(a))
+}
+
+/// Approvals, by id, with their votes.
+pub(super) async fn list<C: GenericClient>(
+    c: &C,
+    pending_only: bool,
+) -> Result<Vec<Approval>, StoreError> {
+    let rows = c
+        .query(
+            &format!("{APPROVAL_SELECT} WHERE (NOT $1 OR status = 'pending') ORDER BY id"),
+            &[&pending_only],
+        )
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let mut a = read(row)?;
+        a.votes = votes(c, a.id).await?;
+        out.push(a);
+    }
+    Ok(out)
+}
+
+async fn votes<C: GenericClient>(c: &C, id: i64) -> Result<Vec<Vote>, StoreError> {
+    let rows = c
+        .query(
+            "SELECT approver, option, reason, channel, at FROM votes WHERE approval_id = $1 ORDER BY at, approver",
+            &[&id],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Vote {
+            by: r.get(0),
+            option: r.get(1),
+            reason: r.get(2),
+            channel: r.get(3),
+            at: r.get(4),
+        })
+        .collect())
+}
+
+fn json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("approval JSON: {e}")))
+}
+
+fn read(r: &tokio_postgres::Row) -> Result<Approval, StoreError> {
+    let status: &str = r.get(3);
+    Ok(Approval {
+        id: r.get(0),
+        remediation: r.get(1),
+        finding_id: r.get(2),
+        status: Status::parse(status)
+            .ok_or_else(|| StoreError::Corrupt(format!("approval status {status:?}")))?,
+        decision: r.get(4),
+        subject: r.get(5),
+        prompt: r.get(6),
+        options: json::<Vec<OptionSpec>>(r.get(7))?,
+        approvers: json(r.get(8))?,
+        requested_by: r.get(9),
+        allow_self_approval: r.get(10),
+        requested_at: r.get(11),
+        deadline: r.get(12),
+        on_timeout: r.get(13),
+        decided_at: r.get(14),
+        decided_by: json(r.get(15))?,
+        votes: Vec::new(),
+    })
+}
