@@ -4,27 +4,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+
+use common::{show, vigilo};
 
 use serde_json::Value;
-
-fn vigilo(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vigilo"))
-        .arg("--dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("run vigilo")
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn ok(dir: &Path, args: &[&str]) -> String {
     let out = vigilo(dir, args);

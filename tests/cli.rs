@@ -3,29 +3,13 @@
 
 mod common;
 
+use common::{show, vigilo_env};
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-fn vigilo(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigilo"));
-    cmd.arg("--dir").arg(dir).args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run vigilo")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -37,7 +21,7 @@ fn scan_row(out: &Output, query: &str) -> Vec<String> {
         .lines()
         .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
         .find(|cols| cols.first().map(String::as_str) == Some(query))
-        .unwrap_or_else(|| panic!("no row for {query}\n{}", text(out)))
+        .unwrap_or_else(|| panic!("no row for {query}\n{}", show(out)))
 }
 
 fn repo() -> &'static Path {
@@ -48,9 +32,9 @@ fn repo() -> &'static Path {
 fn findings_json(env: &[(&str, &str)], args: &[&str]) -> Vec<Value> {
     let mut all = vec!["findings", "--format", "json"];
     all.extend_from_slice(args);
-    let out = vigilo(repo(), env, &all);
-    assert!(out.status.success(), "{}", text(&out));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
+    let out = vigilo_env(repo(), env, &all);
+    assert!(out.status.success(), "{}", show(&out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", show(&out)))
 }
 
 async fn fixture_db() -> common::PgDb {
@@ -71,25 +55,25 @@ async fn example_project_against_fixture(state_url: &str) {
         ("VIGILO_STATE_URL", state_url),
     ];
 
-    let v = vigilo(repo(), &env, &["validate"]);
-    assert!(v.status.success(), "{}", text(&v));
+    let v = vigilo_env(repo(), &env, &["validate"]);
+    assert!(v.status.success(), "{}", show(&v));
 
-    let first = vigilo(repo(), &env, &["scan"]);
-    assert!(first.status.success(), "{}", text(&first));
+    let first = vigilo_env(repo(), &env, &["scan"]);
+    assert!(first.status.success(), "{}", show(&first));
     assert_eq!(
         scan_row(&first, "iam_access_key_stale")[1..6],
         ["ok", "5", "5", "0", "0"],
         "{}",
-        text(&first)
+        show(&first)
     );
     assert_eq!(
         scan_row(&first, "iam_user_console_without_mfa")[3],
         "2",
         "{}",
-        text(&first)
+        show(&first)
     );
     let s3 = scan_row(&first, "s3_bucket_versioning_disabled");
-    assert_eq!(s3[3], "0", "baseline opens nothing: {}", text(&first));
+    assert_eq!(s3[3], "0", "baseline opens nothing: {}", show(&first));
 
     let list = findings_json(&env, &["--query", "iam_access_key_stale"]);
     let mut keys: Vec<&str> = list
@@ -126,25 +110,25 @@ async fn example_project_against_fixture(state_url: &str) {
     assert!(f["row"]["conn_name"].is_string(), "{f}");
     assert!(f["row"]["age_days"].is_number(), "{f}");
 
-    let second = vigilo(repo(), &env, &["scan", "iam_access_key_stale"]);
-    assert!(second.status.success(), "{}", text(&second));
+    let second = vigilo_env(repo(), &env, &["scan", "iam_access_key_stale"]);
+    assert!(second.status.success(), "{}", show(&second));
     assert_eq!(
         scan_row(&second, "iam_access_key_stale")[1..6],
         ["ok", "5", "0", "0", "0"],
         "{}",
-        text(&second)
+        show(&second)
     );
 
     db.execute("update aws_iam_access_key set status = 'Inactive' where access_key_id = 'AKIAEXAMPLE000000002'")
         .await;
-    let dry = vigilo(repo(), &env, &["scan", "--dry-run", "iam_access_key_stale"]);
-    assert!(dry.status.success(), "{}", text(&dry));
+    let dry = vigilo_env(repo(), &env, &["scan", "--dry-run", "iam_access_key_stale"]);
+    assert!(dry.status.success(), "{}", show(&dry));
     assert!(
         stdout(&dry).contains("resolve") && stdout(&dry).contains("AKIAEXAMPLE000000002"),
         "{}",
-        text(&dry)
+        show(&dry)
     );
-    let still = vigilo(
+    let still = vigilo_env(
         repo(),
         &env,
         &[
@@ -159,15 +143,15 @@ async fn example_project_against_fixture(state_url: &str) {
         stdout(&still).lines().count(),
         6,
         "dry run resolved nothing: {}",
-        text(&still)
+        show(&still)
     );
 
-    let third = vigilo(repo(), &env, &["scan", "iam_access_key_stale"]);
+    let third = vigilo_env(repo(), &env, &["scan", "iam_access_key_stale"]);
     assert_eq!(
         scan_row(&third, "iam_access_key_stale")[1..6],
         ["ok", "4", "0", "0", "1"],
         "{}",
-        text(&third)
+        show(&third)
     );
     let list = findings_json(&env, &["--status", "resolved"]);
     assert_eq!(list.len(), 1, "{list:?}");
@@ -175,7 +159,7 @@ async fn example_project_against_fixture(state_url: &str) {
     assert!(list[0]["resolved_at"].is_string());
 
     // CSV has a stable header and one row per finding.
-    let csv = vigilo(
+    let csv = vigilo_env(
         repo(),
         &env,
         &["findings", "--status", "all", "--format", "csv"],
@@ -188,22 +172,22 @@ async fn example_project_against_fixture(state_url: &str) {
         "{out}"
     );
     assert_eq!(out.lines().count(), 1 + 5 + 2, "{out}");
-    let table = vigilo(repo(), &env, &["findings"]);
+    let table = vigilo_env(repo(), &env, &["findings"]);
     assert!(
         stdout(&table).contains("AKIAEXAMPLE000000001"),
         "{}",
-        text(&table)
+        show(&table)
     );
 
     // state reset: the next run is a first run; still-present keys keep their findings.
-    let reset = vigilo(repo(), &env, &["state", "reset", "iam_access_key_stale"]);
+    let reset = vigilo_env(repo(), &env, &["state", "reset", "iam_access_key_stale"]);
     assert!(
         reset.status.success() && stdout(&reset).contains("forgot 4"),
         "{}",
-        text(&reset)
+        show(&reset)
     );
-    let after = vigilo(repo(), &env, &["scan", "iam_access_key_stale"]);
-    assert!(after.status.success(), "{}", text(&after));
+    let after = vigilo_env(repo(), &env, &["scan", "iam_access_key_stale"]);
+    assert!(after.status.success(), "{}", show(&after));
     let list = findings_json(&env, &["--query", "iam_access_key_stale"]);
     assert_eq!(list.len(), 4, "{list:?}");
 }
@@ -238,21 +222,21 @@ fn scan_exits_1_when_a_query_fails_and_2_for_an_unknown_query() {
         .unwrap()
         .execute_batch("create table t (x)")
         .unwrap();
-    let out = vigilo(dir.path(), &[], &["scan"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let out = vigilo_env(dir.path(), &[], &["scan"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert_eq!(scan_row(&out, "good")[1], "ok");
     assert_eq!(scan_row(&out, "bad")[1], "FAILED");
     assert!(
         stdout(&out).contains("no such table: missing"),
         "{}",
-        text(&out)
+        show(&out)
     );
-    let out = vigilo(dir.path(), &[], &["scan", "nope"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = vigilo_env(dir.path(), &[], &["scan", "nope"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("unknown query nope"),
         "{}",
-        text(&out)
+        show(&out)
     );
 }
 
@@ -277,8 +261,8 @@ fn validate_reports_every_error_with_file_and_line_and_exits_2() {
             "-- primary_key: id\n-- title: ${VIGILO_TEST_SURELY_UNSET}\nselect 1 as id\n",
         ),
     ]);
-    let out = vigilo(dir.path(), &[], &["validate"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = vigilo_env(dir.path(), &[], &["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     for needle in [
         "config/b.toml:1:",
@@ -294,9 +278,9 @@ fn validate_reports_every_error_with_file_and_line_and_exits_2() {
         assert!(err.contains(needle), "stderr lacks {needle:?}:\n{err}");
     }
     // The repository's own example project validates.
-    let ok = vigilo(repo(), &[], &["validate"]);
-    assert!(ok.status.success(), "{}", text(&ok));
-    assert!(stdout(&ok).contains("queries: 3"), "{}", text(&ok));
+    let ok = vigilo_env(repo(), &[], &["validate"]);
+    assert!(ok.status.success(), "{}", show(&ok));
+    assert!(stdout(&ok).contains("queries: 3"), "{}", show(&ok));
 }
 
 /// Reads the runs table of a SQLite state store: (started_at, finished_at, status).
@@ -431,7 +415,7 @@ fn demo_runs_the_loop() {
         .arg("demo")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", show(&out));
     let s = stdout(&out);
     assert!(s.contains("AKIAEXAMPLE000000006"), "{s}");
     assert_eq!(scan_row(&out, "iam_access_key_stale")[1], "ok");

@@ -405,35 +405,24 @@ async fn suite(store: Arc<dyn Store>) {
     );
 }
 
+/// Runs the suite on the store at `url`, then reopens it: no migration twice, the data kept.
+async fn suite_and_reopen(url: StoreUrl) {
+    suite(store::open(&url).await.unwrap()).await;
+    let again = store::open(&url).await.unwrap();
+    let findings = again.findings(&FindingFilter::default()).await.unwrap();
+    assert!(!findings.is_empty());
+}
+
 #[tokio::test]
 async fn sqlite_store_passes_the_suite() {
     let dir = tempfile::tempdir().unwrap();
-    let url = StoreUrl::Sqlite(dir.path().join("state/vigilo.db"));
-    suite(store::open(&url).await.unwrap()).await;
-    // Reopening applies no migration twice and keeps the data.
-    let again = store::open(&url).await.unwrap();
-    assert!(
-        !again
-            .findings(&FindingFilter::default())
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    suite_and_reopen(StoreUrl::Sqlite(dir.path().join("state/vigilo.db"))).await;
 }
 
 #[tokio::test]
 async fn postgres_store_passes_the_suite() {
     let db = common::PgDb::new("store").await;
-    let url = StoreUrl::Postgres(db.url.clone());
-    suite(store::open(&url).await.unwrap()).await;
-    let again = store::open(&url).await.unwrap();
-    assert!(
-        !again
-            .findings(&FindingFilter::default())
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    suite_and_reopen(StoreUrl::Postgres(db.url.clone())).await;
 }
 
 #[tokio::test]

@@ -107,3 +107,28 @@ pub fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
     }
     dir
 }
+
+/// Runs the `vigilo` binary on project `dir` with extra environment `env`.
+pub fn vigilo_env(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_vigilo"));
+    cmd.arg("--dir").arg(dir).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run vigilo")
+}
+
+/// Runs the `vigilo` binary on project `dir`.
+pub fn vigilo(dir: &Path, args: &[&str]) -> std::process::Output {
+    vigilo_env(dir, &[], args)
+}
+
+/// Exit status, stdout and stderr of a run, for assertion messages.
+pub fn show(o: &std::process::Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
