@@ -19,6 +19,7 @@ use crate::finding::Status;
 use crate::output::{self, Format};
 use crate::remediate;
 use crate::scan::{self, Scanner};
+use crate::store::ActionOutcome;
 use crate::store::{self, FindingFilter, Store};
 
 /// How long `vigilo run` waits for in-flight runs after the first signal.
@@ -122,6 +123,11 @@ pub enum Command {
         /// Why.
         #[arg(long)]
         reason: Option<String>,
+    },
+    /// Run a failed (or unknown) action again.
+    Retry {
+        /// The action's id.
+        action_id: i64,
     },
     /// Show the audit trail, or verify its hash chain.
     Audit {
@@ -269,6 +275,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             by,
             reason,
         } => vote(&dir, id, &option, by, reason).await,
+        Command::Retry { action_id } => retry(&dir, action_id).await,
         Command::Audit { format, command } => match command {
             None => audit_list(&dir, format).await,
             Some(AuditCommand::Verify) => audit_verify(&dir).await,
@@ -352,6 +359,10 @@ async fn vote(
             option, by: voters, ..
         }) => {
             println!("approval {id} decided: {option} (by {})", voters.join(", "));
+            let client = http_client()?;
+            let (_, ran) =
+                remediate::step(&project, store.as_ref(), &remediate::owner(), &client).await?;
+            output::write_action_outcomes(&mut std::io::stdout().lock(), &ran)?;
             Ok(ExitCode::SUCCESS)
         }
         Ok(_) => {
@@ -376,6 +387,34 @@ async fn vote(
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// The HTTP client actions use.
+fn http_client() -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .build()
+        .context("cannot build the HTTP client")
+}
+
+async fn retry(dir: &Path, action_id: i64) -> Result<ExitCode> {
+    let project = load(dir)?;
+    let store = open_settled(&project).await?;
+    if let Err(why) = store.retry_action(action_id).await? {
+        eprintln!("refused: {why}");
+        return Ok(ExitCode::from(1));
+    }
+    println!("action {action_id} queued again");
+    let client = http_client()?;
+    let (_, ran) = remediate::step(&project, store.as_ref(), &remediate::owner(), &client).await?;
+    output::write_action_outcomes(&mut std::io::stdout().lock(), &ran)?;
+    let ok = ran.iter().any(|(id, o)| {
+        *id == action_id && matches!(o, ActionOutcome::Succeeded(_) | ActionOutcome::Skipped(_))
+    });
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Audit entries are read in pages of this many.
@@ -538,9 +577,14 @@ async fn scan_cmd(dir: &Path, dry_run: bool, names: &[String]) -> Result<ExitCod
     let runs = scan::scan_all(&scanner, &queries).await;
     output::write_scan(&mut out, &runs)?;
     drop(out);
-    let store = scanner.store().as_ref();
-    remediate::settle_due(store).await?;
-    let progress = remediate::process_requested(&project, store, &remediate::owner()).await?;
+    let client = http_client()?;
+    let (progress, ran) = remediate::step(
+        &project,
+        scanner.store().as_ref(),
+        &remediate::owner(),
+        &client,
+    )
+    .await?;
     let mut out = std::io::stdout().lock();
     if !progress.opened.is_empty() {
         writeln!(
@@ -550,11 +594,9 @@ async fn scan_cmd(dir: &Path, dry_run: bool, names: &[String]) -> Result<ExitCod
         )?;
     }
     for (run, why) in &progress.failed {
-        writeln!(
-            out,
-            "remediation run {run} could not open its approval: {why}"
-        )?;
+        writeln!(out, "remediation run {run} could not go on: {why}")?;
     }
+    output::write_action_outcomes(&mut out, &ran)?;
     let failed = runs.iter().filter(|r| r.result.is_err()).count();
     if failed > 0 {
         writeln!(out, "{failed} of {} queries failed", runs.len())?;

@@ -10,6 +10,7 @@
 //! - [`remediate`]: moves remediation runs along: requested → pending approval; timeouts.
 //! - [`scheduler`]: `vigilo run`: every enabled query on its schedule, bounded, with graceful shutdown.
 //! - [`finding`]: the finding record and its JSON shape.
+//! - [`action`]: rendering a decision's actions and running one (`http`); the only module that calls targets.
 //! - [`approval`]: the approval state machine: who may vote, thresholds, timeouts.
 //! - [`audit`]: the hash-chained audit trail: entries, hashing, verification.
 //! - [`output`]: tables, JSON and CSV for the terminal.
@@ -17,6 +18,7 @@
 //! - [`demo`]: `vigilo demo`, the whole loop in a temporary project.
 //! - [`cli`]: the command line.
 
+pub mod action;
 pub mod approval;
 pub mod audit;
 pub mod cli;

@@ -265,3 +265,23 @@ pub fn write_approvals(out: &mut dyn Write, approvals: &[Approval]) -> std::io::
     }
     writeln!(out, "{t}")
 }
+
+/// One line per action that ran.
+pub fn write_action_outcomes(
+    out: &mut dyn Write,
+    ran: &[(i64, crate::store::ActionOutcome)],
+) -> std::io::Result<()> {
+    use crate::store::ActionOutcome;
+    for (id, outcome) in ran {
+        match outcome {
+            ActionOutcome::Succeeded(r) => writeln!(out, "action {id} succeeded: {r}")?,
+            ActionOutcome::Skipped(why) => writeln!(out, "action {id} skipped: {why}")?,
+            ActionOutcome::Failed(e) => writeln!(
+                out,
+                "action {id} FAILED: {e} (vigilo retry {id} runs it again)"
+            )?,
+            ActionOutcome::Unknown(e) => writeln!(out, "action {id} UNKNOWN: {e}")?,
+        }
+    }
+    Ok(())
+}

@@ -12,10 +12,11 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::{Value, json};
 
+use crate::action;
 use crate::approval::{OptionSpec, Transition};
 use crate::config::{ApprovalConfig, IntegrationConfig, Project};
 use crate::finding::Finding;
-use crate::store::{NewApproval, RequestedRun, Store, StoreError};
+use crate::store::{ActionOutcome, NewApproval, RequestedRun, Store, StoreError};
 use crate::template;
 
 /// How long a claim on a requested run lasts before another process may take it.
@@ -69,8 +70,14 @@ pub async fn process_requested(
             continue;
         };
         let Some(approval) = &remediation.approval else {
-            // Auto-remediation: its actions are run by the action executor, not here.
-            tracing::debug!(run = run.run_id, remediation = %run.remediation, "no [approval]; left for the action executor");
+            // Auto-remediation: the actions without `when` run at once.
+            let ctx = context(project, &run.finding);
+            match action::render(remediation, None, &ctx) {
+                Ok(actions) => {
+                    store.plan_actions(owner, run.run_id, actions).await?;
+                }
+                Err(e) => progress.failed.push((run.run_id, e)),
+            }
             continue;
         };
         match new_approval(project, &run, approval) {
@@ -88,6 +95,111 @@ pub async fn process_requested(
         }
     }
     Ok(progress)
+}
+
+/// Plans the actions of every decided run: the decision's actions, rendered, recorded as pending.
+pub async fn plan_decided(
+    project: &Project,
+    store: &dyn Store,
+    owner: &str,
+) -> Result<Progress, RemediateError> {
+    let mut progress = Progress::default();
+    for run in store.claim_decided(owner, CLAIM_LEASE, CLAIM_BATCH).await? {
+        let Some(remediation) = project.remediations.get(&run.remediation) else {
+            progress.failed.push((
+                run.run_id,
+                format!(
+                    "remediation {} is no longer in the project",
+                    run.remediation
+                ),
+            ));
+            continue;
+        };
+        let mut ctx = context(project, &run.finding);
+        let decision = run.approval.as_ref().and_then(|a| a.decision.clone());
+        if let Some(a) = &run.approval {
+            ctx["approval"] = json!({
+                "id": a.id,
+                "decision": a.decision,
+                "decided_by": a.decided_by.join(", "),
+                "decided_at": a.decided_at.as_ref().map(crate::finding::rfc3339),
+                "votes": a.votes,
+                "subject": a.subject,
+            });
+        }
+        match action::render(remediation, decision.as_deref(), &ctx) {
+            Ok(actions) => {
+                store.plan_actions(owner, run.run_id, actions).await?;
+            }
+            Err(e) => {
+                tracing::error!(run = run.run_id, error = %e, "cannot render the actions");
+                progress.failed.push((run.run_id, e));
+            }
+        }
+    }
+    Ok(progress)
+}
+
+/// Settles actions left `started` by a process that is gone: `unknown`, for a person to `vigilo retry`.
+pub async fn settle_started(store: &dyn Store) -> Result<Vec<i64>, RemediateError> {
+    let now = Utc::now();
+    let mut settled = Vec::new();
+    for a in store.started_actions().await? {
+        let gone = a.claimed_by.as_deref().is_none_or(action::owner_is_gone)
+            || a.claim_expires.is_some_and(|until| until < now);
+        if gone {
+            tracing::warn!(action = a.id, kind = %a.kind, "action was started by a process that is gone; outcome unknown");
+            store
+                .finish_action(a.id, action::settle_started(&a))
+                .await?;
+            settled.push(a.id);
+        }
+    }
+    Ok(settled)
+}
+
+/// Runs every pending action this process can claim; returns (action id, outcome).
+pub async fn execute_pending(
+    store: &dyn Store,
+    owner: &str,
+    client: &reqwest::Client,
+) -> Result<Vec<(i64, ActionOutcome)>, RemediateError> {
+    let lease = action::HTTP_TIMEOUT + Duration::from_secs(30);
+    let mut done = Vec::new();
+    for a in store.claim_actions(owner, lease, CLAIM_BATCH).await? {
+        // Committed before the call: a crash from here on leaves the action `started`, never silently repeated.
+        if !store.start_action(owner, a.id, lease).await? {
+            continue;
+        }
+        let outcome = action::execute(client, &a).await;
+        match &outcome {
+            ActionOutcome::Failed(e) => {
+                tracing::error!(action = a.id, kind = %a.kind, error = %e, "action failed")
+            }
+            _ => tracing::info!(action = a.id, kind = %a.kind, "action finished"),
+        }
+        store.finish_action(a.id, outcome.clone()).await?;
+        done.push((a.id, outcome));
+    }
+    Ok(done)
+}
+
+/// Everything that moves remediations along, in order: timeouts, crashed actions, new approvals,
+/// decided runs' actions, and running them.
+pub async fn step(
+    project: &Project,
+    store: &dyn Store,
+    owner: &str,
+    client: &reqwest::Client,
+) -> Result<(Progress, Vec<(i64, ActionOutcome)>), RemediateError> {
+    settle_due(store).await?;
+    settle_started(store).await?;
+    let mut progress = process_requested(project, store, owner).await?;
+    progress
+        .failed
+        .extend(plan_decided(project, store, owner).await?.failed);
+    let ran = execute_pending(store, owner, client).await?;
+    Ok((progress, ran))
 }
 
 /// Applies the timeout of every pending approval whose deadline has passed.

@@ -91,9 +91,10 @@ async fn query_loop(
     }
 }
 
-/// Every second: settle due approvals and open the approvals of requested runs.
+/// Every second: settle timeouts and crashed actions, open approvals, plan and run actions.
 async fn maintenance(scanner: Arc<Scanner>, shutdown: CancellationToken) {
     let owner = crate::remediate::owner();
+    let client = reqwest::Client::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -102,16 +103,13 @@ async fn maintenance(scanner: Arc<Scanner>, shutdown: CancellationToken) {
             _ = tick.tick() => {}
         }
         let store = scanner.store().as_ref();
-        if let Err(e) = crate::remediate::settle_due(store).await {
-            tracing::error!(error = %e, "settling due approvals failed");
-        }
-        match crate::remediate::process_requested(scanner.project(), store, &owner).await {
-            Ok(p) => {
+        match crate::remediate::step(scanner.project(), store, &owner, &client).await {
+            Ok((p, _)) => {
                 for (id, subject) in &p.opened {
                     tracing::info!(approval = id, subject = %subject, "approval requested");
                 }
             }
-            Err(e) => tracing::error!(error = %e, "opening approvals failed"),
+            Err(e) => tracing::error!(error = %e, "moving remediations along failed"),
         }
     }
 }

@@ -10,9 +10,11 @@
 //! leaves the previous snapshot intact, and of two runs of the same query
 //! racing from the same snapshot only the first commits.
 
+mod pg_actions;
 mod pg_approvals;
 pub mod postgres;
 pub mod sqlite;
+mod sqlite_actions;
 mod sqlite_approvals;
 
 use std::sync::Arc;
@@ -228,6 +230,51 @@ pub trait Store: Send + Sync {
     /// One approval with its votes.
     async fn approval(&self, id: i64) -> Result<Option<Approval>, StoreError>;
 
+    /// Claims up to `limit` decided runs (their actions are planned next) for `owner`.
+    async fn claim_decided(
+        &self,
+        owner: &str,
+        lease: std::time::Duration,
+        limit: usize,
+    ) -> Result<Vec<DecidedRun>, StoreError>;
+
+    /// Records the rendered actions of a run `owner` claimed (requested or decided → running,
+    /// or → done when there are none); false if the claim was lost.
+    async fn plan_actions(
+        &self,
+        owner: &str,
+        run_id: i64,
+        actions: Vec<NewAction>,
+    ) -> Result<bool, StoreError>;
+
+    /// Claims up to `limit` pending actions for `owner`.
+    async fn claim_actions(
+        &self,
+        owner: &str,
+        lease: std::time::Duration,
+        limit: usize,
+    ) -> Result<Vec<ActionRecord>, StoreError>;
+
+    /// Marks a claimed action started (attempts + 1, `action.started`) and commits, before anything is called.
+    async fn start_action(
+        &self,
+        owner: &str,
+        id: i64,
+        lease: std::time::Duration,
+    ) -> Result<bool, StoreError>;
+
+    /// Records how a started action ended, with its audit entry, and ends its run when it was the last.
+    async fn finish_action(&self, id: i64, outcome: ActionOutcome) -> Result<(), StoreError>;
+
+    /// Actions marked started, for settling after a crash.
+    async fn started_actions(&self) -> Result<Vec<ActionRecord>, StoreError>;
+
+    /// Puts a failed or unknown action back to pending; the refusal says why not.
+    async fn retry_action(&self, id: i64) -> Result<Result<(), String>, StoreError>;
+
+    /// Every action, by id.
+    async fn actions(&self) -> Result<Vec<ActionRecord>, StoreError>;
+
     /// Audit entries with `seq > after`, in order, at most `limit`.
     async fn audit_page(&self, after: i64, limit: usize) -> Result<Vec<Entry>, StoreError>;
 
@@ -237,6 +284,196 @@ pub trait Store: Send + Sync {
 
 /// A claimed run as the claim query returns it: (run id, finding id, remediation, requested_by).
 pub(crate) type Claimed = (i64, i64, String, Option<String>);
+
+/// A run whose decision is made, claimed to plan its actions.
+#[derive(Debug, Clone)]
+pub struct DecidedRun {
+    /// The run.
+    pub run_id: i64,
+    /// The remediation's name.
+    pub remediation: String,
+    /// The approval, when there is one.
+    pub approval: Option<Approval>,
+    /// The finding.
+    pub finding: Finding,
+}
+
+/// A rendered action to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAction {
+    /// Its index in the remediation's `[[action]]` list.
+    pub position: i32,
+    /// `http`, `aws.iam.update_access_key`, …
+    pub kind: String,
+    /// Rendered parameters.
+    pub params: serde_json::Value,
+}
+
+/// An action's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionState {
+    /// Waiting to run.
+    Pending,
+    /// Marked started; the call may or may not have happened.
+    Started,
+    /// Done.
+    Succeeded,
+    /// Failed with an error; `vigilo retry` runs it again.
+    Failed,
+    /// Not needed (recorded why).
+    Skipped,
+    /// Started by a process that died; nobody knows if the call happened. A person decides with `vigilo retry`.
+    Unknown,
+}
+
+impl ActionState {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionState::Pending => "pending",
+            ActionState::Started => "started",
+            ActionState::Succeeded => "succeeded",
+            ActionState::Failed => "failed",
+            ActionState::Skipped => "skipped",
+            ActionState::Unknown => "unknown",
+        }
+    }
+
+    /// Parses a stored state.
+    pub fn parse(s: &str) -> Result<ActionState, StoreError> {
+        Ok(match s {
+            "pending" => ActionState::Pending,
+            "started" => ActionState::Started,
+            "succeeded" => ActionState::Succeeded,
+            "failed" => ActionState::Failed,
+            "skipped" => ActionState::Skipped,
+            "unknown" => ActionState::Unknown,
+            other => return Err(StoreError::Corrupt(format!("action state {other:?}"))),
+        })
+    }
+}
+
+/// An action as stored.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ActionRecord {
+    /// Stable id (`vigilo retry ID`).
+    pub id: i64,
+    /// Its run.
+    pub run_id: i64,
+    /// The approval that decided it.
+    pub approval_id: Option<i64>,
+    /// The finding.
+    pub finding_id: i64,
+    /// Index in the remediation's actions.
+    pub position: i32,
+    /// The action type.
+    pub kind: String,
+    /// Rendered parameters.
+    pub params: serde_json::Value,
+    /// Where it is.
+    pub state: ActionState,
+    /// Sent to the target so a repeated call can be recognised.
+    pub idempotency_key: String,
+    /// How many times it was started.
+    pub attempts: i32,
+    /// The process holding it.
+    pub claimed_by: Option<String>,
+    /// Until when.
+    pub claim_expires: Option<DateTime<Utc>>,
+    /// What the target answered.
+    pub result: Option<serde_json::Value>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// How a started action ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ActionOutcome {
+    /// Done; what the target answered.
+    Succeeded(serde_json::Value),
+    /// Failed, with the error.
+    Failed(String),
+    /// Not needed; why.
+    Skipped(String),
+    /// Its process died after marking it started; why we cannot tell what happened.
+    Unknown(String),
+}
+
+impl ActionOutcome {
+    /// The state it leaves the action in.
+    pub fn state(&self) -> ActionState {
+        match self {
+            ActionOutcome::Succeeded(_) => ActionState::Succeeded,
+            ActionOutcome::Failed(_) => ActionState::Failed,
+            ActionOutcome::Skipped(_) => ActionState::Skipped,
+            ActionOutcome::Unknown(_) => ActionState::Unknown,
+        }
+    }
+
+    /// (result JSON, error text) to store.
+    pub(crate) fn columns(&self) -> (Option<String>, Option<String>) {
+        match self {
+            ActionOutcome::Succeeded(v) => (Some(v.to_string()), None),
+            ActionOutcome::Skipped(why) => (
+                Some(serde_json::json!({ "skipped": why }).to_string()),
+                None,
+            ),
+            ActionOutcome::Failed(e) | ActionOutcome::Unknown(e) => (None, Some(e.clone())),
+        }
+    }
+}
+
+/// The audit entry of an action event.
+pub(crate) fn action_event(
+    kind: crate::audit::Kind,
+    a: &ActionRecord,
+    data: serde_json::Value,
+) -> Event {
+    Event {
+        kind,
+        actor: "vigilo".into(),
+        channel: "action".into(),
+        finding_id: Some(a.finding_id),
+        approval_id: a.approval_id,
+        action_id: Some(a.id),
+        data,
+    }
+}
+
+/// The audit entry for how an action ended.
+pub(crate) fn outcome_event(a: &ActionRecord, outcome: &ActionOutcome) -> Event {
+    use crate::audit::Kind;
+    let base = serde_json::json!({"type": a.kind, "attempt": a.attempts, "idempotency_key": a.idempotency_key});
+    let with = |k: &str, v: serde_json::Value| {
+        let mut d = base.clone();
+        d[k] = v;
+        d
+    };
+    match outcome {
+        ActionOutcome::Succeeded(r) => {
+            action_event(Kind::ActionSucceeded, a, with("result", r.clone()))
+        }
+        ActionOutcome::Skipped(why) => action_event(
+            Kind::ActionSucceeded,
+            a,
+            with("skipped", why.clone().into()),
+        ),
+        ActionOutcome::Failed(e) => {
+            action_event(Kind::ActionFailed, a, with("error", e.clone().into()))
+        }
+        ActionOutcome::Unknown(e) => {
+            let mut d = with("error", e.clone().into());
+            d["outcome"] = "unknown".into();
+            action_event(Kind::ActionFailed, a, d)
+        }
+    }
+}
+
+/// The idempotency key of a run's action at `position`: the same on every attempt.
+pub(crate) fn idempotency_key(run_id: i64, position: i32) -> String {
+    format!("vigilo-run{run_id}-action{position}")
+}
 
 /// A remediation run claimed to be turned into an approval.
 #[derive(Debug, Clone)]

@@ -14,11 +14,14 @@ use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
 use super::{
+    ActionOutcome, ActionRecord, ActionState, DecidedRun, NewAction, NewApproval, RequestedRun,
+    pg_actions, pg_approvals,
+};
+use super::{
     CommitOutcome, FindingFilter, RunCommit, RunRecord, Store, StoreError, finding_json, key_bytes,
     key_from_bytes, key_value, parse_data, parse_object, parse_run_status, parse_severity,
     parse_status,
 };
-use super::{NewApproval, RequestedRun, pg_approvals};
 use crate::approval::{Approval, Refusal, Transition, Vote};
 use crate::audit::{Entry, Event, Kind};
 use crate::diff::Snapshot;
@@ -29,6 +32,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/postgres/0001_core.sql")),
     (2, include_str!("migrations/postgres/0002_audit.sql")),
     (3, include_str!("migrations/postgres/0003_approvals.sql")),
+    (4, include_str!("migrations/postgres/0004_actions.sql")),
 ];
 
 /// Advisory lock key that serializes migrations across processes ("vigilo" in ASCII).
@@ -320,6 +324,101 @@ impl Store for PgStore {
 
     async fn approval(&self, id: i64) -> Result<Option<Approval>, StoreError> {
         pg_approvals::load(&self.client().await?, id, false).await
+    }
+
+    async fn claim_decided(
+        &self,
+        owner: &str,
+        lease: std::time::Duration,
+        limit: usize,
+    ) -> Result<Vec<DecidedRun>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let claimed = pg_actions::claim_decided(&tx, owner, Utc::now(), lease, limit).await?;
+        let mut out = Vec::with_capacity(claimed.len());
+        for (run_id, finding_id, remediation) in claimed {
+            let row = tx
+                .query_opt(&format!("{FINDING_SELECT} WHERE f.id = $1"), &[&finding_id])
+                .await?
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("run {run_id}: finding {finding_id} missing"))
+                })?;
+            let approval = match pg_actions::approval_of_run(&tx, run_id).await? {
+                Some(id) => pg_approvals::load(&tx, id, false).await?,
+                None => None,
+            };
+            out.push(DecidedRun {
+                run_id,
+                remediation,
+                approval,
+                finding: read_finding(&row)?,
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn plan_actions(
+        &self,
+        owner: &str,
+        run_id: i64,
+        actions: Vec<NewAction>,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let planned = pg_actions::plan(&tx, owner, run_id, &actions, Utc::now()).await?;
+        tx.commit().await?;
+        Ok(planned)
+    }
+
+    async fn claim_actions(
+        &self,
+        owner: &str,
+        lease: std::time::Duration,
+        limit: usize,
+    ) -> Result<Vec<ActionRecord>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let claimed = pg_actions::claim(&tx, owner, Utc::now(), lease, limit).await?;
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn start_action(
+        &self,
+        owner: &str,
+        id: i64,
+        lease: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let started = pg_actions::start(&tx, owner, id, Utc::now(), lease).await?;
+        tx.commit().await?;
+        Ok(started)
+    }
+
+    async fn finish_action(&self, id: i64, outcome: ActionOutcome) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        pg_actions::finish(&tx, id, &outcome, Utc::now()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn started_actions(&self) -> Result<Vec<ActionRecord>, StoreError> {
+        pg_actions::list(&self.client().await?, Some(ActionState::Started)).await
+    }
+
+    async fn retry_action(&self, id: i64) -> Result<Result<(), String>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let result = pg_actions::retry(&tx, id, Utc::now()).await?;
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    async fn actions(&self) -> Result<Vec<ActionRecord>, StoreError> {
+        pg_actions::list(&self.client().await?, None).await
     }
 
     async fn audit_page(&self, after: i64, limit: usize) -> Result<Vec<Entry>, StoreError> {

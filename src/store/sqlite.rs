@@ -10,7 +10,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::sqlite_approvals;
+use super::{
+    ActionOutcome, ActionRecord, ActionState, DecidedRun, NewAction, sqlite_actions,
+    sqlite_approvals,
+};
 use super::{
     CommitOutcome, FindingFilter, RunCommit, RunRecord, Store, StoreError, finding_json, key_bytes,
     key_from_bytes, key_value, parse_data, parse_object, parse_run_status, parse_severity,
@@ -27,6 +30,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/sqlite/0001_core.sql")),
     (2, include_str!("migrations/sqlite/0002_audit.sql")),
     (3, include_str!("migrations/sqlite/0003_approvals.sql")),
+    (4, include_str!("migrations/sqlite/0004_actions.sql")),
 ];
 
 /// The SQLite state store.
@@ -323,6 +327,115 @@ impl Store for SqliteStore {
 
     async fn approval(&self, id: i64) -> Result<Option<Approval>, StoreError> {
         self.with(move |c| sqlite_approvals::load(c, id)).await
+    }
+
+    async fn claim_decided(
+        &self,
+        owner: &str,
+        lease: std::time::Duration,
+        limit: usize,
+    ) -> Result<Vec<DecidedRun>, StoreError> {
+        let owner = owner.to_string();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let claimed = sqlite_actions::claim_decided(&tx, &owner, Utc::now(), lease, limit)?;
+            let mut out = Vec::with_capacity(claimed.len());
+            for (run_id, finding_id, remediation) in claimed {
+                let finding = load_finding(&tx, finding_id)?.ok_or_else(|| {
+                    StoreError::Corrupt(format!("run {run_id}: finding {finding_id} missing"))
+                })?;
+                let approval = match sqlite_actions::approval_of_run(&tx, run_id)? {
+                    Some(id) => sqlite_approvals::load(&tx, id)?,
+                    None => None,
+                };
+                out.push(DecidedRun {
+                    run_id,
+                    remediation,
+                    approval,
+                    finding,
+                });
+            }
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn plan_actions(
+        &self,
+        owner: &str,
+        run_id: i64,
+        actions: Vec<NewAction>,
+    ) -> Result<bool, StoreError> {
+        let owner = owner.to_string();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let planned = sqlite_actions::plan(&tx, &owner, run_id, &actions, Utc::now())?;
+            tx.commit()?;
+            Ok(planned)
+        })
+        .await
+    }
+
+    async fn claim_actions(
+        &self,
+        owner: &str,
+        lease: std::time::Duration,
+        limit: usize,
+    ) -> Result<Vec<ActionRecord>, StoreError> {
+        let owner = owner.to_string();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let claimed = sqlite_actions::claim(&tx, &owner, Utc::now(), lease, limit)?;
+            tx.commit()?;
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn start_action(
+        &self,
+        owner: &str,
+        id: i64,
+        lease: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let owner = owner.to_string();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let started = sqlite_actions::start(&tx, &owner, id, Utc::now(), lease)?;
+            tx.commit()?;
+            Ok(started)
+        })
+        .await
+    }
+
+    async fn finish_action(&self, id: i64, outcome: ActionOutcome) -> Result<(), StoreError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            sqlite_actions::finish(&tx, id, &outcome, Utc::now())?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn started_actions(&self) -> Result<Vec<ActionRecord>, StoreError> {
+        self.with(|c| sqlite_actions::list(c, Some(ActionState::Started)))
+            .await
+    }
+
+    async fn retry_action(&self, id: i64) -> Result<Result<(), String>, StoreError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let result = sqlite_actions::retry(&tx, id, Utc::now())?;
+            tx.commit()?;
+            Ok(result)
+        })
+        .await
+    }
+
+    async fn actions(&self) -> Result<Vec<ActionRecord>, StoreError> {
+        self.with(|c| sqlite_actions::list(c, None)).await
     }
 
     async fn audit_page(&self, after: i64, limit: usize) -> Result<Vec<Entry>, StoreError> {

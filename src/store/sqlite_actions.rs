@@ -1,0 +1,280 @@
+//! SQLite: planning, claiming, starting and finishing actions. Each step is one
+//! transaction holding SQLite's write lock, guarded by the state it expects.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use super::sqlite::{append_in, parse_ts, ts};
+use super::{
+    ActionOutcome, ActionRecord, ActionState, NewAction, StoreError, action_event, idempotency_key,
+    outcome_event,
+};
+use crate::audit::Kind;
+
+fn lease_end(now: DateTime<Utc>, lease: std::time::Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::seconds(60))
+}
+
+/// Claims decided runs with a free lease; returns (run id, finding id, remediation).
+pub(super) fn claim_decided(
+    tx: &Transaction<'_>,
+    owner: &str,
+    now: DateTime<Utc>,
+    lease: std::time::Duration,
+    limit: usize,
+) -> Result<Vec<(i64, i64, String)>, StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "UPDATE remediation_runs SET claimed_by = ?1, claim_expires = ?2
+         WHERE id IN (SELECT id FROM remediation_runs
+                      WHERE state = 'decided' AND (claim_expires IS NULL OR claim_expires < ?3)
+                      ORDER BY id LIMIT ?4)
+         RETURNING id, finding_id, remediation",
+    )?;
+    let rows = stmt.query_map(
+        params![
+            owner,
+            ts(&lease_end(now, lease)),
+            ts(&now),
+            i64::try_from(limit).unwrap_or(i64::MAX)
+        ],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    let mut out: Vec<(i64, i64, String)> = rows.collect::<Result<_, _>>()?;
+    out.sort_by_key(|r| r.0);
+    Ok(out)
+}
+
+/// The approval id of a run, if it has one.
+pub(super) fn approval_of_run(c: &Connection, run_id: i64) -> Result<Option<i64>, StoreError> {
+    Ok(c.query_row(
+        "SELECT id FROM approvals WHERE run_id = ?1",
+        [run_id],
+        |r| r.get(0),
+    )
+    .optional()?)
+}
+
+/// Records a claimed run's actions and moves it to running (or done without actions).
+pub(super) fn plan(
+    tx: &Transaction<'_>,
+    owner: &str,
+    run_id: i64,
+    actions: &[NewAction],
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let next = if actions.is_empty() {
+        "done"
+    } else {
+        "running"
+    };
+    let moved = tx.execute(
+        "UPDATE remediation_runs SET state = ?3, claimed_by = NULL, claim_expires = NULL, updated_at = ?4
+         WHERE id = ?1 AND state IN ('requested', 'decided') AND claimed_by = ?2",
+        params![run_id, owner, next, ts(&now)],
+    )?;
+    if moved == 0 {
+        return Ok(false);
+    }
+    let (finding_id, approval_id): (i64, Option<i64>) = tx.query_row(
+        "SELECT r.finding_id, a.id FROM remediation_runs r LEFT JOIN approvals a ON a.run_id = r.id WHERE r.id = ?1",
+        [run_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO actions (run_id, approval_id, finding_id, position, kind, params, state, idempotency_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7)",
+    )?;
+    for a in actions {
+        insert.execute(params![
+            run_id,
+            approval_id,
+            finding_id,
+            a.position,
+            a.kind,
+            a.params.to_string(),
+            idempotency_key(run_id, a.position)
+        ])?;
+    }
+    Ok(true)
+}
+
+/// Claims pending actions with a free lease.
+pub(super) fn claim(
+    tx: &Transaction<'_>,
+    owner: &str,
+    now: DateTime<Utc>,
+    lease: std::time::Duration,
+    limit: usize,
+) -> Result<Vec<ActionRecord>, StoreError> {
+    let ids: Vec<i64> = {
+        let mut stmt = tx.prepare_cached(
+            "UPDATE actions SET claimed_by = ?1, claim_expires = ?2
+             WHERE id IN (SELECT id FROM actions
+                          WHERE state = 'pending' AND (claim_expires IS NULL OR claim_expires < ?3)
+                          ORDER BY id LIMIT ?4)
+             RETURNING id",
+        )?;
+        stmt.query_map(
+            params![
+                owner,
+                ts(&lease_end(now, lease)),
+                ts(&now),
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+            |r| r.get(0),
+        )?
+        .collect::<Result<_, _>>()?
+    };
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        out.extend(load(tx, id)?);
+    }
+    out.sort_by_key(|a| (a.run_id, a.position));
+    Ok(out)
+}
+
+/// pending → started (attempts + 1) with `action.started`; false if the claim was lost.
+pub(super) fn start(
+    tx: &Transaction<'_>,
+    owner: &str,
+    id: i64,
+    now: DateTime<Utc>,
+    lease: std::time::Duration,
+) -> Result<bool, StoreError> {
+    let moved = tx.execute(
+        "UPDATE actions SET state = 'started', attempts = attempts + 1, started_at = ?3, claim_expires = ?4,
+                finished_at = NULL, result = NULL, error = NULL
+         WHERE id = ?1 AND state = 'pending' AND claimed_by = ?2",
+        params![id, owner, ts(&now), ts(&lease_end(now, lease))],
+    )?;
+    if moved == 0 {
+        return Ok(false);
+    }
+    let a = load(tx, id)?.ok_or_else(|| StoreError::Corrupt(format!("action {id} vanished")))?;
+    let data = serde_json::json!({"type": a.kind, "attempt": a.attempts, "idempotency_key": a.idempotency_key, "params": a.params});
+    append_in(tx, &[action_event(Kind::ActionStarted, &a, data)])?;
+    Ok(true)
+}
+
+/// started → outcome, with its audit entry; the run ends when no action of it is left to run.
+pub(super) fn finish(
+    tx: &Transaction<'_>,
+    id: i64,
+    outcome: &ActionOutcome,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let (result, error) = outcome.columns();
+    let moved = tx.execute(
+        "UPDATE actions SET state = ?2, result = ?3, error = ?4, finished_at = ?5, claimed_by = NULL, claim_expires = NULL
+         WHERE id = ?1 AND state = 'started'",
+        params![id, outcome.state().as_str(), result, error, ts(&now)],
+    )?;
+    if moved == 0 {
+        return Err(StoreError::Conflict {
+            query: format!("action {id}"),
+            expected: 0,
+        });
+    }
+    let a = load(tx, id)?.ok_or_else(|| StoreError::Corrupt(format!("action {id} vanished")))?;
+    append_in(tx, &[outcome_event(&a, outcome)])?;
+    let (open, bad): (i64, i64) = tx.query_row(
+        "SELECT count(*) FILTER (WHERE state IN ('pending', 'started')),
+                count(*) FILTER (WHERE state IN ('failed', 'unknown'))
+         FROM actions WHERE run_id = ?1",
+        [a.run_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if open == 0 {
+        tx.execute(
+            "UPDATE remediation_runs SET state = ?2, updated_at = ?3 WHERE id = ?1 AND state = 'running'",
+            params![a.run_id, if bad > 0 { "failed" } else { "done" }, ts(&now)],
+        )?;
+    }
+    Ok(())
+}
+
+/// failed | unknown → pending, and its run back to running.
+pub(super) fn retry(
+    tx: &Transaction<'_>,
+    id: i64,
+    now: DateTime<Utc>,
+) -> Result<Result<(), String>, StoreError> {
+    let Some(a) = load(tx, id)? else {
+        return Ok(Err(format!("action {id} does not exist")));
+    };
+    if !matches!(a.state, ActionState::Failed | ActionState::Unknown) {
+        return Ok(Err(format!(
+            "action {id} is {}; only failed or unknown actions can be retried",
+            a.state.as_str()
+        )));
+    }
+    tx.execute(
+        "UPDATE actions SET state = 'pending', claimed_by = NULL, claim_expires = NULL WHERE id = ?1",
+        [id],
+    )?;
+    tx.execute(
+        "UPDATE remediation_runs SET state = 'running', updated_at = ?2 WHERE id = ?1",
+        params![a.run_id, ts(&now)],
+    )?;
+    Ok(Ok(()))
+}
+
+const ACTION_SELECT: &str =
+    "SELECT id, run_id, approval_id, finding_id, position, kind, params, state,
+       idempotency_key, attempts, claimed_by, claim_expires, result, error FROM actions";
+
+/// One action.
+pub(super) fn load(c: &Connection, id: i64) -> Result<Option<ActionRecord>, StoreError> {
+    let mut stmt = c.prepare_cached(&format!("{ACTION_SELECT} WHERE id = ?1"))?;
+    stmt.query_row([id], read).optional()?.transpose()
+}
+
+/// Actions in `state` (all when `None`), by id.
+pub(super) fn list(
+    c: &Connection,
+    state: Option<ActionState>,
+) -> Result<Vec<ActionRecord>, StoreError> {
+    let mut stmt = c.prepare_cached(&format!(
+        "{ACTION_SELECT} WHERE (?1 IS NULL OR state = ?1) ORDER BY id"
+    ))?;
+    let rows = stmt.query_map([state.map(|s| s.as_str())], read)?;
+    rows.map(|r| r?).collect()
+}
+
+fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ActionRecord, StoreError>> {
+    let params: String = r.get(6)?;
+    let state: String = r.get(7)?;
+    let claim_expires: Option<String> = r.get(11)?;
+    let result: Option<String> = r.get(12)?;
+    let (id, run_id, approval_id, finding_id, position, kind) = (
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    );
+    let (idempotency_key, attempts, claimed_by, error) =
+        (r.get(8)?, r.get(9)?, r.get(10)?, r.get(13)?);
+    Ok((|| {
+        let json = |s: &str| {
+            serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("action JSON: {e}")))
+        };
+        Ok(ActionRecord {
+            id,
+            run_id,
+            approval_id,
+            finding_id,
+            position,
+            kind,
+            params: json(&params)?,
+            state: ActionState::parse(&state)?,
+            idempotency_key,
+            attempts,
+            claimed_by,
+            claim_expires: claim_expires.as_deref().map(parse_ts).transpose()?,
+            result: result.as_deref().map(json).transpose()?,
+            error,
+        })
+    })())
+}

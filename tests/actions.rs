@@ -1,0 +1,336 @@
+//! Actions through the binary against a real local HTTP server that records what it is asked:
+//! an approved `http` action runs exactly once; failures are kept and `vigilo retry` runs them
+//! again with the same Idempotency-Key; a vigilo killed mid-call leaves the action `unknown`,
+//! never silently repeated; auto-remediation runs at once. Both state stores.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{show, vigilo};
+use serde_json::Value;
+
+/// How the recording server answers.
+#[derive(Clone, Copy, PartialEq)]
+enum Answer {
+    Ok,
+    Fail,
+    /// Read the request, then never answer.
+    Hang,
+}
+
+/// One request the server received: (method, path, Idempotency-Key, body).
+type Seen = (String, String, String, String);
+
+/// A tiny HTTP/1.1 server on a free loopback port that records every request.
+struct Recorder {
+    port: u16,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    answer: Arc<Mutex<Answer>>,
+}
+
+impl Recorder {
+    fn start() -> Recorder {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let answer = Arc::new(Mutex::new(Answer::Ok));
+        let (s, a) = (Arc::clone(&seen), Arc::clone(&answer));
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (s, a) = (Arc::clone(&s), Arc::clone(&a));
+                std::thread::spawn(move || {
+                    let _ = handle(stream, &s, &a);
+                });
+            }
+        });
+        Recorder { port, seen, answer }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn answer(&self, a: Answer) {
+        *self.answer.lock().unwrap() = a;
+    }
+}
+
+fn handle(
+    stream: std::net::TcpStream,
+    seen: &Mutex<Vec<Seen>>,
+    answer: &Mutex<Answer>,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let (method, path) = (
+        parts.next().unwrap_or("").to_string(),
+        parts.next().unwrap_or("").to_string(),
+    );
+    let (mut length, mut key) = (0usize, String::new());
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h)?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = h.split_once(':') {
+            match name.to_ascii_lowercase().as_str() {
+                "content-length" => length = value.trim().parse().unwrap_or(0),
+                "idempotency-key" => key = value.trim().to_string(),
+                _ => {}
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    seen.lock().unwrap().push((
+        method,
+        path,
+        key,
+        String::from_utf8_lossy(&body).into_owned(),
+    ));
+    let a = *answer.lock().unwrap();
+    let mut stream = stream;
+    match a {
+        Answer::Hang => {
+            std::thread::sleep(Duration::from_secs(60));
+            Ok(())
+        }
+        Answer::Ok => stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\ndone:ok"),
+        Answer::Fail => stream.write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\nConnection: close\r\n\r\nboom"),
+    }
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = vigilo(dir, args);
+    assert!(out.status.success(), "{args:?}: {}", show(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn project(state_url: &str, port: u16) -> tempfile::TempDir {
+    let config = format!(
+        "[state]\nurl = \"{state_url}\"\n\n[database.src]\nurl = \"sqlite://src.db\"\n\n\
+         [notifier.ops]\nnotify = [{{ integration = \"console\" }}]\n\n[approver.alice]\n[approver.bob]\n"
+    );
+    let remediation = format!(
+        r#"[approval]
+notifier = "ops"
+approvers = ["alice", "bob"]
+subject = "Deactivate {{{{ row.id }}}}?"
+
+[[action]]
+when = "approve"
+type = "http"
+method = "POST"
+url = "http://127.0.0.1:{port}/deactivate/{{{{ row.id }}}}"
+headers = {{ "X-Finding" = "{{{{ finding.id }}}}" }}
+body = "{{{{ row.owner }}}} by {{{{ approval.decided_by }}}}"
+"#
+    );
+    let auto = format!(
+        "[[action]]\ntype = \"http\"\nurl = \"http://127.0.0.1:{port}/auto/{{{{ row.id }}}}\"\n"
+    );
+    let dir = common::project(&[
+        ("config/vigilo.toml", &config),
+        (
+            "queries/keys.sql",
+            "-- primary_key: id\n-- remediation: deactivate\nselect id, owner from keys order by id\n",
+        ),
+        ("remediations/deactivate.toml", &remediation),
+    ]);
+    rusqlite::Connection::open(dir.path().join("src.db"))
+        .unwrap()
+        .execute_batch("create table keys (id text, owner text); insert into keys values ('k1', 'ann'), ('k2', 'ben');")
+        .unwrap();
+    std::fs::write(dir.path().join("remediations/auto.toml"), auto).unwrap();
+    dir
+}
+
+fn audit_kinds(dir: &Path) -> Vec<String> {
+    let entries: Vec<Value> =
+        serde_json::from_str(&ok(dir, &["audit", "--format", "json"])).unwrap();
+    entries
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn approved_action_runs_once_and_failures_retry(state_url: &str) {
+    let server = Recorder::start();
+    let dir = project(state_url, server.port);
+    let d = dir.path();
+    ok(d, &["scan"]);
+    assert!(server.seen().is_empty(), "nothing runs before a decision");
+
+    let out = ok(d, &["approve", "1", "--as", "alice"]);
+    assert!(out.contains("approval 1 decided: approve"), "{out}");
+    assert!(out.contains("action 1 succeeded"), "{out}");
+    let seen = server.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].0, "POST");
+    assert_eq!(seen[0].1, "/deactivate/k1");
+    assert_eq!(seen[0].2, "vigilo-run1-action0");
+    assert_eq!(seen[0].3, "ann by alice");
+
+    // Nothing runs it again: more scans, more commands.
+    ok(d, &["scan"]);
+    ok(d, &["approvals", "--status", "all"]);
+    refused_retry(d, 1, "action 1 is succeeded");
+    assert_eq!(server.seen().len(), 1, "exactly once");
+
+    // A failing target: recorded with status and body, then retried with the same key.
+    server.answer(Answer::Fail);
+    let out = ok(d, &["approve", "2", "--as", "bob"]);
+    assert!(
+        out.contains("action 2 FAILED") && out.contains("HTTP 500: boom"),
+        "{out}"
+    );
+    server.answer(Answer::Ok);
+    let out = ok(d, &["retry", "2"]);
+    assert!(out.contains("action 2 succeeded"), "{out}");
+    let seen = server.seen();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(
+        seen[1].2, seen[2].2,
+        "a retry sends the same Idempotency-Key"
+    );
+
+    let kinds = audit_kinds(d);
+    for (kind, n) in [
+        ("action.started", 3),
+        ("action.succeeded", 2),
+        ("action.failed", 1),
+    ] {
+        assert_eq!(
+            kinds.iter().filter(|k| *k == kind).count(),
+            n,
+            "{kind}: {kinds:?}"
+        );
+    }
+    assert!(ok(d, &["audit", "verify"]).contains("intact"));
+}
+
+fn refused_retry(dir: &Path, id: i64, needle: &str) {
+    let out = vigilo(dir, &["retry", &id.to_string()]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(needle),
+        "{}",
+        show(&out)
+    );
+}
+
+#[tokio::test]
+async fn actions_on_sqlite() {
+    let state = tempfile::tempdir().unwrap();
+    approved_action_runs_once_and_failures_retry(&format!(
+        "sqlite://{}",
+        state.path().join("s.db").display()
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn actions_on_postgres() {
+    let db = common::PgDb::new("actions").await;
+    approved_action_runs_once_and_failures_retry(&db.url).await;
+}
+
+/// SIGKILL while the http call is in flight: after a restart the action is `unknown`, not repeated.
+async fn killed_mid_call_is_unknown_never_repeated(state_url: &str) {
+    let server = Recorder::start();
+    let dir = project(state_url, server.port);
+    let d = dir.path();
+    ok(d, &["scan"]);
+    server.answer(Answer::Hang);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vigilo"))
+        .arg("--dir")
+        .arg(d)
+        .args(["approve", "1", "--as", "alice"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while server.seen().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the action never called the server"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL: no chance to record anything
+    child.wait().unwrap();
+    assert!(
+        ok(d, &["audit", "verify"]).contains("intact"),
+        "the chain survives a kill"
+    );
+
+    server.answer(Answer::Ok);
+    let out = ok(d, &["scan"]);
+    assert!(!out.contains("action 1 succeeded"), "{out}");
+    assert_eq!(server.seen().len(), 1, "the restart did not call again");
+    let kinds = audit_kinds(d);
+    assert!(kinds.contains(&"action.failed".to_string()), "{kinds:?}");
+    let entries: Vec<Value> = serde_json::from_str(&ok(d, &["audit", "--format", "json"])).unwrap();
+    let failed = entries
+        .iter()
+        .find(|e| e["kind"] == "action.failed")
+        .unwrap();
+    assert_eq!(failed["data"]["outcome"], "unknown", "{failed}");
+    assert!(ok(d, &["audit", "verify"]).contains("intact"));
+
+    // A person checks and retries: it runs, with the same key.
+    let out = ok(d, &["retry", "1"]);
+    assert!(out.contains("action 1 succeeded"), "{out}");
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].2, seen[1].2);
+}
+
+#[tokio::test]
+async fn killed_mid_call_on_sqlite() {
+    let state = tempfile::tempdir().unwrap();
+    killed_mid_call_is_unknown_never_repeated(&format!(
+        "sqlite://{}",
+        state.path().join("s.db").display()
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn killed_mid_call_on_postgres() {
+    let db = common::PgDb::new("killed").await;
+    killed_mid_call_is_unknown_never_repeated(&db.url).await;
+}
+
+#[tokio::test]
+async fn auto_remediation_runs_at_once() {
+    let server = Recorder::start();
+    let state = tempfile::tempdir().unwrap();
+    let dir = project(
+        &format!("sqlite://{}", state.path().join("s.db").display()),
+        server.port,
+    );
+    let d = dir.path();
+    std::fs::write(
+        d.join("queries/auto.sql"),
+        "-- primary_key: id\n-- remediation: auto\nselect id from keys where id = 'k2'\n",
+    )
+    .unwrap();
+    let out = ok(d, &["scan", "auto"]);
+    assert!(out.contains("succeeded"), "{out}");
+    let seen = server.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].1, "/auto/k2");
+    ok(d, &["scan", "auto"]);
+    assert_eq!(server.seen().len(), 1, "no new finding, no new action");
+}
