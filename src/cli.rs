@@ -147,6 +147,13 @@ pub enum Command {
 pub enum AuditCommand {
     /// Check the hash chain: exit 0 when intact, 1 naming the first bad entry.
     Verify,
+    /// Write one JSON file per decided or expired approval under DIR
+    /// (REMEDIATION/YYYY/MM/DD/ID-APPROVED|DENIED|EXPIRED-HH-MM-SS.json).
+    Export {
+        /// Where to write.
+        #[arg(value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 /// `--status` of `vigilo approvals`.
@@ -279,6 +286,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Audit { format, command } => match command {
             None => audit_list(&dir, format).await,
             Some(AuditCommand::Verify) => audit_verify(&dir).await,
+            Some(AuditCommand::Export { out }) => {
+                let project = load(&dir)?;
+                let store = open_settled(&project).await?;
+                let files = crate::export::export(&project, store.as_ref(), &out).await?;
+                println!("exported {} approval(s) to {}", files.len(), out.display());
+                Ok(ExitCode::SUCCESS)
+            }
         },
         Command::Demo => crate::demo::run().await,
     }

@@ -9,6 +9,7 @@
 //! - [`scan`]: one run of one query: source → diff → store, in one transaction.
 //! - [`remediate`]: moves remediation runs along: requested → pending approval; timeouts.
 //! - [`scheduler`]: `vigilo run`: every enabled query on its schedule, bounded, with graceful shutdown.
+//! - [`export`]: `vigilo audit export`: one evidence file per settled approval.
 //! - [`finding`]: the finding record and its JSON shape.
 //! - [`action`]: rendering a decision's actions and running one (`http`); the only module that calls targets.
 //! - [`approval`]: the approval state machine: who may vote, thresholds, timeouts.
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod diff;
+pub mod export;
 pub mod finding;
 pub mod output;
 pub mod remediate;

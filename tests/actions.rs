@@ -203,6 +203,32 @@ async fn approved_action_runs_once_and_failures_retry(state_url: &str) {
         "a retry sends the same Idempotency-Key"
     );
 
+    // Evidence: one file per decided approval, APPROVED because the decision ran actions.
+    let out_dir = tempfile::tempdir().unwrap();
+    assert!(
+        ok(d, &["audit", "export", out_dir.path().to_str().unwrap()])
+            .contains("exported 2 approval(s)")
+    );
+    let files = common::files_under(out_dir.path());
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(
+        common::is_export_name(&files[0], "deactivate", 1, "APPROVED"),
+        "{files:?}"
+    );
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(out_dir.path().join(&files[0])).unwrap()).unwrap();
+    assert_eq!(doc["approval"]["votes"][0]["by"], "alice");
+    assert_eq!(doc["approval"]["decision"], "approve");
+    assert_eq!(doc["finding"]["key"]["id"], "k1");
+    assert_eq!(doc["actions"][0]["state"], "succeeded");
+    assert!(
+        doc["audit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "approval.decided")
+    );
+
     let kinds = audit_kinds(d);
     for (kind, n) in [
         ("action.started", 3),

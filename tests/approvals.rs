@@ -265,5 +265,24 @@ async fn timeouts_settle_after_vigilo_was_stopped() {
         audit.contains("approval.expired") && audit.contains("on_timeout"),
         "{audit}"
     );
+    // Evidence: on_timeout chose an option that runs no action (DENIED); the other EXPIRED.
+    let out = tempfile::tempdir().unwrap();
+    ok(d, &["audit", "export", out.path().to_str().unwrap()]);
+    let files = common::files_under(out.path());
+    assert_eq!(files.len(), 2, "{files:?}");
+    let keep_id = keep["id"].as_i64().unwrap();
+    let expired_id = expired["id"].as_i64().unwrap();
+    assert!(
+        files
+            .iter()
+            .any(|f| common::is_export_name(f, "short_keep", keep_id, "DENIED")),
+        "{files:?}"
+    );
+    assert!(
+        files
+            .iter()
+            .any(|f| common::is_export_name(f, "short_expire", expired_id, "EXPIRED")),
+        "{files:?}"
+    );
     assert!(ok(d, &["audit", "verify"]).contains("intact"));
 }

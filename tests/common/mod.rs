@@ -132,3 +132,35 @@ pub fn show(o: &std::process::Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+/// Every file under `dir`, as paths relative to it with `/` separators, sorted.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(base, &path, out);
+            } else if let Ok(rel) = path.strip_prefix(base) {
+                out.push(rel.to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Whether `name` is `REMEDIATION/YYYY/MM/DD/ID-OUTCOME-HH-MM-SS.json` for these values.
+pub fn is_export_name(name: &str, remediation: &str, id: i64, outcome: &str) -> bool {
+    let parts: Vec<&str> = name.split('/').collect();
+    let digits = |s: &str, n: usize| s.len() == n && s.chars().all(|c| c.is_ascii_digit());
+    parts.len() == 5
+        && parts[0] == remediation
+        && digits(parts[1], 4)
+        && digits(parts[2], 2)
+        && digits(parts[3], 2)
+        && parts[4].starts_with(&format!("{id}-{outcome}-"))
+        && parts[4].ends_with(".json")
+        && parts[4].len() == format!("{id}-{outcome}-00-00-00.json").len()
+}

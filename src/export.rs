@@ -1,0 +1,105 @@
+//! `vigilo audit export DIR`: one JSON file of evidence per decided or expired approval.
+//!
+//! Layout: `DIR/REMEDIATION/YYYY/MM/DD/APPROVAL_ID-APPROVED|DENIED|EXPIRED-HH-MM-SS.json`,
+//! dated by the decision (UTC). APPROVED when the winning option runs actions,
+//! DENIED when it runs none, EXPIRED when time ran out without `on_timeout`.
+//! Each file holds the approval with every vote, the finding, the actions'
+//! results and the approval's audit entries.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use crate::approval::{Approval, Status};
+use crate::config::Project;
+use crate::store::{Store, StoreError};
+
+/// Why an export failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The outcome word of a settled approval, or `None` while it is pending.
+pub fn outcome(project: &Project, a: &Approval) -> Option<&'static str> {
+    match a.status {
+        Status::Pending => None,
+        Status::Expired => Some("EXPIRED"),
+        Status::Decided => {
+            let runs_actions = project.remediations.get(&a.remediation).is_some_and(|r| {
+                r.actions
+                    .iter()
+                    .any(|act| act.when.is_some() && act.when == a.decision)
+            });
+            Some(if runs_actions { "APPROVED" } else { "DENIED" })
+        }
+    }
+}
+
+/// The file an approval is exported to, relative to the export directory.
+pub fn file_name(a: &Approval, outcome: &str) -> PathBuf {
+    let at = a.decided_at.unwrap_or(a.requested_at);
+    Path::new(&a.remediation)
+        .join(at.format("%Y").to_string())
+        .join(at.format("%m").to_string())
+        .join(at.format("%d").to_string())
+        .join(format!("{}-{outcome}-{}.json", a.id, at.format("%H-%M-%S")))
+}
+
+/// Writes every settled approval under `dir`; returns the files written.
+pub async fn export(
+    project: &Project,
+    store: &dyn Store,
+    dir: &Path,
+) -> Result<Vec<PathBuf>, ExportError> {
+    let approvals = store.approvals(false).await?;
+    let actions = store.actions().await?;
+    let mut audit = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.audit_page(after, 10_000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        audit.extend(page.into_iter().filter(|e| e.approval_id.is_some()));
+    }
+    let mut written = Vec::new();
+    for a in &approvals {
+        let Some(word) = outcome(project, a) else {
+            continue;
+        };
+        let finding = store.finding(a.finding_id).await?;
+        let doc = json!({
+            "outcome": word,
+            "approval": a,
+            "finding": finding,
+            "actions": actions.iter().filter(|x| x.approval_id == Some(a.id)).collect::<Vec<_>>(),
+            "audit": audit.iter().filter(|e| e.approval_id == Some(a.id)).collect::<Vec<_>>(),
+        });
+        let path = dir.join(file_name(a, word));
+        let write = |path: &Path| -> std::io::Result<()> {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(
+                path,
+                serde_json::to_vec_pretty(&doc).map_err(std::io::Error::other)?,
+            )
+        };
+        write(&path).map_err(|source| ExportError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        written.push(path);
+    }
+    Ok(written)
+}
