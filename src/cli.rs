@@ -139,7 +139,11 @@ pub enum Command {
         command: Option<AuditCommand>,
     },
     /// Show the whole loop in a temporary project with nothing else running.
-    Demo,
+    Demo {
+        /// Approve every request instead of asking at the terminal.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// `vigilo audit …`.
@@ -294,7 +298,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
         },
-        Command::Demo => crate::demo::run().await,
+        Command::Demo { yes } => crate::demo::run(yes).await,
     }
 }
 

@@ -411,13 +411,35 @@ async fn run_schedules_repeatedly_never_overlaps_and_stops_cleanly_on_sigterm() 
 
 #[test]
 fn demo_runs_the_loop() {
-    let out = Command::new(env!("CARGO_BIN_EXE_vigilo"))
-        .arg("demo")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", show(&out));
-    let s = stdout(&out);
-    assert!(s.contains("AKIAEXAMPLE000000006"), "{s}");
-    assert_eq!(scan_row(&out, "iam_access_key_stale")[1], "ok");
-    assert!(s.contains("resolved"), "{s}");
+    for args in [vec!["demo", "--yes"], vec!["demo"]] {
+        // Without --yes and without a terminal, the demo approves everything too.
+        let out = Command::new(env!("CARGO_BIN_EXE_vigilo"))
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", show(&out));
+        let s = stdout(&out);
+        assert_eq!(
+            scan_row(&out, "iam_access_key_stale")[1..4],
+            ["ok", "5", "5"],
+            "{s}"
+        );
+        assert!(s.contains("approval 5 requested"), "{s}");
+        assert!(
+            s.contains("approval 1: deactivate decided by alice, bob"),
+            "{s}"
+        );
+        for id in 1..=5 {
+            assert!(s.contains(&format!("action {id} succeeded")), "{s}");
+        }
+        assert_eq!(
+            s.matches("target received: POST /iam/update_access_key")
+                .count(),
+            5,
+            "{s}"
+        );
+        assert!(s.contains("5 resolved"), "{s}");
+        assert!(s.contains("audit trail intact"), "{s}");
+    }
 }
