@@ -658,6 +658,19 @@ async fn run_scheduler(dir: &Path) -> Result<ExitCode> {
     record_config_loaded(&project, store.as_ref(), "scheduler").await?;
     let scanner = Arc::new(Scanner::new(Arc::clone(&project), store)?);
     let shutdown = CancellationToken::new();
+    if let Some(server) = &project.server {
+        let listener = tokio::net::TcpListener::bind(&server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} ([server] listen)", server.listen))?;
+        tracing::info!(listen = %server.listen, "HTTP server started");
+        let state = crate::server::AppState::new(Arc::clone(&project), Arc::clone(scanner.store()));
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::server::serve(listener, state, stop).await {
+                tracing::error!(error = %e, "HTTP server stopped");
+            }
+        });
+    }
     let mut scheduler = tokio::spawn(crate::scheduler::run(scanner, shutdown.clone()));
     let mut signals = Signals::new()?;
     tokio::select! {

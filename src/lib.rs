@@ -17,6 +17,8 @@
 //! - [`output`]: tables, JSON and CSV for the terminal.
 //! - [`template`]: minijinja templates of remediation files, checked at load, strict when rendered.
 //! - [`demo`]: `vigilo demo`, the whole loop in a temporary project.
+//! - [`server`]: the HTTP server of `vigilo run`: health, approval pages, API, dashboard.
+//! - [`token`]: HMAC-signed approval link tokens: one approval, one approver, until the deadline.
 //! - [`cli`]: the command line.
 
 pub mod action;
@@ -33,6 +35,8 @@ pub mod remediate;
 pub mod scan;
 pub mod schedule;
 pub mod scheduler;
+pub mod server;
 pub mod source;
 pub mod store;
 pub mod template;
+pub mod token;

@@ -82,9 +82,10 @@ pub async fn process_requested(
         };
         match new_approval(project, &run, approval) {
             Ok(new) => {
-                let subject = new.subject.clone();
+                let (subject, approvers, deadline) =
+                    (new.subject.clone(), new.approvers.clone(), new.deadline);
                 if let Some(id) = store.open_approval(owner, new).await? {
-                    announce(project, approval, id, &subject, &run);
+                    announce(project, approval, id, &subject, &run, &approvers, deadline);
                     progress.opened.push((id, subject));
                 }
             }
@@ -283,8 +284,42 @@ pub fn expand_approvers(project: &Project, names: &[String]) -> Vec<String> {
     out.into_iter().collect()
 }
 
+/// Per-approver approval links, when `[server] secret` is set (base: `base_url`, else `http://LISTEN`).
+pub fn links(
+    project: &Project,
+    id: i64,
+    approvers: &[String],
+    deadline: Option<chrono::DateTime<Utc>>,
+) -> Vec<(String, String)> {
+    let Some(server) = &project.server else {
+        return Vec::new();
+    };
+    let Some(secret) = &server.secret else {
+        return Vec::new();
+    };
+    let base = server
+        .base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", server.listen));
+    approvers
+        .iter()
+        .map(|a| {
+            let token = crate::token::issue(secret.expose(), id, a, deadline);
+            (a.clone(), format!("{base}/approvals/{id}?token={token}"))
+        })
+        .collect()
+}
+
 /// Tells the notifier's console targets about a new approval (other integrations come with their own modules).
-fn announce(project: &Project, a: &ApprovalConfig, id: i64, subject: &str, run: &RequestedRun) {
+fn announce(
+    project: &Project,
+    a: &ApprovalConfig,
+    id: i64,
+    subject: &str,
+    run: &RequestedRun,
+    approvers: &[String],
+    deadline: Option<chrono::DateTime<Utc>>,
+) {
     let Some(notifier) = project.notifiers.get(&a.notifier) else {
         return;
     };
@@ -299,6 +334,9 @@ fn announce(project: &Project, a: &ApprovalConfig, id: i64, subject: &str, run: 
                     run.finding.query,
                     options.join(", ")
                 );
+                for (approver, link) in links(project, id, approvers, deadline) {
+                    println!("  {approver}: {link}");
+                }
             }
             Some(other) => tracing::warn!(
                 approval = id,

@@ -1,0 +1,370 @@
+//! The HTTP server of `vigilo run` (interface.md section 6).
+//!
+//! `GET /approvals/ID?token=T` renders the approval and changes nothing (link
+//! scanners and previews must not vote); `POST /approvals/ID` records the vote of
+//! the approver the token names. A bad, foreign or expired token gets 403 and
+//! changes nothing. Pages are server-rendered templates, usable without
+//! JavaScript. `/api/*` needs `Authorization: Bearer API_TOKEN`.
+
+use std::sync::Arc;
+
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::Utc;
+use minijinja::value::Serde;
+use minijinja::{Environment, context};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::approval::{Transition, Vote};
+use crate::config::Project;
+use crate::finding::Status;
+use crate::store::{FindingFilter, Store};
+use crate::token::{self, TokenError};
+
+/// What every handler needs.
+#[derive(Clone)]
+pub struct AppState {
+    /// The loaded project (secrets, remediations).
+    pub project: Arc<Project>,
+    /// The state store.
+    pub store: Arc<dyn Store>,
+    /// Page templates, HTML-escaped.
+    templates: Arc<Environment<'static>>,
+}
+
+impl AppState {
+    /// State for `project` on `store`.
+    pub fn new(project: Arc<Project>, store: Arc<dyn Store>) -> AppState {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        // Templates are ours and fixed; a broken one fails the first request that uses it, and the tests.
+        for (name, source) in [
+            ("layout.html", include_str!("web/layout.html")),
+            ("approval.html", include_str!("web/approval.html")),
+            ("message.html", include_str!("web/message.html")),
+            ("dashboard.html", include_str!("web/dashboard.html")),
+        ] {
+            if let Err(e) = env.add_template(name, source) {
+                tracing::error!(template = name, error = %e, "page template does not parse");
+            }
+        }
+        AppState {
+            project,
+            store,
+            templates: Arc::new(env),
+        }
+    }
+
+    fn render(&self, name: &str, ctx: minijinja::Value) -> Result<Html<String>, Box<Response>> {
+        self.templates
+            .get_template(name)
+            .and_then(|t| t.render(ctx))
+            .map(Html)
+            .map_err(|e| {
+                tracing::error!(template = name, error = %e, "cannot render page");
+                Box::new((StatusCode::INTERNAL_SERVER_ERROR, "cannot render page").into_response())
+            })
+    }
+
+    fn message(
+        &self,
+        status: StatusCode,
+        title: &str,
+        text: &str,
+        approval_id: Option<i64>,
+    ) -> Response {
+        let class = if status.is_success() { "good" } else { "bad" };
+        match self.render("message.html", context! { title, text, class, approval_id }) {
+            Ok(html) => (status, html).into_response(),
+            Err(r) => *r,
+        }
+    }
+}
+
+/// The routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/healthz", get(healthz))
+        .route("/approvals/{id}", get(approval_page).post(approval_vote))
+        .route("/api/findings", get(api_findings))
+        .route("/api/approvals", get(api_approvals))
+        .route("/api/audit", get(api_audit))
+        .with_state(state)
+}
+
+/// Serves on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+async fn healthz(State(s): State<AppState>) -> Response {
+    match s.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "health check: state store does not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, "state store unavailable\n").into_response()
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct VoteForm {
+    token: String,
+    option: String,
+    reason: Option<String>,
+}
+
+/// Checks a link token against `server.secret`; the error is the 403 page.
+fn grant(s: &AppState, token: Option<&str>, id: i64) -> Result<token::Grant, Box<Response>> {
+    let secret = s
+        .project
+        .server
+        .as_ref()
+        .and_then(|srv| srv.secret.as_ref());
+    let Some(secret) = secret else {
+        return Err(Box::new(s.message(
+            StatusCode::FORBIDDEN,
+            "Approval links are disabled",
+            "This vigilo has no [server] secret, so it cannot check approval links.",
+            Some(id),
+        )));
+    };
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return Err(Box::new(s.message(
+            StatusCode::FORBIDDEN,
+            "Link not valid",
+            "This link has no token.",
+            Some(id),
+        )));
+    };
+    token::verify(secret.expose(), token, id, Utc::now()).map_err(|e| {
+        let text = match e {
+            TokenError::Expired => "This link has expired with its approval.",
+            TokenError::OtherApproval => "This link belongs to another approval.",
+            TokenError::Invalid => "This link is not valid.",
+        };
+        Box::new(s.message(StatusCode::FORBIDDEN, "Link not valid", text, Some(id)))
+    })
+}
+
+async fn approval_page(
+    State(s): State<AppState>,
+    Path(id): Path<i64>,
+    Query(q): Query<TokenQuery>,
+) -> Response {
+    let grant = match grant(&s, q.token.as_deref(), id) {
+        Ok(g) => g,
+        Err(r) => return *r,
+    };
+    let (approval, finding) = match s.store.approval(id).await {
+        Ok(Some(a)) => match s.store.finding(a.finding_id).await {
+            Ok(f) => (a, f),
+            Err(e) => return internal(&s, e),
+        },
+        Ok(None) => return s.message(StatusCode::NOT_FOUND, "No such approval", "", Some(id)),
+        Err(e) => return internal(&s, e),
+    };
+    match s.render(
+        "approval.html",
+        context! {
+            approval => Serde(&approval),
+            finding => Serde(&finding),
+            approver => grant.approver,
+            token => q.token,
+        },
+    ) {
+        Ok(html) => ([(header::CACHE_CONTROL, "no-store")], html).into_response(),
+        Err(r) => *r,
+    }
+}
+
+async fn approval_vote(
+    State(s): State<AppState>,
+    Path(id): Path<i64>,
+    Form(f): Form<VoteForm>,
+) -> Response {
+    let grant = match grant(&s, Some(&f.token), id) {
+        Ok(g) => g,
+        Err(r) => return *r,
+    };
+    let vote = Vote {
+        by: grant.approver.clone(),
+        option: f.option.clone(),
+        reason: f.reason.filter(|r| !r.trim().is_empty()),
+        channel: "web".into(),
+        at: Utc::now(),
+    };
+    match s.store.vote(id, vote).await {
+        Ok(Ok(Transition::VoteDecides { option, by, .. })) => s.message(
+            StatusCode::OK,
+            "Decided",
+            &format!(
+                "Your vote decided it: {option} (by {}). The actions run shortly.",
+                by.join(", ")
+            ),
+            Some(id),
+        ),
+        Ok(Ok(_)) => s.message(
+            StatusCode::OK,
+            "Vote recorded",
+            &format!(
+                "{} voted {}. More approvals are needed before anything runs.",
+                grant.approver, f.option
+            ),
+            Some(id),
+        ),
+        Ok(Err(refusal)) => s.message(
+            StatusCode::CONFLICT,
+            "Vote refused",
+            &refusal.to_string(),
+            Some(id),
+        ),
+        Err(e) => internal(&s, e),
+    }
+}
+
+fn internal(s: &AppState, e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "request failed");
+    s.message(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Something went wrong",
+        "The error is in vigilo's log.",
+        None,
+    )
+}
+
+async fn dashboard(State(s): State<AppState>) -> Response {
+    let pending = match s.store.approvals(true).await {
+        Ok(p) => p,
+        Err(e) => return internal(&s, e),
+    };
+    let open = FindingFilter {
+        query: None,
+        status: Some(Status::Open),
+    };
+    let open_findings = match s.store.findings(&open).await {
+        Ok(f) => f.len(),
+        Err(e) => return internal(&s, e),
+    };
+    let audit = match s.store.audit_head().await {
+        Ok((head, _)) => s
+            .store
+            .audit_page((head - 20).max(0), 20)
+            .await
+            .unwrap_or_default(),
+        Err(e) => return internal(&s, e),
+    };
+    match s.render(
+        "dashboard.html",
+        context! { pending => Serde(&pending), open_findings, audit => Serde(&audit) },
+    ) {
+        Ok(html) => html.into_response(),
+        Err(r) => *r,
+    }
+}
+
+/// `Authorization: Bearer API_TOKEN`, compared in constant time.
+fn authorized(s: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let Some(expected) = s
+        .project
+        .server
+        .as_ref()
+        .and_then(|srv| srv.api_token.as_ref())
+    else {
+        let disabled = (
+            StatusCode::FORBIDDEN,
+            "the API is disabled: set [server] api_token\n",
+        );
+        return Err(Box::new(disabled.into_response()));
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if constant_time_eq(presented.as_bytes(), expected.expose().as_bytes()) {
+        Ok(())
+    } else {
+        Err(Box::new(
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "missing or wrong bearer token\n",
+            )
+                .into_response(),
+        ))
+    }
+}
+
+/// Equality whose time does not depend on where the inputs differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn api_findings(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return *r;
+    }
+    match s.store.findings(&FindingFilter::default()).await {
+        Ok(list) => Json(list).into_response(),
+        Err(e) => internal(&s, e),
+    }
+}
+
+async fn api_approvals(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return *r;
+    }
+    match s.store.approvals(false).await {
+        Ok(list) => Json(list).into_response(),
+        Err(e) => internal(&s, e),
+    }
+}
+
+async fn api_audit(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return *r;
+    }
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        match s.store.audit_page(after, 10_000).await {
+            Ok(page) if page.is_empty() => break,
+            Ok(page) => {
+                after = page.last().map_or(after, |e| e.seq);
+                all.extend(page);
+            }
+            Err(e) => return internal(&s, e),
+        }
+    }
+    Json(all).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn constant_time_eq_is_equality() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}
