@@ -50,8 +50,26 @@ fn token_of(url: &str) -> String {
     url.split("token=").nth(1).unwrap().to_string()
 }
 
-#[tokio::test]
-async fn approval_pages_vote_only_with_the_right_token() {
+/// A project with two approvals, scanned, and `vigilo run` serving it.
+struct Served {
+    _dir: tempfile::TempDir,
+    _server: Running,
+    port: u16,
+    links: Vec<(i64, String, String)>,
+}
+
+impl Served {
+    fn link(&self, id: i64, who: &str) -> String {
+        self.links
+            .iter()
+            .find(|l| l.0 == id && l.1 == who)
+            .unwrap()
+            .2
+            .clone()
+    }
+}
+
+async fn served() -> Served {
     let port = free_port();
     let config = format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\nsecret = \"{SECRET}\"\napi_token = \"{API_TOKEN}\"\n\n\
@@ -105,10 +123,13 @@ options = [
             .unwrap(),
     );
     let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
     let start = Instant::now();
     loop {
-        if let Ok(r) = http.get(format!("{base}/healthz")).send().await {
+        if let Ok(r) = http
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+        {
             assert_eq!(r.status(), 200);
             break;
         }
@@ -118,7 +139,21 @@ options = [
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Served {
+        _dir: dir,
+        _server,
+        port,
+        links,
+    }
+}
 
+#[tokio::test]
+async fn approval_pages_vote_only_with_the_right_token() {
+    let served = served().await;
+    let port = served.port;
+    let link = |id: i64, who: &str| served.link(id, who);
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
     // GET renders the finding and the options, escaped, and changes nothing.
     for _ in 0..2 {
         let page = http.get(link(1, "alice")).send().await.unwrap();
@@ -264,4 +299,67 @@ options = [
         html.contains("Pending approvals") && html.contains("Deactivate &lt;k2&gt;?"),
         "{html}"
     );
+}
+
+/// Runs headless Chromium with the flags this machine needs, plus `args`.
+fn chromium(profile: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--window-size=1000,1000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .output();
+    match out {
+        Ok(o) => o,
+        Err(e) => panic!(
+            "headless Chromium is required for this test (Debian package chromium; scripts/test installs it): {e}"
+        ),
+    }
+}
+
+#[tokio::test]
+async fn approval_page_renders_in_headless_chromium() {
+    let served = served().await;
+    let url = served.link(1, "alice");
+    let tmp = tempfile::tempdir().unwrap();
+    let dom = chromium(&tmp.path().join("profile-dom"), &["--dump-dom", &url]);
+    let html = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        html.contains("Deactivate now") && html.contains("Keep it"),
+        "options not rendered:\n{html}\n{}",
+        show(&dom)
+    );
+    assert!(html.contains("<form method=\"post\""), "{html}");
+
+    let shot = tmp.path().join("approval.png");
+    let out = chromium(
+        &tmp.path().join("profile-shot"),
+        &[&format!("--screenshot={}", shot.display()), &url],
+    );
+    assert!(shot.exists(), "no screenshot: {}", show(&out));
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let pixels = &buf[..info.buffer_size()];
+    let step = info.color_type.samples();
+    let first = &pixels[..step];
+    let differing = pixels.chunks(step).filter(|p| *p != first).count();
+    assert!(
+        differing > pixels.len() / step / 100,
+        "the screenshot is blank ({differing} pixels differ from the first)"
+    );
+    // Rendering the page in a browser voted nothing.
+    let approvals = common::vigilo(served._dir.path(), &["approvals", "--format", "json"]);
+    let list: Value = serde_json::from_slice(&approvals.stdout).unwrap();
+    assert_eq!(list[0]["votes"].as_array().unwrap().len(), 0, "{list}");
 }
