@@ -103,14 +103,6 @@ options = [
     assert!(scan.status.success(), "{}", show(&scan));
     let links = links(&String::from_utf8_lossy(&scan.stdout));
     assert_eq!(links.len(), 4, "{links:?}");
-    let link = |id: i64, who: &str| {
-        links
-            .iter()
-            .find(|l| l.0 == id && l.1 == who)
-            .unwrap()
-            .2
-            .clone()
-    };
 
     let _server = Running(
         Command::new(env!("CARGO_BIN_EXE_vigilo"))
