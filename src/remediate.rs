@@ -59,14 +59,9 @@ pub async fn process_requested(
         .claim_requested(owner, CLAIM_LEASE, CLAIM_BATCH)
         .await?
     {
-        let Some(remediation) = project.remediations.get(&run.remediation) else {
-            progress.failed.push((
-                run.run_id,
-                format!(
-                    "remediation {} is no longer in the project",
-                    run.remediation
-                ),
-            ));
+        let Some(remediation) =
+            remediation_of(project, run.run_id, &run.remediation, &mut progress)
+        else {
             continue;
         };
         let Some(approval) = &remediation.approval else {
@@ -106,14 +101,9 @@ pub async fn plan_decided(
 ) -> Result<Progress, RemediateError> {
     let mut progress = Progress::default();
     for run in store.claim_decided(owner, CLAIM_LEASE, CLAIM_BATCH).await? {
-        let Some(remediation) = project.remediations.get(&run.remediation) else {
-            progress.failed.push((
-                run.run_id,
-                format!(
-                    "remediation {} is no longer in the project",
-                    run.remediation
-                ),
-            ));
+        let Some(remediation) =
+            remediation_of(project, run.run_id, &run.remediation, &mut progress)
+        else {
             continue;
         };
         let mut ctx = context(project, &run.finding);
@@ -201,6 +191,23 @@ pub async fn step(
         .extend(plan_decided(project, store, owner).await?.failed);
     let ran = execute_pending(store, owner, client).await?;
     Ok((progress, ran))
+}
+
+/// The remediation a run names, or a recorded failure when the project no longer has it.
+fn remediation_of<'p>(
+    project: &'p Project,
+    run_id: i64,
+    name: &str,
+    progress: &mut Progress,
+) -> Option<&'p crate::config::Remediation> {
+    let found = project.remediations.get(name);
+    if found.is_none() {
+        progress.failed.push((
+            run_id,
+            format!("remediation {name} is no longer in the project"),
+        ));
+    }
+    found
 }
 
 /// Applies the timeout of every pending approval whose deadline has passed.

@@ -269,17 +269,12 @@ impl Store for PgStore {
         let claimed = pg_approvals::claim(&tx, owner, Utc::now(), lease, limit).await?;
         let mut out = Vec::with_capacity(claimed.len());
         for (run_id, finding_id, remediation, requested_by) in claimed {
-            let row = tx
-                .query_opt(&format!("{FINDING_SELECT} WHERE f.id = $1"), &[&finding_id])
-                .await?
-                .ok_or_else(|| {
-                    StoreError::Corrupt(format!("run {run_id}: finding {finding_id} missing"))
-                })?;
+            let finding = finding_of_run(&tx, run_id, finding_id).await?;
             out.push(RequestedRun {
                 run_id,
                 remediation,
                 requested_by,
-                finding: read_finding(&row)?,
+                finding,
             });
         }
         tx.commit().await?;
@@ -337,12 +332,7 @@ impl Store for PgStore {
         let claimed = pg_actions::claim_decided(&tx, owner, Utc::now(), lease, limit).await?;
         let mut out = Vec::with_capacity(claimed.len());
         for (run_id, finding_id, remediation) in claimed {
-            let row = tx
-                .query_opt(&format!("{FINDING_SELECT} WHERE f.id = $1"), &[&finding_id])
-                .await?
-                .ok_or_else(|| {
-                    StoreError::Corrupt(format!("run {run_id}: finding {finding_id} missing"))
-                })?;
+            let finding = finding_of_run(&tx, run_id, finding_id).await?;
             let approval = match pg_actions::approval_of_run(&tx, run_id).await? {
                 Some(id) => pg_approvals::load(&tx, id, false).await?,
                 None => None,
@@ -351,7 +341,7 @@ impl Store for PgStore {
                 run_id,
                 remediation,
                 approval,
-                finding: read_finding(&row)?,
+                finding,
             });
         }
         tx.commit().await?;
@@ -509,6 +499,21 @@ pub(super) async fn append_in(
     )
     .await?;
     Ok(seqs)
+}
+
+/// The finding a claimed run is about.
+async fn finding_of_run<C: deadpool_postgres::GenericClient>(
+    c: &C,
+    run_id: i64,
+    finding_id: i64,
+) -> Result<Finding, StoreError> {
+    let row = c
+        .query_opt(&format!("{FINDING_SELECT} WHERE f.id = $1"), &[&finding_id])
+        .await?
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!("run {run_id}: finding {finding_id} missing"))
+        })?;
+    read_finding(&row)
 }
 
 /// Open findings report the latest successful run as `last_seen`: the run saw them without rewriting them.

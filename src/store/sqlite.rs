@@ -265,9 +265,7 @@ impl Store for SqliteStore {
             let claimed = sqlite_approvals::claim(&tx, &owner, Utc::now(), lease, limit)?;
             let mut out = Vec::with_capacity(claimed.len());
             for (run_id, finding_id, remediation, requested_by) in claimed {
-                let finding = load_finding(&tx, finding_id)?.ok_or_else(|| {
-                    StoreError::Corrupt(format!("run {run_id}: finding {finding_id} missing"))
-                })?;
+                let finding = finding_of_run(&tx, run_id, finding_id)?;
                 out.push(RequestedRun {
                     run_id,
                     remediation,
@@ -341,9 +339,7 @@ impl Store for SqliteStore {
             let claimed = sqlite_actions::claim_decided(&tx, &owner, Utc::now(), lease, limit)?;
             let mut out = Vec::with_capacity(claimed.len());
             for (run_id, finding_id, remediation) in claimed {
-                let finding = load_finding(&tx, finding_id)?.ok_or_else(|| {
-                    StoreError::Corrupt(format!("run {run_id}: finding {finding_id} missing"))
-                })?;
+                let finding = finding_of_run(&tx, run_id, finding_id)?;
                 let approval = match sqlite_actions::approval_of_run(&tx, run_id)? {
                     Some(id) => sqlite_approvals::load(&tx, id)?,
                     None => None,
@@ -490,6 +486,12 @@ impl Store for SqliteStore {
 fn load_finding(c: &Connection, id: i64) -> Result<Option<Finding>, StoreError> {
     let mut stmt = c.prepare_cached(&format!("{FINDING_SELECT} WHERE f.id = ?1"))?;
     stmt.query_row([id], read_finding).optional()?.transpose()
+}
+
+/// The finding a claimed run is about.
+fn finding_of_run(c: &Connection, run_id: i64, finding_id: i64) -> Result<Finding, StoreError> {
+    load_finding(c, finding_id)?
+        .ok_or_else(|| StoreError::Corrupt(format!("run {run_id}: finding {finding_id} missing")))
 }
 
 /// Appends `events` to the chain inside `tx` (which holds SQLite's write lock); returns their `seq`s.
