@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use crate::approval::{Transition, Vote};
-use crate::audit::{Event, Kind, Verifier};
+use crate::audit::{Event, Kind};
 use crate::config::{self, Project};
 use crate::finding::Status;
 use crate::output::{self, Format};
@@ -435,21 +435,11 @@ async fn retry(dir: &Path, action_id: i64) -> Result<ExitCode> {
     })
 }
 
-/// Audit entries are read in pages of this many.
-const AUDIT_PAGE: usize = 10_000;
-
 async fn audit_list(dir: &Path, format: AuditFormat) -> Result<ExitCode> {
     let project = load(dir)?;
     let store = open_store(&project).await?;
     let mut out = std::io::stdout().lock();
-    let mut entries = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store.audit_page(after, AUDIT_PAGE).await?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        entries.extend(page);
-    }
+    let entries = store::audit_entries(store.as_ref()).await?;
     match format {
         AuditFormat::Json => {
             serde_json::to_writer_pretty(&mut out, &entries)?;
@@ -463,23 +453,7 @@ async fn audit_list(dir: &Path, format: AuditFormat) -> Result<ExitCode> {
 async fn audit_verify(dir: &Path) -> Result<ExitCode> {
     let project = load(dir)?;
     let store = open_store(&project).await?;
-    let mut verifier = Verifier::default();
-    let result = loop {
-        let page = store.audit_page(verifier.last_seq(), AUDIT_PAGE).await?;
-        if let Err(broken) = page.iter().try_for_each(|e| verifier.check(e)) {
-            break Err(broken);
-        }
-        if page.len() == AUDIT_PAGE {
-            continue;
-        }
-        // At the end: compare with the head, unless entries were appended meanwhile.
-        let (head_seq, head_hash) = store.audit_head().await?;
-        let appended = head_seq > verifier.last_seq()
-            && !store.audit_page(verifier.last_seq(), 1).await?.is_empty();
-        if !appended {
-            break verifier.finish(head_seq, &head_hash);
-        }
-    };
+    let result = store::verify_audit(store.as_ref()).await?;
     match result {
         Ok(n) => {
             println!("audit trail intact: {n} entries");

@@ -276,7 +276,7 @@ pub async fn run(yes: bool) -> Result<ExitCode> {
     output::write_findings(&mut out, &store.findings(&all).await?, Format::Table)?;
 
     writeln!(out, "\n5. The audit trail, hash-chained:")?;
-    let entries = store.audit_page(0, 10_000).await?;
+    let entries = store::audit_entries(store.as_ref()).await?;
     output::write_audit(&mut out, &entries)?;
     let verified = verify(store.as_ref()).await?;
     writeln!(out, "{verified}")?;
@@ -326,15 +326,7 @@ fn ask(subject: &str, prompt: &str) -> Result<String> {
 
 /// Verifies the chain as `vigilo audit verify` does, as one line.
 async fn verify(store: &dyn Store) -> Result<String> {
-    let mut v = crate::audit::Verifier::default();
-    let entries = store.audit_page(0, usize::MAX >> 1).await?;
-    for e in &entries {
-        if let Err(broken) = v.check(e) {
-            return Ok(format!("audit trail BROKEN: {broken}"));
-        }
-    }
-    let (seq, hash) = store.audit_head().await?;
-    Ok(match v.finish(seq, &hash) {
+    Ok(match store::verify_audit(store).await? {
         Ok(n) => format!("audit trail intact: {n} entries"),
         Err(broken) => format!("audit trail BROKEN: {broken}"),
     })

@@ -64,14 +64,11 @@ pub async fn export(
 ) -> Result<Vec<PathBuf>, ExportError> {
     let approvals = store.approvals(false).await?;
     let actions = store.actions().await?;
-    let mut audit = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store.audit_page(after, 10_000).await?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        audit.extend(page.into_iter().filter(|e| e.approval_id.is_some()));
-    }
+    let audit: Vec<_> = crate::store::audit_entries(store)
+        .await?
+        .into_iter()
+        .filter(|e| e.approval_id.is_some())
+        .collect();
     let mut written = Vec::new();
     for a in &approvals {
         let Some(word) = outcome(project, a) else {

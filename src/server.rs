@@ -341,19 +341,10 @@ async fn api_audit(State(s): State<AppState>, headers: HeaderMap) -> Response {
     if let Err(r) = authorized(&s, &headers) {
         return *r;
     }
-    let mut all = Vec::new();
-    let mut after = 0;
-    loop {
-        match s.store.audit_page(after, 10_000).await {
-            Ok(page) if page.is_empty() => break,
-            Ok(page) => {
-                after = page.last().map_or(after, |e| e.seq);
-                all.extend(page);
-            }
-            Err(e) => return internal(&s, e),
-        }
+    match crate::store::audit_entries(s.store.as_ref()).await {
+        Ok(all) => Json(all).into_response(),
+        Err(e) => internal(&s, e),
     }
-    Json(all).into_response()
 }
 
 #[cfg(test)]

@@ -379,7 +379,7 @@ async fn claims(store: &dyn Store) {
         None,
         "opened once"
     );
-    // An expired lease can be taken over.
+    // A claim lasts for its own lease, whatever lease another owner asks for.
     let taken = store
         .claim_requested("host-b:2", Duration::ZERO, 10)
         .await

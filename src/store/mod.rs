@@ -590,6 +590,46 @@ pub(crate) fn transition_result(
     }
 }
 
+/// Audit entries are read in pages of this many.
+const AUDIT_PAGE: usize = 10_000;
+
+/// Every audit entry, in `seq` order, read page by page.
+pub async fn audit_entries(store: &dyn Store) -> Result<Vec<Entry>, StoreError> {
+    let mut all = Vec::new();
+    loop {
+        let after = all.last().map_or(0, |e: &Entry| e.seq);
+        let page = store.audit_page(after, AUDIT_PAGE).await?;
+        let full = page.len() == AUDIT_PAGE;
+        all.extend(page);
+        if !full {
+            return Ok(all);
+        }
+    }
+}
+
+/// Verifies the hash chain page by page and compares its end with the recorded head
+/// (re-reading when entries were appended meanwhile); `Ok(Ok(n))` when `n` entries are intact.
+pub async fn verify_audit(
+    store: &dyn Store,
+) -> Result<Result<i64, crate::audit::Broken>, StoreError> {
+    let mut verifier = crate::audit::Verifier::default();
+    loop {
+        let page = store.audit_page(verifier.last_seq(), AUDIT_PAGE).await?;
+        if let Err(broken) = page.iter().try_for_each(|e| verifier.check(e)) {
+            return Ok(Err(broken));
+        }
+        if page.len() == AUDIT_PAGE {
+            continue;
+        }
+        let (head_seq, head_hash) = store.audit_head().await?;
+        let appended = head_seq > verifier.last_seq()
+            && !store.audit_page(verifier.last_seq(), 1).await?.is_empty();
+        if !appended {
+            return Ok(verifier.finish(head_seq, &head_hash));
+        }
+    }
+}
+
 /// Opens (creating and migrating as needed) the store at `url`.
 pub async fn open(url: &StoreUrl) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match url {
@@ -621,11 +661,22 @@ pub(crate) fn parse_severity(s: &str) -> Result<Severity, StoreError> {
     Severity::parse(s).ok_or_else(|| StoreError::Corrupt(format!("severity {s:?}")))
 }
 
-/// Parses a stored JSON object.
-pub(crate) fn parse_object(
+/// Parses stored JSON text; `what` names the column in the error.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    what: &str,
     s: &str,
-) -> Result<serde_json::Map<String, serde_json::Value>, StoreError> {
-    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("JSON object: {e}")))
+) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+/// Serializes a value to store as JSON text.
+pub(crate) fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("JSON: {e}")))
+}
+
+/// When a claim taken at `now` for `lease` runs out.
+pub(crate) fn lease_end(now: DateTime<Utc>, lease: std::time::Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::seconds(60))
 }
 
 /// Parses a stored run status.
@@ -640,11 +691,6 @@ pub(crate) fn parse_run_status(s: &str) -> Result<RunStatus, StoreError> {
 /// Parses a stored key object for an audit event (`null` if it is not JSON, which the schema prevents).
 pub(crate) fn key_value(key_json: &str) -> serde_json::Value {
     serde_json::from_str(key_json).unwrap_or(serde_json::Value::Null)
-}
-
-/// Parses a stored audit `data` column.
-pub(crate) fn parse_data(s: &str) -> Result<serde_json::Value, StoreError> {
-    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("audit data: {e}")))
 }
 
 /// The key and row of a changed key, as JSON text.

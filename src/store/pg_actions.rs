@@ -8,13 +8,9 @@ use tokio_postgres::types::ToSql;
 use super::postgres::append_in;
 use super::{
     ActionOutcome, ActionRecord, ActionState, NewAction, StoreError, action_event, idempotency_key,
-    outcome_event,
+    lease_end, outcome_event, parse_json,
 };
 use crate::audit::Kind;
-
-fn lease_end(now: DateTime<Utc>, lease: std::time::Duration) -> DateTime<Utc> {
-    now + chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::seconds(60))
-}
 
 /// Claims decided runs with a free lease; returns (run id, finding id, remediation).
 pub(super) async fn claim_decided(
@@ -271,9 +267,6 @@ pub(super) async fn list<C: GenericClient>(
 }
 
 fn read(r: &tokio_postgres::Row) -> Result<ActionRecord, StoreError> {
-    let json = |s: &str| {
-        serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("action JSON: {e}")))
-    };
     let result: Option<&str> = r.get(12);
     Ok(ActionRecord {
         id: r.get(0),
@@ -282,13 +275,13 @@ fn read(r: &tokio_postgres::Row) -> Result<ActionRecord, StoreError> {
         finding_id: r.get(3),
         position: r.get(4),
         kind: r.get(5),
-        params: json(r.get(6))?,
+        params: parse_json("action JSON", r.get(6))?,
         state: ActionState::parse(r.get(7))?,
         idempotency_key: r.get(8),
         attempts: r.get(9),
         claimed_by: r.get(10),
         claim_expires: r.get(11),
-        result: result.map(json).transpose()?,
+        result: result.map(|r| parse_json("action result", r)).transpose()?,
         error: r.get(13),
     })
 }

@@ -8,7 +8,10 @@ use tokio_postgres::types::ToSql;
 
 use super::postgres::append_in;
 use super::sqlite_approvals::requested_event;
-use super::{Claimed, NewApproval, StoreError, transition_events, transition_result};
+use super::{
+    Claimed, NewApproval, StoreError, lease_end, parse_json, to_json, transition_events,
+    transition_result,
+};
 use crate::approval::{Approval, OptionSpec, Refusal, Status, Transition, Vote};
 
 /// Creates a requested run for each finding (inside the scan's commit).
@@ -38,8 +41,7 @@ pub(super) async fn claim(
     lease: std::time::Duration,
     limit: usize,
 ) -> Result<Vec<Claimed>, StoreError> {
-    let until =
-        now + chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::seconds(60));
+    let until = lease_end(now, lease);
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = tx
         .query(
@@ -75,10 +77,8 @@ pub(super) async fn open(
     if moved == 0 {
         return Ok(None);
     }
-    let options =
-        serde_json::to_string(&a.options).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let approvers =
-        serde_json::to_string(&a.approvers).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let options = to_json(&a.options)?;
+    let approvers = to_json(&a.approvers)?;
     let params: [&(dyn ToSql + Sync); 12] = [
         &a.run_id,
         &a.finding_id,
@@ -121,7 +121,7 @@ pub(super) async fn apply(
         .await?;
     }
     if let Some((status, decision, by, run_state)) = transition_result(t) {
-        let by = serde_json::to_string(&by).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let by = to_json(&by)?;
         let changed = tx
             .execute(
                 "UPDATE approvals SET status = $2, decision = $3, decided_at = $4, decided_by = $5
@@ -259,10 +259,6 @@ async fn votes<C: GenericClient>(c: &C, id: i64) -> Result<Vec<Vote>, StoreError
         .collect())
 }
 
-fn json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
-    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("approval JSON: {e}")))
-}
-
 fn read(r: &tokio_postgres::Row) -> Result<Approval, StoreError> {
     let status: &str = r.get(3);
     Ok(Approval {
@@ -274,15 +270,15 @@ fn read(r: &tokio_postgres::Row) -> Result<Approval, StoreError> {
         decision: r.get(4),
         subject: r.get(5),
         prompt: r.get(6),
-        options: json::<Vec<OptionSpec>>(r.get(7))?,
-        approvers: json(r.get(8))?,
+        options: parse_json::<Vec<OptionSpec>>("approval options", r.get(7))?,
+        approvers: parse_json("approval JSON", r.get(8))?,
         requested_by: r.get(9),
         allow_self_approval: r.get(10),
         requested_at: r.get(11),
         deadline: r.get(12),
         on_timeout: r.get(13),
         decided_at: r.get(14),
-        decided_by: json(r.get(15))?,
+        decided_by: parse_json("approval JSON", r.get(15))?,
         votes: Vec::new(),
     })
 }

@@ -15,12 +15,11 @@ use tokio_postgres::types::ToSql;
 
 use super::{
     ActionOutcome, ActionRecord, ActionState, DecidedRun, NewAction, NewApproval, RequestedRun,
-    pg_actions, pg_approvals,
+    parse_json, pg_actions, pg_approvals,
 };
 use super::{
     CommitOutcome, FindingFilter, RunCommit, RunRecord, Store, StoreError, finding_json, key_bytes,
-    key_from_bytes, key_value, parse_data, parse_object, parse_run_status, parse_severity,
-    parse_status,
+    key_from_bytes, key_value, parse_run_status, parse_severity, parse_status,
 };
 use crate::approval::{Approval, Refusal, Transition, Vote};
 use crate::audit::{Entry, Event, Kind};
@@ -432,7 +431,7 @@ impl Store for PgStore {
                     finding_id: r.get(5),
                     approval_id: r.get(6),
                     action_id: r.get(7),
-                    data: parse_data(r.get(8))?,
+                    data: parse_json("audit data", r.get(8))?,
                     prev_hash: r.get(9),
                     hash: r.get(10),
                 })
@@ -526,14 +525,14 @@ fn read_finding(r: &tokio_postgres::Row) -> Result<Finding, StoreError> {
     Ok(Finding {
         id: r.get(0),
         query: r.get(1),
-        key: parse_object(r.get(2))?,
+        key: parse_json("finding JSON", r.get(2))?,
         status: parse_status(r.get(3))?,
         severity: parse_severity(r.get(4))?,
         first_seen: r.get(5),
         last_seen: r.get(6),
         resolved_at: r.get(7),
         reopened: r.get(8),
-        row: parse_object(r.get(9))?,
+        row: parse_json("finding JSON", r.get(9))?,
     })
 }
 

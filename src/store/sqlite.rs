@@ -11,13 +11,12 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::{
-    ActionOutcome, ActionRecord, ActionState, DecidedRun, NewAction, sqlite_actions,
+    ActionOutcome, ActionRecord, ActionState, DecidedRun, NewAction, parse_json, sqlite_actions,
     sqlite_approvals,
 };
 use super::{
     CommitOutcome, FindingFilter, RunCommit, RunRecord, Store, StoreError, finding_json, key_bytes,
-    key_from_bytes, key_value, parse_data, parse_object, parse_run_status, parse_severity,
-    parse_status,
+    key_from_bytes, key_value, parse_run_status, parse_severity, parse_status,
 };
 use super::{NewApproval, RequestedRun};
 use crate::approval::{Approval, Refusal, Transition, Vote};
@@ -462,7 +461,7 @@ impl Store for SqliteStore {
             })?;
             rows.map(|r| {
                 let (mut entry, data) = r?;
-                entry.data = parse_data(&data)?;
+                entry.data = parse_json("audit data", &data)?;
                 Ok(entry)
             })
             .collect()
@@ -555,14 +554,14 @@ fn read_finding(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Finding, Store
         Ok(Finding {
             id,
             query,
-            key: parse_object(&key)?,
+            key: parse_json("finding JSON", &key)?,
             status: parse_status(&status)?,
             severity: parse_severity(&severity)?,
             first_seen: parse_ts(&first_seen)?,
             last_seen: parse_ts(&last_seen)?,
             resolved_at: resolved_at.as_deref().map(parse_ts).transpose()?,
             reopened,
-            row: parse_object(&row)?,
+            row: parse_json("finding JSON", &row)?,
         })
     })())
 }

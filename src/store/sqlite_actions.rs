@@ -7,13 +7,9 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use super::sqlite::{append_in, parse_ts, ts};
 use super::{
     ActionOutcome, ActionRecord, ActionState, NewAction, StoreError, action_event, idempotency_key,
-    outcome_event,
+    lease_end, outcome_event, parse_json,
 };
 use crate::audit::Kind;
-
-fn lease_end(now: DateTime<Utc>, lease: std::time::Duration) -> DateTime<Utc> {
-    now + chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::seconds(60))
-}
 
 /// Claims decided runs with a free lease; returns (run id, finding id, remediation).
 pub(super) fn claim_decided(
@@ -257,9 +253,6 @@ fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ActionRecord, StoreErr
     let (idempotency_key, attempts, claimed_by, error) =
         (r.get(8)?, r.get(9)?, r.get(10)?, r.get(13)?);
     Ok((|| {
-        let json = |s: &str| {
-            serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("action JSON: {e}")))
-        };
         Ok(ActionRecord {
             id,
             run_id,
@@ -267,13 +260,16 @@ fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ActionRecord, StoreErr
             finding_id,
             position,
             kind,
-            params: json(&params)?,
+            params: parse_json("action JSON", &params)?,
             state: ActionState::parse(&state)?,
             idempotency_key,
             attempts,
             claimed_by,
             claim_expires: claim_expires.as_deref().map(parse_ts).transpose()?,
-            result: result.as_deref().map(json).transpose()?,
+            result: result
+                .as_deref()
+                .map(|r| parse_json("action result", r))
+                .transpose()?,
             error,
         })
     })())

@@ -6,7 +6,10 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::sqlite::{append_in, parse_ts, ts};
-use super::{Claimed, NewApproval, StoreError, transition_events, transition_result};
+use super::{
+    Claimed, NewApproval, StoreError, lease_end, parse_json, to_json, transition_events,
+    transition_result,
+};
 use crate::approval::{Approval, OptionSpec, Refusal, Status, Transition, Vote};
 use crate::audit::{Event, Kind};
 
@@ -35,8 +38,7 @@ pub(super) fn claim(
     lease: std::time::Duration,
     limit: usize,
 ) -> Result<Vec<Claimed>, StoreError> {
-    let until =
-        now + chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::seconds(60));
+    let until = lease_end(now, lease);
     let mut stmt = tx.prepare_cached(
         "UPDATE remediation_runs SET claimed_by = ?1, claim_expires = ?2
          WHERE id IN (SELECT id FROM remediation_runs
@@ -73,10 +75,8 @@ pub(super) fn open(
     if moved == 0 {
         return Ok(None);
     }
-    let options =
-        serde_json::to_string(&a.options).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let approvers =
-        serde_json::to_string(&a.approvers).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let options = to_json(&a.options)?;
+    let approvers = to_json(&a.approvers)?;
     tx.execute(
         "INSERT INTO approvals (run_id, finding_id, remediation, status, subject, prompt, options, approvers,
                                 requested_by, allow_self_approval, requested_at, deadline, on_timeout)
@@ -138,7 +138,7 @@ pub(super) fn apply(
         )?;
     }
     if let Some((status, decision, by, run_state)) = transition_result(t) {
-        let by = serde_json::to_string(&by).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let by = to_json(&by)?;
         let changed = tx.execute(
             "UPDATE approvals SET status = ?2, decision = ?3, decided_at = ?4, decided_by = ?5
              WHERE id = ?1 AND status = 'pending'",
@@ -262,10 +262,6 @@ fn votes(c: &Connection, id: i64) -> Result<Vec<Vote>, StoreError> {
     .collect()
 }
 
-fn json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
-    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("approval JSON: {e}")))
-}
-
 fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Approval, StoreError>> {
     let status: String = r.get(3)?;
     let options: String = r.get(7)?;
@@ -293,15 +289,15 @@ fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Approval, StoreError>>
             decision,
             subject,
             prompt,
-            options: json::<Vec<OptionSpec>>(&options)?,
-            approvers: json(&approvers)?,
+            options: parse_json::<Vec<OptionSpec>>("approval options", &options)?,
+            approvers: parse_json("approval JSON", &approvers)?,
             requested_by,
             allow_self_approval,
             requested_at: parse_ts(&requested_at)?,
             deadline: deadline.as_deref().map(parse_ts).transpose()?,
             on_timeout,
             decided_at: decided_at.as_deref().map(parse_ts).transpose()?,
-            decided_by: json(&decided_by)?,
+            decided_by: parse_json("approval JSON", &decided_by)?,
             votes: Vec::new(),
         })
     })())
