@@ -30,6 +30,7 @@ pub mod demo;
 pub mod diff;
 pub mod export;
 pub mod finding;
+pub mod notify;
 pub mod output;
 pub mod remediate;
 pub mod scan;

@@ -12,12 +12,12 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use crate::action;
 use crate::approval::{OptionSpec, Transition};
-use crate::config::{ApprovalConfig, IntegrationConfig, Project};
+use crate::config::{ApprovalConfig, Project};
 use crate::finding::Finding;
 use crate::store::{ActionOutcome, NewApproval, RequestedRun, Store, StoreError};
 use crate::template;
+use crate::{action, notify};
 
 /// How long a claim on a requested run lasts before another process may take it.
 const CLAIM_LEASE: Duration = Duration::from_secs(60);
@@ -67,9 +67,16 @@ pub async fn process_requested(
         let Some(approval) = &remediation.approval else {
             // Auto-remediation: the actions without `when` run at once.
             let ctx = context(project, &run.finding);
-            match action::render(remediation, None, &ctx) {
-                Ok(actions) => {
-                    store.plan_actions(owner, run.run_id, actions).await?;
+            match action::render(remediation, None, &ctx).and_then(|actions| {
+                Ok((
+                    actions,
+                    notify::for_decision(project, remediation, None, &ctx)?,
+                ))
+            }) {
+                Ok((actions, messages)) => {
+                    store
+                        .plan_actions(owner, run.run_id, actions, messages)
+                        .await?;
                 }
                 Err(e) => progress.failed.push((run.run_id, e)),
             }
@@ -77,10 +84,8 @@ pub async fn process_requested(
         };
         match new_approval(project, &run, approval) {
             Ok(new) => {
-                let (subject, approvers, deadline) =
-                    (new.subject.clone(), new.approvers.clone(), new.deadline);
+                let subject = new.subject.clone();
                 if let Some(id) = store.open_approval(owner, new).await? {
-                    announce(project, approval, id, &subject, &run, &approvers, deadline);
                     progress.opened.push((id, subject));
                 }
             }
@@ -118,9 +123,15 @@ pub async fn plan_decided(
                 "subject": a.subject,
             });
         }
-        match action::render(remediation, decision.as_deref(), &ctx) {
-            Ok(actions) => {
-                store.plan_actions(owner, run.run_id, actions).await?;
+        let planned = action::render(remediation, decision.as_deref(), &ctx).and_then(|actions| {
+            let messages = notify::for_decision(project, remediation, decision.as_deref(), &ctx)?;
+            Ok((actions, messages))
+        });
+        match planned {
+            Ok((actions, messages)) => {
+                store
+                    .plan_actions(owner, run.run_id, actions, messages)
+                    .await?;
             }
             Err(e) => {
                 tracing::error!(run = run.run_id, error = %e, "cannot render the actions");
@@ -176,7 +187,7 @@ pub async fn execute_pending(
 }
 
 /// Everything that moves remediations along, in order: timeouts, crashed actions, new approvals,
-/// decided runs' actions, and running them.
+/// decided runs' actions, running them, and delivering due messages.
 pub async fn step(
     project: &Project,
     store: &dyn Store,
@@ -190,6 +201,7 @@ pub async fn step(
         .failed
         .extend(plan_decided(project, store, owner).await?.failed);
     let ran = execute_pending(store, owner, client).await?;
+    notify::deliver(project, store, owner, client).await?;
     Ok((progress, ran))
 }
 
@@ -274,6 +286,7 @@ fn new_approval(
             .and_then(|t| chrono::Duration::from_std(t).ok())
             .map(|t| now + t),
         on_timeout: a.on_timeout.clone(),
+        messages: notify::for_notifier(project, &a.notifier, notify::APPROVAL_REQUESTED, None),
     })
 }
 
@@ -315,44 +328,4 @@ pub fn links(
             (a.clone(), format!("{base}/approvals/{id}?token={token}"))
         })
         .collect()
-}
-
-/// Tells the notifier's console targets about a new approval (other integrations come with their own modules).
-fn announce(
-    project: &Project,
-    a: &ApprovalConfig,
-    id: i64,
-    subject: &str,
-    run: &RequestedRun,
-    approvers: &[String],
-    deadline: Option<chrono::DateTime<Utc>>,
-) {
-    let Some(notifier) = project.notifiers.get(&a.notifier) else {
-        return;
-    };
-    for target in &notifier.notify {
-        match project.integrations.get(&target.integration) {
-            Some(IntegrationConfig::Console) => {
-                let options: Vec<&str> = a.options.iter().map(|o| o.value.as_str()).collect();
-                println!(
-                    "approval {id} requested ({}): {subject}\n  finding {} of query {}; options: {}\n  decide with: vigilo respond {id} OPTION --as NAME",
-                    run.remediation,
-                    run.finding.id,
-                    run.finding.query,
-                    options.join(", ")
-                );
-                for (approver, link) in links(project, id, approvers, deadline) {
-                    println!("  {approver}: {link}");
-                }
-            }
-            Some(other) => tracing::warn!(
-                approval = id,
-                integration = %target.integration,
-                kind = other.kind(),
-                "this vigilo cannot deliver to {} integrations yet; use vigilo approvals to see the request",
-                other.kind()
-            ),
-            None => {}
-        }
-    }
 }

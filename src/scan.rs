@@ -217,6 +217,14 @@ impl Scanner {
                 severity: query.severity,
                 remediation: query.remediation.clone(),
                 changes,
+                notify: query.notify.as_deref().map_or_else(Vec::new, |n| {
+                    crate::notify::for_notifier(
+                        &self.project,
+                        n,
+                        crate::notify::FINDING_OPENED,
+                        None,
+                    )
+                }),
             })
             .await?;
         Ok(RunSummary {

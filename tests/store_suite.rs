@@ -76,8 +76,20 @@ async fn try_commit(
             severity: q.severity,
             remediation: q.remediation.clone(),
             changes,
+            notify: q.notify.iter().map(|n| message(n, None)).collect(),
         })
         .await
+}
+
+/// A message to `notifier`'s webhook (the event is set by whoever queues it).
+fn message(notifier: &str, text: Option<&str>) -> store::NewMessage {
+    store::NewMessage {
+        event: "remediation.message".into(),
+        notifier: notifier.into(),
+        integration: "webhook.ops".into(),
+        destination: json!({}),
+        text: text.map(str::to_string),
+    }
 }
 
 /// Diffs and commits `rows` as a run that started `minutes_ago`.
@@ -357,6 +369,7 @@ async fn claims(store: &dyn Store) {
         requested_at: Utc::now(),
         deadline: None,
         on_timeout: None,
+        messages: vec![message("security", None)],
     };
     assert_eq!(
         store
@@ -387,6 +400,155 @@ async fn claims(store: &dyn Store) {
     assert!(taken.is_empty(), "a's second run is still leased");
     let pending = store.approvals(true).await.unwrap();
     assert_eq!(pending.iter().filter(|p| p.id == id).count(), 1);
+    let queued: Vec<_> = store
+        .messages()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.approval_id == Some(id))
+        .collect();
+    assert_eq!(queued.len(), 1, "the approval's message is queued with it");
+    assert_eq!(queued[0].event, "remediation.message");
+    assert_eq!(queued[0].run_id, Some(a[0].run_id));
+}
+
+/// The outbox: queued with the event, claimed once, retried after a failure, audited per attempt.
+async fn outbox(store: &dyn Store) {
+    use std::time::Duration as Std;
+    use store::{MessageOutcome, MessageState};
+    let mut q = query("outbox", FirstRun::Insert);
+    q.notify = Some("ops".into());
+    let out = commit(store, &q, &[row("a", 1), row("b", 1)], 1).await;
+    let mine = |all: Vec<store::MessageRecord>| -> Vec<store::MessageRecord> {
+        all.into_iter().filter(|m| m.notifier == "ops").collect()
+    };
+    let queued = mine(store.messages().await.unwrap());
+    assert_eq!(queued.len(), 2, "one message per new finding");
+    assert_eq!(
+        queued
+            .iter()
+            .map(|m| m.finding_id.unwrap())
+            .collect::<Vec<_>>(),
+        out.opened
+    );
+    assert!(
+        queued
+            .iter()
+            .all(|m| m.event == "finding.opened" && m.state == MessageState::Pending)
+    );
+
+    let a = mine(
+        store
+            .claim_messages("host-a:1", Std::from_secs(60), 10)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(a.len(), 2);
+    assert!(
+        mine(
+            store
+                .claim_messages("host-b:2", Std::from_secs(60), 10)
+                .await
+                .unwrap()
+        )
+        .is_empty(),
+        "a claimed message is not handed out twice"
+    );
+    let retry_at = Utc::now() + Duration::seconds(2);
+    let failed = MessageOutcome::Failed {
+        error: "HTTP 503".into(),
+        retry_at: Some(retry_at),
+    };
+    assert!(
+        !store
+            .finish_message("host-b:2", a[0].id, failed.clone())
+            .await
+            .unwrap(),
+        "not b's claim"
+    );
+    assert!(
+        store
+            .finish_message("host-a:1", a[0].id, failed)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .finish_message(
+                "host-a:1",
+                a[1].id,
+                MessageOutcome::Sent(json!({"status": 200}))
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .finish_message("host-a:1", a[1].id, MessageOutcome::Sent(json!({})))
+            .await
+            .unwrap(),
+        "a sent message is finished once"
+    );
+    assert!(
+        mine(
+            store
+                .claim_messages("host-b:2", Std::from_secs(60), 10)
+                .await
+                .unwrap()
+        )
+        .is_empty(),
+        "a failed message waits for its retry time"
+    );
+    tokio::time::sleep(Std::from_millis(2100)).await;
+    let again = mine(
+        store
+            .claim_messages("host-b:2", Std::from_secs(60), 10)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(again.iter().map(|m| m.id).collect::<Vec<_>>(), [a[0].id]);
+    assert_eq!(
+        (again[0].attempts, again[0].error.as_deref()),
+        (1, Some("HTTP 503"))
+    );
+    let given_up = MessageOutcome::Failed {
+        error: "HTTP 500".into(),
+        retry_at: None,
+    };
+    assert!(
+        store
+            .finish_message("host-b:2", a[0].id, given_up)
+            .await
+            .unwrap()
+    );
+    let done = mine(store.messages().await.unwrap());
+    assert_eq!(
+        done.iter()
+            .map(|m| (m.state, m.attempts))
+            .collect::<Vec<_>>(),
+        [(MessageState::Failed, 2), (MessageState::Sent, 1)]
+    );
+    assert!(done[1].sent_at.is_some() && done[1].result == Some(json!({"status": 200})));
+
+    let audit = store::audit_entries(store).await.unwrap();
+    let about = |id: i64| -> Vec<(String, Value)> {
+        audit
+            .iter()
+            .filter(|e| e.data["message_id"] == id)
+            .map(|e| (e.kind.clone(), e.data["retry_at"].clone()))
+            .collect()
+    };
+    let first = about(a[0].id);
+    assert_eq!(first.len(), 2, "one entry per attempt: {first:?}");
+    assert_eq!(first[0].0, "message.failed");
+    assert!(first[0].1.is_string(), "the retry time is recorded");
+    assert_eq!(
+        first[1],
+        ("message.failed".to_string(), Value::Null),
+        "given up: no retry"
+    );
+    assert_eq!(about(a[1].id), [("message.sent".to_string(), Value::Null)]);
+    assert!(store::verify_audit(store).await.unwrap().is_ok());
 }
 
 async fn suite(store: Arc<dyn Store>) {
@@ -397,6 +559,7 @@ async fn suite(store: Arc<dyn Store>) {
     failed_runs_change_nothing(&*store).await;
     reset(&*store).await;
     claims(&*store).await;
+    outbox(&*store).await;
     audit_chain_covers_every_change(&*store).await;
     let all = store.findings(&FindingFilter::default()).await.unwrap();
     assert!(

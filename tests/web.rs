@@ -4,33 +4,14 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::show;
+use common::{Running, free_port, show};
 use serde_json::Value;
 
 const SECRET: &str = "test-secret-do-not-use";
 const API_TOKEN: &str = "api-token-for-tests";
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Links printed by `vigilo scan`: (approval id, approver, url).
 fn links(scan_output: &str) -> Vec<(i64, String, String)> {
@@ -104,16 +85,7 @@ options = [
     let links = links(&String::from_utf8_lossy(&scan.stdout));
     assert_eq!(links.len(), 4, "{links:?}");
 
-    let _server = Running(
-        Command::new(env!("CARGO_BIN_EXE_vigilo"))
-            .arg("--dir")
-            .arg(d)
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _server = common::run(d);
     let http = reqwest::Client::new();
     let start = Instant::now();
     loop {

@@ -12,10 +12,12 @@
 
 mod pg_actions;
 mod pg_approvals;
+mod pg_messages;
 pub mod postgres;
 pub mod sqlite;
 mod sqlite_actions;
 mod sqlite_approvals;
+mod sqlite_messages;
 
 use std::sync::Arc;
 
@@ -140,6 +142,8 @@ pub struct RunCommit {
     pub remediation: Option<String>,
     /// What changed.
     pub changes: Changes,
+    /// The query's `notify`: queued for each opened and reopened finding (event and ids filled in).
+    pub notify: Vec<NewMessage>,
 }
 
 /// What a commit did to findings.
@@ -245,6 +249,7 @@ pub trait Store: Send + Sync {
         owner: &str,
         run_id: i64,
         actions: Vec<NewAction>,
+        messages: Vec<NewMessage>,
     ) -> Result<bool, StoreError>;
 
     /// Claims up to `limit` pending actions for `owner`.
@@ -274,6 +279,26 @@ pub trait Store: Send + Sync {
 
     /// Every action, by id.
     async fn actions(&self) -> Result<Vec<ActionRecord>, StoreError>;
+
+    /// Claims up to `limit` pending messages that are due for `owner`.
+    async fn claim_messages(
+        &self,
+        owner: &str,
+        lease: std::time::Duration,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>, StoreError>;
+
+    /// Records a delivery attempt of a message `owner` claimed, with `message.sent` or
+    /// `message.failed`; false if the claim was lost.
+    async fn finish_message(
+        &self,
+        owner: &str,
+        id: i64,
+        outcome: MessageOutcome,
+    ) -> Result<bool, StoreError>;
+
+    /// Every queued message, by id.
+    async fn messages(&self) -> Result<Vec<MessageRecord>, StoreError>;
 
     /// Audit entries with `seq > after`, in order, at most `limit`.
     async fn audit_page(&self, after: i64, limit: usize) -> Result<Vec<Entry>, StoreError>;
@@ -515,6 +540,216 @@ pub struct NewApproval {
     pub deadline: Option<DateTime<Utc>>,
     /// Option taken at the deadline.
     pub on_timeout: Option<String>,
+    /// Told of the new approval (approval id filled in).
+    pub messages: Vec<NewMessage>,
+}
+
+/// A notifier message to queue: one target of one notifier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMessage {
+    /// What it tells of (`finding.opened`, `approval.requested`, `remediation.message`, …).
+    pub event: String,
+    /// The notifier.
+    pub notifier: String,
+    /// The integration (`KIND.NAME` or `console`).
+    pub integration: String,
+    /// Where, for that integration: `{channel}` or `{to: […]}`.
+    pub destination: serde_json::Value,
+    /// The rendered text of a `[[message]]`.
+    pub text: Option<String>,
+}
+
+/// Where a message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageState {
+    /// Waiting for delivery (or for its next attempt).
+    Pending,
+    /// Delivered.
+    Sent,
+    /// Every attempt failed; the last error is kept.
+    Failed,
+}
+
+impl MessageState {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageState::Pending => "pending",
+            MessageState::Sent => "sent",
+            MessageState::Failed => "failed",
+        }
+    }
+
+    /// Parses a stored state.
+    pub fn parse(s: &str) -> Result<MessageState, StoreError> {
+        Ok(match s {
+            "pending" => MessageState::Pending,
+            "sent" => MessageState::Sent,
+            "failed" => MessageState::Failed,
+            other => return Err(StoreError::Corrupt(format!("message state {other:?}"))),
+        })
+    }
+}
+
+/// A queued message, as stored.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MessageRecord {
+    /// Stable id (sent as `Idempotency-Key: vigilo-message-ID` where the integration allows).
+    pub id: i64,
+    /// What it tells of.
+    pub event: String,
+    /// The finding.
+    pub finding_id: Option<i64>,
+    /// The approval.
+    pub approval_id: Option<i64>,
+    /// The remediation run.
+    pub run_id: Option<i64>,
+    /// The notifier.
+    pub notifier: String,
+    /// The integration.
+    pub integration: String,
+    /// Where.
+    pub destination: serde_json::Value,
+    /// Rendered `[[message]]` text.
+    pub text: Option<String>,
+    /// Where it is.
+    pub state: MessageState,
+    /// Delivery attempts so far.
+    pub attempts: i32,
+    /// When it is due next.
+    pub next_attempt_at: DateTime<Utc>,
+    /// When it was queued.
+    pub created_at: DateTime<Utc>,
+    /// When it was delivered.
+    pub sent_at: Option<DateTime<Utc>>,
+    /// What the integration answered.
+    pub result: Option<serde_json::Value>,
+    /// The last failure.
+    pub error: Option<String>,
+}
+
+/// How a delivery attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MessageOutcome {
+    /// Delivered; what the integration answered.
+    Sent(serde_json::Value),
+    /// Failed; tried again at `retry_at`, or never again when `None`.
+    Failed {
+        /// Why.
+        error: String,
+        /// The next attempt.
+        retry_at: Option<DateTime<Utc>>,
+    },
+}
+
+/// The `notify` messages of a commit: for each opened and reopened finding, its refs and messages.
+pub(crate) fn finding_messages(
+    commit: &RunCommit,
+    outcome: &CommitOutcome,
+) -> Vec<(MessageRefs, Vec<NewMessage>)> {
+    if commit.notify.is_empty() {
+        return Vec::new();
+    }
+    let opened = outcome
+        .opened
+        .iter()
+        .map(|id| (*id, crate::notify::FINDING_OPENED));
+    let reopened = outcome
+        .reopened
+        .iter()
+        .map(|id| (*id, crate::notify::FINDING_REOPENED));
+    opened
+        .chain(reopened)
+        .map(|(id, event)| {
+            let refs = MessageRefs {
+                finding_id: Some(id),
+                ..MessageRefs::default()
+            };
+            let messages = commit
+                .notify
+                .iter()
+                .map(|m| NewMessage {
+                    event: event.into(),
+                    ..m.clone()
+                })
+                .collect();
+            (refs, messages)
+        })
+        .collect()
+}
+
+/// What finishing an attempt writes: (state, sent_at, next_attempt_at, result JSON, error).
+pub(crate) type MessageColumns = (
+    MessageState,
+    Option<DateTime<Utc>>,
+    DateTime<Utc>,
+    Option<String>,
+    Option<String>,
+);
+
+impl MessageOutcome {
+    /// The columns an attempt that ended so at `now` writes.
+    pub(crate) fn columns(&self, now: DateTime<Utc>) -> Result<MessageColumns, StoreError> {
+        Ok(match self {
+            MessageOutcome::Sent(result) => (
+                MessageState::Sent,
+                Some(now),
+                now,
+                Some(to_json(result)?),
+                None,
+            ),
+            MessageOutcome::Failed {
+                error,
+                retry_at: Some(at),
+            } => (MessageState::Pending, None, *at, None, Some(error.clone())),
+            MessageOutcome::Failed {
+                error,
+                retry_at: None,
+            } => (MessageState::Failed, None, now, None, Some(error.clone())),
+        })
+    }
+}
+
+/// The ids a queued message refers to.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct MessageRefs {
+    pub finding_id: Option<i64>,
+    pub approval_id: Option<i64>,
+    pub run_id: Option<i64>,
+}
+
+/// The audit entry of a delivery attempt of `m` (its `attempts` already counting this one).
+pub(crate) fn message_event(m: &MessageRecord, outcome: &MessageOutcome) -> Event {
+    use crate::audit::Kind;
+    let mut data = serde_json::json!({
+        "message_id": m.id,
+        "event": m.event,
+        "notifier": m.notifier,
+        "integration": m.integration,
+        "destination": m.destination,
+        "attempt": m.attempts,
+    });
+    let kind = match outcome {
+        MessageOutcome::Sent(result) => {
+            data["result"] = result.clone();
+            Kind::MessageSent
+        }
+        MessageOutcome::Failed { error, retry_at } => {
+            data["error"] = error.clone().into();
+            data["retry_at"] = retry_at.as_ref().map(crate::finding::rfc3339).into();
+            Kind::MessageFailed
+        }
+    };
+    Event {
+        kind,
+        actor: "vigilo".into(),
+        channel: m.integration.clone(),
+        finding_id: m.finding_id,
+        approval_id: m.approval_id,
+        action_id: None,
+        data,
+    }
 }
 
 /// The audit events of applying `t` to approval `a` at `now`.

@@ -7,8 +7,8 @@ use tokio_postgres::types::ToSql;
 
 use super::postgres::append_in;
 use super::{
-    ActionOutcome, ActionRecord, ActionState, NewAction, StoreError, action_event, idempotency_key,
-    lease_end, outcome_event, parse_json,
+    ActionOutcome, ActionRecord, ActionState, MessageRefs, NewAction, NewMessage, StoreError,
+    action_event, idempotency_key, lease_end, outcome_event, parse_json,
 };
 use crate::audit::Kind;
 
@@ -57,6 +57,7 @@ pub(super) async fn plan(
     owner: &str,
     run_id: i64,
     actions: &[NewAction],
+    messages: &[NewMessage],
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
     let next = if actions.is_empty() {
@@ -101,6 +102,12 @@ pub(super) async fn plan(
         ];
         tx.execute(&insert, &values).await?;
     }
+    let refs = MessageRefs {
+        finding_id: Some(finding_id),
+        approval_id,
+        run_id: Some(run_id),
+    };
+    super::pg_messages::insert(tx, messages, refs, now).await?;
     Ok(true)
 }
 

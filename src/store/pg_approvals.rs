@@ -9,8 +9,8 @@ use tokio_postgres::types::ToSql;
 use super::postgres::append_in;
 use super::sqlite_approvals::requested_event;
 use super::{
-    Claimed, NewApproval, StoreError, lease_end, parse_json, to_json, transition_events,
-    transition_result,
+    Claimed, MessageRefs, NewApproval, StoreError, lease_end, parse_json, to_json,
+    transition_events, transition_result,
 };
 use crate::approval::{Approval, OptionSpec, Refusal, Status, Transition, Vote};
 
@@ -103,6 +103,12 @@ pub(super) async fn open(
         .await?
         .get(0);
     append_in(tx, &[requested_event(id, a)]).await?;
+    let refs = MessageRefs {
+        finding_id: Some(a.finding_id),
+        approval_id: Some(id),
+        run_id: Some(a.run_id),
+    };
+    super::pg_messages::insert(tx, &a.messages, refs, a.requested_at).await?;
     Ok(Some(id))
 }
 

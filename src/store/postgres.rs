@@ -14,8 +14,8 @@ use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
 use super::{
-    ActionOutcome, ActionRecord, ActionState, DecidedRun, NewAction, NewApproval, RequestedRun,
-    parse_json, pg_actions, pg_approvals,
+    ActionOutcome, ActionRecord, ActionState, DecidedRun, MessageOutcome, MessageRecord, NewAction,
+    NewApproval, NewMessage, RequestedRun, parse_json, pg_actions, pg_approvals, pg_messages,
 };
 use super::{
     CommitOutcome, FindingFilter, RunCommit, RunRecord, Store, StoreError, finding_json, key_bytes,
@@ -32,6 +32,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/postgres/0002_audit.sql")),
     (3, include_str!("migrations/postgres/0003_approvals.sql")),
     (4, include_str!("migrations/postgres/0004_actions.sql")),
+    (5, include_str!("migrations/postgres/0005_messages.sql")),
 ];
 
 /// Advisory lock key that serializes migrations across processes ("vigilo" in ASCII).
@@ -352,10 +353,11 @@ impl Store for PgStore {
         owner: &str,
         run_id: i64,
         actions: Vec<NewAction>,
+        messages: Vec<NewMessage>,
     ) -> Result<bool, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let planned = pg_actions::plan(&tx, owner, run_id, &actions, Utc::now()).await?;
+        let planned = pg_actions::plan(&tx, owner, run_id, &actions, &messages, Utc::now()).await?;
         tx.commit().await?;
         Ok(planned)
     }
@@ -408,6 +410,36 @@ impl Store for PgStore {
 
     async fn actions(&self) -> Result<Vec<ActionRecord>, StoreError> {
         pg_actions::list(&self.client().await?, None).await
+    }
+
+    async fn claim_messages(
+        &self,
+        owner: &str,
+        lease: std::time::Duration,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let claimed = pg_messages::claim(&tx, owner, Utc::now(), lease, limit).await?;
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn finish_message(
+        &self,
+        owner: &str,
+        id: i64,
+        outcome: MessageOutcome,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let done = pg_messages::finish(&tx, owner, id, &outcome, Utc::now()).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn messages(&self) -> Result<Vec<MessageRecord>, StoreError> {
+        pg_messages::list(&self.client().await?).await
     }
 
     async fn audit_page(&self, after: i64, limit: usize) -> Result<Vec<Entry>, StoreError> {
@@ -746,6 +778,9 @@ async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOut
             .copied()
             .collect();
         pg_approvals::request_runs(tx, remediation, &ids, observed).await?;
+    }
+    for (refs, messages) in super::finding_messages(commit, &outcome) {
+        pg_messages::insert(tx, &messages, refs, commit.run.finished_at).await?;
     }
     outcome.run_id = insert_run(tx, &commit.run).await?;
     Ok(outcome)

@@ -18,7 +18,9 @@ use super::{
     CommitOutcome, FindingFilter, RunCommit, RunRecord, Store, StoreError, finding_json, key_bytes,
     key_from_bytes, key_value, parse_run_status, parse_severity, parse_status,
 };
-use super::{NewApproval, RequestedRun};
+use super::{
+    MessageOutcome, MessageRecord, NewApproval, NewMessage, RequestedRun, sqlite_messages,
+};
 use crate::approval::{Approval, Refusal, Transition, Vote};
 use crate::audit::{Entry, Event, Kind};
 use crate::diff::Snapshot;
@@ -30,6 +32,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/sqlite/0002_audit.sql")),
     (3, include_str!("migrations/sqlite/0003_approvals.sql")),
     (4, include_str!("migrations/sqlite/0004_actions.sql")),
+    (5, include_str!("migrations/sqlite/0005_messages.sql")),
 ];
 
 /// The SQLite state store.
@@ -361,11 +364,13 @@ impl Store for SqliteStore {
         owner: &str,
         run_id: i64,
         actions: Vec<NewAction>,
+        messages: Vec<NewMessage>,
     ) -> Result<bool, StoreError> {
         let owner = owner.to_string();
         self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let planned = sqlite_actions::plan(&tx, &owner, run_id, &actions, Utc::now())?;
+            let planned =
+                sqlite_actions::plan(&tx, &owner, run_id, &actions, &messages, Utc::now())?;
             tx.commit()?;
             Ok(planned)
         })
@@ -431,6 +436,42 @@ impl Store for SqliteStore {
 
     async fn actions(&self) -> Result<Vec<ActionRecord>, StoreError> {
         self.with(|c| sqlite_actions::list(c, None)).await
+    }
+
+    async fn claim_messages(
+        &self,
+        owner: &str,
+        lease: std::time::Duration,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        let owner = owner.to_string();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let claimed = sqlite_messages::claim(&tx, &owner, Utc::now(), lease, limit)?;
+            tx.commit()?;
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn finish_message(
+        &self,
+        owner: &str,
+        id: i64,
+        outcome: MessageOutcome,
+    ) -> Result<bool, StoreError> {
+        let owner = owner.to_string();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let done = sqlite_messages::finish(&tx, &owner, id, &outcome, Utc::now())?;
+            tx.commit()?;
+            Ok(done)
+        })
+        .await
+    }
+
+    async fn messages(&self) -> Result<Vec<MessageRecord>, StoreError> {
+        self.with(|c| sqlite_messages::list(c)).await
     }
 
     async fn audit_page(&self, after: i64, limit: usize) -> Result<Vec<Entry>, StoreError> {
@@ -779,6 +820,9 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
             .copied()
             .collect();
         sqlite_approvals::request_runs(tx, remediation, &ids, &observed)?;
+    }
+    for (refs, messages) in super::finding_messages(commit, &outcome) {
+        sqlite_messages::insert(tx, &messages, refs, commit.run.finished_at)?;
     }
     outcome.run_id = insert_run(tx, &commit.run)?;
     Ok(outcome)

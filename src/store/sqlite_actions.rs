@@ -6,8 +6,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::sqlite::{append_in, parse_ts, ts};
 use super::{
-    ActionOutcome, ActionRecord, ActionState, NewAction, StoreError, action_event, idempotency_key,
-    lease_end, outcome_event, parse_json,
+    ActionOutcome, ActionRecord, ActionState, MessageRefs, NewAction, NewMessage, StoreError,
+    action_event, idempotency_key, lease_end, outcome_event, parse_json,
 };
 use crate::audit::Kind;
 
@@ -56,6 +56,7 @@ pub(super) fn plan(
     owner: &str,
     run_id: i64,
     actions: &[NewAction],
+    messages: &[NewMessage],
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
     let next = if actions.is_empty() {
@@ -91,6 +92,12 @@ pub(super) fn plan(
             idempotency_key(run_id, a.position)
         ])?;
     }
+    let refs = MessageRefs {
+        finding_id: Some(finding_id),
+        approval_id,
+        run_id: Some(run_id),
+    };
+    super::sqlite_messages::insert(tx, messages, refs, now)?;
     Ok(true)
 }
 

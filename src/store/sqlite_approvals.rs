@@ -7,8 +7,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::sqlite::{append_in, parse_ts, ts};
 use super::{
-    Claimed, NewApproval, StoreError, lease_end, parse_json, to_json, transition_events,
-    transition_result,
+    Claimed, MessageRefs, NewApproval, StoreError, lease_end, parse_json, to_json,
+    transition_events, transition_result,
 };
 use crate::approval::{Approval, OptionSpec, Refusal, Status, Transition, Vote};
 use crate::audit::{Event, Kind};
@@ -98,6 +98,12 @@ pub(super) fn open(
     )?;
     let id = tx.last_insert_rowid();
     append_in(tx, &[requested_event(id, a)])?;
+    let refs = MessageRefs {
+        finding_id: Some(a.finding_id),
+        approval_id: Some(id),
+        run_id: Some(a.run_id),
+    };
+    super::sqlite_messages::insert(tx, &a.messages, refs, a.requested_at)?;
     Ok(Some(id))
 }
 

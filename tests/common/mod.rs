@@ -1,6 +1,8 @@
 //! Test support: fresh PostgreSQL databases on the local server, project directories.
 #![allow(dead_code)]
 
+pub mod recorder;
+
 use std::path::{Path, PathBuf};
 
 /// The admin connection used to create and drop test databases.
@@ -163,4 +165,39 @@ pub fn is_export_name(name: &str, remediation: &str, id: i64, outcome: &str) -> 
         && parts[4].starts_with(&format!("{id}-{outcome}-"))
         && parts[4].ends_with(".json")
         && parts[4].len() == format!("{id}-{outcome}-00-00-00.json").len()
+}
+
+/// A child process (`vigilo run`) stopped with SIGTERM and reaped when dropped.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `vigilo run` on the project in `dir`, its output discarded.
+pub fn run(dir: &Path) -> Running {
+    Running(
+        std::process::Command::new(env!("CARGO_BIN_EXE_vigilo"))
+            .arg("--dir")
+            .arg(dir)
+            .arg("run")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start vigilo run"),
+    )
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

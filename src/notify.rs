@@ -1,0 +1,364 @@
+//! Notifier messages: what each event tells whom, queued in the store's outbox
+//! in the transaction of the event, and delivered afterwards with retries.
+//!
+//! Queuing: [`for_notifier`] expands a notifier into one [`NewMessage`] per
+//! target, and [`for_decision`] renders a remediation's `[[message]]`s for a
+//! decision. Delivery: [`deliver`] claims due messages (with a lease, so several
+//! processes can share one outbox), sends each through its integration and
+//! records the attempt with `message.sent` or `message.failed`. A failed attempt
+//! is tried again with exponential backoff, up to [`MAX_ATTEMPTS`]; the event a
+//! message tells of is committed before, so a dead notifier never blocks or
+//! loses it. Delivery is at least once: a crash between sending and recording
+//! sends again, and webhook receivers get an `Idempotency-Key` to drop repeats.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use crate::approval::Approval;
+use crate::config::{IntegrationConfig, NotifyTarget, Project, Remediation, WebhookConfig};
+use crate::finding::Finding;
+use crate::store::{MessageOutcome, MessageRecord, NewMessage, Store, StoreError};
+use crate::template;
+
+/// Event of a message about a new finding.
+pub const FINDING_OPENED: &str = "finding.opened";
+/// Event of a message about a finding that came back.
+pub const FINDING_REOPENED: &str = "finding.reopened";
+/// Event of a message asking for a decision.
+pub const APPROVAL_REQUESTED: &str = "approval.requested";
+/// Event of a remediation's `[[message]]`.
+pub const REMEDIATION_MESSAGE: &str = "remediation.message";
+
+/// Delivery attempts before a message is given up (`failed`).
+pub const MAX_ATTEMPTS: i32 = 8;
+
+/// Wait after the first failed attempt; doubled after each further one.
+const FIRST_RETRY: Duration = Duration::from_secs(2);
+
+/// The longest wait between two attempts.
+const MAX_RETRY: Duration = Duration::from_secs(600);
+
+/// How long a claimed message is held before another process may take it.
+const CLAIM_LEASE: Duration = Duration::from_secs(60);
+
+/// How many messages one pass claims.
+const CLAIM_BATCH: usize = 100;
+
+/// How long one webhook call may take.
+const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How much of a failed answer's body is kept.
+const BODY_EXCERPT: usize = 300;
+
+/// The wait before attempt `failed + 1`, after `failed` attempts failed (1: the first).
+pub fn backoff(failed: i32) -> Duration {
+    let doublings = u32::try_from(failed.saturating_sub(1)).unwrap_or(0).min(20);
+    FIRST_RETRY.saturating_mul(1 << doublings).min(MAX_RETRY)
+}
+
+/// One message per target of `notifier` (none if the project has no such notifier).
+pub fn for_notifier(
+    project: &Project,
+    notifier: &str,
+    event: &str,
+    text: Option<String>,
+) -> Vec<NewMessage> {
+    let Some(n) = project.notifiers.get(notifier) else {
+        return Vec::new();
+    };
+    n.notify
+        .iter()
+        .map(|target| NewMessage {
+            event: event.to_string(),
+            notifier: notifier.to_string(),
+            integration: target.integration.clone(),
+            destination: destination(target),
+            text: text.clone(),
+        })
+        .collect()
+}
+
+/// The `[[message]]`s that `decision` triggers (`None`: auto-remediation), rendered over `ctx`.
+pub fn for_decision(
+    project: &Project,
+    remediation: &Remediation,
+    decision: Option<&str>,
+    ctx: &Value,
+) -> Result<Vec<NewMessage>, String> {
+    let mut out = Vec::new();
+    for (i, m) in remediation.messages.iter().enumerate() {
+        if m.when.as_deref() != decision {
+            continue;
+        }
+        let text = template::render(&m.text, ctx).map_err(|e| format!("message[{i}].text: {e}"))?;
+        out.extend(for_notifier(
+            project,
+            &m.notifier,
+            REMEDIATION_MESSAGE,
+            Some(text),
+        ));
+    }
+    Ok(out)
+}
+
+fn destination(target: &NotifyTarget) -> Value {
+    let mut d = serde_json::Map::new();
+    if let Some(channel) = &target.channel {
+        d.insert("channel".into(), channel.clone().into());
+    }
+    if !target.to.is_empty() {
+        d.insert("to".into(), json!(target.to));
+    }
+    Value::Object(d)
+}
+
+/// Delivers every due message this process can claim; returns (message id, outcome).
+pub async fn deliver(
+    project: &Project,
+    store: &dyn Store,
+    owner: &str,
+    client: &reqwest::Client,
+) -> Result<Vec<(i64, MessageOutcome)>, StoreError> {
+    let mut done = Vec::new();
+    for m in store
+        .claim_messages(owner, CLAIM_LEASE, CLAIM_BATCH)
+        .await?
+    {
+        let outcome = match compose(project, store, &m).await? {
+            Ok(content) => match send(project, client, &m, &content).await {
+                Ok(result) => MessageOutcome::Sent(result),
+                Err(error) => failed(&m, error),
+            },
+            Err(error) => failed(&m, error),
+        };
+        if let MessageOutcome::Failed { error, retry_at } = &outcome {
+            tracing::warn!(message = m.id, integration = %m.integration, attempt = m.attempts + 1,
+                retry_at = ?retry_at, error = %error, "message not delivered");
+        }
+        if store.finish_message(owner, m.id, outcome.clone()).await? {
+            done.push((m.id, outcome));
+        }
+    }
+    Ok(done)
+}
+
+/// A failed attempt: tried again after the backoff, or given up after the last attempt.
+fn failed(m: &MessageRecord, error: String) -> MessageOutcome {
+    let attempt = m.attempts + 1;
+    let retry_at = (attempt < MAX_ATTEMPTS)
+        .then(|| chrono::Duration::from_std(backoff(attempt)).ok())
+        .flatten()
+        .map(|wait| Utc::now() + wait);
+    MessageOutcome::Failed { error, retry_at }
+}
+
+/// What a message says, in the forms the integrations need.
+#[derive(Debug, Clone)]
+pub struct Content {
+    /// A one-line subject.
+    pub subject: String,
+    /// The text, several lines.
+    pub text: String,
+    /// The finding it is about.
+    pub finding: Option<Finding>,
+    /// The approval it is about.
+    pub approval: Option<Approval>,
+    /// Per-approver approval links (approval requests only).
+    pub links: Vec<(String, String)>,
+}
+
+/// Puts a message's words together from the finding and approval as they are now.
+/// The outer error is the store's; the inner one fails the attempt.
+pub async fn compose(
+    project: &Project,
+    store: &dyn Store,
+    m: &MessageRecord,
+) -> Result<Result<Content, String>, StoreError> {
+    let finding = match m.finding_id {
+        Some(id) => store.finding(id).await?,
+        None => None,
+    };
+    let approval = match m.approval_id {
+        Some(id) => store.approval(id).await?,
+        None => None,
+    };
+    let title = |f: &Finding| {
+        project
+            .queries
+            .get(&f.query)
+            .map_or_else(|| f.query.clone(), |q| q.title.clone())
+    };
+    let content = match (m.event.as_str(), &finding, &approval) {
+        (FINDING_OPENED | FINDING_REOPENED, Some(f), _) => {
+            let verb = if m.event == FINDING_OPENED {
+                "New finding"
+            } else {
+                "Finding is back"
+            };
+            Content {
+                subject: format!("{verb}: {}", title(f)),
+                text: format!(
+                    "{verb} {} of query {} ({}): {}\n  key: {}",
+                    f.id,
+                    f.query,
+                    f.severity.as_str(),
+                    title(f),
+                    key_text(f)
+                ),
+                finding,
+                approval,
+                links: Vec::new(),
+            }
+        }
+        (APPROVAL_REQUESTED, _, Some(a)) => {
+            let options: Vec<String> = a
+                .options
+                .iter()
+                .map(|o| match o.required {
+                    1 => format!("{} ({})", o.label, o.value),
+                    n => format!("{} ({}, needs {n} approvers)", o.label, o.value),
+                })
+                .collect();
+            let links = crate::remediate::links(project, a.id, &a.approvers, a.deadline);
+            let mut text = format!(
+                "approval {} requested ({}): {}\n  {}\n  finding {} of query {}; options: {}\n  decide with: vigilo respond {} OPTION --as NAME",
+                a.id,
+                a.remediation,
+                a.subject,
+                a.prompt,
+                a.finding_id,
+                finding.as_ref().map_or("?", |f| f.query.as_str()),
+                options.join(", "),
+                a.id
+            );
+            if let Some(deadline) = &a.deadline {
+                text.push_str(&format!(
+                    "\n  deadline: {}",
+                    crate::finding::rfc3339(deadline)
+                ));
+            }
+            for (approver, link) in &links {
+                text.push_str(&format!("\n  {approver}: {link}"));
+            }
+            Content {
+                subject: a.subject.clone(),
+                text,
+                finding,
+                approval,
+                links,
+            }
+        }
+        (REMEDIATION_MESSAGE, _, _) => {
+            let text = m.text.clone().unwrap_or_default();
+            Content {
+                subject: text.lines().next().unwrap_or_default().to_string(),
+                text,
+                finding,
+                approval,
+                links: Vec::new(),
+            }
+        }
+        (event, _, _) => {
+            return Ok(Err(format!(
+                "message {} ({event}): its finding or approval is no longer in the store",
+                m.id
+            )));
+        }
+    };
+    Ok(Ok(content))
+}
+
+fn key_text(f: &Finding) -> String {
+    f.key
+        .iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => format!("{k}={s}"),
+            other => format!("{k}={other}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Sends one message through its integration; `Ok` carries what the integration answered.
+async fn send(
+    project: &Project,
+    client: &reqwest::Client,
+    m: &MessageRecord,
+    content: &Content,
+) -> Result<Value, String> {
+    match project.integrations.get(&m.integration) {
+        Some(IntegrationConfig::Console) => {
+            println!("{}", content.text);
+            Ok(json!({"printed": true}))
+        }
+        Some(IntegrationConfig::Webhook(w)) => webhook(client, w, m, content).await,
+        Some(other) => Err(format!(
+            "integration {} ({}): this vigilo cannot deliver to {} integrations yet",
+            m.integration,
+            other.kind(),
+            other.kind()
+        )),
+        None => Err(format!(
+            "integration {} is no longer configured; nothing was sent",
+            m.integration
+        )),
+    }
+}
+
+/// The JSON a webhook receives.
+pub fn webhook_payload(m: &MessageRecord, content: &Content) -> Value {
+    json!({
+        "event": m.event,
+        "message_id": m.id,
+        "notifier": m.notifier,
+        "subject": content.subject,
+        "text": content.text,
+        "finding": content.finding,
+        "approval": content.approval,
+        "links": content.links.iter().map(|(approver, url)| json!({"approver": approver, "url": url})).collect::<Vec<_>>(),
+    })
+}
+
+async fn webhook(
+    client: &reqwest::Client,
+    w: &WebhookConfig,
+    m: &MessageRecord,
+    content: &Content,
+) -> Result<Value, String> {
+    let response = client
+        .post(&w.url)
+        .timeout(WEBHOOK_TIMEOUT)
+        .header("Idempotency-Key", format!("vigilo-message-{}", m.id))
+        .header("User-Agent", concat!("vigilo/", env!("CARGO_PKG_VERSION")))
+        .json(&webhook_payload(m, content))
+        .send()
+        .await
+        // Without the URL: a webhook URL often carries a secret.
+        .map_err(|e| format!("webhook {}: {}", m.integration, e.without_url()))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(json!({"status": status.as_u16()}));
+    }
+    let body = response.text().await.unwrap_or_default();
+    let excerpt: String = body.chars().take(BODY_EXCERPT).collect();
+    Err(format!(
+        "webhook {}: HTTP {}: {excerpt}",
+        m.integration,
+        status.as_u16()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_two_seconds_and_stops_at_ten_minutes() {
+        let waits: Vec<u64> = (1..=10).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(waits, [2, 4, 8, 16, 32, 64, 128, 256, 512, 600]);
+        assert_eq!(backoff(0).as_secs(), 2);
+        assert_eq!(backoff(i32::MAX).as_secs(), 600);
+    }
+}
