@@ -88,9 +88,41 @@ pub fn render(
             position,
             kind: kind.to_string(),
             params,
+            skip: None,
         });
     }
     Ok(out)
+}
+
+/// The exact call an action makes, in one line (what `dry_run` prints and records).
+pub fn describe(kind: &str, params: &Value) -> String {
+    let s = |k: &str| params[k].as_str().unwrap_or_default().to_string();
+    match kind {
+        "http" => {
+            let mut line = format!("{} {}", s("method"), s("url"));
+            if let Some(h) = params["headers"].as_object().filter(|h| !h.is_empty()) {
+                line.push_str(&format!(" headers {}", Value::Object(h.clone())));
+            }
+            if let Some(body) = params["body"].as_str() {
+                line.push_str(&format!(" body {}", Value::String(body.to_string())));
+            }
+            line
+        }
+        "aws.iam.update_access_key" => format!(
+            "iam:UpdateAccessKey UserName={} AccessKeyId={} Status={} (connection {})",
+            s("user_name"),
+            s("access_key_id"),
+            s("status"),
+            s("connection")
+        ),
+        "aws.iam.delete_access_key" => format!(
+            "iam:DeleteAccessKey UserName={} AccessKeyId={} (connection {})",
+            s("user_name"),
+            s("access_key_id"),
+            s("connection")
+        ),
+        other => format!("{other} {params}"),
+    }
 }
 
 /// Runs one action against its target.

@@ -46,6 +46,8 @@ pub enum Kind {
     MessageSent,
     /// A message could not be sent.
     MessageFailed,
+    /// A remediation run could not go on (its templates did not render); nothing was done.
+    RemediationFailed,
     /// vigilo loaded a project to act on it.
     ConfigLoaded,
 }
@@ -67,6 +69,7 @@ impl Kind {
             Kind::ActionFailed => "action.failed",
             Kind::MessageSent => "message.sent",
             Kind::MessageFailed => "message.failed",
+            Kind::RemediationFailed => "remediation.failed",
             Kind::ConfigLoaded => "config.loaded",
         }
     }

@@ -377,10 +377,10 @@ async fn vote(
             option, by: voters, ..
         }) => {
             println!("approval {id} decided: {option} (by {})", voters.join(", "));
-            let client = http_client()?;
-            let (_, ran) =
-                remediate::step(&project, store.as_ref(), &remediate::owner(), &client).await?;
-            output::write_action_outcomes(&mut std::io::stdout().lock(), &ran)?;
+            let (progress, ran) = advance(project, store).await?;
+            let mut out = std::io::stdout().lock();
+            output::write_progress_failures(&mut out, &progress)?;
+            output::write_action_outcomes(&mut out, &ran)?;
             Ok(ExitCode::SUCCESS)
         }
         Ok(_) => {
@@ -407,6 +407,15 @@ async fn vote(
     }
 }
 
+/// Moves remediations along once (as `vigilo run` does every second): plans, acts, notifies.
+async fn advance(
+    project: Project,
+    store: Arc<dyn Store>,
+) -> Result<(remediate::Progress, Vec<(i64, ActionOutcome)>)> {
+    let scanner = Scanner::new(Arc::new(project), store)?;
+    Ok(remediate::step(&scanner, &remediate::owner(), &http_client()?).await?)
+}
+
 /// The HTTP client actions use.
 fn http_client() -> Result<reqwest::Client> {
     reqwest::Client::builder()
@@ -422,8 +431,7 @@ async fn retry(dir: &Path, action_id: i64) -> Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     println!("action {action_id} queued again");
-    let client = http_client()?;
-    let (_, ran) = remediate::step(&project, store.as_ref(), &remediate::owner(), &client).await?;
+    let (_, ran) = advance(project, store).await?;
     output::write_action_outcomes(&mut std::io::stdout().lock(), &ran)?;
     let ok = ran.iter().any(|(id, o)| {
         *id == action_id && matches!(o, ActionOutcome::Succeeded(_) | ActionOutcome::Skipped(_))
@@ -570,13 +578,7 @@ async fn scan_cmd(dir: &Path, dry_run: bool, names: &[String]) -> Result<ExitCod
     output::write_scan(&mut out, &runs)?;
     drop(out);
     let client = http_client()?;
-    let (progress, ran) = remediate::step(
-        &project,
-        scanner.store().as_ref(),
-        &remediate::owner(),
-        &client,
-    )
-    .await?;
+    let (progress, ran) = remediate::step(&scanner, &remediate::owner(), &client).await?;
     let mut out = std::io::stdout().lock();
     if !progress.opened.is_empty() {
         writeln!(
@@ -585,9 +587,7 @@ async fn scan_cmd(dir: &Path, dry_run: bool, names: &[String]) -> Result<ExitCod
             progress.opened.len()
         )?;
     }
-    for (run, why) in &progress.failed {
-        writeln!(out, "remediation run {run} could not go on: {why}")?;
-    }
+    output::write_progress_failures(&mut out, &progress)?;
     output::write_action_outcomes(&mut out, &ran)?;
     let failed = runs.iter().filter(|r| r.result.is_err()).count();
     if failed > 0 {

@@ -212,7 +212,7 @@ pub async fn run(yes: bool) -> Result<ExitCode> {
     )?;
     let runs = scan::scan_all(&scanner, &queries).await;
     output::write_scan(&mut out, &runs)?;
-    remediate::step(&project, store.as_ref(), &owner, &client).await?;
+    remediate::step(&scanner, &owner, &client).await?;
 
     writeln!(
         out,
@@ -257,7 +257,7 @@ pub async fn run(yes: bool) -> Result<ExitCode> {
         out,
         "\n3. Act: each approved deactivation is sent to the target once."
     )?;
-    let (_, ran) = remediate::step(&project, store.as_ref(), &owner, &client).await?;
+    let (_, ran) = remediate::step(&scanner, &owner, &client).await?;
     output::write_action_outcomes(&mut out, &ran)?;
     for request in target.requests() {
         writeln!(out, "   target received: {request}")?;

@@ -285,3 +285,14 @@ pub fn write_action_outcomes(
     }
     Ok(())
 }
+
+/// One line per remediation run that could not go on, with why.
+pub fn write_progress_failures(
+    out: &mut impl Write,
+    progress: &crate::remediate::Progress,
+) -> std::io::Result<()> {
+    for (run, why) in &progress.failed {
+        writeln!(out, "remediation run {run} could not go on: {why}")?;
+    }
+    Ok(())
+}

@@ -6,21 +6,27 @@
 //! subject and prompt, and opens the approval; [`settle_due`] applies timeouts,
 //! including those whose deadline passed while vigilo was stopped.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::{Value, json};
 
 use crate::approval::{OptionSpec, Transition};
-use crate::config::{ApprovalConfig, Project};
+use crate::config::{ApprovalConfig, Project, Remediation};
 use crate::finding::Finding;
-use crate::store::{ActionOutcome, NewApproval, RequestedRun, Store, StoreError};
+use crate::scan::Scanner;
+use crate::store::{
+    ActionOutcome, NewAction, NewApproval, NewMessage, RequestedRun, Store, StoreError,
+};
 use crate::template;
 use crate::{action, notify};
 
 /// How long a claim on a requested run lasts before another process may take it.
 const CLAIM_LEASE: Duration = Duration::from_secs(60);
+
+/// How long a run whose recheck could not run waits before the next attempt.
+const RECHECK_RETRY: Duration = Duration::from_secs(5);
 
 /// How many requested runs one pass claims.
 const CLAIM_BATCH: usize = 100;
@@ -38,7 +44,7 @@ pub enum RemediateError {
 pub struct Progress {
     /// Approvals opened: (approval id, subject).
     pub opened: Vec<(i64, String)>,
-    /// Runs that could not be opened, with why (they stay requested and are retried).
+    /// Runs that could not go on, with why: failed for good, or (a recheck that could not run) deferred.
     pub failed: Vec<(i64, String)>,
 }
 
@@ -48,37 +54,30 @@ pub fn owner() -> String {
     format!("{host}:{}", std::process::id())
 }
 
-/// Opens the approval of every requested run whose remediation asks for one.
-pub async fn process_requested(
-    project: &Project,
-    store: &dyn Store,
-    owner: &str,
-) -> Result<Progress, RemediateError> {
+/// Opens the approval of every requested run whose remediation asks for one, and plans the
+/// actions of those that need none (auto-remediation).
+pub async fn process_requested(scanner: &Scanner, owner: &str) -> Result<Progress, RemediateError> {
+    let (project, store) = (scanner.project().as_ref(), scanner.store().as_ref());
     let mut progress = Progress::default();
+    let mut plans = Vec::new();
     for run in store
         .claim_requested(owner, CLAIM_LEASE, CLAIM_BATCH)
         .await?
     {
-        let Some(remediation) =
-            remediation_of(project, run.run_id, &run.remediation, &mut progress)
-        else {
+        let Some(remediation) = project.remediations.get(&run.remediation) else {
+            let why = format!(
+                "remediation {} is no longer in the project",
+                run.remediation
+            );
+            give_up(store, owner, run.run_id, why, &mut progress).await?;
             continue;
         };
         let Some(approval) = &remediation.approval else {
             // Auto-remediation: the actions without `when` run at once.
             let ctx = context(project, &run.finding);
-            match action::render(remediation, None, &ctx).and_then(|actions| {
-                Ok((
-                    actions,
-                    notify::for_decision(project, remediation, None, &ctx)?,
-                ))
-            }) {
-                Ok((actions, messages)) => {
-                    store
-                        .plan_actions(owner, run.run_id, actions, messages)
-                        .await?;
-                }
-                Err(e) => progress.failed.push((run.run_id, e)),
+            match Plan::render(project, remediation, None, &ctx, run.run_id, run.finding) {
+                Ok(plan) => plans.push(plan),
+                Err((id, e)) => give_up(store, owner, id, e, &mut progress).await?,
             }
             continue;
         };
@@ -89,26 +88,26 @@ pub async fn process_requested(
                     progress.opened.push((id, subject));
                 }
             }
-            Err(e) => {
-                tracing::error!(run = run.run_id, remediation = %run.remediation, error = %e, "cannot open the approval");
-                progress.failed.push((run.run_id, e));
-            }
+            Err(e) => give_up(store, owner, run.run_id, e, &mut progress).await?,
         }
     }
+    record_plans(scanner, owner, plans, &mut progress).await?;
     Ok(progress)
 }
 
-/// Plans the actions of every decided run: the decision's actions, rendered, recorded as pending.
-pub async fn plan_decided(
-    project: &Project,
-    store: &dyn Store,
-    owner: &str,
-) -> Result<Progress, RemediateError> {
+/// Plans the actions of every decided run: the decision's actions and messages, rendered and
+/// recorded (after `recheck`, and as skipped under `dry_run`).
+pub async fn plan_decided(scanner: &Scanner, owner: &str) -> Result<Progress, RemediateError> {
+    let (project, store) = (scanner.project().as_ref(), scanner.store().as_ref());
     let mut progress = Progress::default();
+    let mut plans = Vec::new();
     for run in store.claim_decided(owner, CLAIM_LEASE, CLAIM_BATCH).await? {
-        let Some(remediation) =
-            remediation_of(project, run.run_id, &run.remediation, &mut progress)
-        else {
+        let Some(remediation) = project.remediations.get(&run.remediation) else {
+            let why = format!(
+                "remediation {} is no longer in the project",
+                run.remediation
+            );
+            give_up(store, owner, run.run_id, why, &mut progress).await?;
             continue;
         };
         let mut ctx = context(project, &run.finding);
@@ -123,23 +122,165 @@ pub async fn plan_decided(
                 "subject": a.subject,
             });
         }
-        let planned = action::render(remediation, decision.as_deref(), &ctx).and_then(|actions| {
-            let messages = notify::for_decision(project, remediation, decision.as_deref(), &ctx)?;
-            Ok((actions, messages))
-        });
-        match planned {
-            Ok((actions, messages)) => {
-                store
-                    .plan_actions(owner, run.run_id, actions, messages)
-                    .await?;
-            }
-            Err(e) => {
-                tracing::error!(run = run.run_id, error = %e, "cannot render the actions");
-                progress.failed.push((run.run_id, e));
-            }
+        match Plan::render(
+            project,
+            remediation,
+            decision.as_deref(),
+            &ctx,
+            run.run_id,
+            run.finding,
+        ) {
+            Ok(plan) => plans.push(plan),
+            Err((id, e)) => give_up(store, owner, id, e, &mut progress).await?,
         }
     }
+    record_plans(scanner, owner, plans, &mut progress).await?;
     Ok(progress)
+}
+
+/// A claimed run's rendered actions and messages, before they are recorded.
+struct Plan<'p> {
+    run_id: i64,
+    finding: Finding,
+    remediation: &'p Remediation,
+    actions: Vec<NewAction>,
+    messages: Vec<NewMessage>,
+}
+
+impl<'p> Plan<'p> {
+    /// Renders what `decision` triggers; the error names the run.
+    fn render(
+        project: &Project,
+        remediation: &'p Remediation,
+        decision: Option<&str>,
+        ctx: &Value,
+        run_id: i64,
+        finding: Finding,
+    ) -> Result<Plan<'p>, (i64, String)> {
+        let actions = action::render(remediation, decision, ctx).map_err(|e| (run_id, e))?;
+        let messages =
+            notify::for_decision(project, remediation, decision, ctx).map_err(|e| (run_id, e))?;
+        Ok(Plan {
+            run_id,
+            finding,
+            remediation,
+            actions,
+            messages,
+        })
+    }
+}
+
+/// Applies `recheck` and `dry_run` to the plans, then records each (a run whose recheck
+/// could not run stays claimed until its lease ends, and is tried again).
+async fn record_plans(
+    scanner: &Scanner,
+    owner: &str,
+    mut plans: Vec<Plan<'_>>,
+    progress: &mut Progress,
+) -> Result<(), RemediateError> {
+    let gone = recheck(scanner, &plans).await;
+    for plan in &mut plans {
+        match gone.get(&plan.run_id) {
+            Some(Err(e)) => {
+                tracing::error!(run = plan.run_id, error = %e, "recheck failed; the run is tried again later");
+                let again =
+                    Utc::now() + chrono::Duration::from_std(RECHECK_RETRY).unwrap_or_default();
+                scanner.store().defer_run(owner, plan.run_id, again).await?;
+                progress.failed.push((
+                    plan.run_id,
+                    format!(
+                        "recheck failed, tried again in {}s: {e}",
+                        RECHECK_RETRY.as_secs()
+                    ),
+                ));
+                continue;
+            }
+            Some(Ok(Some(why))) => {
+                tracing::info!(
+                    run = plan.run_id,
+                    finding = plan.finding.id,
+                    "{why}; actions skipped"
+                );
+                for a in &mut plan.actions {
+                    a.skip = Some(json!({"skipped": why, "recheck": "gone"}));
+                }
+                // The messages speak of acting; nothing was done.
+                plan.messages.clear();
+            }
+            Some(Ok(None)) | None => {}
+        }
+        if plan.remediation.dry_run {
+            for a in plan.actions.iter_mut().filter(|a| a.skip.is_none()) {
+                let call = action::describe(&a.kind, &a.params);
+                println!(
+                    "dry run: remediation {} (run {}), action {}: would call {call}",
+                    plan.remediation.name, plan.run_id, a.position
+                );
+                a.skip = Some(
+                    json!({"skipped": "dry run", "dry_run": true, "would_call": call, "params": a.params}),
+                );
+            }
+            for m in &mut plan.messages {
+                m.text = m.text.as_ref().map(|t| format!("[dry run] {t}"));
+            }
+        }
+        let (actions, messages) = (
+            std::mem::take(&mut plan.actions),
+            std::mem::take(&mut plan.messages),
+        );
+        scanner
+            .store()
+            .plan_actions(owner, plan.run_id, actions, messages)
+            .await?;
+    }
+    Ok(())
+}
+
+/// For each plan of a `recheck = true` remediation with actions: `Ok(Some(why))` when its
+/// finding is no longer in its query's result, `Ok(None)` when it is, `Err` when the query
+/// could not run. One query run per query, however many findings it checks.
+async fn recheck(
+    scanner: &Scanner,
+    plans: &[Plan<'_>],
+) -> HashMap<i64, Result<Option<String>, String>> {
+    let mut by_query: BTreeMap<&str, Vec<&Plan<'_>>> = BTreeMap::new();
+    for p in plans
+        .iter()
+        .filter(|p| p.remediation.recheck && !p.actions.is_empty())
+    {
+        by_query
+            .entry(p.finding.query.as_str())
+            .or_default()
+            .push(p);
+    }
+    let mut out = HashMap::new();
+    for (name, plans) in by_query {
+        let Some(query) = scanner.project().queries.get(name) else {
+            let why = format!(
+                "recheck: query {name} is no longer in the project, so the finding cannot be confirmed"
+            );
+            out.extend(plans.iter().map(|p| (p.run_id, Ok(Some(why.clone())))));
+            continue;
+        };
+        let keys: Vec<&serde_json::Map<String, Value>> =
+            plans.iter().map(|p| &p.finding.key).collect();
+        match scanner.present(query, &keys).await {
+            Ok(present) => {
+                let at = crate::finding::rfc3339(&Utc::now());
+                for (p, here) in plans.iter().zip(present) {
+                    let why = (!here).then(|| {
+                        format!(
+                            "recheck: finding {} is no longer in the result of query {name} (checked {at})",
+                            p.finding.id
+                        )
+                    });
+                    out.insert(p.run_id, Ok(why));
+                }
+            }
+            Err(e) => out.extend(plans.iter().map(|p| (p.run_id, Err(e.to_string())))),
+        }
+    }
+    out
 }
 
 /// Settles actions left `started` by a process that is gone: `unknown`, for a person to `vigilo retry`.
@@ -189,37 +330,36 @@ pub async fn execute_pending(
 /// Everything that moves remediations along, in order: timeouts, crashed actions, new approvals,
 /// decided runs' actions, running them, and delivering due messages.
 pub async fn step(
-    project: &Project,
-    store: &dyn Store,
+    scanner: &Scanner,
     owner: &str,
     client: &reqwest::Client,
 ) -> Result<(Progress, Vec<(i64, ActionOutcome)>), RemediateError> {
+    let (project, store) = (scanner.project().as_ref(), scanner.store().as_ref());
     settle_due(store).await?;
     settle_started(store).await?;
-    let mut progress = process_requested(project, store, owner).await?;
+    let mut progress = process_requested(scanner, owner).await?;
     progress
         .failed
-        .extend(plan_decided(project, store, owner).await?.failed);
+        .extend(plan_decided(scanner, owner).await?.failed);
     let ran = execute_pending(store, owner, client).await?;
     notify::deliver(project, store, owner, client).await?;
     Ok((progress, ran))
 }
 
-/// The remediation a run names, or a recorded failure when the project no longer has it.
-fn remediation_of<'p>(
-    project: &'p Project,
+/// Ends a run that cannot go on (its templates do not render, its remediation is gone) as
+/// `failed`, with `remediation.failed` in the audit trail; nothing was done.
+async fn give_up(
+    store: &dyn Store,
+    owner: &str,
     run_id: i64,
-    name: &str,
+    error: String,
     progress: &mut Progress,
-) -> Option<&'p crate::config::Remediation> {
-    let found = project.remediations.get(name);
-    if found.is_none() {
-        progress.failed.push((
-            run_id,
-            format!("remediation {name} is no longer in the project"),
-        ));
+) -> Result<(), RemediateError> {
+    tracing::error!(run = run_id, error = %error, "remediation run failed; nothing was done");
+    if store.fail_run(owner, run_id, &error).await? {
+        progress.failed.push((run_id, error));
     }
-    found
+    Ok(())
 }
 
 /// Applies the timeout of every pending approval whose deadline has passed.

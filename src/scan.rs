@@ -292,6 +292,50 @@ impl Scanner {
         Ok(dry)
     }
 
+    /// Runs `query` now and tells, for each of `keys`, whether a row with that key is in its
+    /// result (`recheck = true`); reads the rows once, keeps nothing but the answers.
+    pub async fn present(
+        &self,
+        query: &Query,
+        keys: &[&Map<String, Value>],
+    ) -> Result<Vec<bool>, ScanError> {
+        let mut rows = self.source(query)?.query(&query.sql).await?;
+        let key_columns: Vec<(usize, &String)> = query
+            .primary_key
+            .iter()
+            .map(|name| {
+                rows.columns
+                    .iter()
+                    .position(|c| c == name)
+                    .map(|i| (i, name))
+                    .ok_or_else(|| DiffError::MissingColumn {
+                        query: query.name.clone(),
+                        setting: "primary_key",
+                        column: name.clone(),
+                        columns: rows.columns.join(", "),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        let canonical = |key: &Map<String, Value>| Value::Object(key.clone()).to_string();
+        let wanted: HashMap<String, usize> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (canonical(k), i))
+            .collect();
+        let mut found = vec![false; keys.len()];
+        while let Some(row) = rows.stream.next().await {
+            let row = row?;
+            let key: Map<String, Value> = key_columns
+                .iter()
+                .map(|(i, name)| ((*name).clone(), row.get(*i).cloned().unwrap_or(Value::Null)))
+                .collect();
+            if let Some(&i) = wanted.get(&canonical(&key)) {
+                found[i] = true;
+            }
+        }
+        Ok(found)
+    }
+
     fn source(&self, query: &Query) -> Result<&Arc<Source>, SourceError> {
         // Config validation guarantees the database exists; say so clearly if it somehow does not.
         self.sources

@@ -102,8 +102,7 @@ async fn maintenance(scanner: Arc<Scanner>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let store = scanner.store().as_ref();
-        match crate::remediate::step(scanner.project(), store, &owner, &client).await {
+        match crate::remediate::step(&scanner, &owner, &client).await {
             Ok((p, _)) => {
                 for (id, subject) in &p.opened {
                     tracing::info!(approval = id, subject = %subject, "approval requested");

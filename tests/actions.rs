@@ -244,11 +244,7 @@ async fn killed_mid_call_on_postgres() {
 #[tokio::test]
 async fn auto_remediation_runs_at_once() {
     let server = Recorder::start();
-    let state = tempfile::tempdir().unwrap();
-    let dir = project(
-        &format!("sqlite://{}", state.path().join("s.db").display()),
-        server.port,
-    );
+    let (_state, dir) = sqlite_project(server.port);
     let d = dir.path();
     std::fs::write(
         d.join("queries/auto.sql"),
@@ -262,4 +258,181 @@ async fn auto_remediation_runs_at_once() {
     assert_eq!(seen[0].1, "/auto/k2");
     ok(d, &["scan", "auto"]);
     assert_eq!(server.seen().len(), 1, "no new finding, no new action");
+}
+
+/// The test project with its state in a SQLite file of its own: (state dir, project dir).
+fn sqlite_project(port: u16) -> (tempfile::TempDir, tempfile::TempDir) {
+    let state = tempfile::tempdir().unwrap();
+    let dir = project(
+        &format!("sqlite://{}", state.path().join("s.db").display()),
+        port,
+    );
+    (state, dir)
+}
+
+/// Rewrites the `deactivate` remediation: `top` lines go before its tables, `tail` after.
+fn remediation_with(dir: &Path, top: &str, tail: &str) {
+    let path = dir.join("remediations/deactivate.toml");
+    let body = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{top}\n{body}\n{tail}")).unwrap();
+}
+
+fn keys_db(dir: &Path, sql: &str) {
+    rusqlite::Connection::open(dir.join("src.db"))
+        .unwrap()
+        .execute_batch(sql)
+        .unwrap();
+}
+
+fn audit_of(dir: &Path, kind: &str) -> Vec<Value> {
+    let entries: Vec<Value> =
+        serde_json::from_str(&ok(dir, &["audit", "--format", "json"])).unwrap();
+    entries.into_iter().filter(|e| e["kind"] == kind).collect()
+}
+
+const DONE_MESSAGE: &str =
+    "[[message]]\nwhen = \"approve\"\nnotifier = \"ops\"\ntext = \"Deactivated {{ row.id }}.\"\n";
+
+/// `recheck = true` (the default) skips, and records, the actions of a finding that left the
+/// result before the decision; a recheck that cannot run holds the run back instead of acting.
+async fn recheck_before_acting(state_url: &str) {
+    let server = Recorder::start();
+    let dir = project(state_url, server.port);
+    let d = dir.path();
+    remediation_with(d, "", DONE_MESSAGE);
+    ok(d, &["scan"]);
+
+    keys_db(d, "delete from keys where id = 'k1'");
+    let out = ok(d, &["approve", "1", "--as", "alice"]);
+    assert!(out.contains("approval 1 decided"), "{out}");
+    assert!(
+        server.seen().is_empty(),
+        "nothing is called for a finding that is gone"
+    );
+    assert!(
+        !out.contains("Deactivated k1"),
+        "no message about acting: {out}"
+    );
+    let skipped = audit_of(d, "action.succeeded");
+    assert_eq!(skipped.len(), 1, "{skipped:#?}");
+    let why = skipped[0]["data"]["skipped"].as_str().unwrap();
+    assert!(
+        why.contains("recheck: finding 1 is no longer in the result of query keys"),
+        "{why}"
+    );
+
+    // The source is unreachable: nothing runs, nothing is lost; the run is tried again.
+    std::fs::rename(d.join("src.db"), d.join("src.db.away")).unwrap();
+    let out = ok(d, &["approve", "2", "--as", "alice"]);
+    assert!(
+        out.contains("could not go on: recheck failed, tried again in 5s"),
+        "{out}"
+    );
+    assert!(server.seen().is_empty());
+    std::fs::rename(d.join("src.db.away"), d.join("src.db")).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5200)).await;
+    let out = ok(d, &["scan", "--dry-run"]);
+    assert!(
+        !out.contains("succeeded"),
+        "a dry-run scan acts on nothing: {out}"
+    );
+    let out = ok(d, &["scan"]);
+    assert!(out.contains("action 2 succeeded"), "{out}");
+    assert!(
+        out.contains("Deactivated k2."),
+        "the message follows the action: {out}"
+    );
+    assert_eq!(server.seen().len(), 1);
+    assert_eq!(server.seen()[0].1, "/deactivate/k2");
+    assert!(ok(d, &["audit", "verify"]).contains("intact"));
+}
+
+#[tokio::test]
+async fn recheck_on_sqlite() {
+    let state = tempfile::tempdir().unwrap();
+    recheck_before_acting(&format!("sqlite://{}", state.path().join("s.db").display())).await;
+}
+
+#[tokio::test]
+async fn recheck_on_postgres() {
+    let db = common::PgDb::new("recheck").await;
+    recheck_before_acting(&db.url).await;
+}
+
+/// `recheck = false` acts on the decision even when the finding has left the result.
+#[tokio::test]
+async fn without_recheck_the_decision_is_acted_on() {
+    let server = Recorder::start();
+    let (_state, dir) = sqlite_project(server.port);
+    let d = dir.path();
+    remediation_with(d, "recheck = false", "");
+    ok(d, &["scan"]);
+    keys_db(d, "delete from keys where id = 'k1'");
+    let out = ok(d, &["approve", "1", "--as", "alice"]);
+    assert!(out.contains("action 1 succeeded"), "{out}");
+    assert_eq!(server.seen().len(), 1);
+}
+
+/// `dry_run = true` prints and records the exact call, makes none, and marks its messages.
+#[tokio::test]
+async fn dry_run_records_the_exact_call_and_makes_none() {
+    let server = Recorder::start();
+    let (_state, dir) = sqlite_project(server.port);
+    let d = dir.path();
+    remediation_with(d, "dry_run = true", DONE_MESSAGE);
+    ok(d, &["scan"]);
+    let out = ok(d, &["approve", "1", "--as", "alice"]);
+    let call = format!(
+        "would call POST http://127.0.0.1:{}/deactivate/k1 headers {{\"X-Finding\":\"1\"}} body \"ann by alice\"",
+        server.port
+    );
+    assert!(out.contains(&call), "{out}");
+    assert!(out.contains("[dry run] Deactivated k1."), "{out}");
+    assert!(server.seen().is_empty(), "a dry run calls nothing");
+    let recorded = audit_of(d, "action.succeeded");
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0]["data"]["dry_run"], true);
+    assert!(
+        recorded[0]["data"]["would_call"]
+            .as_str()
+            .unwrap()
+            .contains("/deactivate/k1")
+    );
+    assert!(audit_of(d, "action.started").is_empty());
+}
+
+/// A template that fails on the finding's data ends the run as `failed`, recorded, once.
+#[tokio::test]
+async fn a_template_that_fails_to_render_fails_the_run() {
+    let server = Recorder::start();
+    let (_state, dir) = sqlite_project(server.port);
+    let d = dir.path();
+    let path = d.join("remediations/deactivate.toml");
+    let body = std::fs::read_to_string(&path).unwrap().replace(
+        "Deactivate {{ row.id }}?",
+        "Deactivate {{ row.no_such_column }}?",
+    );
+    std::fs::write(&path, body).unwrap();
+    let out = ok(d, &["scan"]);
+    assert!(
+        out.contains("remediation run 1 could not go on: approval.subject"),
+        "{out}"
+    );
+    assert!(out.contains("no_such_column"), "{out}");
+    let failed = audit_of(d, "remediation.failed");
+    assert_eq!(failed.len(), 2, "one per run: {failed:#?}");
+    assert_eq!(failed[0]["data"]["remediation"], "deactivate");
+    ok(d, &["scan"]);
+    assert_eq!(
+        audit_of(d, "remediation.failed").len(),
+        2,
+        "recorded once, not retried forever"
+    );
+    let approvals: Vec<Value> = serde_json::from_str(&ok(
+        d,
+        &["approvals", "--status", "all", "--format", "json"],
+    ))
+    .unwrap();
+    assert!(approvals.is_empty());
+    assert!(ok(d, &["audit", "verify"]).contains("intact"));
 }

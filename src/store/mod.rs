@@ -243,7 +243,8 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<DecidedRun>, StoreError>;
 
     /// Records the rendered actions of a run `owner` claimed (requested or decided → running,
-    /// or → done when there are none); false if the claim was lost.
+    /// or → done when none is left to run) and queues its messages, held until its actions
+    /// have all succeeded; false if the claim was lost.
     async fn plan_actions(
         &self,
         owner: &str,
@@ -251,6 +252,18 @@ pub trait Store: Send + Sync {
         actions: Vec<NewAction>,
         messages: Vec<NewMessage>,
     ) -> Result<bool, StoreError>;
+
+    /// Gives up `owner`'s claim on a requested or decided run until `until` (another attempt then).
+    async fn defer_run(
+        &self,
+        owner: &str,
+        run_id: i64,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Ends a requested or decided run `owner` claimed as `failed`, with `remediation.failed`;
+    /// false if the claim was lost.
+    async fn fail_run(&self, owner: &str, run_id: i64, error: &str) -> Result<bool, StoreError>;
 
     /// Claims up to `limit` pending actions for `owner`.
     async fn claim_actions(
@@ -332,6 +345,8 @@ pub struct NewAction {
     pub kind: String,
     /// Rendered parameters.
     pub params: serde_json::Value,
+    /// Recorded as skipped, never run: the result to keep (`{"skipped": why, …}`).
+    pub skip: Option<serde_json::Value>,
 }
 
 /// An action's lifecycle state.
@@ -466,6 +481,31 @@ pub(crate) fn action_event(
     }
 }
 
+/// The `remediation.failed` entry of a run (id, finding, remediation, approval) that failed with `error`.
+pub(crate) fn run_failed_event(run: (i64, i64, &str, Option<i64>), error: &str) -> Event {
+    let (run_id, finding_id, remediation, approval_id) = run;
+    Event {
+        kind: crate::audit::Kind::RemediationFailed,
+        actor: "vigilo".into(),
+        channel: "remediation".into(),
+        finding_id: Some(finding_id),
+        approval_id,
+        action_id: None,
+        data: serde_json::json!({"run_id": run_id, "remediation": remediation, "error": error}),
+    }
+}
+
+/// The audit entry of an action recorded as skipped when it was planned.
+pub(crate) fn skipped_event(a: &ActionRecord) -> Event {
+    let mut data = serde_json::json!({"type": a.kind, "attempt": 0, "idempotency_key": a.idempotency_key, "params": a.params});
+    if let Some(serde_json::Value::Object(result)) = &a.result {
+        for (k, v) in result {
+            data[k] = v.clone();
+        }
+    }
+    action_event(crate::audit::Kind::ActionSucceeded, a, data)
+}
+
 /// The audit entry for how an action ended.
 pub(crate) fn outcome_event(a: &ActionRecord, outcome: &ActionOutcome) -> Event {
     use crate::audit::Kind;
@@ -563,6 +603,8 @@ pub struct NewMessage {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageState {
+    /// Waits for its run's actions to succeed (a decision's `[[message]]`s).
+    Held,
     /// Waiting for delivery (or for its next attempt).
     Pending,
     /// Delivered.
@@ -575,6 +617,7 @@ impl MessageState {
     /// As stored.
     pub fn as_str(self) -> &'static str {
         match self {
+            MessageState::Held => "held",
             MessageState::Pending => "pending",
             MessageState::Sent => "sent",
             MessageState::Failed => "failed",
@@ -584,6 +627,7 @@ impl MessageState {
     /// Parses a stored state.
     pub fn parse(s: &str) -> Result<MessageState, StoreError> {
         Ok(match s {
+            "held" => MessageState::Held,
             "pending" => MessageState::Pending,
             "sent" => MessageState::Sent,
             "failed" => MessageState::Failed,

@@ -7,8 +7,9 @@ use tokio_postgres::types::ToSql;
 
 use super::postgres::append_in;
 use super::{
-    ActionOutcome, ActionRecord, ActionState, MessageRefs, NewAction, NewMessage, StoreError,
-    action_event, idempotency_key, lease_end, outcome_event, parse_json,
+    ActionOutcome, ActionRecord, ActionState, MessageRefs, MessageState, NewAction, NewMessage,
+    StoreError, action_event, idempotency_key, lease_end, outcome_event, parse_json,
+    run_failed_event, skipped_event, to_json,
 };
 use crate::audit::Kind;
 
@@ -60,11 +61,8 @@ pub(super) async fn plan(
     messages: &[NewMessage],
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
-    let next = if actions.is_empty() {
-        "done"
-    } else {
-        "running"
-    };
+    let runs_any = actions.iter().any(|a| a.skip.is_none());
+    let next = if runs_any { "running" } else { "done" };
     let moved = tx
         .execute(
             "UPDATE remediation_runs SET state = $3, claimed_by = NULL, claim_expires = NULL, updated_at = $4
@@ -84,30 +82,98 @@ pub(super) async fn plan(
     let (finding_id, approval_id): (i64, Option<i64>) = (row.get(0), row.get(1));
     let insert = tx
         .prepare_cached(
-            "INSERT INTO actions (run_id, approval_id, finding_id, position, kind, params, state, idempotency_key)
-             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7)",
+            "INSERT INTO actions (run_id, approval_id, finding_id, position, kind, params, state, idempotency_key,
+                                  result, finished_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             RETURNING id",
         )
         .await?;
+    let mut events = Vec::new();
     for a in actions {
         let params = a.params.to_string();
         let key = idempotency_key(run_id, a.position);
-        let values: [&(dyn ToSql + Sync); 7] = [
+        let state = if a.skip.is_some() {
+            ActionState::Skipped
+        } else {
+            ActionState::Pending
+        };
+        let result = a.skip.as_ref().map(to_json).transpose()?;
+        let finished = a.skip.as_ref().map(|_| now);
+        let values: [&(dyn ToSql + Sync); 10] = [
             &run_id,
             &approval_id,
             &finding_id,
             &a.position,
             &a.kind,
             &params,
+            &state.as_str(),
             &key,
+            &result,
+            &finished,
         ];
-        tx.execute(&insert, &values).await?;
+        let id: i64 = tx.query_one(&insert, &values).await?.get(0);
+        if a.skip.is_some() {
+            let a = load(tx, id)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt(format!("action {id} vanished")))?;
+            events.push(skipped_event(&a));
+        }
     }
+    append_in(tx, &events).await?;
     let refs = MessageRefs {
         finding_id: Some(finding_id),
         approval_id,
         run_id: Some(run_id),
     };
-    super::pg_messages::insert(tx, messages, refs, now).await?;
+    let state = if runs_any {
+        MessageState::Held
+    } else {
+        MessageState::Pending
+    };
+    super::pg_messages::insert(tx, messages, refs, state, now).await?;
+    Ok(true)
+}
+
+/// Releases `owner`'s claim on a requested or decided run until `until`.
+pub(super) async fn defer(
+    tx: &Transaction<'_>,
+    owner: &str,
+    run_id: i64,
+    until: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    Ok(tx
+        .execute(
+            "UPDATE remediation_runs SET claimed_by = NULL, claim_expires = $3
+             WHERE id = $1 AND claimed_by = $2 AND state IN ('requested', 'decided')",
+            &[&run_id, &owner, &until],
+        )
+        .await?
+        > 0)
+}
+
+/// requested | decided → failed, with `remediation.failed`; false if `owner` lost the claim.
+pub(super) async fn fail_run(
+    tx: &Transaction<'_>,
+    owner: &str,
+    run_id: i64,
+    error: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let Some(row) = tx
+        .query_opt(
+            "UPDATE remediation_runs SET state = 'failed', claimed_by = NULL, claim_expires = NULL, updated_at = $3
+             WHERE id = $1 AND claimed_by = $2 AND state IN ('requested', 'decided')
+             RETURNING finding_id, remediation",
+            &[&run_id, &owner, &now],
+        )
+        .await?
+    else {
+        return Ok(false);
+    };
+    let (finding_id, remediation): (i64, String) = (row.get(0), row.get(1));
+    let approval_id = approval_of_run(tx, run_id).await?;
+    let event = run_failed_event((run_id, finding_id, &remediation, approval_id), error);
+    append_in(tx, &[event]).await?;
     Ok(true)
 }
 
@@ -206,6 +272,9 @@ pub(super) async fn finish(
             &[&a.run_id, &state, &now],
         )
         .await?;
+        if bad == 0 {
+            super::pg_messages::release(tx, a.run_id, now).await?;
+        }
     }
     Ok(())
 }

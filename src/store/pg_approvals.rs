@@ -9,7 +9,7 @@ use tokio_postgres::types::ToSql;
 use super::postgres::append_in;
 use super::sqlite_approvals::requested_event;
 use super::{
-    Claimed, MessageRefs, NewApproval, StoreError, lease_end, parse_json, to_json,
+    Claimed, MessageRefs, MessageState, NewApproval, StoreError, lease_end, parse_json, to_json,
     transition_events, transition_result,
 };
 use crate::approval::{Approval, OptionSpec, Refusal, Status, Transition, Vote};
@@ -108,7 +108,8 @@ pub(super) async fn open(
         approval_id: Some(id),
         run_id: Some(a.run_id),
     };
-    super::pg_messages::insert(tx, &a.messages, refs, a.requested_at).await?;
+    super::pg_messages::insert(tx, &a.messages, refs, MessageState::Pending, a.requested_at)
+        .await?;
     Ok(Some(id))
 }
 

@@ -17,6 +17,7 @@ pub(super) async fn insert(
     tx: &Transaction<'_>,
     messages: &[NewMessage],
     refs: MessageRefs,
+    state: MessageState,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     if messages.is_empty() {
@@ -26,12 +27,12 @@ pub(super) async fn insert(
         .prepare_cached(
             "INSERT INTO messages (event, finding_id, approval_id, run_id, notifier, integration, destination,
                                    text, state, next_attempt_at, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $9)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $9, $9)",
         )
         .await?;
     for m in messages {
         let destination = to_json(&m.destination)?;
-        let values: [&(dyn ToSql + Sync); 9] = [
+        let values: [&(dyn ToSql + Sync); 10] = [
             &m.event,
             &refs.finding_id,
             &refs.approval_id,
@@ -41,9 +42,24 @@ pub(super) async fn insert(
             &destination,
             &m.text,
             &now,
+            &state.as_str(),
         ];
         tx.execute(&stmt, &values).await?;
     }
+    Ok(())
+}
+
+/// Releases a run's held messages for delivery (its actions have all succeeded).
+pub(super) async fn release(
+    tx: &Transaction<'_>,
+    run_id: i64,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE messages SET state = 'pending', next_attempt_at = $2 WHERE run_id = $1 AND state = 'held'",
+        &[&run_id, &now],
+    )
+    .await?;
     Ok(())
 }
 

@@ -14,8 +14,9 @@ use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
 use super::{
-    ActionOutcome, ActionRecord, ActionState, DecidedRun, MessageOutcome, MessageRecord, NewAction,
-    NewApproval, NewMessage, RequestedRun, parse_json, pg_actions, pg_approvals, pg_messages,
+    ActionOutcome, ActionRecord, ActionState, DecidedRun, MessageOutcome, MessageRecord,
+    MessageState, NewAction, NewApproval, NewMessage, RequestedRun, parse_json, pg_actions,
+    pg_approvals, pg_messages,
 };
 use super::{
     CommitOutcome, FindingFilter, RunCommit, RunRecord, Store, StoreError, finding_json, key_bytes,
@@ -360,6 +361,27 @@ impl Store for PgStore {
         let planned = pg_actions::plan(&tx, owner, run_id, &actions, &messages, Utc::now()).await?;
         tx.commit().await?;
         Ok(planned)
+    }
+
+    async fn defer_run(
+        &self,
+        owner: &str,
+        run_id: i64,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let done = pg_actions::defer(&tx, owner, run_id, until).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn fail_run(&self, owner: &str, run_id: i64, error: &str) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let done = pg_actions::fail_run(&tx, owner, run_id, error, Utc::now()).await?;
+        tx.commit().await?;
+        Ok(done)
     }
 
     async fn claim_actions(
@@ -780,7 +802,14 @@ async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOut
         pg_approvals::request_runs(tx, remediation, &ids, observed).await?;
     }
     for (refs, messages) in super::finding_messages(commit, &outcome) {
-        pg_messages::insert(tx, &messages, refs, commit.run.finished_at).await?;
+        pg_messages::insert(
+            tx,
+            &messages,
+            refs,
+            MessageState::Pending,
+            commit.run.finished_at,
+        )
+        .await?;
     }
     outcome.run_id = insert_run(tx, &commit.run).await?;
     Ok(outcome)

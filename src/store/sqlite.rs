@@ -19,7 +19,8 @@ use super::{
     key_from_bytes, key_value, parse_run_status, parse_severity, parse_status,
 };
 use super::{
-    MessageOutcome, MessageRecord, NewApproval, NewMessage, RequestedRun, sqlite_messages,
+    MessageOutcome, MessageRecord, MessageState, NewApproval, NewMessage, RequestedRun,
+    sqlite_messages,
 };
 use crate::approval::{Approval, Refusal, Transition, Vote};
 use crate::audit::{Entry, Event, Kind};
@@ -373,6 +374,33 @@ impl Store for SqliteStore {
                 sqlite_actions::plan(&tx, &owner, run_id, &actions, &messages, Utc::now())?;
             tx.commit()?;
             Ok(planned)
+        })
+        .await
+    }
+
+    async fn defer_run(
+        &self,
+        owner: &str,
+        run_id: i64,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let owner = owner.to_string();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let done = sqlite_actions::defer(&tx, &owner, run_id, until)?;
+            tx.commit()?;
+            Ok(done)
+        })
+        .await
+    }
+
+    async fn fail_run(&self, owner: &str, run_id: i64, error: &str) -> Result<bool, StoreError> {
+        let (owner, error) = (owner.to_string(), error.to_string());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let done = sqlite_actions::fail_run(&tx, &owner, run_id, &error, Utc::now())?;
+            tx.commit()?;
+            Ok(done)
         })
         .await
     }
@@ -822,7 +850,13 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
         sqlite_approvals::request_runs(tx, remediation, &ids, &observed)?;
     }
     for (refs, messages) in super::finding_messages(commit, &outcome) {
-        sqlite_messages::insert(tx, &messages, refs, commit.run.finished_at)?;
+        sqlite_messages::insert(
+            tx,
+            &messages,
+            refs,
+            MessageState::Pending,
+            commit.run.finished_at,
+        )?;
     }
     outcome.run_id = insert_run(tx, &commit.run)?;
     Ok(outcome)

@@ -6,8 +6,9 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::sqlite::{append_in, parse_ts, ts};
 use super::{
-    ActionOutcome, ActionRecord, ActionState, MessageRefs, NewAction, NewMessage, StoreError,
-    action_event, idempotency_key, lease_end, outcome_event, parse_json,
+    ActionOutcome, ActionRecord, ActionState, MessageRefs, MessageState, NewAction, NewMessage,
+    StoreError, action_event, idempotency_key, lease_end, outcome_event, parse_json,
+    run_failed_event, skipped_event, to_json,
 };
 use crate::audit::Kind;
 
@@ -59,11 +60,8 @@ pub(super) fn plan(
     messages: &[NewMessage],
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
-    let next = if actions.is_empty() {
-        "done"
-    } else {
-        "running"
-    };
+    let runs_any = actions.iter().any(|a| a.skip.is_none());
+    let next = if runs_any { "running" } else { "done" };
     let moved = tx.execute(
         "UPDATE remediation_runs SET state = ?3, claimed_by = NULL, claim_expires = NULL, updated_at = ?4
          WHERE id = ?1 AND state IN ('requested', 'decided') AND claimed_by = ?2",
@@ -78,10 +76,17 @@ pub(super) fn plan(
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     let mut insert = tx.prepare_cached(
-        "INSERT INTO actions (run_id, approval_id, finding_id, position, kind, params, state, idempotency_key)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7)",
+        "INSERT INTO actions (run_id, approval_id, finding_id, position, kind, params, state, idempotency_key,
+                              result, finished_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?;
+    let mut skipped = Vec::new();
     for a in actions {
+        let state = if a.skip.is_some() {
+            ActionState::Skipped
+        } else {
+            ActionState::Pending
+        };
         insert.execute(params![
             run_id,
             approval_id,
@@ -89,15 +94,73 @@ pub(super) fn plan(
             a.position,
             a.kind,
             a.params.to_string(),
-            idempotency_key(run_id, a.position)
+            state.as_str(),
+            idempotency_key(run_id, a.position),
+            a.skip.as_ref().map(to_json).transpose()?,
+            a.skip.as_ref().map(|_| ts(&now)),
         ])?;
+        if a.skip.is_some() {
+            skipped.push(tx.last_insert_rowid());
+        }
     }
+    let mut events = Vec::with_capacity(skipped.len());
+    for id in skipped {
+        let a =
+            load(tx, id)?.ok_or_else(|| StoreError::Corrupt(format!("action {id} vanished")))?;
+        events.push(skipped_event(&a));
+    }
+    append_in(tx, &events)?;
     let refs = MessageRefs {
         finding_id: Some(finding_id),
         approval_id,
         run_id: Some(run_id),
     };
-    super::sqlite_messages::insert(tx, messages, refs, now)?;
+    let state = if runs_any {
+        MessageState::Held
+    } else {
+        MessageState::Pending
+    };
+    super::sqlite_messages::insert(tx, messages, refs, state, now)?;
+    Ok(true)
+}
+
+/// Releases `owner`'s claim on a requested or decided run until `until`.
+pub(super) fn defer(
+    tx: &Transaction<'_>,
+    owner: &str,
+    run_id: i64,
+    until: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    Ok(tx.execute(
+        "UPDATE remediation_runs SET claimed_by = NULL, claim_expires = ?3
+         WHERE id = ?1 AND claimed_by = ?2 AND state IN ('requested', 'decided')",
+        params![run_id, owner, ts(&until)],
+    )? > 0)
+}
+
+/// requested | decided → failed, with `remediation.failed`; false if `owner` lost the claim.
+pub(super) fn fail_run(
+    tx: &Transaction<'_>,
+    owner: &str,
+    run_id: i64,
+    error: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let run: Option<(i64, String)> = tx
+        .query_row(
+            "UPDATE remediation_runs SET state = 'failed', claimed_by = NULL, claim_expires = NULL, updated_at = ?3
+             WHERE id = ?1 AND claimed_by = ?2 AND state IN ('requested', 'decided')
+             RETURNING finding_id, remediation",
+            params![run_id, owner, ts(&now)],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((finding_id, remediation)) = run else {
+        return Ok(false);
+    };
+    let approval_id = approval_of_run(tx, run_id)?;
+    let event = run_failed_event((run_id, finding_id, &remediation, approval_id), error);
+    append_in(tx, &[event])?;
     Ok(true)
 }
 
@@ -192,6 +255,9 @@ pub(super) fn finish(
             "UPDATE remediation_runs SET state = ?2, updated_at = ?3 WHERE id = ?1 AND state = 'running'",
             params![a.run_id, if bad > 0 { "failed" } else { "done" }, ts(&now)],
         )?;
+        if bad == 0 {
+            super::sqlite_messages::release(tx, a.run_id, now)?;
+        }
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::sqlite::{append_in, parse_ts, ts};
 use super::{
-    Claimed, MessageRefs, NewApproval, StoreError, lease_end, parse_json, to_json,
+    Claimed, MessageRefs, MessageState, NewApproval, StoreError, lease_end, parse_json, to_json,
     transition_events, transition_result,
 };
 use crate::approval::{Approval, OptionSpec, Refusal, Status, Transition, Vote};
@@ -103,7 +103,7 @@ pub(super) fn open(
         approval_id: Some(id),
         run_id: Some(a.run_id),
     };
-    super::sqlite_messages::insert(tx, &a.messages, refs, a.requested_at)?;
+    super::sqlite_messages::insert(tx, &a.messages, refs, MessageState::Pending, a.requested_at)?;
     Ok(Some(id))
 }
 

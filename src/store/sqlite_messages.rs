@@ -15,6 +15,7 @@ pub(super) fn insert(
     tx: &Transaction<'_>,
     messages: &[NewMessage],
     refs: MessageRefs,
+    state: MessageState,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     if messages.is_empty() {
@@ -23,7 +24,7 @@ pub(super) fn insert(
     let mut stmt = tx.prepare_cached(
         "INSERT INTO messages (event, finding_id, approval_id, run_id, notifier, integration, destination,
                                text, state, next_attempt_at, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?9)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?10, ?9, ?9)",
     )?;
     for m in messages {
         stmt.execute(params![
@@ -35,9 +36,23 @@ pub(super) fn insert(
             m.integration,
             to_json(&m.destination)?,
             m.text,
-            ts(&now)
+            ts(&now),
+            state.as_str()
         ])?;
     }
+    Ok(())
+}
+
+/// Releases a run's held messages for delivery (its actions have all succeeded).
+pub(super) fn release(
+    tx: &Transaction<'_>,
+    run_id: i64,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE messages SET state = 'pending', next_attempt_at = ?2 WHERE run_id = ?1 AND state = 'held'",
+        params![run_id, ts(&now)],
+    )?;
     Ok(())
 }
 

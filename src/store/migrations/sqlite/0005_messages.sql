@@ -2,6 +2,7 @@
 -- as the event it tells of (a new finding, an opened approval, a decision), one
 -- row per notifier target, and delivered afterwards with retries and backoff:
 -- a dead notifier never blocks or loses the event. Delivery is at least once.
+-- A decision's [[message]]s are 'held' until the run's actions have all succeeded.
 CREATE TABLE messages (
   id              INTEGER PRIMARY KEY,
   event           TEXT NOT NULL,   -- finding.opened | finding.reopened | approval.requested | remediation.message
@@ -12,7 +13,7 @@ CREATE TABLE messages (
   integration     TEXT NOT NULL,   -- KIND.NAME or console
   destination     TEXT NOT NULL,   -- JSON {channel, to}
   text            TEXT,            -- rendered [[message]] text
-  state           TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'failed')),
+  state           TEXT NOT NULL CHECK (state IN ('held', 'pending', 'sent', 'failed')),
   attempts        INTEGER NOT NULL DEFAULT 0,
   next_attempt_at TEXT NOT NULL,
   claimed_by      TEXT,
