@@ -96,7 +96,7 @@ pub struct Event {
     pub approval_id: Option<i64>,
     /// The action concerned.
     pub action_id: Option<i64>,
-    /// Details; never secrets.
+    /// Details; secrets are masked when the entry is chained.
     pub data: Value,
 }
 
@@ -151,18 +151,22 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// Builds the next entry after (`prev_seq`, `prev_hash`), hashing it.
+    /// Builds the next entry after (`prev_seq`, `prev_hash`), hashing it; secrets in its
+    /// actor and data are masked first (see [`crate::redact`]).
     pub fn chain(prev_seq: i64, prev_hash: &str, at: DateTime<Utc>, event: &Event) -> Entry {
+        let redactor = crate::redact::global();
+        let mut data = event.data.clone();
+        redactor.json(&mut data);
         let mut entry = Entry {
             seq: prev_seq + 1,
             at: at.to_rfc3339_opts(SecondsFormat::Micros, true),
             kind: event.kind.as_str().to_string(),
-            actor: event.actor.clone(),
+            actor: redactor.text(&event.actor).into_owned(),
             channel: event.channel.clone(),
             finding_id: event.finding_id,
             approval_id: event.approval_id,
             action_id: event.action_id,
-            data: event.data.clone(),
+            data,
             prev_hash: prev_hash.to_string(),
             hash: String::new(),
         };

@@ -253,7 +253,7 @@ fn init_logging(cli: &Cli) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("vigilo={default},warn")));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(crate::redact::StderrRedacted)
         .try_init();
 }
 
@@ -303,7 +303,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn load(dir: &Path) -> Result<Project> {
-    Ok(config::load(dir)?)
+    let project = config::load(dir)?;
+    crate::redact::install(project.redactor());
+    Ok(project)
 }
 
 async fn open_store(project: &Project) -> Result<Arc<dyn Store>> {
@@ -333,7 +335,7 @@ async fn approvals(dir: &Path, pending_only: bool, format: AuditFormat) -> Resul
     let project = load(dir)?;
     let store = open_settled(&project).await?;
     let list = store.approvals(pending_only).await?;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::redact::stdout();
     match format {
         AuditFormat::Json => {
             serde_json::to_writer_pretty(&mut out, &list)?;
@@ -378,7 +380,7 @@ async fn vote(
         }) => {
             println!("approval {id} decided: {option} (by {})", voters.join(", "));
             let (progress, ran) = advance(project, store).await?;
-            let mut out = std::io::stdout().lock();
+            let mut out = crate::redact::stdout();
             output::write_progress_failures(&mut out, &progress)?;
             output::write_action_outcomes(&mut out, &ran)?;
             Ok(ExitCode::SUCCESS)
@@ -432,7 +434,7 @@ async fn retry(dir: &Path, action_id: i64) -> Result<ExitCode> {
     }
     println!("action {action_id} queued again");
     let (_, ran) = advance(project, store).await?;
-    output::write_action_outcomes(&mut std::io::stdout().lock(), &ran)?;
+    output::write_action_outcomes(&mut crate::redact::stdout(), &ran)?;
     let ok = ran.iter().any(|(id, o)| {
         *id == action_id && matches!(o, ActionOutcome::Succeeded(_) | ActionOutcome::Skipped(_))
     });
@@ -446,7 +448,7 @@ async fn retry(dir: &Path, action_id: i64) -> Result<ExitCode> {
 async fn audit_list(dir: &Path, format: AuditFormat) -> Result<ExitCode> {
     let project = load(dir)?;
     let store = open_store(&project).await?;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::redact::stdout();
     let entries = store::audit_entries(store.as_ref()).await?;
     match format {
         AuditFormat::Json => {
@@ -484,7 +486,7 @@ fn validate(dir: &Path) -> Result<ExitCode> {
             format!(" ({})", v.join(", "))
         }
     };
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::redact::stdout();
     let scheduled = p.enabled_queries().filter(|q| q.schedule.is_some()).count();
     let enabled = p.enabled_queries().count();
     writeln!(out, "{}: ok", p.dir.display())?;
@@ -549,7 +551,7 @@ async fn scan_cmd(dir: &Path, dry_run: bool, names: &[String]) -> Result<ExitCod
     let queries = scan::select_queries(&project, names).map_err(UsageError)?;
     let store = open_store(&project).await?;
     let scanner = Scanner::new(Arc::clone(&project), store)?;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::redact::stdout();
     if dry_run {
         let mut failed = false;
         for q in &queries {
@@ -579,7 +581,7 @@ async fn scan_cmd(dir: &Path, dry_run: bool, names: &[String]) -> Result<ExitCod
     drop(out);
     let client = http_client()?;
     let (progress, ran) = remediate::step(&scanner, &remediate::owner(), &client).await?;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::redact::stdout();
     if !progress.opened.is_empty() {
         writeln!(
             out,
@@ -611,7 +613,7 @@ async fn findings(
         StatusFilter::All => None,
     };
     let list = store.findings(&FindingFilter { query, status }).await?;
-    output::write_findings(&mut std::io::stdout().lock(), &list, format)?;
+    output::write_findings(&mut crate::redact::stdout(), &list, format)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -200,6 +200,7 @@ pub async fn run(yes: bool) -> Result<ExitCode> {
     )?;
 
     let project = Arc::new(config::load(&dir)?);
+    crate::redact::install(project.redactor());
     let store = store::open(&project.state.url).await?;
     let scanner = Scanner::new(Arc::clone(&project), Arc::clone(&store))?;
     let queries = scan::select_queries(&project, &[]).map_err(anyhow::Error::msg)?;

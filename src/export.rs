@@ -75,13 +75,13 @@ pub async fn export(
             continue;
         };
         let finding = store.finding(a.finding_id).await?;
-        let doc = json!({
+        let doc = crate::redact::json(json!({
             "outcome": word,
             "approval": a,
             "finding": finding,
             "actions": actions.iter().filter(|x| x.approval_id == Some(a.id)).collect::<Vec<_>>(),
             "audit": audit.iter().filter(|e| e.approval_id == Some(a.id)).collect::<Vec<_>>(),
-        });
+        }));
         let path = dir.join(file_name(a, word));
         let write = |path: &Path| -> std::io::Result<()> {
             if let Some(parent) = path.parent() {

@@ -32,6 +32,7 @@ pub mod export;
 pub mod finding;
 pub mod notify;
 pub mod output;
+pub mod redact;
 pub mod remediate;
 pub mod scan;
 pub mod schedule;

@@ -92,7 +92,9 @@ pub fn for_decision(
         if m.when.as_deref() != decision {
             continue;
         }
-        let text = template::render(&m.text, ctx).map_err(|e| format!("message[{i}].text: {e}"))?;
+        let text = template::render(&m.text, ctx)
+            .map(|t| crate::redact::text(&t))
+            .map_err(|e| format!("message[{i}].text: {e}"))?;
         out.extend(for_notifier(
             project,
             &m.notifier,
@@ -128,8 +130,8 @@ pub async fn deliver(
     {
         let outcome = match compose(project, store, &m).await? {
             Ok(content) => match send(project, client, &m, &content).await {
-                Ok(result) => MessageOutcome::Sent(result),
-                Err(error) => failed(&m, error),
+                Ok(result) => MessageOutcome::Sent(crate::redact::json(result)),
+                Err(error) => failed(&m, crate::redact::text(&error)),
             },
             Err(error) => failed(&m, error),
         };
@@ -290,7 +292,7 @@ async fn send(
 ) -> Result<Value, String> {
     match project.integrations.get(&m.integration) {
         Some(IntegrationConfig::Console) => {
-            println!("{}", content.text);
+            println!("{}", crate::redact::text(&content.text));
             Ok(json!({"printed": true}))
         }
         Some(IntegrationConfig::Webhook(w)) => webhook(client, w, m, content).await,
@@ -332,7 +334,7 @@ async fn webhook(
         .timeout(WEBHOOK_TIMEOUT)
         .header("Idempotency-Key", format!("vigilo-message-{}", m.id))
         .header("User-Agent", concat!("vigilo/", env!("CARGO_PKG_VERSION")))
-        .json(&webhook_payload(m, content))
+        .json(&crate::redact::json(webhook_payload(m, content)))
         .send()
         .await
         // Without the URL: a webhook URL often carries a secret.

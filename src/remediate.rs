@@ -211,7 +211,7 @@ async fn record_plans(
         }
         if plan.remediation.dry_run {
             for a in plan.actions.iter_mut().filter(|a| a.skip.is_none()) {
-                let call = action::describe(&a.kind, &a.params);
+                let call = crate::redact::text(&action::describe(&a.kind, &a.params));
                 println!(
                     "dry run: remediation {} (run {}), action {}: would call {call}",
                     plan.remediation.name, plan.run_id, a.position
@@ -314,7 +314,7 @@ pub async fn execute_pending(
         if !store.start_action(owner, a.id, lease).await? {
             continue;
         }
-        let outcome = action::execute(client, &a).await;
+        let outcome = action::execute(client, &a).await.redacted();
         match &outcome {
             ActionOutcome::Failed(e) => {
                 tracing::error!(action = a.id, kind = %a.kind, error = %e, "action failed")
@@ -405,8 +405,8 @@ fn new_approval(
         run_id: run.run_id,
         finding_id: run.finding.id,
         remediation: run.remediation.clone(),
-        subject: render("approval.subject", &a.subject)?,
-        prompt: render("approval.prompt", &a.prompt)?,
+        subject: crate::redact::text(&render("approval.subject", &a.subject)?),
+        prompt: crate::redact::text(&render("approval.prompt", &a.prompt)?),
         options: a
             .options
             .iter()

@@ -63,7 +63,7 @@ impl AppState {
         self.templates
             .get_template(name)
             .and_then(|t| t.render(ctx))
-            .map(Html)
+            .map(|page| Html(crate::redact::global().html(&page).into_owned()))
             .map_err(|e| {
                 tracing::error!(template = name, error = %e, "cannot render page");
                 Box::new((StatusCode::INTERNAL_SERVER_ERROR, "cannot render page").into_response())
@@ -322,8 +322,16 @@ async fn api_findings(State(s): State<AppState>, headers: HeaderMap) -> Response
         return *r;
     }
     match s.store.findings(&FindingFilter::default()).await {
-        Ok(list) => Json(list).into_response(),
+        Ok(list) => answer(&list),
         Err(e) => internal(&s, e),
+    }
+}
+
+/// A JSON answer with secrets masked.
+fn answer<T: serde::Serialize>(value: &T) -> Response {
+    match serde_json::to_value(value) {
+        Ok(v) => Json(crate::redact::json(v)).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 
@@ -332,7 +340,7 @@ async fn api_approvals(State(s): State<AppState>, headers: HeaderMap) -> Respons
         return *r;
     }
     match s.store.approvals(false).await {
-        Ok(list) => Json(list).into_response(),
+        Ok(list) => answer(&list),
         Err(e) => internal(&s, e),
     }
 }
@@ -342,7 +350,7 @@ async fn api_audit(State(s): State<AppState>, headers: HeaderMap) -> Response {
         return *r;
     }
     match crate::store::audit_entries(s.store.as_ref()).await {
-        Ok(all) => Json(all).into_response(),
+        Ok(all) => answer(&all),
         Err(e) => internal(&s, e),
     }
 }

@@ -14,7 +14,7 @@ use super::refs::{self, RefKind, Reference};
 use super::sections::{self, ConfigSet};
 use super::spans::{self, FileCtx};
 use super::{
-    ConfigError, ConfigErrors, DatabaseConfig, IntegrationConfig, Origin, Project, Query,
+    ConfigError, ConfigErrors, DatabaseConfig, IntegrationConfig, Origin, Project, Query, Secret,
     StateConfig, StoreUrl, remediation,
 };
 
@@ -26,6 +26,19 @@ pub fn load(dir: &Path) -> Result<Project, ConfigErrors> {
 
 /// [`load`] with the environment given as a lookup function.
 pub(crate) fn load_with_env(dir: &Path, lookup: Lookup<'_>) -> Result<Project, ConfigErrors> {
+    // Values of secret-named variables are remembered, to be redacted wherever text leaves.
+    let env_secrets = std::cell::RefCell::new(Vec::new());
+    let recording = |name: &str| {
+        let value = lookup(name);
+        if let Some(v) = value
+            .as_ref()
+            .filter(|_| crate::redact::is_secret_name(name))
+        {
+            env_secrets.borrow_mut().push(Secret::new(v.clone()));
+        }
+        value
+    };
+    let lookup: Lookup<'_> = &recording;
     if !dir.is_dir() {
         let error = spans::file_error(dir, "project directory not found");
         return Err(ConfigErrors(vec![error]));
@@ -54,6 +67,7 @@ pub(crate) fn load_with_env(dir: &Path, lookup: Lookup<'_>) -> Result<Project, C
     load_queries(dir, lookup, &mut project, &mut refs, &defined, &mut errs);
     errs.other
         .extend(refs::check(&project, &refs, &targets, &defined));
+    project.env_secrets = env_secrets.take();
     match errs.finish() {
         errors if errors.is_empty() => Ok(project),
         errors => Err(ConfigErrors(errors)),
@@ -221,6 +235,7 @@ fn empty_project(dir: &Path, set: ConfigSet) -> Project {
         groups: set.groups,
         queries: Default::default(),
         remediations: Default::default(),
+        env_secrets: Vec::new(),
     }
 }
 

@@ -73,9 +73,50 @@ pub struct Project {
     pub queries: BTreeMap<String, Query>,
     /// `remediations/NAME.toml`.
     pub remediations: BTreeMap<String, Remediation>,
+    /// Values that came from secret-named environment variables (`*TOKEN*`, `*SECRET*`, `*PASSWORD*`).
+    pub env_secrets: Vec<Secret>,
 }
 
 impl Project {
+    /// Every configured secret value: the secret settings and secret-named env values.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .env_secrets
+            .iter()
+            .map(|s| s.expose().to_string())
+            .collect();
+        if let Some(server) = &self.server {
+            out.extend(
+                server
+                    .secret
+                    .iter()
+                    .chain(&server.api_token)
+                    .map(|s| s.expose().to_string()),
+            );
+        }
+        for integration in self.integrations.values() {
+            match integration {
+                IntegrationConfig::Slack(s) => {
+                    out.extend(
+                        std::iter::once(&s.token)
+                            .chain(&s.signing_secret)
+                            .map(|s| s.expose().to_string()),
+                    );
+                }
+                IntegrationConfig::Email(e) => {
+                    out.extend(e.password.iter().map(|s| s.expose().to_string()));
+                }
+                IntegrationConfig::Webhook(_) | IntegrationConfig::Console => {}
+            }
+        }
+        out
+    }
+
+    /// The redactor for this project: its secrets and those of the process environment.
+    pub fn redactor(&self) -> crate::redact::Redactor {
+        crate::redact::Redactor::new(self.secrets())
+    }
+
     /// The queries that are enabled, in name order.
     pub fn enabled_queries(&self) -> impl Iterator<Item = &Query> {
         self.queries.values().filter(|q| q.enabled)

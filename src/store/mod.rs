@@ -441,6 +441,16 @@ pub enum ActionOutcome {
 }
 
 impl ActionOutcome {
+    /// The same outcome with secrets masked in its result and error.
+    pub fn redacted(self) -> ActionOutcome {
+        match self {
+            ActionOutcome::Succeeded(v) => ActionOutcome::Succeeded(crate::redact::json(v)),
+            ActionOutcome::Failed(e) => ActionOutcome::Failed(crate::redact::text(&e)),
+            ActionOutcome::Skipped(why) => ActionOutcome::Skipped(crate::redact::text(&why)),
+            ActionOutcome::Unknown(e) => ActionOutcome::Unknown(crate::redact::text(&e)),
+        }
+    }
+
     /// The state it leaves the action in.
     pub fn state(&self) -> ActionState {
         match self {

@@ -181,13 +181,19 @@ impl Drop for Running {
 
 /// Starts `vigilo run` on the project in `dir`, its output discarded.
 pub fn run(dir: &Path) -> Running {
+    run_env(dir, &[], std::process::Stdio::null())
+}
+
+/// Starts `vigilo -v run` with extra environment `env`, its stderr (the log) to `log`.
+pub fn run_env(dir: &Path, env: &[(&str, &str)], log: std::process::Stdio) -> Running {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_vigilo"));
+    cmd.arg("--dir").arg(dir).args(["-v", "run"]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     Running(
-        std::process::Command::new(env!("CARGO_BIN_EXE_vigilo"))
-            .arg("--dir")
-            .arg(dir)
-            .arg("run")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start vigilo run"),
     )

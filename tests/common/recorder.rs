@@ -11,6 +11,8 @@ use std::time::Duration;
 pub enum Answer {
     Ok,
     Fail,
+    /// 500, with the request's path (query string and all) in the body.
+    FailEcho,
     /// Read the request, then never answer.
     Hang,
 }
@@ -93,7 +95,7 @@ fn handle(
     reader.read_exact(&mut body)?;
     seen.lock().unwrap().push((
         method,
-        path,
+        path.clone(),
         key,
         String::from_utf8_lossy(&body).into_owned(),
     ));
@@ -106,5 +108,13 @@ fn handle(
         }
         Answer::Ok => stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\ndone:ok"),
         Answer::Fail => stream.write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\nConnection: close\r\n\r\nboom"),
+        Answer::FailEcho => {
+            let body = format!("no such path {path}");
+            let head = format!(
+                "HTTP/1.1 500 Internal Server Error\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(format!("{head}{body}").as_bytes())
+        }
     }
 }
