@@ -3,6 +3,7 @@
 -- schedule: 0 * * * *
 -- primary_key: access_key_id
 -- ignore_columns: age_days
+-- remediation: deactivate_iam_access_key
 -- severity: high
 --
 -- CIS AWS Foundations 1.14: access keys should be rotated every 90 days or less.

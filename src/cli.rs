@@ -278,14 +278,18 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Approvals { status, format } => {
             approvals(&dir, status == ApprovalStatusFilter::Pending, format).await
         }
-        Command::Approve { id, by, reason } => vote(&dir, id, "approve", by, reason).await,
-        Command::Deny { id, by, reason } => vote(&dir, id, "deny", by, reason).await,
+        Command::Approve { id, by, reason } => {
+            vote(&dir, id, Choice::Shorthand("approve"), by, reason).await
+        }
+        Command::Deny { id, by, reason } => {
+            vote(&dir, id, Choice::Shorthand("deny"), by, reason).await
+        }
         Command::Respond {
             id,
             option,
             by,
             reason,
-        } => vote(&dir, id, &option, by, reason).await,
+        } => vote(&dir, id, Choice::Option(&option), by, reason).await,
         Command::Retry { action_id } => retry(&dir, action_id).await,
         Command::Audit { format, command } => match command {
             None => audit_list(&dir, format).await,
@@ -346,10 +350,18 @@ async fn approvals(dir: &Path, pending_only: bool, format: AuditFormat) -> Resul
     Ok(ExitCode::SUCCESS)
 }
 
+/// What a vote command chose.
+enum Choice<'a> {
+    /// `approve` or `deny`: that option, else the one that does (not) run actions.
+    Shorthand(&'static str),
+    /// `respond ID OPTION`: exactly this option.
+    Option(&'a str),
+}
+
 async fn vote(
     dir: &Path,
     id: i64,
-    option: &str,
+    choice: Choice<'_>,
     by: String,
     reason: Option<String>,
 ) -> Result<ExitCode> {
@@ -367,6 +379,19 @@ async fn vote(
         .into());
     }
     let store = open_settled(&project).await?;
+    let option = match (choice, store.approval(id).await?) {
+        (Choice::Option(option), _) | (Choice::Shorthand(option), None) => option.to_string(),
+        (Choice::Shorthand(word), Some(a)) => {
+            match remediate::shorthand_option(&project, &a, word) {
+                Ok(option) => option,
+                Err(why) => {
+                    eprintln!("refused: {why}");
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        }
+    };
+    let option = option.as_str();
     let ballot = Vote {
         by: by.clone(),
         option: option.to_string(),

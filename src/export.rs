@@ -36,12 +36,11 @@ pub fn outcome(project: &Project, a: &Approval) -> Option<&'static str> {
         Status::Pending => None,
         Status::Expired => Some("EXPIRED"),
         Status::Decided => {
-            let runs_actions = project.remediations.get(&a.remediation).is_some_and(|r| {
-                r.actions
-                    .iter()
-                    .any(|act| act.when.is_some() && act.when == a.decision)
-            });
-            Some(if runs_actions { "APPROVED" } else { "DENIED" })
+            let runs = a
+                .decision
+                .as_deref()
+                .is_some_and(|d| crate::remediate::runs_actions(project, &a.remediation, d));
+            Some(if runs { "APPROVED" } else { "DENIED" })
         }
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use crate::approval::{OptionSpec, Transition};
+use crate::approval::{Approval, OptionSpec, Transition};
 use crate::config::{ApprovalConfig, Project, Remediation};
 use crate::finding::Finding;
 use crate::scan::Scanner;
@@ -428,6 +428,47 @@ fn new_approval(
         on_timeout: a.on_timeout.clone(),
         messages: notify::for_notifier(project, &a.notifier, notify::APPROVAL_REQUESTED, None),
     })
+}
+
+/// Whether choosing `option` runs any action of `remediation`.
+pub fn runs_actions(project: &Project, remediation: &str, option: &str) -> bool {
+    project
+        .remediations
+        .get(remediation)
+        .is_some_and(|r| r.actions.iter().any(|a| a.when.as_deref() == Some(option)))
+}
+
+/// The option `vigilo approve` (`word` = "approve") or `vigilo deny` ("deny") votes on `a`:
+/// the option of that name, else the one option that runs actions (approve) or runs none (deny).
+pub fn shorthand_option(project: &Project, a: &Approval, word: &str) -> Result<String, String> {
+    if a.options.iter().any(|o| o.value == word) {
+        return Ok(word.to_string());
+    }
+    let acting = word == "approve";
+    let candidates: Vec<&str> = a
+        .options
+        .iter()
+        .map(|o| o.value.as_str())
+        .filter(|o| runs_actions(project, &a.remediation, o) == acting)
+        .collect();
+    match candidates[..] {
+        [one] => Ok(one.to_string()),
+        _ => {
+            let all: Vec<&str> = a.options.iter().map(|o| o.value.as_str()).collect();
+            Err(format!(
+                "approval {} has no option {word:?}, and {} of its options ({}) {} actions; choose one with `vigilo respond {} OPTION`",
+                a.id,
+                if candidates.is_empty() {
+                    "none".to_string()
+                } else {
+                    format!("{}", candidates.len())
+                },
+                all.join(", "),
+                if acting { "run" } else { "run no" },
+                a.id
+            ))
+        }
+    }
 }
 
 /// Approver names with groups replaced by their members, sorted and without repeats.

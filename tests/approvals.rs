@@ -167,7 +167,12 @@ async fn decision_flow(state_url: &str) {
     refused(
         d,
         &["approve", "1", "--as", "bob"],
-        "has no option \"approve\"",
+        "has no option \"approve\", and none of its options (deactivate, keep) run actions",
+    );
+    refused(
+        d,
+        &["deny", "1", "--as", "bob"],
+        "choose one with `vigilo respond 1 OPTION`",
     );
     let nobody = vigilo(d, &["respond", "1", "deactivate", "--as", "nobody"]);
     assert_eq!(nobody.status.code(), Some(2), "{}", show(&nobody));

@@ -192,6 +192,118 @@ async fn example_project_against_fixture(state_url: &str) {
     assert_eq!(list.len(), 4, "{list:?}");
 }
 
+/// Issue 3's "done means" on the example project: `vigilo scan` raises one approval per new
+/// finding, `vigilo approvals` lists them, `vigilo approve` decides one and its `http` action
+/// runs once, `vigilo audit verify` passes; with `vigilo run` killed and restarted in between.
+async fn example_project_approvals_across_restarts(state_url: &str) {
+    let db = fixture_db().await;
+    let tickets = common::recorder::Recorder::start();
+    let tickets_url = format!("http://127.0.0.1:{}/tickets", tickets.port);
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let env = [
+        ("STEAMPIPE_URL", db.url.as_str()),
+        ("VIGILO_STATE_URL", state_url),
+        ("TICKETS_URL", tickets_url.as_str()),
+        ("VIGILO_LISTEN", listen.as_str()),
+    ];
+    let ok = |args: &[&str]| -> String {
+        let out = vigilo_env(repo(), &env, args);
+        assert!(out.status.success(), "{args:?}: {}", show(&out));
+        stdout(&out)
+    };
+
+    let scan = ok(&["scan"]);
+    assert!(scan.contains("5 approval(s) requested"), "{scan}");
+    for id in 1..=5 {
+        assert!(
+            scan.contains(&format!(
+                "approval {id} requested (deactivate_iam_access_key): Deactivate IAM access key AKIAEXAMPLE"
+            )),
+            "{scan}"
+        );
+    }
+    assert!(scan.contains("days old."), "the prompt is rendered: {scan}");
+
+    // A crash in the middle: `vigilo run` is killed while the approvals are pending.
+    let run = common::run_env(repo(), &env, Stdio::null());
+    std::thread::sleep(Duration::from_millis(1500));
+    let killed = Command::new("kill")
+        .args(["-KILL", &run.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    drop(run);
+
+    let list: Vec<Value> = serde_json::from_str(&ok(&["approvals", "--format", "json"])).unwrap();
+    assert_eq!(list.len(), 5, "{list:#?}");
+    assert!(list.iter().all(|a| a["status"] == "pending"));
+    let table = ok(&["approvals"]);
+    assert!(table.contains("Deactivate IAM access key"), "{table}");
+
+    let id = list[0]["id"].as_i64().unwrap().to_string();
+    let decided = ok(&[
+        "approve",
+        &id,
+        "--as",
+        "alice",
+        "--reason",
+        "rotated last week",
+    ]);
+    assert!(
+        decided.contains(&format!("approval {id} decided: deactivate")),
+        "{decided}"
+    );
+    assert!(decided.contains("succeeded"), "{decided}");
+    assert!(
+        decided.contains("Filed the deactivation of AKIAEXAMPLE"),
+        "{decided}"
+    );
+    let calls = tickets.seen();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let ticket: Value = serde_json::from_str(&calls[0].3).unwrap();
+    assert_eq!(ticket["approved_by"], "alice");
+    assert!(
+        ticket["summary"].as_str().unwrap().contains("AKIAEXAMPLE"),
+        "{ticket}"
+    );
+
+    let kept = ok(&[
+        "respond",
+        &list[1]["id"].as_i64().unwrap().to_string(),
+        "keep",
+        "--as",
+        "bob",
+    ]);
+    assert!(
+        kept.contains("decided: keep") && kept.contains("Kept AKIAEXAMPLE"),
+        "{kept}"
+    );
+    let refused = vigilo_env(repo(), &env, &["deny", &id, "--as", "bob"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", show(&refused));
+
+    // Restarted, it runs nothing again.
+    let run = common::run_env(repo(), &env, Stdio::null());
+    std::thread::sleep(Duration::from_millis(2500));
+    drop(run);
+    ok(&["scan"]);
+    assert_eq!(tickets.seen().len(), 1, "the action ran exactly once");
+    let verify = ok(&["audit", "verify"]);
+    assert!(verify.contains("intact"), "{verify}");
+}
+
+#[tokio::test]
+async fn example_project_approvals_with_sqlite_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("vigilo.db").display());
+    example_project_approvals_across_restarts(&url).await;
+}
+
+#[tokio::test]
+async fn example_project_approvals_with_postgres_state() {
+    let state = common::PgDb::new("approvals").await;
+    example_project_approvals_across_restarts(&state.url).await;
+}
+
 #[tokio::test]
 async fn example_project_finds_the_five_fixture_keys_with_sqlite_state() {
     let dir = tempfile::tempdir().unwrap();
