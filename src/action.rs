@@ -187,8 +187,7 @@ pub fn owner_is_gone(owner: &str) -> bool {
     let Some((host, pid)) = owner.rsplit_once(':') else {
         return false;
     };
-    let here = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
-    host == here
+    host == crate::remediate::hostname()
         && pid.parse::<u32>().is_ok_and(|pid| {
             pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
         })

@@ -49,9 +49,48 @@ pub struct Progress {
 }
 
 /// The identity a process claims work under: host and pid.
+///
+/// Processes that share a store and report the same host name are assumed to share a
+/// PID namespace (one machine); that is how a claim of a dead process is recognised.
 pub fn owner() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
-    format!("{host}:{}", std::process::id())
+    format!("{}:{}", hostname(), std::process::id())
+}
+
+/// This machine's host name, as the kernel has it (`HOSTNAME` where /proc is missing).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Frees the claims of processes on this machine that are gone (killed mid-pass), so their
+/// work is taken up at once instead of when their leases run out.
+pub async fn release_dead_claims(store: &dyn Store) -> Result<Vec<String>, RemediateError> {
+    let mut released = Vec::new();
+    for holder in store.claim_holders().await? {
+        if action::owner_is_gone(&holder) {
+            let n = store.release_claims(&holder).await?;
+            tracing::warn!(owner = %holder, claims = n, "released the claims of a process that is gone");
+            released.push(holder);
+        }
+    }
+    Ok(released)
+}
+
+/// A pause for crash tests: when `VIGILO_PAUSE_AT` names `point`, say so on stderr and stop
+/// here for good, so a test can SIGKILL the process at exactly this point.
+pub fn pause_point(point: &str) {
+    static AT: std::sync::LazyLock<Option<String>> =
+        std::sync::LazyLock::new(|| std::env::var("VIGILO_PAUSE_AT").ok());
+    if AT.as_deref() == Some(point) {
+        eprintln!("vigilo: paused at {point} (VIGILO_PAUSE_AT)");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
 }
 
 /// Opens the approval of every requested run whose remediation asks for one, and plans the
@@ -310,11 +349,14 @@ pub async fn execute_pending(
     let lease = action::HTTP_TIMEOUT + Duration::from_secs(30);
     let mut done = Vec::new();
     for a in store.claim_actions(owner, lease, CLAIM_BATCH).await? {
+        pause_point("action.before_start");
         // Committed before the call: a crash from here on leaves the action `started`, never silently repeated.
         if !store.start_action(owner, a.id, lease).await? {
             continue;
         }
+        pause_point("action.after_start");
         let outcome = action::execute(client, &a).await.redacted();
+        pause_point("action.after_call");
         match &outcome {
             ActionOutcome::Failed(e) => {
                 tracing::error!(action = a.id, kind = %a.kind, error = %e, "action failed")
@@ -335,6 +377,7 @@ pub async fn step(
     client: &reqwest::Client,
 ) -> Result<(Progress, Vec<(i64, ActionOutcome)>), RemediateError> {
     let (project, store) = (scanner.project().as_ref(), scanner.store().as_ref());
+    release_dead_claims(store).await?;
     settle_due(store).await?;
     settle_started(store).await?;
     let mut progress = process_requested(scanner, owner).await?;

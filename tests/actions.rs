@@ -1,7 +1,8 @@
 //! Actions through the binary against a real local HTTP server that records what it is asked:
 //! an approved `http` action runs exactly once; failures are kept and `vigilo retry` runs them
-//! again with the same Idempotency-Key; a vigilo killed mid-call leaves the action `unknown`,
-//! never silently repeated; auto-remediation runs at once. Both state stores.
+//! again with the same Idempotency-Key; a vigilo SIGKILLed before, during or after the call
+//! runs the action once or leaves it `unknown`, never silently repeated; recheck, dry runs,
+//! render failures; auto-remediation runs at once. Both state stores.
 
 mod common;
 
@@ -435,4 +436,110 @@ async fn a_template_that_fails_to_render_fails_the_run() {
     .unwrap();
     assert!(approvals.is_empty());
     assert!(ok(d, &["audit", "verify"]).contains("intact"));
+}
+
+/// Starts `vigilo approve 1 --as alice` paused at `point` (`VIGILO_PAUSE_AT`) and SIGKILLs it there.
+fn approve_killed_at(dir: &Path, point: &str) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vigilo"))
+        .arg("--dir")
+        .arg(dir)
+        .args(["approve", "1", "--as", "alice"])
+        .env("VIGILO_PAUSE_AT", point)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let marker = format!("paused at {point}");
+    loop {
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) if line.contains(&marker) => break,
+            Ok(_) => {}
+            Err(e) => panic!("vigilo never reached {point}: {e}"),
+        }
+    }
+    child.kill().unwrap(); // SIGKILL, at exactly that point
+    child.wait().unwrap();
+}
+
+/// SIGKILL at each point around an action, then a restart: the action runs exactly once, or
+/// is `unknown` (for a person to retry) and never silently repeated; the chain verifies.
+async fn killed_around_the_call(state_url: &str, point: &str) {
+    let server = Recorder::start();
+    let dir = project(state_url, server.port);
+    let d = dir.path();
+    ok(d, &["scan"]);
+    approve_killed_at(d, point);
+    assert!(ok(d, &["audit", "verify"]).contains("intact"), "{point}");
+    let calls_before_restart = server.seen().len();
+
+    let out = ok(d, &["scan"]); // a restart: settles what the dead process left
+    let actions: Vec<Value> = audit_of(d, "action.succeeded")
+        .into_iter()
+        .chain(audit_of(d, "action.failed"))
+        .collect();
+    match point {
+        "action.before_start" => {
+            assert_eq!(calls_before_restart, 0);
+            assert!(
+                out.contains("action 1 succeeded"),
+                "claimed, never started: it runs now: {out}"
+            );
+            assert_eq!(server.seen().len(), 1);
+        }
+        "action.after_start" | "action.after_call" => {
+            let expected = usize::from(point == "action.after_call");
+            assert_eq!(calls_before_restart, expected, "{point}");
+            assert_eq!(
+                server.seen().len(),
+                expected,
+                "{point}: the restart called nothing"
+            );
+            assert_eq!(actions.len(), 1, "{actions:#?}");
+            assert_eq!(actions[0]["data"]["outcome"], "unknown", "{point}");
+            ok(d, &["scan"]);
+            assert_eq!(
+                server.seen().len(),
+                expected,
+                "{point}: still never repeated"
+            );
+        }
+        other => panic!("no such point {other}"),
+    }
+    assert!(ok(d, &["audit", "verify"]).contains("intact"), "{point}");
+}
+
+#[tokio::test]
+async fn killed_around_the_call_on_sqlite() {
+    for point in [
+        "action.before_start",
+        "action.after_start",
+        "action.after_call",
+    ] {
+        let state = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", state.path().join("k.db").display());
+        killed_around_the_call(&url, point).await;
+    }
+}
+
+#[tokio::test]
+async fn killed_around_the_call_on_postgres() {
+    for point in [
+        "action.before_start",
+        "action.after_start",
+        "action.after_call",
+    ] {
+        let db = common::PgDb::new("killpoint").await;
+        killed_around_the_call(&db.url, point).await;
+    }
 }

@@ -265,6 +265,13 @@ pub trait Store: Send + Sync {
     /// false if the claim was lost.
     async fn fail_run(&self, owner: &str, run_id: i64, error: &str) -> Result<bool, StoreError>;
 
+    /// Owners holding a live claim on a run, a pending action or a message.
+    async fn claim_holders(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Frees every claim `owner` holds on runs, pending actions and messages (it is gone);
+    /// returns how many. Started actions keep theirs: they are settled, never re-run.
+    async fn release_claims(&self, owner: &str) -> Result<u64, StoreError>;
+
     /// Claims up to `limit` pending actions for `owner`.
     async fn claim_actions(
         &self,
@@ -473,6 +480,20 @@ impl ActionOutcome {
         }
     }
 }
+
+/// Owners holding claims (the same SQL for both stores).
+pub(crate) const CLAIM_HOLDERS_SQL: &str =
+    "SELECT claimed_by FROM remediation_runs WHERE claimed_by IS NOT NULL AND state IN ('requested', 'decided')
+     UNION SELECT claimed_by FROM actions WHERE claimed_by IS NOT NULL AND state = 'pending'
+     UNION SELECT claimed_by FROM messages WHERE claimed_by IS NOT NULL AND state = 'pending'";
+
+/// Frees one owner's claims (`$1`), table by table (the same SQL for both stores).
+pub(crate) const RELEASE_CLAIMS_SQL: [&str; 3] = [
+    "UPDATE remediation_runs SET claimed_by = NULL, claim_expires = NULL
+     WHERE claimed_by = $1 AND state IN ('requested', 'decided')",
+    "UPDATE actions SET claimed_by = NULL, claim_expires = NULL WHERE claimed_by = $1 AND state = 'pending'",
+    "UPDATE messages SET claimed_by = NULL, claim_expires = NULL WHERE claimed_by = $1 AND state = 'pending'",
+];
 
 /// The audit entry of an action event.
 pub(crate) fn action_event(

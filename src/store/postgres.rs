@@ -384,6 +384,23 @@ impl Store for PgStore {
         Ok(done)
     }
 
+    async fn claim_holders(&self) -> Result<Vec<String>, StoreError> {
+        let client = self.client().await?;
+        let rows = client.query(super::CLAIM_HOLDERS_SQL, &[]).await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn release_claims(&self, owner: &str) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let mut n = 0;
+        for sql in super::RELEASE_CLAIMS_SQL {
+            n += tx.execute(sql, &[&owner]).await?;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
     async fn claim_actions(
         &self,
         owner: &str,

@@ -405,6 +405,29 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn claim_holders(&self) -> Result<Vec<String>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(super::CLAIM_HOLDERS_SQL)?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn release_claims(&self, owner: &str) -> Result<u64, StoreError> {
+        let owner = owner.to_string();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut n = 0;
+            for sql in super::RELEASE_CLAIMS_SQL {
+                n += tx.execute(sql, [&owner])? as u64;
+            }
+            tx.commit()?;
+            Ok(n)
+        })
+        .await
+    }
+
     async fn claim_actions(
         &self,
         owner: &str,
