@@ -70,6 +70,9 @@ pub struct Vote {
     /// When.
     #[serde(serialize_with = "ser_time")]
     pub at: DateTime<Utc>,
+    /// Who on that channel (`slack:U0ALICE`, `unix:root`), when the channel tells (an addition).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 /// An approval with its votes (interface.md section 5 shape, plus a few fields).
@@ -342,6 +345,7 @@ mod tests {
             reason: None,
             channel: "cli".into(),
             at: Utc::now(),
+            identity: None,
         }
     }
 

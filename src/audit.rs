@@ -48,6 +48,12 @@ pub enum Kind {
     MessageFailed,
     /// A remediation run could not go on (its templates did not render); nothing was done.
     RemediationFailed,
+    /// Someone asked for a ChatOps command; it waits for their confirmation.
+    CommandRequested,
+    /// The requester confirmed a ChatOps command; it runs.
+    CommandConfirmed,
+    /// The requester cancelled a ChatOps command.
+    CommandCancelled,
     /// vigilo loaded a project to act on it.
     ConfigLoaded,
 }
@@ -70,6 +76,9 @@ impl Kind {
             Kind::MessageSent => "message.sent",
             Kind::MessageFailed => "message.failed",
             Kind::RemediationFailed => "remediation.failed",
+            Kind::CommandRequested => "command.requested",
+            Kind::CommandConfirmed => "command.confirmed",
+            Kind::CommandCancelled => "command.cancelled",
             Kind::ConfigLoaded => "config.loaded",
         }
     }

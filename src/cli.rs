@@ -398,6 +398,11 @@ async fn vote(
         reason,
         channel: "cli".into(),
         at: chrono::Utc::now(),
+        // The account that typed `--as NAME`.
+        identity: std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .ok()
+            .map(|u| format!("unix:{u}")),
     };
     match store.vote(id, ballot).await? {
         Ok(Transition::VoteDecides {
@@ -440,7 +445,24 @@ async fn advance(
     store: Arc<dyn Store>,
 ) -> Result<(remediate::Progress, Vec<(i64, ActionOutcome)>)> {
     let scanner = Scanner::new(Arc::new(project), store)?;
-    Ok(remediate::step(&scanner, &remediate::owner(), &http_client()?).await?)
+    let client = http_client()?;
+    let done = remediate::step(&scanner, &remediate::owner(), &client).await?;
+    drain(&scanner, &client).await?;
+    Ok(done)
+}
+
+/// Delivers the messages a one-shot command queued that only wait for an integration's pace
+/// (Slack: one a second per channel), for up to two minutes; later retries are left to `vigilo run`.
+async fn drain(scanner: &Scanner, client: &reqwest::Client) -> Result<()> {
+    Ok(crate::notify::drain(
+        scanner.project(),
+        scanner.store().as_ref(),
+        &remediate::owner(),
+        client,
+        Duration::from_millis(1500),
+        Duration::from_secs(120),
+    )
+    .await?)
 }
 
 /// The HTTP client actions use.
@@ -606,6 +628,7 @@ async fn scan_cmd(dir: &Path, dry_run: bool, names: &[String]) -> Result<ExitCod
     drop(out);
     let client = http_client()?;
     let (progress, ran) = remediate::step(&scanner, &remediate::owner(), &client).await?;
+    drain(&scanner, &client).await?;
     let mut out = crate::redact::stdout();
     if !progress.opened.is_empty() {
         writeln!(

@@ -236,6 +236,7 @@ pub async fn run(yes: bool) -> Result<ExitCode> {
                 reason: Some("vigilo demo".into()),
                 channel: "cli".into(),
                 at: chrono::Utc::now(),
+                identity: None,
             };
             match store.vote(a.id, vote).await? {
                 Ok(Transition::VoteDecides { option, by, .. }) => {

@@ -30,6 +30,12 @@ pub const FINDING_REOPENED: &str = "finding.reopened";
 pub const APPROVAL_REQUESTED: &str = "approval.requested";
 /// Event of a remediation's `[[message]]`.
 pub const REMEDIATION_MESSAGE: &str = "remediation.message";
+/// Event of a vote, told where the request went (Slack: a thread reply).
+pub const APPROVAL_VOTE: &str = "approval.vote";
+/// Event of a decision (Slack: the request is updated).
+pub const APPROVAL_DECIDED: &str = "approval.decided";
+/// Event of an expiry (Slack: the request is updated).
+pub const APPROVAL_EXPIRED: &str = "approval.expired";
 
 /// Delivery attempts before a message is given up (`failed`).
 pub const MAX_ATTEMPTS: i32 = 8;
@@ -68,16 +74,32 @@ pub fn for_notifier(
     let Some(n) = project.notifiers.get(notifier) else {
         return Vec::new();
     };
-    n.notify
-        .iter()
-        .map(|target| NewMessage {
-            event: event.to_string(),
-            notifier: notifier.to_string(),
-            integration: target.integration.clone(),
-            destination: destination(target),
-            text: text.clone(),
-        })
-        .collect()
+    let message = |target: &NotifyTarget| NewMessage {
+        event: event.to_string(),
+        notifier: notifier.to_string(),
+        integration: target.integration.clone(),
+        destination: destination(target),
+        text: text.clone(),
+    };
+    let mut out = Vec::new();
+    for target in &n.notify {
+        let is_email = matches!(
+            project.integrations.get(&target.integration),
+            Some(IntegrationConfig::Email(_))
+        );
+        if is_email && target.to.len() > 1 {
+            // One message per recipient: each gets its own links, and is retried on its own.
+            for to in &target.to {
+                out.push(message(&NotifyTarget {
+                    to: vec![to.clone()],
+                    ..target.clone()
+                }));
+            }
+        } else {
+            out.push(message(target));
+        }
+    }
+    out
 }
 
 /// The `[[message]]`s that `decision` triggers (`None`: auto-remediation), rendered over `ctx`.
@@ -129,11 +151,16 @@ pub async fn deliver(
         .await?
     {
         let outcome = match compose(project, store, &m).await? {
-            Ok(content) => match send(project, client, &m, &content).await {
-                Ok(result) => MessageOutcome::Sent(crate::redact::json(result)),
-                Err(error) => failed(&m, crate::redact::text(&error)),
+            Ok(content) => match send(project, store, client, &m, &content).await {
+                Delivery::Sent(result) => MessageOutcome::Sent(crate::redact::json(result)),
+                Delivery::Failed { error, retry_after } => {
+                    failed(&m, crate::redact::text(&error), retry_after)
+                }
+                Delivery::Deferred(wait) => MessageOutcome::Deferred {
+                    until: Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
+                },
             },
-            Err(error) => failed(&m, error),
+            Err(error) => failed(&m, error, None),
         };
         if let MessageOutcome::Failed { error, retry_at } = &outcome {
             tracing::warn!(message = m.id, integration = %m.integration, attempt = m.attempts + 1,
@@ -146,14 +173,76 @@ pub async fn deliver(
     Ok(done)
 }
 
-/// A failed attempt: tried again after the backoff, or given up after the last attempt.
-fn failed(m: &MessageRecord, error: String) -> MessageOutcome {
+/// For one-shot commands: delivers again as long as some message is due within `soon`
+/// (held back only by an integration's pace), for at most `limit` in all.
+pub async fn drain(
+    project: &Project,
+    store: &dyn Store,
+    owner: &str,
+    client: &reqwest::Client,
+    soon: Duration,
+    limit: Duration,
+) -> Result<(), StoreError> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        let Some(due) = store.next_message_due().await? else {
+            return Ok(());
+        };
+        let wait = (due - Utc::now()).to_std().unwrap_or_default();
+        if wait > soon {
+            return Ok(());
+        }
+        tokio::time::sleep(wait).await;
+        deliver(project, store, owner, client).await?;
+    }
+    Ok(())
+}
+
+/// A failed attempt: tried again after the backoff (or the wait the target asked for, if
+/// longer), or given up after the last attempt.
+fn failed(m: &MessageRecord, error: String, asked: Option<Duration>) -> MessageOutcome {
     let attempt = m.attempts + 1;
+    let wait = backoff(attempt).max(asked.unwrap_or_default());
     let retry_at = (attempt < MAX_ATTEMPTS)
-        .then(|| chrono::Duration::from_std(backoff(attempt)).ok())
+        .then(|| chrono::Duration::from_std(wait).ok())
         .flatten()
         .map(|wait| Utc::now() + wait);
     MessageOutcome::Failed { error, retry_at }
+}
+
+/// How one delivery attempt went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    /// Delivered; what the integration answered.
+    Sent(Value),
+    /// Not delivered; `retry_after` is the wait the target asked for (HTTP 429).
+    Failed {
+        /// Why.
+        error: String,
+        /// The target's `Retry-After`.
+        retry_after: Option<Duration>,
+    },
+    /// Not attempted: the integration's pace allows the next message after this wait.
+    Deferred(Duration),
+}
+
+impl Delivery {
+    /// A failure with no wait asked for.
+    pub fn failed(error: String) -> Delivery {
+        Delivery::Failed {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
+impl From<Result<Value, String>> for Delivery {
+    fn from(r: Result<Value, String>) -> Delivery {
+        match r {
+            Ok(v) => Delivery::Sent(v),
+            Err(e) => Delivery::failed(e),
+        }
+    }
 }
 
 /// What a message says, in the forms the integrations need.
@@ -252,6 +341,16 @@ pub async fn compose(
                 links,
             }
         }
+        (APPROVAL_VOTE | APPROVAL_DECIDED | APPROVAL_EXPIRED, _, Some(a)) => {
+            let line = m.text.clone().unwrap_or_default();
+            Content {
+                subject: format!("{} — {line}", a.subject),
+                text: format!("approval {} ({}): {line}", a.id, a.subject),
+                finding,
+                approval,
+                links: Vec::new(),
+            }
+        }
         (REMEDIATION_MESSAGE, _, _) => {
             let text = m.text.clone().unwrap_or_default();
             Content {
@@ -286,23 +385,24 @@ fn key_text(f: &Finding) -> String {
 /// Sends one message through its integration; `Ok` carries what the integration answered.
 async fn send(
     project: &Project,
+    store: &dyn Store,
     client: &reqwest::Client,
     m: &MessageRecord,
     content: &Content,
-) -> Result<Value, String> {
+) -> Delivery {
     match project.integrations.get(&m.integration) {
         Some(IntegrationConfig::Console) => {
             println!("{}", crate::redact::text(&content.text));
-            Ok(json!({"printed": true}))
+            Delivery::Sent(json!({"printed": true}))
         }
-        Some(IntegrationConfig::Webhook(w)) => webhook(client, w, m, content).await,
-        Some(other) => Err(format!(
-            "integration {} ({}): this vigilo cannot deliver to {} integrations yet",
-            m.integration,
-            other.kind(),
-            other.kind()
-        )),
-        None => Err(format!(
+        Some(IntegrationConfig::Webhook(w)) => webhook(client, w, m, content).await.into(),
+        Some(IntegrationConfig::Email(e)) => {
+            crate::email::send(project, e, m, content).await.into()
+        }
+        Some(IntegrationConfig::Slack(s)) => {
+            crate::slack::send(project, store, client, s, m, content).await
+        }
+        None => Delivery::failed(format!(
             "integration {} is no longer configured; nothing was sent",
             m.integration
         )),

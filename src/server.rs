@@ -94,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/findings", get(api_findings))
         .route("/api/approvals", get(api_approvals))
         .route("/api/audit", get(api_audit))
+        .merge(crate::slack::routes::router())
         .with_state(state)
 }
 
@@ -121,6 +122,8 @@ async fn healthz(State(s): State<AppState>) -> Response {
 #[derive(Deserialize)]
 struct TokenQuery {
     token: Option<String>,
+    /// The option an emailed link stands for: the page asks to confirm it.
+    option: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -180,6 +183,12 @@ async fn approval_page(
         Ok(None) => return s.message(StatusCode::NOT_FOUND, "No such approval", "", Some(id)),
         Err(e) => return internal(&s, e),
     };
+    // A link for one option (from an email) preselects it; the page still only asks.
+    let wanted = q.option.filter(|o| !o.is_empty());
+    let chosen = wanted
+        .as_deref()
+        .and_then(|w| approval.options.iter().find(|o| o.value == w));
+    let unknown_option = wanted.as_deref().filter(|_| chosen.is_none());
     match s.render(
         "approval.html",
         context! {
@@ -187,6 +196,8 @@ async fn approval_page(
             finding => Serde(&finding),
             approver => grant.approver,
             token => q.token,
+            chosen => chosen.map(Serde),
+            unknown_option,
         },
     ) {
         Ok(html) => ([(header::CACHE_CONTROL, "no-store")], html).into_response(),
@@ -209,6 +220,7 @@ async fn approval_vote(
         reason: f.reason.filter(|r| !r.trim().is_empty()),
         channel: "web".into(),
         at: Utc::now(),
+        identity: None,
     };
     match s.store.vote(id, vote).await {
         Ok(Ok(Transition::VoteDecides { option, by, .. })) => s.message(

@@ -187,16 +187,18 @@ async fn messages_reach_console_and_webhook(state_url: &str) {
     assert_eq!(texts, ["Deactivated k1; approved by alice.", "Kept k2."]);
 
     let entries = audit(d);
-    // 2 approvals × 2 targets, 2 findings × 1 target, 2 decisions × 2 targets.
-    assert_eq!(of_kind(&entries, "message.sent").len(), 10);
-    assert!(of_kind(&entries, "message.failed").is_empty());
+    // 2 approvals × 2 targets, 2 findings × 1 target, 2 decision messages × 2 targets,
+    // and the webhook is told of the 2 decisions (the console printed them already).
+    assert_eq!(of_kind(&entries, "message.sent").len(), 12);
+    let failed = of_kind(&entries, "message.failed");
+    assert!(failed.is_empty(), "{failed:#?}");
     let seen = hook.seen();
     let mut keys: Vec<&String> = seen.iter().map(|s| &s.2).collect();
     keys.sort();
     keys.dedup();
     assert_eq!(
         (keys.len(), seen.len()),
-        (6, 6),
+        (8, 8),
         "each webhook message arrived once"
     );
     ok(d, &["audit", "verify"]);
@@ -240,8 +242,8 @@ async fn dead_webhook_is_retried_and_never_blocks(state_url: &str) {
     let failed = of_kind(&entries, "message.failed");
     assert_eq!(
         failed.len(),
-        5,
-        "2 requests, 2 findings and 1 decision message: {failed:#?}"
+        6,
+        "2 requests, 2 findings, 1 decision and its message: {failed:#?}"
     );
     for f in &failed {
         assert_eq!(f["channel"], "webhook.ops");
@@ -266,7 +268,7 @@ async fn dead_webhook_is_retried_and_never_blocks(state_url: &str) {
         .filter(|f| f["data"]["attempt"] == 2)
         .cloned()
         .collect();
-    assert_eq!(second.len(), 5, "every due message was tried again");
+    assert_eq!(second.len(), 6, "every due message was tried again");
     assert!(
         second[0]["data"]["error"]
             .as_str()
@@ -285,21 +287,22 @@ async fn dead_webhook_is_retried_and_never_blocks(state_url: &str) {
             .iter()
             .filter(|e| e["channel"] == "webhook.ops")
             .count();
-        if delivered == 5 {
+        if delivered == 6 {
             break;
         }
         assert!(
             start.elapsed() < Duration::from_secs(20),
-            "only {delivered} of 5 delivered"
+            "only {delivered} of 6 delivered"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let ok_calls: Vec<String> = payloads(&hook)
         .iter()
-        .skip(5)
+        .skip(6)
         .map(|p| p["event"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(ok_calls.len(), 5, "{ok_calls:?}");
+    assert_eq!(ok_calls.len(), 6, "{ok_calls:?}");
+    assert!(ok_calls.contains(&"approval.decided".to_string()));
     assert!(ok_calls.contains(&"remediation.message".to_string()));
     ok(d, &["audit", "verify"]);
 }

@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::recorder::{Answer, Recorder};
 use common::{free_port, show, vigilo_env};
@@ -151,20 +151,8 @@ body = "note: {{{{ row.note }}}}"
     // The server: API answers and the approval page.
     let log = tempfile::NamedTempFile::new().unwrap();
     let _run = common::run_env(d, &env(), log.reopen().unwrap().into());
+    common::wait_healthy(listen).await;
     let http = reqwest::Client::new();
-    let start = Instant::now();
-    while http
-        .get(format!("http://127.0.0.1:{listen}/healthz"))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "vigilo run never answered"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     for route in ["findings", "approvals", "audit"] {
         let body = http
             .get(format!("http://127.0.0.1:{listen}/api/{route}"))

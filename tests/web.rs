@@ -5,7 +5,6 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use common::{Running, free_port, show};
 use serde_json::Value;
@@ -86,23 +85,7 @@ options = [
     assert_eq!(links.len(), 4, "{links:?}");
 
     let _server = common::run(d);
-    let http = reqwest::Client::new();
-    let start = Instant::now();
-    loop {
-        if let Ok(r) = http
-            .get(format!("http://127.0.0.1:{port}/healthz"))
-            .send()
-            .await
-        {
-            assert_eq!(r.status(), 200);
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "vigilo run never answered /healthz"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_healthy(port).await;
     Served {
         _dir: dir,
         _server,
@@ -326,4 +309,91 @@ async fn approval_page_renders_in_headless_chromium() {
     let approvals = common::vigilo(served._dir.path(), &["approvals", "--format", "json"]);
     let list: Value = serde_json::from_slice(&approvals.stdout).unwrap();
     assert_eq!(list[0]["votes"].as_array().unwrap().len(), 0, "{list}");
+}
+
+#[tokio::test]
+async fn an_option_link_asks_to_confirm_and_only_the_form_votes() {
+    let served = served().await;
+    let http = reqwest::Client::new();
+    let link = served.link(1, "alice");
+    let votes = || {
+        let out = common::vigilo(served._dir.path(), &["approvals", "--format", "json"]);
+        let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+        list[0]["votes"].as_array().unwrap().len()
+    };
+
+    // The option's link preselects it: one Confirm button, still a plain form.
+    let page = http
+        .get(format!("{link}&option=deactivate"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    for needle in [
+        "<h2>Confirm: Deactivate now</h2>",
+        ">Confirm: Deactivate now</button>",
+        "voting as <strong>alice</strong>",
+        "which needs 2 approvers",
+        "Choose another option",
+    ] {
+        assert!(html.contains(needle), "page lacks {needle:?}:\n{html}");
+    }
+    assert!(
+        !html.contains(">Keep it</button>"),
+        "only the chosen option: {html}"
+    );
+    let fields = common::hidden_inputs(&html);
+    assert_eq!(
+        fields,
+        [
+            ("token".to_string(), token_of(&link)),
+            ("option".to_string(), "deactivate".to_string())
+        ]
+    );
+    // In a browser too, and rendering it voted nothing.
+    let tmp = tempfile::tempdir().unwrap();
+    let dom = chromium(
+        &tmp.path().join("profile"),
+        &["--dump-dom", &format!("{link}&option=deactivate")],
+    );
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(dom.contains("Confirm: Deactivate now"), "{dom}");
+    assert_eq!(votes(), 0, "GET voted");
+
+    // An option the approval does not have: said so, and the usual buttons.
+    let html = http
+        .get(format!("{link}&option=nuke"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("option <code>nuke</code>, which this approval does not have"),
+        "{html}"
+    );
+    assert!(html.contains(">Keep it</button>") && html.contains(">Deactivate now</button>"));
+    assert_eq!(votes(), 0);
+
+    // Submitting the confirmation form votes, as alice, for the preselected option.
+    let mut form = fields;
+    form.push(("reason".into(), "confirmed".into()));
+    let r = http
+        .post(format!("http://127.0.0.1:{}/approvals/1", served.port))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Vote recorded"));
+    let out = common::vigilo(served._dir.path(), &["approvals", "--format", "json"]);
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let vote = &list[0]["votes"][0];
+    assert_eq!(
+        (&vote["by"], &vote["option"], &vote["reason"]),
+        (&"alice".into(), &"deactivate".into(), &"confirmed".into()),
+        "{list}"
+    );
 }

@@ -276,6 +276,8 @@ pub struct SlackConfig {
     pub api_url: String,
     /// How long a ChatOps Confirm button stays valid; default 60 s.
     pub confirm_ttl: Duration,
+    /// The least time between two messages to one channel; default 1 s, Slack's pace (an addition).
+    pub pace: Duration,
 }
 
 /// TLS mode for SMTP.

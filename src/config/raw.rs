@@ -66,6 +66,7 @@ pub(crate) struct RawSlack {
     pub signing_secret: Option<String>,
     pub api_url: Option<String>,
     pub confirm_ttl: Option<SpStr>,
+    pub pace: Option<SpStr>,
 }
 
 /// `[integration.email.NAME]`.

@@ -348,6 +348,9 @@ impl Merge<'_> {
                 Duration::from_secs(60),
             )
             .ok()?;
+        let pace = self
+            .duration_or(raw.pace, path, "pace", Duration::from_secs(1))
+            .ok()?;
         Some(SlackConfig {
             token: Secret::new(raw.token.into_inner()),
             signing_secret: secret(raw.signing_secret),
@@ -356,6 +359,7 @@ impl Merge<'_> {
                 .map(|u| u.trim_end_matches('/').to_string())
                 .unwrap_or_else(|| "https://slack.com/api".into()),
             confirm_ttl,
+            pace,
         })
     }
 

@@ -12,11 +12,13 @@
 
 mod pg_actions;
 mod pg_approvals;
+mod pg_commands;
 mod pg_messages;
 pub mod postgres;
 pub mod sqlite;
 mod sqlite_actions;
 mod sqlite_approvals;
+mod sqlite_commands;
 mod sqlite_messages;
 
 use std::sync::Arc;
@@ -320,6 +322,33 @@ pub trait Store: Send + Sync {
     /// Every queued message, by id.
     async fn messages(&self) -> Result<Vec<MessageRecord>, StoreError>;
 
+    /// When the next pending message is due, if any is pending.
+    async fn next_message_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// The messages of one approval (its request and follow-ups), by id.
+    async fn approval_messages(&self, approval_id: i64) -> Result<Vec<MessageRecord>, StoreError>;
+
+    /// Records a ChatOps command waiting for confirmation, with `command.requested`.
+    async fn create_command(&self, command: NewCommand) -> Result<i64, StoreError>;
+
+    /// Confirms (or cancels) command `id` for `user_ref` at `now`, with its audit entry;
+    /// the refusal says why nothing changed.
+    async fn decide_command(
+        &self,
+        id: i64,
+        user_ref: &str,
+        confirm: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Result<CommandRecord, String>, StoreError>;
+
+    /// Starts a remediation run of an open finding on request (ChatOps), unless one is active.
+    async fn request_remediation(
+        &self,
+        finding_id: i64,
+        remediation: &str,
+        requested_by: &str,
+    ) -> Result<Result<i64, String>, StoreError>;
+
     /// Audit entries with `seq > after`, in order, at most `limit`.
     async fn audit_page(&self, after: i64, limit: usize) -> Result<Vec<Entry>, StoreError>;
 
@@ -481,13 +510,164 @@ impl ActionOutcome {
     }
 }
 
+/// Follow-up messages of an approval (`$1`): a copy of each of its requests, as event `$2`
+/// with text `$3` at `$4`, for the integrations `filter` selects (SQLite: `$` → `?`).
+pub(crate) fn follow_up_sql(filter: &str) -> String {
+    format!(
+        "INSERT INTO messages (event, finding_id, approval_id, run_id, notifier, integration, destination,
+                               text, state, next_attempt_at, created_at)
+         SELECT $2, finding_id, approval_id, run_id, notifier, integration, destination, $3, 'pending', $4, $4
+         FROM messages WHERE approval_id = $1 AND event = 'approval.requested' AND {filter}
+         ORDER BY id"
+    )
+}
+
+/// The follow-ups a transition of approval `a` queues: (event, text, integration filter).
+/// Votes go to Slack threads; decisions and expiries to every integration but the console.
+pub(crate) fn follow_ups(
+    a: &Approval,
+    t: &Transition,
+) -> Vec<(&'static str, String, &'static str)> {
+    const SLACK: &str = "integration LIKE 'slack.%'";
+    const NOT_CONSOLE: &str = "integration <> 'console'";
+    let label = |value: &str| {
+        a.options
+            .iter()
+            .find(|o| o.value == value)
+            .map_or_else(|| value.to_string(), |o| o.label.clone())
+    };
+    let vote_line = |v: &Vote| match &v.reason {
+        Some(r) => format!("{} voted {}: {r}", v.by, label(&v.option)),
+        None => format!("{} voted {}", v.by, label(&v.option)),
+    };
+    match t {
+        Transition::Vote(v) => vec![("approval.vote", vote_line(v), SLACK)],
+        Transition::VoteDecides { vote, option, by } => vec![
+            ("approval.vote", vote_line(vote), SLACK),
+            (
+                "approval.decided",
+                format!("Decided: {} (by {})", label(option), by.join(", ")),
+                NOT_CONSOLE,
+            ),
+        ],
+        Transition::TimeoutDecides { option } => vec![(
+            "approval.decided",
+            format!("Decided: {} (time ran out; on_timeout)", label(option)),
+            NOT_CONSOLE,
+        )],
+        Transition::Expire => vec![(
+            "approval.expired",
+            "Expired: nobody decided in time; nothing was done.".to_string(),
+            NOT_CONSOLE,
+        )],
+    }
+}
+
+/// A ChatOps command to record, waiting for its requester's confirmation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCommand {
+    /// `scan` or `remediate`.
+    pub kind: String,
+    /// The query name or the finding id.
+    pub argument: String,
+    /// The approver who asked.
+    pub requested_by: String,
+    /// Their user id on the channel (the only one who may confirm).
+    pub user_ref: String,
+    /// Where it was asked.
+    pub channel: Option<String>,
+    /// Where to answer (Slack's `response_url`).
+    pub response_url: Option<String>,
+    /// When it was asked.
+    pub created_at: DateTime<Utc>,
+    /// When the confirmation expires.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A recorded ChatOps command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRecord {
+    /// Its id.
+    pub id: i64,
+    /// `pending`, `confirmed` or `cancelled`.
+    pub state: String,
+    /// What was asked.
+    pub command: NewCommand,
+}
+
+/// The state `user_ref` may move command `c` to at `now`, or why not.
+pub(crate) fn command_decision(
+    c: &CommandRecord,
+    user_ref: &str,
+    confirm: bool,
+    now: DateTime<Utc>,
+) -> Result<&'static str, String> {
+    let what = format!("/vigilo {} {}", c.command.kind, c.command.argument);
+    if c.command.user_ref != user_ref {
+        return Err(format!(
+            "only <@{}>, who asked for `{what}`, can confirm or cancel it",
+            c.command.user_ref
+        ));
+    }
+    if c.state != "pending" {
+        return Err(format!("`{what}` was already {}", c.state));
+    }
+    if confirm && now > c.command.expires_at {
+        return Err(format!(
+            "the confirmation of `{what}` expired at {}; ask again",
+            crate::finding::rfc3339(&c.command.expires_at)
+        ));
+    }
+    Ok(if confirm { "confirmed" } else { "cancelled" })
+}
+
+/// The audit entry of a command event.
+pub(crate) fn command_event(kind: crate::audit::Kind, c: &CommandRecord) -> Event {
+    Event {
+        kind,
+        actor: c.command.requested_by.clone(),
+        channel: "slack".into(),
+        finding_id: (c.command.kind == "remediate")
+            .then(|| c.command.argument.parse().ok())
+            .flatten(),
+        approval_id: None,
+        action_id: None,
+        data: serde_json::json!({
+            "command_id": c.id,
+            "command": c.command.kind,
+            "argument": c.command.argument,
+            "user": c.command.user_ref,
+            "channel": c.command.channel,
+        }),
+    }
+}
+
+/// Why a finding cannot get a remediation run on request, if it cannot: (status, active run).
+pub(crate) fn remediation_refusal(
+    finding_id: i64,
+    status: Option<&str>,
+    active: Option<(i64, String)>,
+) -> Option<String> {
+    match (status, active) {
+        (None, _) => Some(format!("finding {finding_id} does not exist")),
+        (Some(s), _) if s != "open" => Some(format!(
+            "finding {finding_id} is {s}; only open findings are remediated"
+        )),
+        (_, Some((run, state))) => Some(format!(
+            "finding {finding_id} already has remediation run {run} ({state})"
+        )),
+        _ => None,
+    }
+}
+
 /// Owners holding claims (the same SQL for both stores).
 pub(crate) const CLAIM_HOLDERS_SQL: &str =
     "SELECT claimed_by FROM remediation_runs WHERE claimed_by IS NOT NULL AND state IN ('requested', 'decided')
      UNION SELECT claimed_by FROM actions WHERE claimed_by IS NOT NULL AND state = 'pending'
      UNION SELECT claimed_by FROM messages WHERE claimed_by IS NOT NULL AND state = 'pending'";
 
-/// Frees one owner's claims (`$1`), table by table (the same SQL for both stores).
+/// Frees one owner's claims (`$1`, the only parameter, so SQLite binds it too), table by table
+/// (the same SQL for both stores).
 pub(crate) const RELEASE_CLAIMS_SQL: [&str; 3] = [
     "UPDATE remediation_runs SET claimed_by = NULL, claim_expires = NULL
      WHERE claimed_by = $1 AND state IN ('requested', 'decided')",
@@ -709,6 +889,11 @@ pub struct MessageRecord {
 pub enum MessageOutcome {
     /// Delivered; what the integration answered.
     Sent(serde_json::Value),
+    /// Not attempted (the integration's pace): due again at `until`; no attempt counted, no audit.
+    Deferred {
+        /// When it is due again.
+        until: DateTime<Utc>,
+    },
     /// Failed; tried again at `retry_at`, or never again when `None`.
     Failed {
         /// Why.
@@ -782,7 +967,13 @@ impl MessageOutcome {
                 error,
                 retry_at: None,
             } => (MessageState::Failed, None, now, None, Some(error.clone())),
+            MessageOutcome::Deferred { until } => (MessageState::Pending, None, *until, None, None),
         })
+    }
+
+    /// Whether it was an attempt (counted and audited); a deferral is not.
+    pub(crate) fn attempted(&self) -> bool {
+        !matches!(self, MessageOutcome::Deferred { .. })
     }
 }
 
@@ -809,6 +1000,10 @@ pub(crate) fn message_event(m: &MessageRecord, outcome: &MessageOutcome) -> Even
         MessageOutcome::Sent(result) => {
             data["result"] = result.clone();
             Kind::MessageSent
+        }
+        MessageOutcome::Deferred { until } => {
+            data["deferred_until"] = crate::finding::rfc3339(until).into();
+            Kind::MessageFailed
         }
         MessageOutcome::Failed { error, retry_at } => {
             data["error"] = error.clone().into();
@@ -844,7 +1039,7 @@ pub(crate) fn transition_events(a: &Approval, t: &Transition, now: DateTime<Utc>
             Kind::ApprovalVote,
             &v.by,
             &v.channel,
-            serde_json::json!({"option": v.option, "reason": v.reason}),
+            serde_json::json!({"option": v.option, "reason": v.reason, "identity": v.identity}),
         )
     };
     match t {

@@ -122,8 +122,8 @@ pub(super) async fn apply(
 ) -> Result<(), StoreError> {
     if let Transition::Vote(v) | Transition::VoteDecides { vote: v, .. } = t {
         tx.execute(
-            "INSERT INTO votes (approval_id, approver, option, reason, channel, at) VALUES ($1, $2, $3, $4, $5, $6)",
-            &[&a.id, &v.by, &v.option, &v.reason, &v.channel, &v.at],
+            "INSERT INTO votes (approval_id, approver, option, reason, channel, at, identity) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[&a.id, &v.by, &v.option, &v.reason, &v.channel, &v.at, &v.identity],
         )
         .await?;
     }
@@ -150,6 +150,7 @@ pub(super) async fn apply(
         .await?;
     }
     append_in(tx, &transition_events(a, t, now)).await?;
+    super::pg_messages::follow_up(tx, a, t, now).await?;
     Ok(())
 }
 
@@ -250,7 +251,7 @@ pub(super) async fn list<C: GenericClient>(
 async fn votes<C: GenericClient>(c: &C, id: i64) -> Result<Vec<Vote>, StoreError> {
     let rows = c
         .query(
-            "SELECT approver, option, reason, channel, at FROM votes WHERE approval_id = $1 ORDER BY at, approver",
+            "SELECT approver, option, reason, channel, at, identity FROM votes WHERE approval_id = $1 ORDER BY at, approver",
             &[&id],
         )
         .await?;
@@ -262,6 +263,7 @@ async fn votes<C: GenericClient>(c: &C, id: i64) -> Result<Vec<Vote>, StoreError
             reason: r.get(2),
             channel: r.get(3),
             at: r.get(4),
+            identity: r.get(5),
         })
         .collect())
 }

@@ -102,17 +102,20 @@ pub(super) async fn finish(
     let row = tx
         .query_opt(
             &format!(
-                "UPDATE messages SET state = $3, attempts = attempts + 1, sent_at = $4, next_attempt_at = $5,
+                "UPDATE messages SET state = $3, attempts = attempts + $8, sent_at = $4, next_attempt_at = $5,
                         result = $6, error = $7, claimed_by = NULL, claim_expires = NULL
                  WHERE id = $1 AND state = 'pending' AND claimed_by = $2
                  RETURNING {COLUMNS}"
             ),
-            &[&id, &owner, &state.as_str(), &sent_at, &next, &result, &error],
+            &[&id, &owner, &state.as_str(), &sent_at, &next, &result, &error, &i32::from(outcome.attempted())],
         )
         .await?;
     let Some(row) = row else {
         return Ok(false);
     };
+    if !outcome.attempted() {
+        return Ok(true);
+    }
     let m = read(&row)?;
     append_in(tx, &[message_event(&m, outcome)]).await?;
     Ok(true)
@@ -122,12 +125,34 @@ const COLUMNS: &str =
     "id, event, finding_id, approval_id, run_id, notifier, integration, destination, text,
        state, attempts, next_attempt_at, created_at, sent_at, result, error";
 
-/// Every message, by id.
-pub(super) async fn list<C: GenericClient>(c: &C) -> Result<Vec<MessageRecord>, StoreError> {
+/// Every message (of one approval, when given), by id.
+pub(super) async fn list<C: GenericClient>(
+    c: &C,
+    approval_id: Option<i64>,
+) -> Result<Vec<MessageRecord>, StoreError> {
     let rows = c
-        .query(&format!("SELECT {COLUMNS} FROM messages ORDER BY id"), &[])
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM messages WHERE ($1::bigint IS NULL OR approval_id = $1) ORDER BY id"
+            ),
+            &[&approval_id],
+        )
         .await?;
     rows.iter().map(read).collect()
+}
+
+/// Queues the follow-ups of a transition of approval `a` (copies of its requests).
+pub(super) async fn follow_up(
+    tx: &Transaction<'_>,
+    a: &crate::approval::Approval,
+    t: &crate::approval::Transition,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    for (event, text, filter) in super::follow_ups(a, t) {
+        tx.execute(&super::follow_up_sql(filter), &[&a.id, &event, &text, &now])
+            .await?;
+    }
+    Ok(())
 }
 
 fn read(r: &tokio_postgres::Row) -> Result<MessageRecord, StoreError> {

@@ -18,6 +18,7 @@ use super::{
     MessageState, NewAction, NewApproval, NewMessage, RequestedRun, parse_json, pg_actions,
     pg_approvals, pg_messages,
 };
+use super::{CommandRecord, NewCommand, pg_commands};
 use super::{
     CommitOutcome, FindingFilter, RunCommit, RunRecord, Store, StoreError, finding_json, key_bytes,
     key_from_bytes, key_value, parse_run_status, parse_severity, parse_status,
@@ -34,6 +35,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/postgres/0003_approvals.sql")),
     (4, include_str!("migrations/postgres/0004_actions.sql")),
     (5, include_str!("migrations/postgres/0005_messages.sql")),
+    (6, include_str!("migrations/postgres/0006_chatops.sql")),
 ];
 
 /// Advisory lock key that serializes migrations across processes ("vigilo" in ASCII).
@@ -478,7 +480,64 @@ impl Store for PgStore {
     }
 
     async fn messages(&self) -> Result<Vec<MessageRecord>, StoreError> {
-        pg_messages::list(&self.client().await?).await
+        pg_messages::list(&self.client().await?, None).await
+    }
+
+    async fn next_message_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT min(next_attempt_at) FROM messages WHERE state = 'pending'",
+                &[],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    async fn approval_messages(&self, approval_id: i64) -> Result<Vec<MessageRecord>, StoreError> {
+        pg_messages::list(&self.client().await?, Some(approval_id)).await
+    }
+
+    async fn create_command(&self, command: NewCommand) -> Result<i64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let id = pg_commands::create(&tx, &command).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn decide_command(
+        &self,
+        id: i64,
+        user_ref: &str,
+        confirm: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Result<CommandRecord, String>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let result = pg_commands::decide(&tx, id, user_ref, confirm, now).await?;
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    async fn request_remediation(
+        &self,
+        finding_id: i64,
+        remediation: &str,
+        requested_by: &str,
+    ) -> Result<Result<i64, String>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let result = pg_commands::request_remediation(
+            &tx,
+            finding_id,
+            remediation,
+            requested_by,
+            Utc::now(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(result)
     }
 
     async fn audit_page(&self, after: i64, limit: usize) -> Result<Vec<Entry>, StoreError> {

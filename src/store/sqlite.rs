@@ -14,6 +14,7 @@ use super::{
     ActionOutcome, ActionRecord, ActionState, DecidedRun, NewAction, parse_json, sqlite_actions,
     sqlite_approvals,
 };
+use super::{CommandRecord, NewCommand, sqlite_commands};
 use super::{
     CommitOutcome, FindingFilter, RunCommit, RunRecord, Store, StoreError, finding_json, key_bytes,
     key_from_bytes, key_value, parse_run_status, parse_severity, parse_status,
@@ -34,6 +35,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/sqlite/0003_approvals.sql")),
     (4, include_str!("migrations/sqlite/0004_actions.sql")),
     (5, include_str!("migrations/sqlite/0005_messages.sql")),
+    (6, include_str!("migrations/sqlite/0006_chatops.sql")),
 ];
 
 /// The SQLite state store.
@@ -522,7 +524,73 @@ impl Store for SqliteStore {
     }
 
     async fn messages(&self) -> Result<Vec<MessageRecord>, StoreError> {
-        self.with(|c| sqlite_messages::list(c)).await
+        self.with(|c| sqlite_messages::list(c, None)).await
+    }
+
+    async fn next_message_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.with(|c| {
+            let due: Option<String> = c.query_row(
+                "SELECT min(next_attempt_at) FROM messages WHERE state = 'pending'",
+                [],
+                |r| r.get(0),
+            )?;
+            due.as_deref().map(parse_ts).transpose()
+        })
+        .await
+    }
+
+    async fn approval_messages(&self, approval_id: i64) -> Result<Vec<MessageRecord>, StoreError> {
+        self.with(move |c| sqlite_messages::list(c, Some(approval_id)))
+            .await
+    }
+
+    async fn create_command(&self, command: NewCommand) -> Result<i64, StoreError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let id = sqlite_commands::create(&tx, &command)?;
+            tx.commit()?;
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn decide_command(
+        &self,
+        id: i64,
+        user_ref: &str,
+        confirm: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Result<CommandRecord, String>, StoreError> {
+        let user_ref = user_ref.to_string();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let result = sqlite_commands::decide(&tx, id, &user_ref, confirm, now)?;
+            tx.commit()?;
+            Ok(result)
+        })
+        .await
+    }
+
+    async fn request_remediation(
+        &self,
+        finding_id: i64,
+        remediation: &str,
+        requested_by: &str,
+    ) -> Result<Result<i64, String>, StoreError> {
+        let (remediation, requested_by) = (remediation.to_string(), requested_by.to_string());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let result = sqlite_commands::request_remediation(
+                &tx,
+                finding_id,
+                &remediation,
+                &requested_by,
+                Utc::now(),
+            )?;
+            tx.commit()?;
+            Ok(result)
+        })
+        .await
     }
 
     async fn audit_page(&self, after: i64, limit: usize) -> Result<Vec<Entry>, StoreError> {

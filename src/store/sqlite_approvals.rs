@@ -139,8 +139,8 @@ pub(super) fn apply(
     };
     if let Some(v) = vote {
         tx.execute(
-            "INSERT INTO votes (approval_id, approver, option, reason, channel, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![a.id, v.by, v.option, v.reason, v.channel, ts(&v.at)],
+            "INSERT INTO votes (approval_id, approver, option, reason, channel, at, identity) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![a.id, v.by, v.option, v.reason, v.channel, ts(&v.at), v.identity],
         )?;
     }
     if let Some((status, decision, by, run_state)) = transition_result(t) {
@@ -163,6 +163,7 @@ pub(super) fn apply(
         )?;
     }
     append_in(tx, &transition_events(a, t, now))?;
+    super::sqlite_messages::follow_up(tx, a, t, now)?;
     Ok(())
 }
 
@@ -244,7 +245,7 @@ pub(super) fn list(c: &Connection, pending_only: bool) -> Result<Vec<Approval>, 
 
 fn votes(c: &Connection, id: i64) -> Result<Vec<Vote>, StoreError> {
     let mut stmt = c.prepare_cached(
-        "SELECT approver, option, reason, channel, at FROM votes WHERE approval_id = ?1 ORDER BY at, approver",
+        "SELECT approver, option, reason, channel, at, identity FROM votes WHERE approval_id = ?1 ORDER BY at, approver",
     )?;
     let rows = stmt.query_map([id], |r| {
         Ok((
@@ -253,16 +254,18 @@ fn votes(c: &Connection, id: i64) -> Result<Vec<Vote>, StoreError> {
             r.get(2)?,
             r.get(3)?,
             r.get::<_, String>(4)?,
+            r.get(5)?,
         ))
     })?;
     rows.map(|r| {
-        let (by, option, reason, channel, at) = r?;
+        let (by, option, reason, channel, at, identity) = r?;
         Ok(Vote {
             by,
             option,
             reason,
             channel,
             at: parse_ts(&at)?,
+            identity,
         })
     })
     .collect()

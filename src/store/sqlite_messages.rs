@@ -97,13 +97,16 @@ pub(super) fn finish(
     let (state, sent_at, next, result, error) = outcome.columns(now)?;
     let sent_at = sent_at.as_ref().map(ts);
     let moved = tx.execute(
-        "UPDATE messages SET state = ?3, attempts = attempts + 1, sent_at = ?4, next_attempt_at = ?5,
+        "UPDATE messages SET state = ?3, attempts = attempts + ?8, sent_at = ?4, next_attempt_at = ?5,
                 result = ?6, error = ?7, claimed_by = NULL, claim_expires = NULL
          WHERE id = ?1 AND state = 'pending' AND claimed_by = ?2",
-        params![id, owner, state.as_str(), sent_at, ts(&next), result, error],
+        params![id, owner, state.as_str(), sent_at, ts(&next), result, error, i32::from(outcome.attempted())],
     )?;
     if moved == 0 {
         return Ok(false);
+    }
+    if !outcome.attempted() {
+        return Ok(true);
     }
     let m = load(tx, id)?.ok_or_else(|| StoreError::Corrupt(format!("message {id} vanished")))?;
     append_in(tx, &[message_event(&m, outcome)])?;
@@ -120,11 +123,31 @@ pub(super) fn load(c: &Connection, id: i64) -> Result<Option<MessageRecord>, Sto
     stmt.query_row([id], read).optional()?.transpose()
 }
 
-/// Every message, by id.
-pub(super) fn list(c: &Connection) -> Result<Vec<MessageRecord>, StoreError> {
-    let mut stmt = c.prepare_cached(&format!("SELECT {COLUMNS} FROM messages ORDER BY id"))?;
-    let rows = stmt.query_map([], read)?;
+/// Every message (of one approval, when given), by id.
+pub(super) fn list(
+    c: &Connection,
+    approval_id: Option<i64>,
+) -> Result<Vec<MessageRecord>, StoreError> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM messages WHERE (?1 IS NULL OR approval_id = ?1) ORDER BY id"
+    ))?;
+    let rows = stmt.query_map([approval_id], read)?;
     rows.map(|r| r?).collect()
+}
+
+/// Queues the follow-ups of a transition of approval `a` (copies of its requests).
+pub(super) fn follow_up(
+    tx: &Transaction<'_>,
+    a: &crate::approval::Approval,
+    t: &crate::approval::Transition,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    for (event, text, filter) in super::follow_ups(a, t) {
+        // SQLite numbers `$N` by first appearance; `?N` is positional.
+        let sql = super::follow_up_sql(filter).replace('$', "?");
+        tx.execute(&sql, params![a.id, event, text, ts(&now)])?;
+    }
+    Ok(())
 }
 
 fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<MessageRecord, StoreError>> {

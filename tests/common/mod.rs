@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod recorder;
+pub mod slack;
+pub mod smtp;
 
 use std::path::{Path, PathBuf};
 
@@ -206,4 +208,40 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Waits until `vigilo run`'s server answers `/healthz` with 200 on `port` (15 s at most).
+pub async fn wait_healthy(port: u16) {
+    let http = reqwest::Client::new();
+    let start = std::time::Instant::now();
+    loop {
+        if let Ok(r) = http
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+        {
+            assert_eq!(r.status(), 200, "/healthz");
+            return;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(15),
+            "vigilo run never answered /healthz on port {port}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The hidden inputs of an HTML page's first form, as (name, value).
+pub fn hidden_inputs(html: &str) -> Vec<(String, String)> {
+    let form = &html[html.find("<form").unwrap()..html.find("</form>").unwrap()];
+    form.split("<input type=\"hidden\"")
+        .skip(1)
+        .map(|rest| {
+            let attr = |name: &str| {
+                let start = rest.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+                rest[start..start + rest[start..].find('"').unwrap()].to_string()
+            };
+            (attr("name"), attr("value"))
+        })
+        .collect()
 }

@@ -1,0 +1,183 @@
+//! Slack's calls to vigilo: button clicks (`POST /slack/interactions`) and slash commands
+//! (`POST /slack/commands`). Every request is checked against each configured signing
+//! secret before anything is read; a bad or stale signature gets 401 and changes nothing.
+//! Clicks are acknowledged at once and handled after, as Slack asks (three seconds).
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use super::blocks::APPROVAL_BLOCK;
+use super::chatops::{self, COMMAND_BLOCK};
+use super::{Api, signature};
+use crate::approval::Vote;
+use crate::config::{IntegrationConfig, Project, SlackConfig};
+use crate::server::AppState;
+
+/// The Slack routes, to merge into the server's router.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/slack/interactions", post(interactions))
+        .route("/slack/commands", post(commands))
+}
+
+/// The Slack integration whose signing secret signed this request, or the 401 answer.
+fn verified(
+    project: &Project,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<SlackConfig, Box<Response>> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let (ts, sig) = (
+        header("x-slack-request-timestamp"),
+        header("x-slack-signature"),
+    );
+    let now = Utc::now().timestamp();
+    let mut why = "no [integration.slack] has a signing_secret".to_string();
+    for integration in project.integrations.values() {
+        if let IntegrationConfig::Slack(cfg) = integration
+            && let Some(secret) = &cfg.signing_secret
+        {
+            match signature::verify(secret.expose(), ts, sig, body, now) {
+                Ok(()) => return Ok(cfg.clone()),
+                Err(e) => why = e.to_string(),
+            }
+        }
+    }
+    tracing::warn!(reason = %why, "refused a request that is not signed by Slack");
+    let refusal = (
+        StatusCode::UNAUTHORIZED,
+        format!("not signed by Slack: {why}"),
+    );
+    Err(Box::new(refusal.into_response()))
+}
+
+fn form(body: &[u8]) -> Result<HashMap<String, String>, Box<Response>> {
+    serde_urlencoded::from_bytes(body).map_err(|e| {
+        Box::new((StatusCode::BAD_REQUEST, format!("not a form: {e}")).into_response())
+    })
+}
+
+async fn interactions(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let cfg = match verified(&s.project, &headers, &body) {
+        Ok(cfg) => cfg,
+        Err(r) => return *r,
+    };
+    let payload: Value = match form(&body).map(|f| f.get("payload").cloned()) {
+        Ok(Some(p)) => match serde_json::from_str(&p) {
+            Ok(v) => v,
+            Err(e) => return (StatusCode::BAD_REQUEST, format!("payload: {e}")).into_response(),
+        },
+        Ok(None) => return (StatusCode::BAD_REQUEST, "no payload").into_response(),
+        Err(r) => return *r,
+    };
+    tokio::spawn(async move { handle_click(s, cfg, payload).await });
+    StatusCode::OK.into_response()
+}
+
+/// The approver whose `slack` id is `user`.
+pub(crate) fn approver_of<'p>(project: &'p Project, user: &str) -> Option<&'p str> {
+    project
+        .approvers
+        .values()
+        .find(|a| a.slack.as_deref() == Some(user))
+        .map(|a| a.name.as_str())
+}
+
+/// Tells `user` (only them) why nothing changed.
+pub(crate) async fn ephemeral(cfg: &SlackConfig, channel: &str, user: &str, text: &str) {
+    let http = reqwest::Client::new();
+    let body = json!({"channel": channel, "user": user, "text": crate::redact::text(text)});
+    if let Err(e) = Api::new(&http, cfg).call("chat.postEphemeral", &body).await {
+        tracing::warn!(user, error = %e, "could not tell a Slack user why nothing changed");
+    }
+}
+
+async fn handle_click(s: AppState, cfg: SlackConfig, payload: Value) {
+    if payload["type"] != "block_actions" {
+        return;
+    }
+    let action = &payload["actions"][0];
+    let user = payload["user"]["id"].as_str().unwrap_or_default();
+    let channel = payload["channel"]["id"]
+        .as_str()
+        .or_else(|| payload["container"]["channel_id"].as_str())
+        .unwrap_or_default();
+    let block = action["block_id"].as_str().unwrap_or_default();
+    if let Some(id) = block
+        .strip_prefix(APPROVAL_BLOCK)
+        .and_then(|i| i.parse::<i64>().ok())
+    {
+        let option = action["value"]
+            .as_str()
+            .or_else(|| action["selected_option"]["value"].as_str())
+            .unwrap_or_default();
+        vote(&s, &cfg, id, option, user, channel).await;
+    } else if let Some(id) = block
+        .strip_prefix(COMMAND_BLOCK)
+        .and_then(|i| i.parse::<i64>().ok())
+    {
+        let confirm = action["action_id"] == "confirm";
+        let response_url = payload["response_url"].as_str();
+        chatops::decide(&s, &cfg, id, user, channel, confirm, response_url).await;
+    }
+}
+
+async fn vote(s: &AppState, cfg: &SlackConfig, id: i64, option: &str, user: &str, channel: &str) {
+    let Some(approver) = approver_of(&s.project, user) else {
+        let text = format!("<@{user}> is not an approver in vigilo; nothing was recorded.");
+        return ephemeral(cfg, channel, user, &text).await;
+    };
+    let ballot = Vote {
+        by: approver.to_string(),
+        option: option.to_string(),
+        reason: None,
+        channel: "slack".into(),
+        at: Utc::now(),
+        identity: Some(format!("slack:{user}")),
+    };
+    match s.store.vote(id, ballot).await {
+        Ok(Ok(t)) => {
+            tracing::info!(approval = id, approver, slack_user = user, transition = ?t, "vote from Slack")
+        }
+        Ok(Err(refusal)) => {
+            ephemeral(cfg, channel, user, &format!("Not recorded: {refusal}.")).await
+        }
+        Err(e) => {
+            tracing::error!(approval = id, error = %e, "could not record a vote from Slack");
+            ephemeral(
+                cfg,
+                channel,
+                user,
+                "vigilo could not record your vote (its store failed); try again.",
+            )
+            .await;
+        }
+    }
+}
+
+async fn commands(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let cfg = match verified(&s.project, &headers, &body) {
+        Ok(cfg) => cfg,
+        Err(r) => return *r,
+    };
+    let fields = match form(&body) {
+        Ok(f) => f,
+        Err(r) => return *r,
+    };
+    let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
+    let request = chatops::Request {
+        text: field("text"),
+        user: field("user_id"),
+        channel: field("channel_id"),
+        response_url: fields.get("response_url").map(String::as_str),
+    };
+    axum::Json(chatops::request(&s, &cfg, &request).await).into_response()
+}

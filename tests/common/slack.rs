@@ -1,0 +1,296 @@
+//! A Slack Web API stand-in on a loopback port, speaking Slack's documented requests and
+//! answers: `chat.postMessage`, `chat.update`, `chat.postEphemeral` (JSON bodies, bearer bot
+//! token), `{"ok":true,"channel":…,"ts":…}` or `{"ok":false,"error":…}` (HTTP 200), and HTTP
+//! 429 with `Retry-After` when told to or when a channel is posted to faster than its limit.
+//! It records every request, and also takes `response_url` posts (`/response/ID`).
+//! Runs on its own thread and runtime, so tests may block while vigilo calls it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+/// The bot token the stand-in accepts.
+pub const BOT_TOKEN: &str = "xoxb-test-bot-token-0001";
+
+/// A request the stand-in received.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// `chat.postMessage`, …, or `response/ID`.
+    pub method: String,
+    /// The JSON body.
+    pub body: Value,
+    /// When it arrived.
+    pub at: Instant,
+    /// What the stand-in answered: HTTP status and Slack's `ok`.
+    pub answered: (u16, bool),
+    /// The answer's JSON.
+    pub reply: Value,
+}
+
+/// A scripted answer for the next call of any chat method.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// HTTP 429 with `Retry-After: SECS`.
+    RateLimited(u64),
+    /// HTTP 500.
+    ServerError,
+    /// `{"ok": false, "error": CODE}`.
+    Error(&'static str),
+}
+
+#[derive(Default)]
+struct Inner {
+    calls: Vec<Call>,
+    faults: VecDeque<Fault>,
+    channels: Vec<String>,
+    last_post: HashMap<String, Instant>,
+    min_interval: Option<Duration>,
+    next_ts: u64,
+}
+
+/// The stand-in.
+#[derive(Clone)]
+pub struct Slack {
+    /// Its port.
+    pub port: u16,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Slack {
+    /// Starts on a free port; `channels` exist, others are `channel_not_found`.
+    pub fn start(channels: &[&str]) -> Slack {
+        let inner = Arc::new(Mutex::new(Inner {
+            channels: channels.iter().map(|c| c.to_string()).collect(),
+            next_ts: 1_700_000_000_000_100,
+            ..Inner::default()
+        }));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let state = Arc::clone(&inner);
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let app = axum::Router::new()
+                    .route("/api/{method}", post(api))
+                    .route("/response/{id}", post(response_url))
+                    .with_state(state);
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        Slack { port, inner }
+    }
+
+    /// The `api_url` to configure.
+    pub fn api_url(&self) -> String {
+        format!("http://127.0.0.1:{}/api", self.port)
+    }
+
+    /// A `response_url` for slash commands.
+    pub fn response_url(&self, id: &str) -> String {
+        format!("http://127.0.0.1:{}/response/{id}", self.port)
+    }
+
+    /// Every call so far.
+    pub fn calls(&self) -> Vec<Call> {
+        self.inner.lock().unwrap().calls.clone()
+    }
+
+    /// The calls of `method` that Slack accepted (`ok: true`).
+    pub fn accepted(&self, method: &str) -> Vec<Value> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.method == method && c.answered == (200, true))
+            .map(|c| c.body)
+            .collect()
+    }
+
+    /// Answers the next chat calls with these faults, in order.
+    pub fn fail_next(&self, faults: &[Fault]) {
+        self.inner
+            .lock()
+            .unwrap()
+            .faults
+            .extend(faults.iter().cloned());
+    }
+
+    /// Answers 429 (`Retry-After: 1`) to a post that comes sooner than `gap` after the last one
+    /// to the same channel, as Slack does to bursts.
+    pub fn limit_channels(&self, gap: Duration) {
+        self.inner.lock().unwrap().min_interval = Some(gap);
+    }
+
+    /// Waits until `pred` holds for the calls, or panics after `limit`.
+    pub fn wait_for(&self, limit: Duration, what: &str, pred: impl Fn(&[Call]) -> bool) {
+        let start = Instant::now();
+        loop {
+            if pred(&self.calls()) {
+                return;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "Slack stand-in: never saw {what}: {:#?}",
+                self.calls()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn answer(status: StatusCode, body: Value, retry_after: Option<u64>) -> Response {
+    let mut r = (status, axum::Json(body)).into_response();
+    if let Some(secs) = retry_after {
+        r.headers_mut()
+            .insert("retry-after", secs.to_string().parse().unwrap());
+    }
+    r
+}
+
+async fn api(
+    State(state): State<Arc<Mutex<Inner>>>,
+    Path(method): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut s = state.lock().unwrap();
+    let now = Instant::now();
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let channel = body["channel"].as_str().unwrap_or("").to_string();
+    let (status, reply, retry) = if auth.is_empty() {
+        (
+            StatusCode::OK,
+            json!({"ok": false, "error": "not_authed"}),
+            None,
+        )
+    } else if auth != format!("Bearer {BOT_TOKEN}") {
+        (
+            StatusCode::OK,
+            json!({"ok": false, "error": "invalid_auth"}),
+            None,
+        )
+    } else if let Some(fault) = s.faults.pop_front() {
+        match fault {
+            Fault::RateLimited(secs) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                json!({"ok": false, "error": "ratelimited"}),
+                Some(secs),
+            ),
+            Fault::ServerError => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"ok": false, "error": "internal_error"}),
+                None,
+            ),
+            Fault::Error(code) => (StatusCode::OK, json!({"ok": false, "error": code}), None),
+        }
+    } else if !s.channels.contains(&channel) {
+        (
+            StatusCode::OK,
+            json!({"ok": false, "error": "channel_not_found"}),
+            None,
+        )
+    } else if method == "chat.postMessage"
+        && s.min_interval.is_some_and(|gap| {
+            s.last_post
+                .get(&channel)
+                .is_some_and(|last| now.duration_since(*last) < gap)
+        })
+    {
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            json!({"ok": false, "error": "ratelimited"}),
+            Some(1),
+        )
+    } else {
+        match method.as_str() {
+            "chat.postMessage" => {
+                s.last_post.insert(channel.clone(), now);
+                s.next_ts += 100;
+                let ts = format!("{}.{:06}", s.next_ts / 1_000_000, s.next_ts % 1_000_000);
+                (
+                    StatusCode::OK,
+                    json!({"ok": true, "channel": channel, "ts": ts, "message": {"text": body["text"], "ts": ts}}),
+                    None,
+                )
+            }
+            "chat.update" => (
+                StatusCode::OK,
+                json!({"ok": true, "channel": channel, "ts": body["ts"], "text": body["text"]}),
+                None,
+            ),
+            "chat.postEphemeral" => {
+                s.next_ts += 100;
+                let ts = format!("{}.{:06}", s.next_ts / 1_000_000, s.next_ts % 1_000_000);
+                (StatusCode::OK, json!({"ok": true, "message_ts": ts}), None)
+            }
+            _ => (
+                StatusCode::OK,
+                json!({"ok": false, "error": "unknown_method"}),
+                None,
+            ),
+        }
+    };
+    s.calls.push(Call {
+        method: method.clone(),
+        body,
+        at: now,
+        answered: (status.as_u16(), reply["ok"] == true),
+        reply: reply.clone(),
+    });
+    answer(status, reply, retry)
+}
+
+async fn response_url(
+    State(state): State<Arc<Mutex<Inner>>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    state.lock().unwrap().calls.push(Call {
+        method: format!("response/{id}"),
+        body,
+        at: Instant::now(),
+        answered: (200, true),
+        reply: Value::Null,
+    });
+    (StatusCode::OK, "ok").into_response()
+}
+
+/// The signature Slack's own SDK (`slack_sdk.signature.SignatureVerifier`) gives `body`.
+pub fn sdk_signature(secret: &str, timestamp: i64, body: &str) -> String {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let out = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import sys; from slack_sdk.signature import SignatureVerifier; \
+             print(SignatureVerifier(sys.argv[1]).generate_signature(timestamp=sys.argv[2], body=sys.argv[3]))",
+            secret,
+            &timestamp.to_string(),
+            body,
+        ])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("{}: {e}; run scripts/test, which installs the Python test tools (slack_sdk)", python.display())
+        });
+    assert!(
+        out.status.success(),
+        "slack_sdk failed (run scripts/test, which installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
