@@ -150,6 +150,11 @@ pub async fn deliver(
         .claim_messages(owner, CLAIM_LEASE, CLAIM_BATCH)
         .await?
     {
+        // A batch outlives one lease when sends are slow: renew it right before each send,
+        // and leave a message whose claim lapsed to the process that took it.
+        if !store.renew_message_claim(owner, m.id, CLAIM_LEASE).await? {
+            continue;
+        }
         let outcome = match compose(project, store, &m).await? {
             Ok(content) => match send(project, store, client, &m, &content).await {
                 Delivery::Sent(result) => MessageOutcome::Sent(crate::redact::json(result)),
@@ -193,7 +198,10 @@ pub async fn drain(
             return Ok(());
         }
         tokio::time::sleep(wait).await;
-        deliver(project, store, owner, client).await?;
+        if deliver(project, store, owner, client).await?.is_empty() && wait.is_zero() {
+            // Due but not ours to send (claimed meanwhile): nothing to wait for here.
+            return Ok(());
+        }
     }
     Ok(())
 }

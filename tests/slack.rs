@@ -78,7 +78,7 @@ members = ["alice", "bob"]
         r#"[approval]
 notifier = "security"
 subject = "Deactivate IAM access key {{{{ row.id }}}}?"
-prompt = "Key {{{{ row.id }}}} of {{{{ row.owner }}}} is stale."
+prompt = "Key {{{{ row.id }}}} of {{{{ row.owner }}}} is stale. Never shown: {BOT_TOKEN}."
 approvers = ["security"]
 allow_self_approval = false
 options = [
@@ -184,6 +184,11 @@ async fn requests_votes_and_outcomes(state_url: &str) {
     assert!(buttons[1].get("style").is_none());
     let calls = slack.calls();
     assert!(calls.iter().all(|c| c.method == "chat.postMessage"));
+    let posted = serde_json::to_string(&posts).unwrap();
+    assert!(
+        !posted.contains(BOT_TOKEN) && posted.contains("Never shown: ***."),
+        "secrets are masked in what Slack gets: {posted}"
+    );
 
     // Restarts post nothing twice.
     ok(d, &["scan"]);

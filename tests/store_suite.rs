@@ -548,6 +548,40 @@ async fn outbox(store: &dyn Store) {
         "given up: no retry"
     );
     assert_eq!(about(a[1].id), [("message.sent".to_string(), Value::Null)]);
+    // A lapsed claim taken by another process cannot be renewed: its first owner must not send.
+    let mut q2 = query("outbox2", FirstRun::Insert);
+    q2.notify = Some("ops2".into());
+    commit(store, &q2, &[row("z", 1)], 1).await;
+    let ops2 = |all: Vec<store::MessageRecord>| -> Vec<store::MessageRecord> {
+        all.into_iter().filter(|m| m.notifier == "ops2").collect()
+    };
+    let lapsed = ops2(
+        store
+            .claim_messages("host-a:1", Std::ZERO, 10)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(lapsed.len(), 1);
+    tokio::time::sleep(Std::from_millis(5)).await;
+    let taken = ops2(
+        store
+            .claim_messages("host-b:2", Std::from_secs(60), 10)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(taken.len(), 1, "a lapsed claim is free");
+    assert!(
+        !store
+            .renew_message_claim("host-a:1", lapsed[0].id, Std::from_secs(60))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .renew_message_claim("host-b:2", lapsed[0].id, Std::from_secs(60))
+            .await
+            .unwrap()
+    );
     assert!(store::verify_audit(store).await.unwrap().is_ok());
 }
 

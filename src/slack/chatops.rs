@@ -219,7 +219,10 @@ async fn answer(cfg: &SlackConfig, url: Option<&str>, channel: &str, user: &str,
     let text = crate::redact::text(text);
     if let Some(url) = url {
         let body = json!({"replace_original": true, "response_type": "ephemeral", "text": text});
-        match reqwest::Client::new().post(url).json(&body).send().await {
+        let post = reqwest::Client::new()
+            .post(url)
+            .timeout(super::CALL_TIMEOUT);
+        match post.json(&body).send().await {
             Ok(r) if r.status().is_success() => return,
             Ok(r) => tracing::warn!(
                 status = r.status().as_u16(),

@@ -21,7 +21,7 @@ use crate::notify::{self, Content, Delivery};
 use crate::store::{MessageRecord, MessageState, Store};
 
 /// How long one Web API call may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How much of an unexpected answer is kept in an error.
 const BODY_EXCERPT: usize = 200;
@@ -265,6 +265,7 @@ pub async fn send(
             ("chat.postMessage", body)
         }
     };
+    let body = crate::redact::json(body);
     match Api::new(http, cfg).call(method, &body).await {
         Ok(answer) => Delivery::Sent(json!({
             "method": method,

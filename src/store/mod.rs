@@ -310,6 +310,15 @@ pub trait Store: Send + Sync {
         limit: usize,
     ) -> Result<Vec<MessageRecord>, StoreError>;
 
+    /// Renews `owner`'s claim on a message for `lease` just before sending it; false if the
+    /// claim was lost (another process may have it: do not send).
+    async fn renew_message_claim(
+        &self,
+        owner: &str,
+        id: i64,
+        lease: std::time::Duration,
+    ) -> Result<bool, StoreError>;
+
     /// Records a delivery attempt of a message `owner` claimed, with `message.sent` or
     /// `message.failed`; false if the claim was lost.
     async fn finish_message(
@@ -322,7 +331,7 @@ pub trait Store: Send + Sync {
     /// Every queued message, by id.
     async fn messages(&self) -> Result<Vec<MessageRecord>, StoreError>;
 
-    /// When the next pending message is due, if any is pending.
+    /// When the next pending message nobody holds a claim on is due, if any.
     async fn next_message_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
 
     /// The messages of one approval (its request and follow-ups), by id.
@@ -985,8 +994,9 @@ pub(crate) struct MessageRefs {
     pub run_id: Option<i64>,
 }
 
-/// The audit entry of a delivery attempt of `m` (its `attempts` already counting this one).
-pub(crate) fn message_event(m: &MessageRecord, outcome: &MessageOutcome) -> Event {
+/// The audit entry of a delivery attempt of `m` (its `attempts` already counting this one);
+/// none for a deferral, which is not an attempt.
+pub(crate) fn message_event(m: &MessageRecord, outcome: &MessageOutcome) -> Option<Event> {
     use crate::audit::Kind;
     let mut data = serde_json::json!({
         "message_id": m.id,
@@ -1001,17 +1011,14 @@ pub(crate) fn message_event(m: &MessageRecord, outcome: &MessageOutcome) -> Even
             data["result"] = result.clone();
             Kind::MessageSent
         }
-        MessageOutcome::Deferred { until } => {
-            data["deferred_until"] = crate::finding::rfc3339(until).into();
-            Kind::MessageFailed
-        }
+        MessageOutcome::Deferred { .. } => return None,
         MessageOutcome::Failed { error, retry_at } => {
             data["error"] = error.clone().into();
             data["retry_at"] = retry_at.as_ref().map(crate::finding::rfc3339).into();
             Kind::MessageFailed
         }
     };
-    Event {
+    Some(Event {
         kind,
         actor: "vigilo".into(),
         channel: m.integration.clone(),
@@ -1019,7 +1026,7 @@ pub(crate) fn message_event(m: &MessageRecord, outcome: &MessageOutcome) -> Even
         approval_id: m.approval_id,
         action_id: None,
         data,
-    }
+    })
 }
 
 /// The audit events of applying `t` to approval `a` at `now`.

@@ -256,6 +256,12 @@ pub(super) async fn finish(
         .await?
         .ok_or_else(|| StoreError::Corrupt(format!("action {id} vanished")))?;
     append_in(tx, &[outcome_event(&a, outcome)]).await?;
+    // The run row is locked first, so two last actions finishing at once count each other.
+    tx.execute(
+        "SELECT id FROM remediation_runs WHERE id = $1 FOR UPDATE",
+        &[&a.run_id],
+    )
+    .await?;
     let counts = tx
         .query_one(
             "SELECT count(*) FILTER (WHERE state IN ('pending', 'started')),

@@ -20,17 +20,20 @@ pub(super) async fn request_runs(
     remediation: &str,
     finding_ids: &[i64],
     at: DateTime<Utc>,
-) -> Result<(), StoreError> {
+    requested_by: Option<&str>,
+) -> Result<Vec<i64>, StoreError> {
     if finding_ids.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    tx.execute(
-        "INSERT INTO remediation_runs (finding_id, remediation, state, requested_at, updated_at)
-         SELECT f, $2, 'requested', $3, $3 FROM unnest($1::bigint[]) AS f",
-        &[&finding_ids, &remediation, &at],
-    )
-    .await?;
-    Ok(())
+    let rows = tx
+        .query(
+            "INSERT INTO remediation_runs (finding_id, remediation, state, requested_at, requested_by, updated_at)
+             SELECT f, $2, 'requested', $3, $4, $3 FROM unnest($1::bigint[]) WITH ORDINALITY AS u(f, n)
+             ORDER BY n RETURNING id",
+            &[&finding_ids, &remediation, &at, &requested_by],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// Claims requested runs whose lease is free; returns (run id, finding id, remediation, requested_by).

@@ -113,12 +113,10 @@ pub(super) async fn request_remediation(
     if let Some(why) = super::remediation_refusal(finding_id, status.as_deref(), active) {
         return Ok(Err(why));
     }
-    let row = tx
-        .query_one(
-            "INSERT INTO remediation_runs (finding_id, remediation, state, requested_at, requested_by, updated_at)
-             VALUES ($1, $2, 'requested', $3, $4, $3) RETURNING id",
-            &[&finding_id, &remediation, &now, &requested_by],
-        )
-        .await?;
-    Ok(Ok(row.get(0)))
+    let ids =
+        super::pg_approvals::request_runs(tx, remediation, &[finding_id], now, Some(requested_by))
+            .await?;
+    ids.first()
+        .map(|id| Ok(*id))
+        .ok_or_else(|| StoreError::Corrupt("the run was not inserted".into()))
 }

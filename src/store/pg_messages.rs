@@ -63,6 +63,22 @@ pub(super) async fn release(
     Ok(())
 }
 
+/// Extends `owner`'s claim on a pending message before it is sent; false if the claim is lost.
+pub(super) async fn renew(
+    tx: &Transaction<'_>,
+    owner: &str,
+    id: i64,
+    until: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    Ok(tx
+        .execute(
+            "UPDATE messages SET claim_expires = $3 WHERE id = $1 AND claimed_by = $2 AND state = 'pending'",
+            &[&id, &owner, &until],
+        )
+        .await?
+        > 0)
+}
+
 /// Claims due pending messages whose lease is free.
 pub(super) async fn claim(
     tx: &Transaction<'_>,
@@ -113,11 +129,8 @@ pub(super) async fn finish(
     let Some(row) = row else {
         return Ok(false);
     };
-    if !outcome.attempted() {
-        return Ok(true);
-    }
     let m = read(&row)?;
-    append_in(tx, &[message_event(&m, outcome)]).await?;
+    append_in(tx, &Vec::from_iter(message_event(&m, outcome))).await?;
     Ok(true)
 }
 

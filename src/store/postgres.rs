@@ -466,6 +466,19 @@ impl Store for PgStore {
         Ok(claimed)
     }
 
+    async fn renew_message_claim(
+        &self,
+        owner: &str,
+        id: i64,
+        lease: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let kept = pg_messages::renew(&tx, owner, id, super::lease_end(Utc::now(), lease)).await?;
+        tx.commit().await?;
+        Ok(kept)
+    }
+
     async fn finish_message(
         &self,
         owner: &str,
@@ -487,7 +500,8 @@ impl Store for PgStore {
         let client = self.client().await?;
         let row = client
             .query_one(
-                "SELECT min(next_attempt_at) FROM messages WHERE state = 'pending'",
+                "SELECT min(next_attempt_at) FROM messages
+                 WHERE state = 'pending' AND (claim_expires IS NULL OR claim_expires < now())",
                 &[],
             )
             .await?;
@@ -875,7 +889,7 @@ async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOut
             .chain(&outcome.reopened)
             .copied()
             .collect();
-        pg_approvals::request_runs(tx, remediation, &ids, observed).await?;
+        pg_approvals::request_runs(tx, remediation, &ids, observed, None).await?;
     }
     for (refs, messages) in super::finding_messages(commit, &outcome) {
         pg_messages::insert(

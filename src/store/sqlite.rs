@@ -507,6 +507,23 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn renew_message_claim(
+        &self,
+        owner: &str,
+        id: i64,
+        lease: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let owner = owner.to_string();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let kept =
+                sqlite_messages::renew(&tx, &owner, id, super::lease_end(Utc::now(), lease))?;
+            tx.commit()?;
+            Ok(kept)
+        })
+        .await
+    }
+
     async fn finish_message(
         &self,
         owner: &str,
@@ -530,8 +547,9 @@ impl Store for SqliteStore {
     async fn next_message_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.with(|c| {
             let due: Option<String> = c.query_row(
-                "SELECT min(next_attempt_at) FROM messages WHERE state = 'pending'",
-                [],
+                "SELECT min(next_attempt_at) FROM messages
+                 WHERE state = 'pending' AND (claim_expires IS NULL OR claim_expires < ?1)",
+                [ts(&Utc::now())],
                 |r| r.get(0),
             )?;
             due.as_deref().map(parse_ts).transpose()
@@ -938,7 +956,7 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
             .chain(&outcome.reopened)
             .copied()
             .collect();
-        sqlite_approvals::request_runs(tx, remediation, &ids, &observed)?;
+        sqlite_approvals::request_runs(tx, remediation, &ids, &observed, None)?;
     }
     for (refs, messages) in super::finding_messages(commit, &outcome) {
         sqlite_messages::insert(

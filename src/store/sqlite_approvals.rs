@@ -19,15 +19,18 @@ pub(super) fn request_runs(
     remediation: &str,
     finding_ids: &[i64],
     at: &str,
-) -> Result<(), StoreError> {
+    requested_by: Option<&str>,
+) -> Result<Vec<i64>, StoreError> {
     let mut insert = tx.prepare_cached(
-        "INSERT INTO remediation_runs (finding_id, remediation, state, requested_at, updated_at)
-         VALUES (?1, ?2, 'requested', ?3, ?3)",
+        "INSERT INTO remediation_runs (finding_id, remediation, state, requested_at, requested_by, updated_at)
+         VALUES (?1, ?2, 'requested', ?3, ?4, ?3)",
     )?;
+    let mut ids = Vec::with_capacity(finding_ids.len());
     for id in finding_ids {
-        insert.execute(params![id, remediation, at])?;
+        insert.execute(params![id, remediation, at, requested_by])?;
+        ids.push(tx.last_insert_rowid());
     }
-    Ok(())
+    Ok(ids)
 }
 
 /// Claims requested runs whose lease is free; returns (run id, finding id, remediation, requested_by).

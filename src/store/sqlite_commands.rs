@@ -125,10 +125,14 @@ pub(super) fn request_remediation(
     if let Some(why) = super::remediation_refusal(finding_id, status.as_deref(), active) {
         return Ok(Err(why));
     }
-    tx.execute(
-        "INSERT INTO remediation_runs (finding_id, remediation, state, requested_at, requested_by, updated_at)
-         VALUES (?1, ?2, 'requested', ?3, ?4, ?3)",
-        params![finding_id, remediation, ts(&now), requested_by],
+    let ids = super::sqlite_approvals::request_runs(
+        tx,
+        remediation,
+        &[finding_id],
+        &ts(&now),
+        Some(requested_by),
     )?;
-    Ok(Ok(tx.last_insert_rowid()))
+    ids.first()
+        .map(|id| Ok(*id))
+        .ok_or_else(|| StoreError::Corrupt("the run was not inserted".into()))
 }

@@ -56,6 +56,19 @@ pub(super) fn release(
     Ok(())
 }
 
+/// Extends `owner`'s claim on a pending message before it is sent; false if the claim is lost.
+pub(super) fn renew(
+    tx: &Transaction<'_>,
+    owner: &str,
+    id: i64,
+    until: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    Ok(tx.execute(
+        "UPDATE messages SET claim_expires = ?3 WHERE id = ?1 AND claimed_by = ?2 AND state = 'pending'",
+        params![id, owner, ts(&until)],
+    )? > 0)
+}
+
 /// Claims due pending messages whose lease is free.
 pub(super) fn claim(
     tx: &Transaction<'_>,
@@ -105,11 +118,8 @@ pub(super) fn finish(
     if moved == 0 {
         return Ok(false);
     }
-    if !outcome.attempted() {
-        return Ok(true);
-    }
     let m = load(tx, id)?.ok_or_else(|| StoreError::Corrupt(format!("message {id} vanished")))?;
-    append_in(tx, &[message_event(&m, outcome)])?;
+    append_in(tx, &Vec::from_iter(message_event(&m, outcome)))?;
     Ok(true)
 }
 
