@@ -28,6 +28,18 @@ use crate::audit::{Entry, Event, Kind};
 use crate::diff::Snapshot;
 use crate::finding::Finding;
 
+/// Runs one store step in a transaction on a pooled connection and commits it:
+/// `in_tx!(self, tx => step(&tx, …))` is `step`'s result.
+macro_rules! in_tx {
+    ($store:expr, $tx:ident => $step:expr) => {{
+        let mut client = $store.client().await?;
+        let $tx = client.transaction().await?;
+        let result = $step.await?;
+        $tx.commit().await?;
+        Ok(result)
+    }};
+}
+
 /// Numbered migrations, applied in order at connect.
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/postgres/0001_core.sql")),
@@ -168,11 +180,7 @@ impl Store for PgStore {
     }
 
     async fn commit_run(&self, commit: RunCommit) -> Result<CommitOutcome, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let outcome = commit_in(&tx, &commit).await?;
-        tx.commit().await?;
-        Ok(outcome)
+        in_tx!(self, tx => commit_in(&tx, &commit))
     }
 
     async fn record_failed_run(&self, run: &RunRecord) -> Result<i64, StoreError> {
@@ -254,11 +262,7 @@ impl Store for PgStore {
     }
 
     async fn append_audit(&self, events: Vec<Event>) -> Result<Vec<i64>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let seqs = append_in(&tx, &events).await?;
-        tx.commit().await?;
-        Ok(seqs)
+        in_tx!(self, tx => append_in(&tx, &events))
     }
 
     async fn claim_requested(
@@ -289,11 +293,7 @@ impl Store for PgStore {
         owner: &str,
         approval: NewApproval,
     ) -> Result<Option<i64>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let id = pg_approvals::open(&tx, owner, &approval).await?;
-        tx.commit().await?;
-        Ok(id)
+        in_tx!(self, tx => pg_approvals::open(&tx, owner, &approval))
     }
 
     async fn vote(
@@ -301,19 +301,11 @@ impl Store for PgStore {
         approval_id: i64,
         vote: Vote,
     ) -> Result<Result<Transition, Refusal>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let result = pg_approvals::vote(&tx, approval_id, vote, Utc::now()).await?;
-        tx.commit().await?;
-        Ok(result)
+        in_tx!(self, tx => pg_approvals::vote(&tx, approval_id, vote, Utc::now()))
     }
 
     async fn settle_due(&self, now: DateTime<Utc>) -> Result<Vec<(i64, Transition)>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let settled = pg_approvals::settle_due(&tx, now).await?;
-        tx.commit().await?;
-        Ok(settled)
+        in_tx!(self, tx => pg_approvals::settle_due(&tx, now))
     }
 
     async fn approvals(&self, pending_only: bool) -> Result<Vec<Approval>, StoreError> {
@@ -358,11 +350,7 @@ impl Store for PgStore {
         actions: Vec<NewAction>,
         messages: Vec<NewMessage>,
     ) -> Result<bool, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let planned = pg_actions::plan(&tx, owner, run_id, &actions, &messages, Utc::now()).await?;
-        tx.commit().await?;
-        Ok(planned)
+        in_tx!(self, tx => pg_actions::plan(&tx, owner, run_id, &actions, &messages, Utc::now()))
     }
 
     async fn defer_run(
@@ -371,19 +359,11 @@ impl Store for PgStore {
         run_id: i64,
         until: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let done = pg_actions::defer(&tx, owner, run_id, until).await?;
-        tx.commit().await?;
-        Ok(done)
+        in_tx!(self, tx => pg_actions::defer(&tx, owner, run_id, until))
     }
 
     async fn fail_run(&self, owner: &str, run_id: i64, error: &str) -> Result<bool, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let done = pg_actions::fail_run(&tx, owner, run_id, error, Utc::now()).await?;
-        tx.commit().await?;
-        Ok(done)
+        in_tx!(self, tx => pg_actions::fail_run(&tx, owner, run_id, error, Utc::now()))
     }
 
     async fn claim_holders(&self) -> Result<Vec<String>, StoreError> {
@@ -409,11 +389,7 @@ impl Store for PgStore {
         lease: std::time::Duration,
         limit: usize,
     ) -> Result<Vec<ActionRecord>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let claimed = pg_actions::claim(&tx, owner, Utc::now(), lease, limit).await?;
-        tx.commit().await?;
-        Ok(claimed)
+        in_tx!(self, tx => pg_actions::claim(&tx, owner, Utc::now(), lease, limit))
     }
 
     async fn start_action(
@@ -422,11 +398,7 @@ impl Store for PgStore {
         id: i64,
         lease: std::time::Duration,
     ) -> Result<bool, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let started = pg_actions::start(&tx, owner, id, Utc::now(), lease).await?;
-        tx.commit().await?;
-        Ok(started)
+        in_tx!(self, tx => pg_actions::start(&tx, owner, id, Utc::now(), lease))
     }
 
     async fn finish_action(&self, id: i64, outcome: ActionOutcome) -> Result<(), StoreError> {
@@ -442,11 +414,7 @@ impl Store for PgStore {
     }
 
     async fn retry_action(&self, id: i64) -> Result<Result<(), String>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let result = pg_actions::retry(&tx, id, Utc::now()).await?;
-        tx.commit().await?;
-        Ok(result)
+        in_tx!(self, tx => pg_actions::retry(&tx, id, Utc::now()))
     }
 
     async fn actions(&self) -> Result<Vec<ActionRecord>, StoreError> {
@@ -459,11 +427,7 @@ impl Store for PgStore {
         lease: std::time::Duration,
         limit: usize,
     ) -> Result<Vec<MessageRecord>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let claimed = pg_messages::claim(&tx, owner, Utc::now(), lease, limit).await?;
-        tx.commit().await?;
-        Ok(claimed)
+        in_tx!(self, tx => pg_messages::claim(&tx, owner, Utc::now(), lease, limit))
     }
 
     async fn renew_message_claim(
@@ -472,11 +436,7 @@ impl Store for PgStore {
         id: i64,
         lease: std::time::Duration,
     ) -> Result<bool, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let kept = pg_messages::renew(&tx, owner, id, super::lease_end(Utc::now(), lease)).await?;
-        tx.commit().await?;
-        Ok(kept)
+        in_tx!(self, tx => pg_messages::renew(&tx, owner, id, super::lease_end(Utc::now(), lease)))
     }
 
     async fn finish_message(
@@ -485,11 +445,7 @@ impl Store for PgStore {
         id: i64,
         outcome: MessageOutcome,
     ) -> Result<bool, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let done = pg_messages::finish(&tx, owner, id, &outcome, Utc::now()).await?;
-        tx.commit().await?;
-        Ok(done)
+        in_tx!(self, tx => pg_messages::finish(&tx, owner, id, &outcome, Utc::now()))
     }
 
     async fn messages(&self) -> Result<Vec<MessageRecord>, StoreError> {
@@ -513,11 +469,7 @@ impl Store for PgStore {
     }
 
     async fn create_command(&self, command: NewCommand) -> Result<i64, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let id = pg_commands::create(&tx, &command).await?;
-        tx.commit().await?;
-        Ok(id)
+        in_tx!(self, tx => pg_commands::create(&tx, &command))
     }
 
     async fn decide_command(
@@ -527,11 +479,7 @@ impl Store for PgStore {
         confirm: bool,
         now: DateTime<Utc>,
     ) -> Result<Result<CommandRecord, String>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let result = pg_commands::decide(&tx, id, user_ref, confirm, now).await?;
-        tx.commit().await?;
-        Ok(result)
+        in_tx!(self, tx => pg_commands::decide(&tx, id, user_ref, confirm, now))
     }
 
     async fn request_remediation(
@@ -540,18 +488,13 @@ impl Store for PgStore {
         remediation: &str,
         requested_by: &str,
     ) -> Result<Result<i64, String>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let result = pg_commands::request_remediation(
+        in_tx!(self, tx => pg_commands::request_remediation(
             &tx,
             finding_id,
             remediation,
             requested_by,
             Utc::now(),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(result)
+        ))
     }
 
     async fn audit_page(&self, after: i64, limit: usize) -> Result<Vec<Entry>, StoreError> {

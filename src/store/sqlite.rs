@@ -76,6 +76,21 @@ impl SqliteStore {
         .map_err(|e| StoreError::Database(format!("store task: {e}")))?
     }
 
+    /// Runs `f` in one immediate (write-locked) transaction on a blocking thread, and commits.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let result = f(&tx)?;
+            tx.commit()?;
+            Ok(result)
+        })
+        .await
+    }
+
     /// The file this store lives in.
     pub fn path(&self) -> &Path {
         &self.path
@@ -182,13 +197,7 @@ impl Store for SqliteStore {
     }
 
     async fn commit_run(&self, commit: RunCommit) -> Result<CommitOutcome, StoreError> {
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let outcome = commit_in(&tx, &commit)?;
-            tx.commit()?;
-            Ok(outcome)
-        })
-        .await
+        self.write(move |tx| commit_in(tx, &commit)).await
     }
 
     async fn record_failed_run(&self, run: &RunRecord) -> Result<i64, StoreError> {
@@ -228,8 +237,7 @@ impl Store for SqliteStore {
 
     async fn reset_query(&self, query: &str) -> Result<u64, StoreError> {
         let query = query.to_string();
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(move |tx| {
             let id: Option<i64> = tx
                 .query_row(
                     "SELECT id FROM query_state WHERE name = ?1",
@@ -242,20 +250,13 @@ impl Store for SqliteStore {
             };
             let keys = tx.execute("DELETE FROM snapshot WHERE query_id = ?1", [id])?;
             tx.execute("DELETE FROM query_state WHERE id = ?1", [id])?;
-            tx.commit()?;
             Ok(keys as u64)
         })
         .await
     }
 
     async fn append_audit(&self, events: Vec<Event>) -> Result<Vec<i64>, StoreError> {
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let seqs = append_in(&tx, &events)?;
-            tx.commit()?;
-            Ok(seqs)
-        })
-        .await
+        self.write(move |tx| append_in(tx, &events)).await
     }
 
     async fn claim_requested(
@@ -265,12 +266,11 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<RequestedRun>, StoreError> {
         let owner = owner.to_string();
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let claimed = sqlite_approvals::claim(&tx, &owner, Utc::now(), lease, limit)?;
+        self.write(move |tx| {
+            let claimed = sqlite_approvals::claim(tx, &owner, Utc::now(), lease, limit)?;
             let mut out = Vec::with_capacity(claimed.len());
             for (run_id, finding_id, remediation, requested_by) in claimed {
-                let finding = finding_of_run(&tx, run_id, finding_id)?;
+                let finding = finding_of_run(tx, run_id, finding_id)?;
                 out.push(RequestedRun {
                     run_id,
                     remediation,
@@ -278,7 +278,6 @@ impl Store for SqliteStore {
                     finding,
                 });
             }
-            tx.commit()?;
             Ok(out)
         })
         .await
@@ -290,13 +289,8 @@ impl Store for SqliteStore {
         approval: NewApproval,
     ) -> Result<Option<i64>, StoreError> {
         let owner = owner.to_string();
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let id = sqlite_approvals::open(&tx, &owner, &approval)?;
-            tx.commit()?;
-            Ok(id)
-        })
-        .await
+        self.write(move |tx| sqlite_approvals::open(tx, &owner, &approval))
+            .await
     }
 
     async fn vote(
@@ -304,23 +298,13 @@ impl Store for SqliteStore {
         approval_id: i64,
         vote: Vote,
     ) -> Result<Result<Transition, Refusal>, StoreError> {
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let result = sqlite_approvals::vote(&tx, approval_id, vote, Utc::now())?;
-            tx.commit()?;
-            Ok(result)
-        })
-        .await
+        self.write(move |tx| sqlite_approvals::vote(tx, approval_id, vote, Utc::now()))
+            .await
     }
 
     async fn settle_due(&self, now: DateTime<Utc>) -> Result<Vec<(i64, Transition)>, StoreError> {
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let settled = sqlite_approvals::settle_due(&tx, now)?;
-            tx.commit()?;
-            Ok(settled)
-        })
-        .await
+        self.write(move |tx| sqlite_approvals::settle_due(tx, now))
+            .await
     }
 
     async fn approvals(&self, pending_only: bool) -> Result<Vec<Approval>, StoreError> {
@@ -339,14 +323,13 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<DecidedRun>, StoreError> {
         let owner = owner.to_string();
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let claimed = sqlite_actions::claim_decided(&tx, &owner, Utc::now(), lease, limit)?;
+        self.write(move |tx| {
+            let claimed = sqlite_actions::claim_decided(tx, &owner, Utc::now(), lease, limit)?;
             let mut out = Vec::with_capacity(claimed.len());
             for (run_id, finding_id, remediation) in claimed {
-                let finding = finding_of_run(&tx, run_id, finding_id)?;
-                let approval = match sqlite_actions::approval_of_run(&tx, run_id)? {
-                    Some(id) => sqlite_approvals::load(&tx, id)?,
+                let finding = finding_of_run(tx, run_id, finding_id)?;
+                let approval = match sqlite_actions::approval_of_run(tx, run_id)? {
+                    Some(id) => sqlite_approvals::load(tx, id)?,
                     None => None,
                 };
                 out.push(DecidedRun {
@@ -356,7 +339,6 @@ impl Store for SqliteStore {
                     finding,
                 });
             }
-            tx.commit()?;
             Ok(out)
         })
         .await
@@ -370,12 +352,8 @@ impl Store for SqliteStore {
         messages: Vec<NewMessage>,
     ) -> Result<bool, StoreError> {
         let owner = owner.to_string();
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let planned =
-                sqlite_actions::plan(&tx, &owner, run_id, &actions, &messages, Utc::now())?;
-            tx.commit()?;
-            Ok(planned)
+        self.write(move |tx| {
+            sqlite_actions::plan(tx, &owner, run_id, &actions, &messages, Utc::now())
         })
         .await
     }
@@ -387,24 +365,14 @@ impl Store for SqliteStore {
         until: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let owner = owner.to_string();
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let done = sqlite_actions::defer(&tx, &owner, run_id, until)?;
-            tx.commit()?;
-            Ok(done)
-        })
-        .await
+        self.write(move |tx| sqlite_actions::defer(tx, &owner, run_id, until))
+            .await
     }
 
     async fn fail_run(&self, owner: &str, run_id: i64, error: &str) -> Result<bool, StoreError> {
         let (owner, error) = (owner.to_string(), error.to_string());
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let done = sqlite_actions::fail_run(&tx, &owner, run_id, &error, Utc::now())?;
-            tx.commit()?;
-            Ok(done)
-        })
-        .await
+        self.write(move |tx| sqlite_actions::fail_run(tx, &owner, run_id, &error, Utc::now()))
+            .await
     }
 
     async fn claim_holders(&self) -> Result<Vec<String>, StoreError> {
@@ -418,13 +386,11 @@ impl Store for SqliteStore {
 
     async fn release_claims(&self, owner: &str) -> Result<u64, StoreError> {
         let owner = owner.to_string();
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(move |tx| {
             let mut n = 0;
             for sql in super::RELEASE_CLAIMS_SQL {
                 n += tx.execute(sql, [&owner])? as u64;
             }
-            tx.commit()?;
             Ok(n)
         })
         .await
@@ -437,13 +403,8 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<ActionRecord>, StoreError> {
         let owner = owner.to_string();
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let claimed = sqlite_actions::claim(&tx, &owner, Utc::now(), lease, limit)?;
-            tx.commit()?;
-            Ok(claimed)
-        })
-        .await
+        self.write(move |tx| sqlite_actions::claim(tx, &owner, Utc::now(), lease, limit))
+            .await
     }
 
     async fn start_action(
@@ -453,20 +414,13 @@ impl Store for SqliteStore {
         lease: std::time::Duration,
     ) -> Result<bool, StoreError> {
         let owner = owner.to_string();
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let started = sqlite_actions::start(&tx, &owner, id, Utc::now(), lease)?;
-            tx.commit()?;
-            Ok(started)
-        })
-        .await
+        self.write(move |tx| sqlite_actions::start(tx, &owner, id, Utc::now(), lease))
+            .await
     }
 
     async fn finish_action(&self, id: i64, outcome: ActionOutcome) -> Result<(), StoreError> {
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            sqlite_actions::finish(&tx, id, &outcome, Utc::now())?;
-            tx.commit()?;
+        self.write(move |tx| {
+            sqlite_actions::finish(tx, id, &outcome, Utc::now())?;
             Ok(())
         })
         .await
@@ -478,13 +432,8 @@ impl Store for SqliteStore {
     }
 
     async fn retry_action(&self, id: i64) -> Result<Result<(), String>, StoreError> {
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let result = sqlite_actions::retry(&tx, id, Utc::now())?;
-            tx.commit()?;
-            Ok(result)
-        })
-        .await
+        self.write(move |tx| sqlite_actions::retry(tx, id, Utc::now()))
+            .await
     }
 
     async fn actions(&self) -> Result<Vec<ActionRecord>, StoreError> {
@@ -498,13 +447,8 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<MessageRecord>, StoreError> {
         let owner = owner.to_string();
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let claimed = sqlite_messages::claim(&tx, &owner, Utc::now(), lease, limit)?;
-            tx.commit()?;
-            Ok(claimed)
-        })
-        .await
+        self.write(move |tx| sqlite_messages::claim(tx, &owner, Utc::now(), lease, limit))
+            .await
     }
 
     async fn renew_message_claim(
@@ -514,12 +458,8 @@ impl Store for SqliteStore {
         lease: std::time::Duration,
     ) -> Result<bool, StoreError> {
         let owner = owner.to_string();
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let kept =
-                sqlite_messages::renew(&tx, &owner, id, super::lease_end(Utc::now(), lease))?;
-            tx.commit()?;
-            Ok(kept)
+        self.write(move |tx| {
+            sqlite_messages::renew(tx, &owner, id, super::lease_end(Utc::now(), lease))
         })
         .await
     }
@@ -531,13 +471,8 @@ impl Store for SqliteStore {
         outcome: MessageOutcome,
     ) -> Result<bool, StoreError> {
         let owner = owner.to_string();
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let done = sqlite_messages::finish(&tx, &owner, id, &outcome, Utc::now())?;
-            tx.commit()?;
-            Ok(done)
-        })
-        .await
+        self.write(move |tx| sqlite_messages::finish(tx, &owner, id, &outcome, Utc::now()))
+            .await
     }
 
     async fn messages(&self) -> Result<Vec<MessageRecord>, StoreError> {
@@ -563,13 +498,8 @@ impl Store for SqliteStore {
     }
 
     async fn create_command(&self, command: NewCommand) -> Result<i64, StoreError> {
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let id = sqlite_commands::create(&tx, &command)?;
-            tx.commit()?;
-            Ok(id)
-        })
-        .await
+        self.write(move |tx| sqlite_commands::create(tx, &command))
+            .await
     }
 
     async fn decide_command(
@@ -580,13 +510,8 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<Result<CommandRecord, String>, StoreError> {
         let user_ref = user_ref.to_string();
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let result = sqlite_commands::decide(&tx, id, &user_ref, confirm, now)?;
-            tx.commit()?;
-            Ok(result)
-        })
-        .await
+        self.write(move |tx| sqlite_commands::decide(tx, id, &user_ref, confirm, now))
+            .await
     }
 
     async fn request_remediation(
@@ -596,17 +521,14 @@ impl Store for SqliteStore {
         requested_by: &str,
     ) -> Result<Result<i64, String>, StoreError> {
         let (remediation, requested_by) = (remediation.to_string(), requested_by.to_string());
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let result = sqlite_commands::request_remediation(
-                &tx,
+        self.write(move |tx| {
+            sqlite_commands::request_remediation(
+                tx,
                 finding_id,
                 &remediation,
                 &requested_by,
                 Utc::now(),
-            )?;
-            tx.commit()?;
-            Ok(result)
+            )
         })
         .await
     }
