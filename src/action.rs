@@ -1,16 +1,55 @@
 //! Actions: rendering a remediation's `[[action]]`s for a decision, and running one.
 //!
-//! Only this module calls targets. The executor in `remediate` marks an action
-//! started (committed) before calling [`execute`], and records the outcome after,
-//! so a crash in between leaves evidence instead of a silent repeat.
+//! Only this module calls targets. The executor in `remediate` first lets
+//! [`prepare`] read the target (an AWS key's status: already as wanted, or gone,
+//! means nothing is called), marks the action started (committed, with what was
+//! read) before calling [`execute`], and records the outcome after, so a crash in
+//! between leaves evidence instead of a silent repeat. [`settle_started`] decides
+//! what such evidence means after a restart: an AWS key is read again, an http
+//! target cannot be asked.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::config::{ActionKind, Remediation};
+use crate::aws::{self, KeyState};
+use crate::config::{ActionKind, AwsConnectionConfig, Remediation};
 use crate::store::{ActionOutcome, ActionRecord, NewAction};
 use crate::template;
+
+/// The `aws.iam.update_access_key` action type.
+pub const UPDATE_ACCESS_KEY: &str = "aws.iam.update_access_key";
+
+/// The `aws.iam.delete_access_key` action type.
+pub const DELETE_ACCESS_KEY: &str = "aws.iam.delete_access_key";
+
+/// What actions reach: an HTTP client and the AWS connections, each built once and reused.
+pub struct Targets {
+    /// For http actions, webhooks and chat APIs.
+    pub http: reqwest::Client,
+    /// `[connection.aws.NAME]`s.
+    pub aws: aws::Connections,
+}
+
+impl Targets {
+    /// The targets of a project's actions.
+    pub fn new(http: reqwest::Client, aws: &BTreeMap<String, AwsConnectionConfig>) -> Targets {
+        Targets {
+            http,
+            aws: aws::Connections::new(aws),
+        }
+    }
+}
+
+/// What reading the target before an action found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prepared {
+    /// Call it; what was read is kept with the started action (for settling and undo).
+    Call(Option<Value>),
+    /// Nothing to call: the outcome is known already (no change needed, gone, or an error).
+    Done(ActionOutcome),
+}
 
 /// How long an http action may take.
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -94,8 +133,13 @@ pub fn render(
     Ok(out)
 }
 
-/// The exact call an action makes, in one line (what `dry_run` prints and records).
-pub fn describe(kind: &str, params: &Value) -> String {
+/// The exact call an action makes, in one line (what `dry_run` prints and records), with where
+/// an AWS call would go.
+pub fn describe(
+    kind: &str,
+    params: &Value,
+    connections: &BTreeMap<String, AwsConnectionConfig>,
+) -> String {
     let s = |k: &str| params[k].as_str().unwrap_or_default().to_string();
     match kind {
         "http" => {
@@ -108,41 +152,265 @@ pub fn describe(kind: &str, params: &Value) -> String {
             }
             line
         }
-        "aws.iam.update_access_key" => format!(
-            "iam:UpdateAccessKey UserName={} AccessKeyId={} Status={} (connection {})",
+        UPDATE_ACCESS_KEY => format!(
+            "iam:UpdateAccessKey UserName={} AccessKeyId={} Status={} ({})",
             s("user_name"),
             s("access_key_id"),
             s("status"),
-            s("connection")
+            aws::describe_connection(connections.get(&s("connection")), &s("connection"))
         ),
-        "aws.iam.delete_access_key" => format!(
-            "iam:DeleteAccessKey UserName={} AccessKeyId={} (connection {})",
+        DELETE_ACCESS_KEY => format!(
+            "iam:DeleteAccessKey UserName={} AccessKeyId={} ({})",
             s("user_name"),
             s("access_key_id"),
-            s("connection")
+            aws::describe_connection(connections.get(&s("connection")), &s("connection"))
         ),
         other => format!("{other} {params}"),
     }
 }
 
-/// Runs one action against its target.
-pub async fn execute(client: &reqwest::Client, action: &ActionRecord) -> ActionOutcome {
-    match action.kind.as_str() {
-        "http" => http(client, action).await,
-        other => ActionOutcome::Failed(format!(
-            "action type {other} cannot run in this vigilo yet (the AWS actions arrive with their own module); \
-             nothing was called"
-        )),
+/// The AWS parameters of a key action, checked.
+struct KeyAction<'a> {
+    connection: &'a str,
+    user: &'a str,
+    key: &'a str,
+    /// The status wanted (`update_access_key` only).
+    status: Option<&'a str>,
+    session: String,
+}
+
+impl<'a> KeyAction<'a> {
+    fn of(action: &'a ActionRecord) -> Result<KeyAction<'a>, String> {
+        let p = &action.params;
+        let field = |k: &str| {
+            p[k].as_str().filter(|v| !v.is_empty()).ok_or_else(|| {
+                format!(
+                    "{}: parameter {k} is missing or empty; nothing was called",
+                    action.kind
+                )
+            })
+        };
+        let status = if action.kind == UPDATE_ACCESS_KEY {
+            let s = field("status")?;
+            if s != "Active" && s != "Inactive" {
+                return Err(format!(
+                    "{UPDATE_ACCESS_KEY}: status must be Active or Inactive, not {s:?}; nothing was called"
+                ));
+            }
+            Some(s)
+        } else {
+            None
+        };
+        Ok(KeyAction {
+            connection: field("connection")?,
+            user: field("user_name")?,
+            key: field("access_key_id")?,
+            status,
+            session: aws::session_name(action.approval_id, action.run_id),
+        })
+    }
+
+    /// The fields every result of this action carries.
+    fn result(&self, identity: Option<&aws::Identity>) -> Value {
+        let mut r = json!({
+            "connection": self.connection,
+            "user_name": self.user,
+            "access_key_id": self.key,
+        });
+        if let Some(status) = self.status {
+            r["status"] = json!(status);
+        }
+        if let Some(id) = identity {
+            r["account"] = json!(id.account);
+            r["caller"] = json!(id.arn);
+        }
+        r
     }
 }
 
-/// What a restart records for an action that was started by a process that is gone.
-pub fn settle_started(action: &ActionRecord) -> ActionOutcome {
-    ActionOutcome::Unknown(format!(
+/// Reads the target before an action starts. AWS key actions list the user's keys: a key
+/// already as wanted succeeds with "no change needed", a key or user that is gone is
+/// skipped, and nothing is called in either case. Other actions are called as they are.
+pub async fn prepare(targets: &Targets, action: &ActionRecord) -> Prepared {
+    if action.kind != UPDATE_ACCESS_KEY && action.kind != DELETE_ACCESS_KEY {
+        return Prepared::Call(None);
+    }
+    let k = match KeyAction::of(action) {
+        Ok(k) => k,
+        Err(e) => return Prepared::Done(ActionOutcome::Failed(e)),
+    };
+    let connection = match targets.aws.get(k.connection).await {
+        Ok(c) => c,
+        Err(e) => return Prepared::Done(ActionOutcome::Failed(e.to_string())),
+    };
+    // Who acts, for the record; an STS that cannot be reached does not stop an IAM call.
+    let identity = match connection.identity(&k.session).await {
+        Ok(id) => Some(id),
+        Err(e) => {
+            tracing::warn!(action = action.id, error = %e, "could not tell which account and caller this action runs as");
+            None
+        }
+    };
+    let state = match connection.key_state(&k.session, k.user, k.key).await {
+        Ok(s) => s,
+        Err(e) => return Prepared::Done(ActionOutcome::Failed(e.to_string())),
+    };
+    let mut result = k.result(identity.as_ref());
+    match state {
+        KeyState::UserGone => Prepared::Done(ActionOutcome::Skipped(format!(
+            "user {} no longer exists in connection {} (ListAccessKeys: NoSuchEntity); nothing to do",
+            k.user, k.connection
+        ))),
+        KeyState::KeyGone => Prepared::Done(ActionOutcome::Skipped(format!(
+            "access key {} of user {} no longer exists in connection {}; nothing to do",
+            k.key, k.user, k.connection
+        ))),
+        KeyState::Present(current) => {
+            result["previous_status"] = json!(current);
+            match k.status {
+                Some(wanted) if wanted == current => {
+                    result["no_change"] =
+                        json!(format!("no change needed: the key is already {current}"));
+                    Prepared::Done(ActionOutcome::Succeeded(result))
+                }
+                _ => Prepared::Call(Some(result)),
+            }
+        }
+    }
+}
+
+/// Runs one action against its target (after [`prepare`] said to call it, with what it read).
+pub async fn execute(
+    targets: &Targets,
+    action: &ActionRecord,
+    observed: Option<Value>,
+) -> ActionOutcome {
+    match action.kind.as_str() {
+        "http" => http(&targets.http, action).await,
+        UPDATE_ACCESS_KEY | DELETE_ACCESS_KEY => key_call(targets, action, observed).await,
+        other => ActionOutcome::Failed(format!("unknown action type {other}; nothing was called")),
+    }
+}
+
+/// UpdateAccessKey or DeleteAccessKey, once.
+async fn key_call(
+    targets: &Targets,
+    action: &ActionRecord,
+    observed: Option<Value>,
+) -> ActionOutcome {
+    let k = match KeyAction::of(action) {
+        Ok(k) => k,
+        Err(e) => return ActionOutcome::Failed(e),
+    };
+    let connection = match targets.aws.get(k.connection).await {
+        Ok(c) => c,
+        Err(e) => return ActionOutcome::Failed(e.to_string()),
+    };
+    let (operation, answer) = match k.status {
+        Some(status) => (
+            "UpdateAccessKey",
+            connection
+                .update_access_key(&k.session, k.user, k.key, status)
+                .await,
+        ),
+        None => (
+            "DeleteAccessKey",
+            connection
+                .delete_access_key(&k.session, k.user, k.key)
+                .await,
+        ),
+    };
+    match answer {
+        Ok(Some(request_id)) => {
+            let mut result = observed.unwrap_or_else(|| k.result(None));
+            result["operation"] = json!(operation);
+            if !request_id.is_empty() {
+                result["request_id"] = json!(request_id);
+            }
+            ActionOutcome::Succeeded(result)
+        }
+        Ok(None) => ActionOutcome::Skipped(format!(
+            "{operation}: access key {} of user {} no longer exists in connection {} (NoSuchEntity); nothing to do",
+            k.key, k.user, k.connection
+        )),
+        Err(e) => ActionOutcome::Failed(e.to_string()),
+    }
+}
+
+/// How an action left `started` by a process that is gone is settled.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settlement {
+    /// It ends so.
+    Outcome(ActionOutcome),
+    /// Reading the target showed the call did not take effect: it fails with this reason and runs again.
+    Rerun(String),
+}
+
+/// Settles an action left started by a process that is gone. An AWS key action reads the key:
+/// already as wanted means the call took effect (succeeded, not called again), still as before
+/// means it did not (it runs again), unreadable means unknown. An http target cannot be asked:
+/// unknown, for a person to check and `vigilo retry`.
+pub async fn settle_started(targets: &Targets, action: &ActionRecord) -> Settlement {
+    if action.kind == UPDATE_ACCESS_KEY || action.kind == DELETE_ACCESS_KEY {
+        return settle_key(targets, action).await;
+    }
+    Settlement::Outcome(ActionOutcome::Unknown(format!(
         "vigilo stopped after starting this {} action (attempt {}); whether the target received it is unknown. \
          Check the target, then run `vigilo retry {}` if it did not happen (the retry sends the same Idempotency-Key {})",
         action.kind, action.attempts, action.id, action.idempotency_key
-    ))
+    )))
+}
+
+async fn settle_key(targets: &Targets, action: &ActionRecord) -> Settlement {
+    let unknown = |why: String| {
+        Settlement::Outcome(ActionOutcome::Unknown(format!(
+            "vigilo stopped after starting this {} action (attempt {}) and could not read the key to settle it: {why}. \
+             `vigilo retry {}` reads the key first and calls only if it is needed",
+            action.kind, action.attempts, action.id
+        )))
+    };
+    let k = match KeyAction::of(action) {
+        Ok(k) => k,
+        Err(e) => return Settlement::Outcome(ActionOutcome::Failed(e)),
+    };
+    let connection = match targets.aws.get(k.connection).await {
+        Ok(c) => c,
+        Err(e) => return unknown(e.to_string()),
+    };
+    let state = match connection.key_state(&k.session, k.user, k.key).await {
+        Ok(s) => s,
+        Err(e) => return unknown(e.to_string()),
+    };
+    let mut result = action.result.clone().unwrap_or_else(|| k.result(None));
+    let settled = |what: String| format!("settled after a restart by reading the key: {what}");
+    match (k.status, state) {
+        (Some(wanted), KeyState::Present(now)) if now == wanted => {
+            result["settled"] = json!(settled(format!(
+                "it is {now}; UpdateAccessKey was not called again"
+            )));
+            Settlement::Outcome(ActionOutcome::Succeeded(result))
+        }
+        (Some(_), KeyState::Present(now)) => Settlement::Rerun(format!(
+            "vigilo stopped after starting this action; reading the key afterwards shows it still {now}, \
+             so the call did not take effect; it runs again"
+        )),
+        (None, KeyState::Present(_)) => Settlement::Rerun(
+            "vigilo stopped after starting this action; the key still exists, so the call did not take effect; it runs again"
+                .into(),
+        ),
+        (None, KeyState::KeyGone | KeyState::UserGone) => {
+            result["settled"] = json!(settled(
+                "it no longer exists; DeleteAccessKey was not called again".into()
+            ));
+            Settlement::Outcome(ActionOutcome::Succeeded(result))
+        }
+        (Some(_), KeyState::KeyGone | KeyState::UserGone) => {
+            Settlement::Outcome(ActionOutcome::Skipped(settled(format!(
+                "access key {} of user {} no longer exists in connection {}",
+                k.key, k.user, k.connection
+            ))))
+        }
+    }
 }
 
 async fn http(client: &reqwest::Client, action: &ActionRecord) -> ActionOutcome {

@@ -42,6 +42,8 @@ pub enum Kind {
     ActionSucceeded,
     /// An action failed.
     ActionFailed,
+    /// A person asked to reverse an executed action (`vigilo undo`); the reversal is its own action.
+    ActionUndo,
     /// A message went out.
     MessageSent,
     /// A message could not be sent.
@@ -73,6 +75,7 @@ impl Kind {
             Kind::ActionStarted => "action.started",
             Kind::ActionSucceeded => "action.succeeded",
             Kind::ActionFailed => "action.failed",
+            Kind::ActionUndo => "action.undo",
             Kind::MessageSent => "message.sent",
             Kind::MessageFailed => "message.failed",
             Kind::RemediationFailed => "remediation.failed",

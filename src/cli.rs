@@ -129,6 +129,17 @@ pub enum Command {
         /// The action's id.
         action_id: i64,
     },
+    /// Reverse an executed `aws.iam.update_access_key` (set the key's previous status back), as its own action.
+    Undo {
+        /// The action's id.
+        action_id: i64,
+        /// Who asks: an approver of that remediation.
+        #[arg(long = "as", value_name = "NAME")]
+        by: String,
+        /// Why (recorded).
+        #[arg(long)]
+        reason: String,
+    },
     /// Show the audit trail, or verify its hash chain.
     Audit {
         /// Output format of the listing.
@@ -291,6 +302,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             reason,
         } => vote(&dir, id, Choice::Option(&option), by, reason).await,
         Command::Retry { action_id } => retry(&dir, action_id).await,
+        Command::Undo {
+            action_id,
+            by,
+            reason,
+        } => undo(&dir, action_id, &by, &reason).await,
         Command::Audit { format, command } => match command {
             None => audit_list(&dir, format).await,
             Some(AuditCommand::Verify) => audit_verify(&dir).await,
@@ -358,6 +374,23 @@ enum Choice<'a> {
     Option(&'a str),
 }
 
+/// A usage error unless `by` is an `[approver.NAME]` of the project.
+fn known_approver(project: &Project, by: &str) -> Result<()> {
+    if project.approvers.contains_key(by) {
+        return Ok(());
+    }
+    let known: Vec<&str> = project.approvers.keys().map(String::as_str).collect();
+    Err(UsageError(format!(
+        "--as {by}: no [approver.{by}] in the project (approvers: {})",
+        if known.is_empty() {
+            "none".to_string()
+        } else {
+            known.join(", ")
+        }
+    ))
+    .into())
+}
+
 async fn vote(
     dir: &Path,
     id: i64,
@@ -366,18 +399,7 @@ async fn vote(
     reason: Option<String>,
 ) -> Result<ExitCode> {
     let project = load(dir)?;
-    if !project.approvers.contains_key(&by) {
-        let known: Vec<&str> = project.approvers.keys().map(String::as_str).collect();
-        return Err(UsageError(format!(
-            "--as {by}: no [approver.{by}] in the project (approvers: {})",
-            if known.is_empty() {
-                "none".to_string()
-            } else {
-                known.join(", ")
-            }
-        ))
-        .into());
-    }
+    known_approver(&project, &by)?;
     let store = open_settled(&project).await?;
     let option = match (choice, store.approval(id).await?) {
         (Choice::Option(option), _) | (Choice::Shorthand(option), None) => option.to_string(),
@@ -445,9 +467,9 @@ async fn advance(
     store: Arc<dyn Store>,
 ) -> Result<(remediate::Progress, Vec<(i64, ActionOutcome)>)> {
     let scanner = Scanner::new(Arc::new(project), store)?;
-    let client = http_client()?;
-    let done = remediate::step(&scanner, &remediate::owner(), &client).await?;
-    drain(&scanner, &client).await?;
+    let targets = targets(&scanner)?;
+    let done = remediate::step(&scanner, &remediate::owner(), &targets).await?;
+    drain(&scanner, &targets.http).await?;
     Ok(done)
 }
 
@@ -465,11 +487,15 @@ async fn drain(scanner: &Scanner, client: &reqwest::Client) -> Result<()> {
     .await?)
 }
 
-/// The HTTP client actions use.
-fn http_client() -> Result<reqwest::Client> {
-    reqwest::Client::builder()
+/// What actions reach: the HTTP client and the project's AWS connections.
+fn targets(scanner: &Scanner) -> Result<crate::action::Targets> {
+    let http = reqwest::Client::builder()
         .build()
-        .context("cannot build the HTTP client")
+        .context("cannot build the HTTP client")?;
+    Ok(crate::action::Targets::new(
+        http,
+        &scanner.project().aws_connections,
+    ))
 }
 
 async fn retry(dir: &Path, action_id: i64) -> Result<ExitCode> {
@@ -480,6 +506,11 @@ async fn retry(dir: &Path, action_id: i64) -> Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     println!("action {action_id} queued again");
+    run_queued(project, store, action_id).await
+}
+
+/// Moves remediations along, prints what ran, and exits 0 when `action_id` succeeded or was skipped.
+async fn run_queued(project: Project, store: Arc<dyn Store>, action_id: i64) -> Result<ExitCode> {
     let (_, ran) = advance(project, store).await?;
     output::write_action_outcomes(&mut crate::redact::stdout(), &ran)?;
     let ok = ran.iter().any(|(id, o)| {
@@ -490,6 +521,55 @@ async fn retry(dir: &Path, action_id: i64) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+async fn undo(dir: &Path, action_id: i64, by: &str, reason: &str) -> Result<ExitCode> {
+    let project = load(dir)?;
+    known_approver(&project, by)?;
+    if reason.trim().is_empty() {
+        return Err(UsageError("--reason: say why the action is undone".into()).into());
+    }
+    let store = open_settled(&project).await?;
+    let Some(action) = store
+        .actions()
+        .await?
+        .into_iter()
+        .find(|a| a.id == action_id)
+    else {
+        eprintln!("refused: action {action_id} does not exist");
+        return Ok(ExitCode::from(1));
+    };
+    // The remediation it belongs to: its approval's, else its finding's query's.
+    let remediation = match action.approval_id {
+        Some(id) => store.approval(id).await?.map(|a| a.remediation),
+        None => store
+            .finding(action.finding_id)
+            .await?
+            .and_then(|f| project.queries.get(&f.query))
+            .and_then(|q| q.remediation.clone()),
+    };
+    let allowed = remediation
+        .as_deref()
+        .and_then(|r| project.remediations.get(r))
+        .and_then(|r| r.approval.as_ref())
+        .map(|a| remediate::expand_approvers(&project, &a.approvers));
+    if let Some(allowed) = allowed.filter(|allowed| !allowed.iter().any(|a| a == by)) {
+        eprintln!(
+            "refused: {by} is not an approver of remediation {} (approvers: {})",
+            remediation.unwrap_or_default(),
+            allowed.join(", ")
+        );
+        return Ok(ExitCode::from(1));
+    }
+    let undo_id = match store.undo_action(action_id, by, reason).await? {
+        Ok(id) => id,
+        Err(refusal) => {
+            eprintln!("refused: {refusal}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    println!("action {undo_id} undoes action {action_id}");
+    run_queued(project, store, undo_id).await
 }
 
 async fn audit_list(dir: &Path, format: AuditFormat) -> Result<ExitCode> {
@@ -607,8 +687,13 @@ async fn scan_cmd(dir: &Path, dry_run: bool, names: &[String]) -> Result<ExitCod
                 (None, Some(n)) => format!("notify {n}"),
                 (None, None) => "no remediation".to_string(),
             };
+            let preview = |f: &scan::DryFinding| {
+                q.remediation
+                    .as_deref()
+                    .map_or_else(Vec::new, |r| remediate::preview(&project, r, &q.name, f))
+            };
             match scanner.dry_run(q).await {
-                Ok(dry) => output::write_dry_run(&mut out, &dry, &start)?,
+                Ok(dry) => output::write_dry_run(&mut out, &dry, &start, &preview)?,
                 Err(e) => {
                     failed = true;
                     writeln!(out, "query {}: FAILED: {e}", q.name)?;
@@ -626,9 +711,9 @@ async fn scan_cmd(dir: &Path, dry_run: bool, names: &[String]) -> Result<ExitCod
     let runs = scan::scan_all(&scanner, &queries).await;
     output::write_scan(&mut out, &runs)?;
     drop(out);
-    let client = http_client()?;
-    let (progress, ran) = remediate::step(&scanner, &remediate::owner(), &client).await?;
-    drain(&scanner, &client).await?;
+    let targets = targets(&scanner)?;
+    let (progress, ran) = remediate::step(&scanner, &remediate::owner(), &targets).await?;
+    drain(&scanner, &targets.http).await?;
     let mut out = crate::redact::stdout();
     if !progress.opened.is_empty() {
         writeln!(

@@ -204,7 +204,7 @@ pub async fn run(yes: bool) -> Result<ExitCode> {
     let store = store::open(&project.state.url).await?;
     let scanner = Scanner::new(Arc::clone(&project), Arc::clone(&store))?;
     let queries = scan::select_queries(&project, &[]).map_err(anyhow::Error::msg)?;
-    let client = reqwest::Client::new();
+    let targets = crate::action::Targets::new(reqwest::Client::new(), &project.aws_connections);
     let owner = remediate::owner();
 
     writeln!(
@@ -213,7 +213,7 @@ pub async fn run(yes: bool) -> Result<ExitCode> {
     )?;
     let runs = scan::scan_all(&scanner, &queries).await;
     output::write_scan(&mut out, &runs)?;
-    remediate::step(&scanner, &owner, &client).await?;
+    remediate::step(&scanner, &owner, &targets).await?;
 
     writeln!(
         out,
@@ -259,7 +259,7 @@ pub async fn run(yes: bool) -> Result<ExitCode> {
         out,
         "\n3. Act: each approved deactivation is sent to the target once."
     )?;
-    let (_, ran) = remediate::step(&scanner, &owner, &client).await?;
+    let (_, ran) = remediate::step(&scanner, &owner, &targets).await?;
     output::write_action_outcomes(&mut out, &ran)?;
     for request in target.requests() {
         writeln!(out, "   target received: {request}")?;

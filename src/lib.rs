@@ -24,6 +24,7 @@
 pub mod action;
 pub mod approval;
 pub mod audit;
+pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod demo;

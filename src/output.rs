@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use crate::approval::Approval;
 use crate::audit::Entry;
 use crate::finding::{Finding, rfc3339};
-use crate::scan::{DryRun, QueryRun};
+use crate::scan::{DryFinding, DryRun, QueryRun};
 
 /// An output format for listings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -167,7 +167,15 @@ pub fn write_scan(out: &mut dyn Write, runs: &[QueryRun]) -> std::io::Result<()>
 }
 
 /// Writes what a dry run would change, query by query.
-pub fn write_dry_run(out: &mut dyn Write, dry: &DryRun, start: &str) -> std::io::Result<()> {
+///
+/// `preview` tells, for a new or reopened finding (id, key, row), what its remediation would
+/// ask and call; each line is printed under the finding.
+pub fn write_dry_run(
+    out: &mut dyn Write,
+    dry: &DryRun,
+    start: &str,
+    preview: &dyn Fn(&DryFinding) -> Vec<String>,
+) -> std::io::Result<()> {
     writeln!(out, "query {} ({} rows): would change", dry.query, dry.rows)?;
     if dry.baseline {
         writeln!(
@@ -184,11 +192,18 @@ pub fn write_dry_run(out: &mut dyn Write, dry: &DryRun, start: &str) -> std::io:
     if none && dry.deleted_without_finding == 0 {
         writeln!(out, "  nothing")?;
     }
-    for key in &dry.opened {
-        writeln!(out, "  open     {}  → {start}", key_text(key))?;
+    for f in &dry.opened {
+        writeln!(out, "  open     {}  → {start}", key_text(&f.key))?;
+        for line in preview(f) {
+            writeln!(out, "             {line}")?;
+        }
     }
-    for (id, key) in &dry.reopened {
-        writeln!(out, "  reopen   #{id} {}  → {start}", key_text(key))?;
+    for f in &dry.reopened {
+        let id = f.id.unwrap_or_default();
+        writeln!(out, "  reopen   #{id} {}  → {start}", key_text(&f.key))?;
+        for line in preview(f) {
+            writeln!(out, "             {line}")?;
+        }
     }
     for key in &dry.updated {
         writeln!(out, "  update   {}", key_text(key))?;

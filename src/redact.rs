@@ -124,18 +124,69 @@ impl Redactor {
     }
 }
 
-static GLOBAL: LazyLock<RwLock<Arc<Redactor>>> = LazyLock::new(RwLock::default);
+/// How many secrets learned at run time (credentials vigilo obtained) are kept; the oldest go first.
+const MAX_LEARNED: usize = 512;
 
-/// Makes `r` the process-wide redactor.
-pub fn install(r: Redactor) {
-    if let Ok(mut g) = GLOBAL.write() {
-        *g = Arc::new(r);
+/// The process-wide redaction state: the installed redactor, the secrets learned since, and both combined.
+#[derive(Default)]
+struct Global {
+    installed: Redactor,
+    learned: std::collections::VecDeque<String>,
+    combined: Arc<Redactor>,
+}
+
+impl Global {
+    fn combine(&mut self) {
+        self.combined = Arc::new(Redactor::only(
+            self.installed
+                .secrets
+                .iter()
+                .chain(self.learned.iter())
+                .cloned(),
+        ));
     }
 }
 
-/// The process-wide redactor (masks nothing until [`install`]).
+static GLOBAL: LazyLock<RwLock<Global>> = LazyLock::new(RwLock::default);
+
+/// Makes `r` the process-wide redactor (secrets learned through [`also`] stay masked).
+pub fn install(r: Redactor) {
+    if let Ok(mut g) = GLOBAL.write() {
+        g.installed = r;
+        g.combine();
+    }
+}
+
+/// Adds secrets that became known at run time (credentials obtained from AWS or a profile) to
+/// the process-wide redactor.
+pub fn also<I: IntoIterator<Item = String>>(values: I) {
+    let Ok(mut g) = GLOBAL.write() else {
+        return;
+    };
+    let mut changed = false;
+    for v in values {
+        if v.len() >= MIN_CONFIGURED_LEN
+            && !g.combined.secrets.contains(&v)
+            && !g.learned.contains(&v)
+        {
+            g.learned.push_back(v);
+            changed = true;
+        }
+    }
+    while g.learned.len() > MAX_LEARNED {
+        g.learned.pop_front();
+    }
+    if changed {
+        g.combine();
+    }
+}
+
+/// The process-wide redactor (masks nothing until [`install`] or [`also`]).
 pub fn global() -> Arc<Redactor> {
-    GLOBAL.read().map(|g| Arc::clone(&g)).unwrap_or_default()
+    GLOBAL
+        .read()
+        .map(|g| Arc::clone(&g.combined))
+        .unwrap_or_default()
 }
 
 /// `s` with the process-wide redactor applied.

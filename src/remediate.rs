@@ -250,7 +250,11 @@ async fn record_plans(
         }
         if plan.remediation.dry_run {
             for a in plan.actions.iter_mut().filter(|a| a.skip.is_none()) {
-                let call = crate::redact::text(&action::describe(&a.kind, &a.params));
+                let call = crate::redact::text(&action::describe(
+                    &a.kind,
+                    &a.params,
+                    &scanner.project().aws_connections,
+                ));
                 println!(
                     "dry run: remediation {} (run {}), action {}: would call {call}",
                     plan.remediation.name, plan.run_id, a.position
@@ -322,20 +326,37 @@ async fn recheck(
     out
 }
 
-/// Settles actions left `started` by a process that is gone: `unknown`, for a person to `vigilo retry`.
-pub async fn settle_started(store: &dyn Store) -> Result<Vec<i64>, RemediateError> {
+/// Settles actions left `started` by a process that is gone (see [`action::settle_started`]):
+/// an AWS key is read, not called again; an http action becomes `unknown`, for a person to
+/// `vigilo retry`. Returns the settled action ids.
+pub async fn settle_started(
+    store: &dyn Store,
+    targets: &action::Targets,
+) -> Result<Vec<i64>, RemediateError> {
     let now = Utc::now();
     let mut settled = Vec::new();
     for a in store.started_actions().await? {
         let gone = a.claimed_by.as_deref().is_none_or(action::owner_is_gone)
             || a.claim_expires.is_some_and(|until| until < now);
-        if gone {
-            tracing::warn!(action = a.id, kind = %a.kind, "action was started by a process that is gone; outcome unknown");
-            store
-                .finish_action(a.id, action::settle_started(&a))
-                .await?;
-            settled.push(a.id);
+        if !gone {
+            continue;
         }
+        tracing::warn!(action = a.id, kind = %a.kind, "action was started by a process that is gone; settling it");
+        match action::settle_started(targets, &a).await {
+            action::Settlement::Outcome(outcome) => {
+                store.finish_action(a.id, outcome.redacted()).await?;
+            }
+            action::Settlement::Rerun(why) => {
+                tracing::warn!(action = a.id, "{why}");
+                store
+                    .finish_action(a.id, ActionOutcome::Failed(why))
+                    .await?;
+                if let Err(refusal) = store.retry_action(a.id).await? {
+                    tracing::error!(action = a.id, "could not queue the action again: {refusal}");
+                }
+            }
+        }
+        settled.push(a.id);
     }
     Ok(settled)
 }
@@ -344,18 +365,29 @@ pub async fn settle_started(store: &dyn Store) -> Result<Vec<i64>, RemediateErro
 pub async fn execute_pending(
     store: &dyn Store,
     owner: &str,
-    client: &reqwest::Client,
+    targets: &action::Targets,
 ) -> Result<Vec<(i64, ActionOutcome)>, RemediateError> {
-    let lease = action::HTTP_TIMEOUT + Duration::from_secs(30);
+    let lease =
+        action::HTTP_TIMEOUT.max(crate::aws::OPERATION_TIMEOUT) * 3 + Duration::from_secs(30);
     let mut done = Vec::new();
     for a in store.claim_actions(owner, lease, CLAIM_BATCH).await? {
         pause_point("action.before_start");
+        // Read first (an AWS key's status): what is already done or gone is not called.
+        let prepared = action::prepare(targets, &a).await;
+        let observed = match &prepared {
+            action::Prepared::Call(observed) => observed.clone().map(crate::redact::json),
+            action::Prepared::Done(_) => None,
+        };
         // Committed before the call: a crash from here on leaves the action `started`, never silently repeated.
-        if !store.start_action(owner, a.id, lease).await? {
+        if !store.start_action(owner, a.id, lease, observed).await? {
             continue;
         }
         pause_point("action.after_start");
-        let outcome = action::execute(client, &a).await.redacted();
+        let outcome = match prepared {
+            action::Prepared::Done(outcome) => outcome,
+            action::Prepared::Call(observed) => action::execute(targets, &a, observed).await,
+        }
+        .redacted();
         pause_point("action.after_call");
         match &outcome {
             ActionOutcome::Failed(e) => {
@@ -374,18 +406,18 @@ pub async fn execute_pending(
 pub async fn step(
     scanner: &Scanner,
     owner: &str,
-    client: &reqwest::Client,
+    targets: &action::Targets,
 ) -> Result<(Progress, Vec<(i64, ActionOutcome)>), RemediateError> {
     let (project, store) = (scanner.project().as_ref(), scanner.store().as_ref());
     release_dead_claims(store).await?;
     settle_due(store).await?;
-    settle_started(store).await?;
+    settle_started(store, targets).await?;
     let mut progress = process_requested(scanner, owner).await?;
     progress
         .failed
         .extend(plan_decided(scanner, owner).await?.failed);
-    let ran = execute_pending(store, owner, client).await?;
-    notify::deliver(project, store, owner, client).await?;
+    let ran = execute_pending(store, owner, targets).await?;
+    notify::deliver(project, store, owner, &targets.http).await?;
     Ok((progress, ran))
 }
 
@@ -471,6 +503,77 @@ fn new_approval(
         on_timeout: a.on_timeout.clone(),
         messages: notify::for_notifier(project, &a.notifier, notify::APPROVAL_REQUESTED, None),
     })
+}
+
+/// What remediation `name` would do for a new finding of `query` (`vigilo scan --dry-run`): the approval it would ask for, and per option the exact calls it would make
+/// (the actions without `when`, when it asks for none). Secrets are masked.
+pub fn preview(
+    project: &Project,
+    name: &str,
+    query: &str,
+    new: &crate::scan::DryFinding,
+) -> Vec<String> {
+    let Some(remediation) = project.remediations.get(name) else {
+        return vec![format!("remediation {name} is not in the project")];
+    };
+    let now = Utc::now();
+    let finding = Finding {
+        id: new.id.unwrap_or(0),
+        query: query.to_string(),
+        key: new.key.clone(),
+        status: crate::finding::Status::Open,
+        severity: project
+            .queries
+            .get(query)
+            .map(|q| q.severity)
+            .unwrap_or_default(),
+        first_seen: now,
+        last_seen: now,
+        resolved_at: None,
+        reopened: 0,
+        row: new.row.clone(),
+    };
+    let ctx = context(project, &finding);
+    let calls = |decision: Option<&str>| -> Vec<String> {
+        match action::render(remediation, decision, &ctx) {
+            Err(e) => vec![format!("cannot render its actions: {e}")],
+            Ok(actions) if actions.is_empty() => vec!["nothing is called".into()],
+            Ok(actions) => actions
+                .iter()
+                .map(|a| {
+                    format!(
+                        "would call {}",
+                        action::describe(&a.kind, &a.params, &project.aws_connections)
+                    )
+                })
+                .collect(),
+        }
+    };
+    let mut lines = Vec::new();
+    match &remediation.approval {
+        None => lines.extend(calls(None)),
+        Some(a) => {
+            let subject = template::render(&a.subject, &ctx)
+                .unwrap_or_else(|e| format!("(subject does not render: {e})"));
+            lines.push(format!(
+                "ask {} for approval: {subject}",
+                expand_approvers(project, &a.approvers).join(", ")
+            ));
+            for o in &a.options {
+                lines.extend(
+                    calls(Some(&o.value))
+                        .into_iter()
+                        .map(|c| format!("if {}: {c}", o.value)),
+                );
+            }
+        }
+    }
+    if remediation.dry_run {
+        lines.push(
+            "(the remediation has dry_run = true: it records these calls and makes none)".into(),
+        );
+    }
+    lines.into_iter().map(|l| crate::redact::text(&l)).collect()
 }
 
 /// Whether choosing `option` runs any action of `remediation`.

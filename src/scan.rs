@@ -64,6 +64,17 @@ pub struct QueryRun {
     pub result: Result<RunSummary, ScanError>,
 }
 
+/// A finding a dry run would open or reopen.
+#[derive(Debug, Clone)]
+pub struct DryFinding {
+    /// The resolved finding that would reopen; `None` for a new one.
+    pub id: Option<i64>,
+    /// Its key.
+    pub key: Map<String, Value>,
+    /// Its row.
+    pub row: Map<String, Value>,
+}
+
 /// What a run would change, without changing anything (`vigilo scan --dry-run`).
 #[derive(Debug)]
 pub struct DryRun {
@@ -73,10 +84,10 @@ pub struct DryRun {
     pub rows: u64,
     /// A first run with `on_first_run = baseline`.
     pub baseline: bool,
-    /// Keys that would open a new finding.
-    pub opened: Vec<Map<String, Value>>,
-    /// Keys whose resolved finding would reopen (finding id, key).
-    pub reopened: Vec<(i64, Map<String, Value>)>,
+    /// Keys that would open a new finding, with their rows.
+    pub opened: Vec<DryFinding>,
+    /// Keys whose resolved finding would reopen (with the finding's id).
+    pub reopened: Vec<DryFinding>,
     /// Keys whose row changed (finding id if one is open, key).
     pub updated: Vec<Map<String, Value>>,
     /// Open findings that would be resolved (finding id, key).
@@ -271,9 +282,17 @@ impl Scanner {
         for ch in changes.inserted {
             let Some(f) = ch.finding else { continue };
             match existing.get(&ch.key_hash) {
-                Some((id, Status::Resolved, _)) => dry.reopened.push((*id, f.key_map())),
+                Some((id, Status::Resolved, _)) => dry.reopened.push(DryFinding {
+                    id: Some(*id),
+                    key: f.key_map(),
+                    row: f.row_map(),
+                }),
                 Some((_, Status::Open, _)) => {}
-                None => dry.opened.push(f.key_map()),
+                None => dry.opened.push(DryFinding {
+                    id: None,
+                    key: f.key_map(),
+                    row: f.row_map(),
+                }),
             }
         }
         dry.updated = changes

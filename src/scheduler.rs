@@ -94,7 +94,8 @@ async fn query_loop(
 /// Every second: settle timeouts and crashed actions, open approvals, plan and run actions.
 async fn maintenance(scanner: Arc<Scanner>, shutdown: CancellationToken) {
     let owner = crate::remediate::owner();
-    let client = reqwest::Client::new();
+    let targets =
+        crate::action::Targets::new(reqwest::Client::new(), &scanner.project().aws_connections);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -102,7 +103,7 @@ async fn maintenance(scanner: Arc<Scanner>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match crate::remediate::step(&scanner, &owner, &client).await {
+        match crate::remediate::step(&scanner, &owner, &targets).await {
             Ok((p, _)) => {
                 for (id, subject) in &p.opened {
                     tracing::info!(approval = id, subject = %subject, "approval requested");

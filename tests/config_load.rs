@@ -530,7 +530,7 @@ fn default_approval_options_are_approve_and_deny() {
     let (_dir, p) = loaded(&[
         (
             "config/main.toml",
-            "[approver.alice]\n[notifier.n]\nnotify = [{ integration = \"console\" }]\n",
+            "[approver.alice]\n[notifier.n]\nnotify = [{ integration = \"console\" }]\n[connection.aws.default]\n",
         ),
         (
             "remediations/r.toml",

@@ -63,8 +63,16 @@ fn by_recipient<'a>(mails: &'a [Received], to: &str) -> &'a Received {
 async fn seed_flow_end_to_end_by_email() {
     let smtp = Smtp::start();
     let tickets = Recorder::start();
+    // bob's key exists in moto's account 111111111111, which the example's aws_prod role reaches.
+    let moto = common::aws::Moto::start();
+    let prod = moto.iam(Some("111111111111")).await;
+    let key = common::aws::create_key(&prod, "bob").await;
     let db = common::PgDb::new("emailseed").await;
     db.execute(&common::steampipe_fixture()).await;
+    db.execute(&format!(
+        "update aws_iam_access_key set access_key_id = '{key}' where access_key_id = 'AKIAEXAMPLE000000002'"
+    ))
+    .await;
     // Every key inactive: the first scan finds nothing.
     db.execute("update aws_iam_access_key set status = 'Inactive'")
         .await;
@@ -103,6 +111,7 @@ members = ["alice", "bob"]
     );
     let dir = common::project(&[
         ("config/vigilo.toml", &config),
+        ("config/aws.toml", &repo_file("config/aws.toml")),
         (
             "queries/iam_access_key_stale.sql",
             &repo_file("queries/iam_access_key_stale.sql"),
@@ -114,9 +123,14 @@ members = ["alice", "bob"]
     ]);
     let d = dir.path();
     let tickets_url = format!("http://127.0.0.1:{}/tickets", tickets.port);
+    let moto_url = moto.url();
     let env = [
         ("VIGILO_SECRET", SECRET),
         ("TICKETS_URL", tickets_url.as_str()),
+        ("AWS_ENDPOINT_URL", moto_url.as_str()),
+        ("AWS_ACCESS_KEY_ID", "AKIAEMAILTEST0000001"),
+        ("AWS_SECRET_ACCESS_KEY", "email-test-secret"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
     ];
 
     // No stale key yet: nothing is found, nobody is mailed.
@@ -124,9 +138,9 @@ members = ["alice", "bob"]
     assert!(smtp.received().is_empty());
 
     // A stale key row appears: one finding, one approval, one email per recipient.
-    db.execute(
-        "update aws_iam_access_key set status = 'Active' where access_key_id = 'AKIAEXAMPLE000000002'",
-    )
+    db.execute(&format!(
+        "update aws_iam_access_key set status = 'Active' where access_key_id = '{key}'"
+    ))
     .await;
     ok(d, &env, &["scan"]);
     let requests = smtp.wait_for(3, WAIT);
@@ -136,10 +150,10 @@ members = ["alice", "bob"]
         assert_eq!(m.rcpt_tos.len(), 1, "one recipient per message");
         assert_eq!(m.to, m.rcpt_tos, "To: is the envelope recipient");
         assert_eq!(m.content_type, "multipart/alternative", "{}", m.raw);
-        assert_eq!(m.subject, "Deactivate IAM access key AKIAEXAMPLE000000002?");
+        assert_eq!(m.subject, format!("Deactivate IAM access key {key}?"));
         for part in [&m.text, &m.html] {
             assert!(
-                part.contains("Key AKIAEXAMPLE000000002 of bob [111111111111] is 120 days old."),
+                part.contains(&format!("Key {key} of bob [111111111111] is 120 days old.")),
                 "the prompt: {part}"
             );
             assert!(
@@ -299,17 +313,20 @@ members = ["alice", "bob"]
         let subjects: Vec<&str> = mine.iter().map(|m| m.subject.as_str()).collect();
         assert!(
             subjects.contains(
-                &"Deactivate IAM access key AKIAEXAMPLE000000002? — Decided: Deactivate (by alice)"
+                &format!("Deactivate IAM access key {key}? — Decided: Deactivate (by alice)")
+                    .as_str()
             ),
             "{to}: {subjects:?}"
         );
         let confirmation = mine
             .iter()
-            .find(|m| m.subject.starts_with("Filed the deactivation"))
+            .find(|m| m.subject.starts_with("Deactivated "))
             .unwrap_or_else(|| panic!("{to}: no confirmation in {subjects:?}"));
         assert_eq!(
             confirmation.subject,
-            "Filed the deactivation of AKIAEXAMPLE000000002 (bob); approved by alice."
+            format!(
+                "Deactivated {key} of bob in 111111111111 and filed a ticket; approved by alice."
+            )
         );
         assert!(confirmation.text.contains("approved by alice"));
         assert!(confirmation.html_links().is_empty());
@@ -321,7 +338,12 @@ members = ["alice", "bob"]
     }
     let calls = tickets.seen();
     assert_eq!(calls.len(), 1, "{calls:?}");
-    assert!(calls[0].3.contains("AKIAEXAMPLE000000002"), "{calls:?}");
+    assert!(calls[0].3.contains(&key), "{calls:?}");
+    assert_eq!(
+        common::aws::key_status(&prod, "bob", &key).await.as_deref(),
+        Some("Inactive"),
+        "the approved key is deactivated in moto"
+    );
 
     // The audit trail names the approver who decided, and every email sent.
     let entries = audit(d, &env);

@@ -19,6 +19,8 @@ pub(crate) enum RefKind {
     Approver,
     /// `[approver.NAME]` or `[group.NAME]`.
     ApproverOrGroup,
+    /// `[connection.aws.NAME]`.
+    AwsConnection,
 }
 
 /// A name used somewhere that must be defined somewhere.
@@ -72,6 +74,7 @@ pub(crate) fn label(kind: RefKind, name: &str) -> String {
         RefKind::Remediation => "remediation",
         RefKind::Notifier => "notifier",
         RefKind::Approver | RefKind::ApproverOrGroup => "approver",
+        RefKind::AwsConnection => return format!("connection {:?}", format!("aws.{name}")),
     };
     format!("{section} {name:?}")
 }
@@ -92,6 +95,7 @@ fn check_ref(project: &Project, r: &Reference) -> Option<ConfigError> {
         RefKind::ApproverOrGroup => {
             project.approvers.contains_key(&r.name) || project.groups.contains_key(&r.name)
         }
+        RefKind::AwsConnection => project.aws_connections.contains_key(&r.name),
     };
     if exists {
         return None;
@@ -106,6 +110,16 @@ fn check_ref(project: &Project, r: &Reference) -> Option<ConfigError> {
         ),
         RefKind::Notifier => unknown("notifier", &r.name, project.notifiers.keys(), "notifiers"),
         RefKind::Approver => unknown("approver", &r.name, project.approvers.keys(), "approvers"),
+        RefKind::AwsConnection => format!(
+            "{}; add [connection.aws.{}] to config/ (vigilo never falls back to another account)",
+            unknown(
+                "AWS connection",
+                &r.name,
+                project.aws_connections.keys(),
+                "AWS connections"
+            ),
+            r.name
+        ),
         RefKind::ApproverOrGroup => format!(
             "unknown approver or group {:?} (approvers: {}; groups: {})",
             r.name,

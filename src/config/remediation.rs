@@ -177,7 +177,7 @@ struct RawUpdateKey {
     when: Option<SpStr>,
     #[serde(rename = "type")]
     _type: String,
-    connection: Option<String>,
+    connection: Option<SpStr>,
     user_name: String,
     access_key_id: String,
     status: SpStr,
@@ -190,7 +190,7 @@ struct RawDeleteKey {
     when: Option<SpStr>,
     #[serde(rename = "type")]
     _type: String,
-    connection: Option<String>,
+    connection: Option<SpStr>,
     user_name: String,
     access_key_id: String,
 }
@@ -381,7 +381,7 @@ fn parse_parts(
                     .enumerate()
                 {
                     let span = item.span();
-                    let parsed = action(ctx, item, &format!("action[{i}]"), errors);
+                    let parsed = action(ctx, item, &format!("action[{i}]"), refs, errors);
                     parts
                         .actions
                         .extend(parsed.map(|(when, kind)| (span, when, kind)));
@@ -626,9 +626,18 @@ fn action(
     ctx: &FileCtx,
     item: Spanned<DeValue<'_>>,
     path: &str,
+    refs: &mut Vec<Reference>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<(Option<SpStr>, ActionKind)> {
     let span = item.span();
+    // A connection named literally (or the default) must be configured; a template is checked when it renders.
+    let mut connection = |given: Option<SpStr>| {
+        let name = given.unwrap_or_else(|| SpStr::new(span.clone(), "default".into()));
+        if !name.get_ref().contains("{{") {
+            refs.push(reference(ctx, &name, RefKind::AwsConnection));
+        }
+        name.into_inner()
+    };
     let type_value = item.get_ref().get("type").cloned();
     let Some(kind) = type_value
         .as_ref()
@@ -642,11 +651,19 @@ fn action(
     };
     let before = errors.len();
     let parsed = match kind.as_str() {
-        "aws.iam.update_access_key" => update_key(ctx, item, path, errors),
+        "aws.iam.update_access_key" => update_key(ctx, item, path, errors).map(|(when, r)| {
+            let kind = ActionKind::AwsUpdateAccessKey {
+                connection: connection(r.connection),
+                user_name: r.user_name,
+                access_key_id: r.access_key_id,
+                status: r.status.into_inner(),
+            };
+            (when, kind)
+        }),
         "aws.iam.delete_access_key" => raw::deserialize::<RawDeleteKey>(ctx, item, path, errors)
             .map(|r| {
                 let kind = ActionKind::AwsDeleteAccessKey {
-                    connection: r.connection.unwrap_or_else(|| "default".into()),
+                    connection: connection(r.connection),
                     user_name: r.user_name,
                     access_key_id: r.access_key_id,
                 };
@@ -680,8 +697,8 @@ fn update_key(
     item: Spanned<DeValue<'_>>,
     path: &str,
     errors: &mut Vec<ConfigError>,
-) -> Option<(Option<SpStr>, ActionKind)> {
-    let r: RawUpdateKey = raw::deserialize(ctx, item, path, errors)?;
+) -> Option<(Option<SpStr>, RawUpdateKey)> {
+    let mut r: RawUpdateKey = raw::deserialize(ctx, item, path, errors)?;
     let status = r.status.get_ref();
     if !status.contains("{{") && status != "Active" && status != "Inactive" {
         let message =
@@ -689,13 +706,7 @@ fn update_key(
         errors.push(ctx.error(&r.status.span(), message));
         return None;
     }
-    let kind = ActionKind::AwsUpdateAccessKey {
-        connection: r.connection.unwrap_or_else(|| "default".into()),
-        user_name: r.user_name,
-        access_key_id: r.access_key_id,
-        status: r.status.into_inner(),
-    };
-    Some((r.when, kind))
+    Some((r.when.take(), r))
 }
 
 /// `http`.

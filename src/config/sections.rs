@@ -317,12 +317,14 @@ impl Merge<'_> {
         let Ok(ttl) = self.duration_or(raw.ttl, path, "ttl", Duration::from_secs(300)) else {
             return;
         };
+        // An empty value (`"${AWS_PROFILE:-}"` unset) means the key is not set.
+        let given = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
         let config = AwsConnectionConfig {
             name: name.get_ref().clone(),
-            profile: raw.profile,
-            region: raw.region,
-            role_arn: raw.role_arn,
-            endpoint_url: raw.endpoint_url,
+            profile: given(raw.profile),
+            region: given(raw.region),
+            role_arn: given(raw.role_arn),
+            endpoint_url: given(raw.endpoint_url),
             ttl,
         };
         self.set

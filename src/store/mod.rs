@@ -282,12 +282,15 @@ pub trait Store: Send + Sync {
         limit: usize,
     ) -> Result<Vec<ActionRecord>, StoreError>;
 
-    /// Marks a claimed action started (attempts + 1, `action.started`) and commits, before anything is called.
+    /// Marks a claimed action started (attempts + 1, `action.started`) and commits, before anything is
+    /// called; `observed` (what was read of the target just before, e.g. a key's status) is kept in
+    /// its result until it finishes, for settling it after a crash.
     async fn start_action(
         &self,
         owner: &str,
         id: i64,
         lease: std::time::Duration,
+        observed: Option<serde_json::Value>,
     ) -> Result<bool, StoreError>;
 
     /// Records how a started action ended, with its audit entry, and ends its run when it was the last.
@@ -301,6 +304,15 @@ pub trait Store: Send + Sync {
 
     /// Every action, by id.
     async fn actions(&self) -> Result<Vec<ActionRecord>, StoreError>;
+
+    /// Records the reversal of executed action `id` as a new pending action of its run (see
+    /// [`undo_params`]), with `action.undo` by `by`; returns its id, or the refusal.
+    async fn undo_action(
+        &self,
+        id: i64,
+        by: &str,
+        reason: &str,
+    ) -> Result<Result<i64, String>, StoreError>;
 
     /// Claims up to `limit` pending messages that are due for `owner`.
     async fn claim_messages(
@@ -712,6 +724,84 @@ pub(crate) fn run_failed_event(run: (i64, i64, &str, Option<i64>), error: &str) 
         approval_id,
         action_id: None,
         data: serde_json::json!({"run_id": run_id, "remediation": remediation, "error": error}),
+    }
+}
+
+/// The parameters of the action that reverses `original` (an `aws.iam.update_access_key` that
+/// changed a key's status), given the other actions of its run; the refusal says why not.
+pub(crate) fn undo_params(
+    original: &ActionRecord,
+    run_actions: &[ActionRecord],
+    by: &str,
+    reason: &str,
+) -> Result<serde_json::Value, String> {
+    let id = original.id;
+    if original.kind != "aws.iam.update_access_key" {
+        return Err(format!(
+            "action {id} is a {} action; only aws.iam.update_access_key actions can be undone",
+            original.kind
+        ));
+    }
+    if original.state != ActionState::Succeeded {
+        return Err(format!(
+            "action {id} is {}; only a succeeded action can be undone",
+            original.state.as_str()
+        ));
+    }
+    let result = original.result.as_ref().unwrap_or(&serde_json::Value::Null);
+    let status = original.params["status"].as_str().unwrap_or_default();
+    let previous = match result["previous_status"].as_str() {
+        Some(p) if !p.is_empty() => p,
+        _ => {
+            return Err(format!(
+                "action {id} did not record the key's previous status, so it cannot be reversed"
+            ));
+        }
+    };
+    if result.get("no_change").is_some() || previous == status {
+        return Err(format!(
+            "action {id} changed nothing (the key was already {status}); there is nothing to undo"
+        ));
+    }
+    if let Some(earlier) = run_actions
+        .iter()
+        .find(|a| a.params["undo_of"].as_i64() == Some(id))
+    {
+        return Err(format!(
+            "action {id} already has an undo: action {} ({}); `vigilo retry {}` runs a failed one again",
+            earlier.id,
+            earlier.state.as_str(),
+            earlier.id
+        ));
+    }
+    let mut params = original.params.clone();
+    params["status"] = serde_json::Value::String(previous.to_string());
+    params["undo_of"] = serde_json::json!(id);
+    params["undo_by"] = serde_json::json!(by);
+    params["undo_reason"] = serde_json::json!(reason);
+    Ok(params)
+}
+
+/// The `action.undo` entry: `by` asked to reverse `original` with the new action `undo`.
+pub(crate) fn undo_event(original: &ActionRecord, undo: &ActionRecord, reason: &str) -> Event {
+    Event {
+        kind: crate::audit::Kind::ActionUndo,
+        actor: undo.params["undo_by"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        channel: "cli".into(),
+        finding_id: Some(original.finding_id),
+        approval_id: original.approval_id,
+        action_id: Some(undo.id),
+        data: serde_json::json!({
+            "undo_of": original.id,
+            "type": undo.kind,
+            "reason": reason,
+            "from": original.params["status"],
+            "to": undo.params["status"],
+            "params": undo.params,
+        }),
     }
 }
 

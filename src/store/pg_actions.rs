@@ -211,13 +211,15 @@ pub(super) async fn start(
     id: i64,
     now: DateTime<Utc>,
     lease: std::time::Duration,
+    observed: Option<&serde_json::Value>,
 ) -> Result<bool, StoreError> {
+    let observed = observed.map(serde_json::Value::to_string);
     let moved = tx
         .execute(
             "UPDATE actions SET state = 'started', attempts = attempts + 1, started_at = $3, claim_expires = $4,
-                    finished_at = NULL, result = NULL, error = NULL
+                    finished_at = NULL, result = $5, error = NULL
              WHERE id = $1 AND state = 'pending' AND claimed_by = $2",
-            &[&id, &owner, &now, &lease_end(now, lease)],
+            &[&id, &owner, &now, &lease_end(now, lease), &observed],
         )
         .await?;
     if moved == 0 {
@@ -226,7 +228,10 @@ pub(super) async fn start(
     let a = load(tx, id)
         .await?
         .ok_or_else(|| StoreError::Corrupt(format!("action {id} vanished")))?;
-    let data = serde_json::json!({"type": a.kind, "attempt": a.attempts, "idempotency_key": a.idempotency_key, "params": a.params});
+    let mut data = serde_json::json!({"type": a.kind, "attempt": a.attempts, "idempotency_key": a.idempotency_key, "params": a.params});
+    if let Some(observed) = &a.result {
+        data["observed"] = observed.clone();
+    }
     append_in(tx, &[action_event(Kind::ActionStarted, &a, data)]).await?;
     Ok(true)
 }
@@ -311,6 +316,66 @@ pub(super) async fn retry(
     )
     .await?;
     Ok(Ok(()))
+}
+
+/// Records the undo of action `id` as a new pending action of its run, with `action.undo`.
+pub(super) async fn undo(
+    tx: &Transaction<'_>,
+    id: i64,
+    by: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<Result<i64, String>, StoreError> {
+    // Two undos of one action take turns here; the second sees the first's.
+    let locked = tx
+        .query_opt("SELECT id FROM actions WHERE id = $1 FOR UPDATE", &[&id])
+        .await?;
+    let Some(original) = (match locked {
+        Some(_) => load(tx, id).await?,
+        None => None,
+    }) else {
+        return Ok(Err(format!("action {id} does not exist")));
+    };
+    let siblings = tx
+        .query(
+            &format!("{ACTION_COLUMNS} FROM actions WHERE run_id = $1 ORDER BY position"),
+            &[&original.run_id],
+        )
+        .await?
+        .iter()
+        .map(read)
+        .collect::<Result<Vec<_>, _>>()?;
+    let params = match super::undo_params(&original, &siblings, by, reason) {
+        Ok(p) => p,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    let position = siblings.iter().map(|a| a.position).max().unwrap_or(0) + 1;
+    let row = tx
+        .query_one(
+            "INSERT INTO actions (run_id, approval_id, finding_id, position, kind, params, state, idempotency_key)
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7) RETURNING id",
+            &[
+                &original.run_id,
+                &original.approval_id,
+                &original.finding_id,
+                &position,
+                &original.kind,
+                &params.to_string(),
+                &idempotency_key(original.run_id, position),
+            ],
+        )
+        .await?;
+    let undo_id: i64 = row.get(0);
+    tx.execute(
+        "UPDATE remediation_runs SET state = 'running', updated_at = $2 WHERE id = $1",
+        &[&original.run_id, &now],
+    )
+    .await?;
+    let undo = load(tx, undo_id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("action {undo_id} vanished")))?;
+    append_in(tx, &[super::undo_event(&original, &undo, reason)]).await?;
+    Ok(Ok(undo_id))
 }
 
 const ACTION_COLUMNS: &str =

@@ -397,8 +397,9 @@ impl Store for PgStore {
         owner: &str,
         id: i64,
         lease: std::time::Duration,
+        observed: Option<serde_json::Value>,
     ) -> Result<bool, StoreError> {
-        in_tx!(self, tx => pg_actions::start(&tx, owner, id, Utc::now(), lease))
+        in_tx!(self, tx => pg_actions::start(&tx, owner, id, Utc::now(), lease, observed.as_ref()))
     }
 
     async fn finish_action(&self, id: i64, outcome: ActionOutcome) -> Result<(), StoreError> {
@@ -419,6 +420,15 @@ impl Store for PgStore {
 
     async fn actions(&self) -> Result<Vec<ActionRecord>, StoreError> {
         pg_actions::list(&self.client().await?, None).await
+    }
+
+    async fn undo_action(
+        &self,
+        id: i64,
+        by: &str,
+        reason: &str,
+    ) -> Result<Result<i64, String>, StoreError> {
+        in_tx!(self, tx => pg_actions::undo(&tx, id, by, reason, Utc::now()))
     }
 
     async fn claim_messages(

@@ -412,10 +412,13 @@ impl Store for SqliteStore {
         owner: &str,
         id: i64,
         lease: std::time::Duration,
+        observed: Option<serde_json::Value>,
     ) -> Result<bool, StoreError> {
         let owner = owner.to_string();
-        self.write(move |tx| sqlite_actions::start(tx, &owner, id, Utc::now(), lease))
-            .await
+        self.write(move |tx| {
+            sqlite_actions::start(tx, &owner, id, Utc::now(), lease, observed.as_ref())
+        })
+        .await
     }
 
     async fn finish_action(&self, id: i64, outcome: ActionOutcome) -> Result<(), StoreError> {
@@ -438,6 +441,17 @@ impl Store for SqliteStore {
 
     async fn actions(&self) -> Result<Vec<ActionRecord>, StoreError> {
         self.with(|c| sqlite_actions::list(c, None)).await
+    }
+
+    async fn undo_action(
+        &self,
+        id: i64,
+        by: &str,
+        reason: &str,
+    ) -> Result<Result<i64, String>, StoreError> {
+        let (by, reason) = (by.to_string(), reason.to_string());
+        self.write(move |tx| sqlite_actions::undo(tx, id, &by, &reason, Utc::now()))
+            .await
     }
 
     async fn claim_messages(

@@ -206,18 +206,28 @@ pub(super) fn start(
     id: i64,
     now: DateTime<Utc>,
     lease: std::time::Duration,
+    observed: Option<&serde_json::Value>,
 ) -> Result<bool, StoreError> {
     let moved = tx.execute(
         "UPDATE actions SET state = 'started', attempts = attempts + 1, started_at = ?3, claim_expires = ?4,
-                finished_at = NULL, result = NULL, error = NULL
+                finished_at = NULL, result = ?5, error = NULL
          WHERE id = ?1 AND state = 'pending' AND claimed_by = ?2",
-        params![id, owner, ts(&now), ts(&lease_end(now, lease))],
+        params![
+            id,
+            owner,
+            ts(&now),
+            ts(&lease_end(now, lease)),
+            observed.map(to_json).transpose()?
+        ],
     )?;
     if moved == 0 {
         return Ok(false);
     }
     let a = load(tx, id)?.ok_or_else(|| StoreError::Corrupt(format!("action {id} vanished")))?;
-    let data = serde_json::json!({"type": a.kind, "attempt": a.attempts, "idempotency_key": a.idempotency_key, "params": a.params});
+    let mut data = serde_json::json!({"type": a.kind, "attempt": a.attempts, "idempotency_key": a.idempotency_key, "params": a.params});
+    if let Some(observed) = &a.result {
+        data["observed"] = observed.clone();
+    }
     append_in(tx, &[action_event(Kind::ActionStarted, &a, data)])?;
     Ok(true)
 }
@@ -286,6 +296,53 @@ pub(super) fn retry(
         params![a.run_id, ts(&now)],
     )?;
     Ok(Ok(()))
+}
+
+/// Records the undo of action `id` as a new pending action of its run, with `action.undo`.
+pub(super) fn undo(
+    tx: &Transaction<'_>,
+    id: i64,
+    by: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<Result<i64, String>, StoreError> {
+    let Some(original) = load(tx, id)? else {
+        return Ok(Err(format!("action {id} does not exist")));
+    };
+    let siblings: Vec<ActionRecord> = {
+        let mut stmt = tx.prepare_cached(&format!(
+            "{ACTION_SELECT} WHERE run_id = ?1 ORDER BY position"
+        ))?;
+        let rows = stmt.query_map([original.run_id], read)?;
+        rows.map(|r| r?).collect::<Result<_, _>>()?
+    };
+    let params = match super::undo_params(&original, &siblings, by, reason) {
+        Ok(p) => p,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    let position = siblings.iter().map(|a| a.position).max().unwrap_or(0) + 1;
+    tx.execute(
+        "INSERT INTO actions (run_id, approval_id, finding_id, position, kind, params, state, idempotency_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7)",
+        params![
+            original.run_id,
+            original.approval_id,
+            original.finding_id,
+            position,
+            original.kind,
+            params.to_string(),
+            idempotency_key(original.run_id, position),
+        ],
+    )?;
+    let undo_id = tx.last_insert_rowid();
+    tx.execute(
+        "UPDATE remediation_runs SET state = 'running', updated_at = ?2 WHERE id = ?1",
+        params![original.run_id, ts(&now)],
+    )?;
+    let undo = load(tx, undo_id)?
+        .ok_or_else(|| StoreError::Corrupt(format!("action {undo_id} vanished")))?;
+    append_in(tx, &[super::undo_event(&original, &undo, reason)])?;
+    Ok(Ok(undo_id))
 }
 
 const ACTION_SELECT: &str =

@@ -1,6 +1,7 @@
 //! Test support: fresh PostgreSQL databases on the local server, project directories.
 #![allow(dead_code)]
 
+pub mod aws;
 pub mod recorder;
 pub mod slack;
 pub mod smtp;

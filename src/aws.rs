@@ -1,0 +1,551 @@
+//! AWS: the `[connection.aws.NAME]`s, their credentials, and the IAM calls of the access-key actions.
+//!
+//! A connection is built once, on first use, and reused: one `aws-sdk-iam` and one
+//! `aws-sdk-sts` client over one HTTPS client. Its credentials come from the standard
+//! chain (environment, shared config and credentials files, SSO, process, container and
+//! instance roles), from `profile`, or from `role_arn` assumed through STS with a
+//! session name that names vigilo and the approval (`vigilo-approval-12`). Resolved
+//! credentials are cached for the connection's `ttl` and refreshed a minute before they
+//! expire; every secret they carry is handed to [`crate::redact`] before anything can
+//! print it.
+//!
+//! A connection name with no `[connection.aws.NAME]` is an error: vigilo never falls
+//! back to another account. The SDK retries throttling and 5xx answers with its
+//! standard backoff; AccessDenied and NoSuchEntity are not retried.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_config::{BehaviorVersion, Region};
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_sdk_iam::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_iam::operation::RequestId;
+use aws_sdk_iam::types::StatusType;
+
+use crate::config::AwsConnectionConfig;
+
+/// IAM is global; its calls are signed for this region when a connection names none.
+const IAM_REGION: &str = "us-east-1";
+
+/// Credentials are refreshed this long before they expire.
+const REFRESH_BEFORE: Duration = Duration::from_secs(60);
+
+/// How long one AWS call may take, retries included.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One attempt's limit within [`OPERATION_TIMEOUT`].
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An AWS failure, with the service's error code where AWS answered.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AwsError {
+    /// The row or action names a connection that is not configured.
+    #[error(
+        "no [connection.aws.{name}] is configured (configured: {configured}); vigilo never falls back to another account, so nothing was called"
+    )]
+    UnknownConnection {
+        /// The name asked for.
+        name: String,
+        /// The names there are.
+        configured: String,
+    },
+    /// AWS answered with an error.
+    #[error("AWS {operation} (connection {connection}): {code}: {message}")]
+    Service {
+        /// The connection.
+        connection: String,
+        /// The API operation, e.g. `UpdateAccessKey`.
+        operation: &'static str,
+        /// AWS's error code, e.g. `AccessDenied`.
+        code: String,
+        /// AWS's message.
+        message: String,
+    },
+    /// No answer: credentials, network, timeout.
+    #[error("AWS {operation} (connection {connection}): {detail}")]
+    Call {
+        /// The connection.
+        connection: String,
+        /// The API operation.
+        operation: &'static str,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+impl AwsError {
+    /// AWS's error code, when AWS answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            AwsError::Service { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    fn from_sdk<E, R>(connection: &str, operation: &'static str, e: SdkError<E, R>) -> AwsError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        match e.code() {
+            Some(code) => AwsError::Service {
+                connection: connection.to_string(),
+                operation,
+                code: code.to_string(),
+                message: e.message().unwrap_or_default().to_string(),
+            },
+            None => AwsError::Call {
+                connection: connection.to_string(),
+                operation,
+                detail: DisplayErrorContext(&e).to_string(),
+            },
+        }
+    }
+}
+
+/// What `ListAccessKeys` says of one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyState {
+    /// The key exists with this status (`Active` or `Inactive`).
+    Present(String),
+    /// The user exists; the key does not.
+    KeyGone,
+    /// The user does not exist.
+    UserGone,
+}
+
+/// Who a connection's calls run as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The account id.
+    pub account: String,
+    /// The caller's ARN (for an assumed role, naming the session).
+    pub arn: String,
+}
+
+/// The configured AWS connections; each is built on first use and then reused.
+pub struct Connections {
+    configs: BTreeMap<String, AwsConnectionConfig>,
+    built: tokio::sync::Mutex<HashMap<String, Arc<Connection>>>,
+}
+
+impl Connections {
+    /// The connections of a project; nothing is resolved until one is used.
+    pub fn new(configs: &BTreeMap<String, AwsConnectionConfig>) -> Connections {
+        Connections {
+            configs: configs.clone(),
+            built: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The configuration of `name`, if there is one.
+    pub fn config(&self, name: &str) -> Option<&AwsConnectionConfig> {
+        self.configs.get(name)
+    }
+
+    /// The connection `name`, built the first time; an unknown name is an error.
+    pub async fn get(&self, name: &str) -> Result<Arc<Connection>, AwsError> {
+        let Some(config) = self.configs.get(name) else {
+            let configured: Vec<&str> = self.configs.keys().map(String::as_str).collect();
+            return Err(AwsError::UnknownConnection {
+                name: name.to_string(),
+                configured: if configured.is_empty() {
+                    "none".into()
+                } else {
+                    configured.join(", ")
+                },
+            });
+        };
+        let mut built = self.built.lock().await;
+        if let Some(c) = built.get(name) {
+            return Ok(Arc::clone(c));
+        }
+        let c = Arc::new(Connection::build(config).await);
+        built.insert(name.to_string(), Arc::clone(&c));
+        Ok(c)
+    }
+}
+
+/// A connection's cached credentials for one session.
+struct Cached {
+    credentials: Credentials,
+    fetched: Instant,
+    identity: Option<Identity>,
+}
+
+/// One `[connection.aws.NAME]`: its clients and its credential cache.
+pub struct Connection {
+    config: AwsConnectionConfig,
+    iam: aws_sdk_iam::Client,
+    sts: aws_sdk_sts::Client,
+    base: Option<SharedCredentialsProvider>,
+    cache: tokio::sync::Mutex<HashMap<String, Cached>>,
+}
+
+impl Connection {
+    async fn build(config: &AwsConnectionConfig) -> Connection {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_timeout(OPERATION_TIMEOUT)
+                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .build(),
+        );
+        if let Some(profile) = &config.profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(region) = &config.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(url) = &config.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let sdk = loader.load().await;
+        let region = sdk
+            .region()
+            .cloned()
+            .unwrap_or_else(|| Region::from_static(IAM_REGION));
+        // The IAM client never resolves credentials itself: every call brings the session's
+        // (cached here for `ttl`), so one client serves every approval.
+        let iam = aws_sdk_iam::Client::from_conf(
+            aws_sdk_iam::config::Builder::from(&sdk)
+                .region(region.clone())
+                .identity_cache(aws_sdk_iam::config::IdentityCache::no_cache())
+                .build(),
+        );
+        let sts = aws_sdk_sts::Client::from_conf(
+            aws_sdk_sts::config::Builder::from(&sdk)
+                .region(region)
+                .build(),
+        );
+        tracing::debug!(connection = %config.name, "AWS connection built");
+        Connection {
+            config: config.clone(),
+            iam,
+            sts,
+            base: sdk.credentials_provider(),
+            cache: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The connection's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Credentials for `session` (the STS session name when the connection assumes a role),
+    /// from the cache while they are younger than `ttl` and not about to expire.
+    async fn credentials(&self, session: &str) -> Result<Credentials, AwsError> {
+        let key = if self.config.role_arn.is_some() {
+            session
+        } else {
+            ""
+        };
+        let mut cache = self.cache.lock().await;
+        let now = Instant::now();
+        cache.retain(|_, c| fresh(c, now, self.config.ttl));
+        if let Some(c) = cache.get(key) {
+            return Ok(c.credentials.clone());
+        }
+        let credentials = self.resolve(session).await?;
+        crate::redact::also(
+            std::iter::once(credentials.secret_access_key().to_string())
+                .chain(credentials.session_token().map(str::to_string)),
+        );
+        cache.insert(
+            key.to_string(),
+            Cached {
+                credentials: credentials.clone(),
+                fetched: now,
+                identity: None,
+            },
+        );
+        Ok(credentials)
+    }
+
+    /// Resolves credentials afresh: the chain (or profile), then AssumeRole when `role_arn` is set.
+    async fn resolve(&self, session: &str) -> Result<Credentials, AwsError> {
+        let call = |operation: &'static str, detail: String| AwsError::Call {
+            connection: self.config.name.clone(),
+            operation,
+            detail,
+        };
+        let Some(role_arn) = &self.config.role_arn else {
+            let Some(base) = &self.base else {
+                return Err(call(
+                    "credentials",
+                    "no credentials provider is configured".into(),
+                ));
+            };
+            return base.provide_credentials().await.map_err(|e| {
+                call(
+                    "credentials",
+                    format!(
+                        "no credentials from the standard chain: {}",
+                        DisplayErrorContext(&e)
+                    ),
+                )
+            });
+        };
+        let out = self
+            .sts
+            .assume_role()
+            .role_arn(role_arn)
+            .role_session_name(session)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk(&self.config.name, "AssumeRole", e))?;
+        let c = out
+            .credentials()
+            .ok_or_else(|| call("AssumeRole", "STS answered without credentials".into()))?;
+        let expiry = SystemTime::try_from(*c.expiration()).ok();
+        let credentials = Credentials::new(
+            c.access_key_id(),
+            c.secret_access_key(),
+            Some(c.session_token().to_string()),
+            expiry,
+            "vigilo-assume-role",
+        );
+        tracing::info!(connection = %self.config.name, role = %role_arn, session, "assumed role");
+        Ok(credentials)
+    }
+
+    /// Who the calls of `session` run as (GetCallerIdentity, once per cached credentials).
+    pub async fn identity(&self, session: &str) -> Result<Identity, AwsError> {
+        let credentials = self.credentials(session).await?;
+        let key = if self.config.role_arn.is_some() {
+            session
+        } else {
+            ""
+        };
+        if let Some(id) = self
+            .cache
+            .lock()
+            .await
+            .get(key)
+            .and_then(|c| c.identity.clone())
+        {
+            return Ok(id);
+        }
+        let out = self
+            .sts
+            .get_caller_identity()
+            .customize()
+            .config_override(
+                aws_sdk_sts::config::Builder::default().credentials_provider(credentials),
+            )
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk(&self.config.name, "GetCallerIdentity", e))?;
+        let id = Identity {
+            account: out.account().unwrap_or_default().to_string(),
+            arn: out.arn().unwrap_or_default().to_string(),
+        };
+        if let Some(c) = self.cache.lock().await.get_mut(key) {
+            c.identity = Some(id.clone());
+        }
+        Ok(id)
+    }
+
+    fn with(&self, credentials: Credentials) -> aws_sdk_iam::config::Builder {
+        aws_sdk_iam::config::Builder::default().credentials_provider(credentials)
+    }
+
+    /// The status of `user`'s key `key_id` (`ListAccessKeys`, every page).
+    pub async fn key_state(
+        &self,
+        session: &str,
+        user: &str,
+        key_id: &str,
+    ) -> Result<KeyState, AwsError> {
+        let credentials = self.credentials(session).await?;
+        let mut marker: Option<String> = None;
+        loop {
+            let result = self
+                .iam
+                .list_access_keys()
+                .user_name(user)
+                .set_marker(marker.take())
+                .customize()
+                .config_override(self.with(credentials.clone()))
+                .send()
+                .await;
+            let out = match result {
+                Ok(out) => out,
+                Err(e) if e.code() == Some("NoSuchEntity") => return Ok(KeyState::UserGone),
+                Err(e) => return Err(AwsError::from_sdk(self.name(), "ListAccessKeys", e)),
+            };
+            if let Some(k) = out
+                .access_key_metadata()
+                .iter()
+                .find(|k| k.access_key_id() == Some(key_id))
+            {
+                let status = k.status().map_or("unknown", StatusType::as_str);
+                return Ok(KeyState::Present(status.to_string()));
+            }
+            match (out.is_truncated(), out.marker()) {
+                (true, Some(m)) => marker = Some(m.to_string()),
+                _ => return Ok(KeyState::KeyGone),
+            }
+        }
+    }
+
+    /// `UpdateAccessKey`; `Ok(None)` when the key or user is gone (NoSuchEntity), else AWS's request id.
+    pub async fn update_access_key(
+        &self,
+        session: &str,
+        user: &str,
+        key_id: &str,
+        status: &str,
+    ) -> Result<Option<String>, AwsError> {
+        let credentials = self.credentials(session).await?;
+        let result = self
+            .iam
+            .update_access_key()
+            .user_name(user)
+            .access_key_id(key_id)
+            .status(StatusType::from(status))
+            .customize()
+            .config_override(self.with(credentials))
+            .send()
+            .await;
+        self.answer("UpdateAccessKey", result)
+    }
+
+    /// `DeleteAccessKey`; `Ok(None)` when the key or user is gone (NoSuchEntity), else AWS's request id.
+    pub async fn delete_access_key(
+        &self,
+        session: &str,
+        user: &str,
+        key_id: &str,
+    ) -> Result<Option<String>, AwsError> {
+        let credentials = self.credentials(session).await?;
+        let result = self
+            .iam
+            .delete_access_key()
+            .user_name(user)
+            .access_key_id(key_id)
+            .customize()
+            .config_override(self.with(credentials))
+            .send()
+            .await;
+        self.answer("DeleteAccessKey", result)
+    }
+
+    /// A changing call's answer: AWS's request id, `None` for NoSuchEntity, else the error.
+    fn answer<O, E, R>(
+        &self,
+        operation: &'static str,
+        result: Result<O, SdkError<E, R>>,
+    ) -> Result<Option<String>, AwsError>
+    where
+        O: RequestId,
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        match result {
+            Ok(out) => Ok(Some(out.request_id().unwrap_or_default().to_string())),
+            Err(e) if e.code() == Some("NoSuchEntity") => Ok(None),
+            Err(e) => Err(AwsError::from_sdk(self.name(), operation, e)),
+        }
+    }
+}
+
+/// Whether cached credentials may still be used: younger than `ttl`, not within a minute of expiry.
+fn fresh(c: &Cached, now: Instant, ttl: Duration) -> bool {
+    let young = now.duration_since(c.fetched) < ttl;
+    let lasting = c.credentials.expiry().is_none_or(|at| {
+        at.duration_since(SystemTime::now())
+            .is_ok_and(|left| left > REFRESH_BEFORE)
+    });
+    young && lasting
+}
+
+/// The STS session name of an action: it names vigilo and the approval (or the run, without one).
+pub fn session_name(approval_id: Option<i64>, run_id: i64) -> String {
+    match approval_id {
+        Some(id) => format!("vigilo-approval-{id}"),
+        None => format!("vigilo-run-{run_id}"),
+    }
+}
+
+/// Where a connection's calls go, in words, for dry runs: its role or profile, region and endpoint.
+pub fn describe_connection(config: Option<&AwsConnectionConfig>, name: &str) -> String {
+    let Some(c) = config else {
+        return format!("connection {name}, which is not configured");
+    };
+    let mut parts = vec![format!("connection {name}")];
+    if let Some(arn) = &c.role_arn {
+        let account = arn.split(':').nth(4).unwrap_or_default();
+        parts.push(format!("account {account} as {arn}"));
+    }
+    if let Some(p) = &c.profile {
+        parts.push(format!("profile {p}"));
+    }
+    if c.role_arn.is_none() && c.profile.is_none() {
+        parts.push("the standard credential chain".into());
+    }
+    if let Some(r) = &c.region {
+        parts.push(format!("region {r}"));
+    }
+    if let Some(e) = &c.endpoint_url {
+        parts.push(format!("endpoint {e}"));
+    }
+    parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cached(expiry: Option<SystemTime>, age: Duration) -> Cached {
+        Cached {
+            credentials: Credentials::new("AKID", "secret", None, expiry, "test"),
+            fetched: Instant::now() - age,
+            identity: None,
+        }
+    }
+
+    #[test]
+    fn credentials_are_refreshed_after_ttl_or_before_expiry() {
+        let ttl = Duration::from_secs(300);
+        let now = Instant::now();
+        assert!(fresh(&cached(None, Duration::from_secs(10)), now, ttl));
+        assert!(!fresh(&cached(None, Duration::from_secs(301)), now, ttl));
+        let soon = SystemTime::now() + Duration::from_secs(30);
+        assert!(!fresh(&cached(Some(soon), Duration::ZERO), now, ttl));
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        assert!(fresh(&cached(Some(later), Duration::ZERO), now, ttl));
+    }
+
+    #[test]
+    fn session_names_name_vigilo_and_the_approval() {
+        assert_eq!(session_name(Some(12), 3), "vigilo-approval-12");
+        assert_eq!(session_name(None, 3), "vigilo-run-3");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_connection_is_an_error_naming_the_configured_ones() {
+        let mut configs = BTreeMap::new();
+        configs.insert(
+            "aws_prod".to_string(),
+            AwsConnectionConfig {
+                name: "aws_prod".into(),
+                profile: None,
+                region: None,
+                role_arn: None,
+                endpoint_url: None,
+                ttl: Duration::from_secs(300),
+            },
+        );
+        let c = Connections::new(&configs);
+        let err = c.get("aws_dev").await.err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some(
+                "no [connection.aws.aws_dev] is configured (configured: aws_prod); vigilo never falls back to another account, so nothing was called"
+            )
+        );
+    }
+}

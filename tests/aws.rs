@@ -1,0 +1,1094 @@
+//! The AWS actions against moto_server (a real IAM and STS API on loopback, started per
+//! test), through the `vigilo` binary: the seed workflow end to end on the example
+//! project, idempotency (calls counted by a proxy in front of moto), settling after a
+//! SIGKILL by reading the key, one account per connection, role_arn through STS, undo,
+//! AWS errors and retries, dry runs, and secrets that never appear anywhere.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::aws::{Moto, Proxy, create_key, key_status, set_status};
+use common::{PgDb, show, vigilo_env};
+use serde_json::Value;
+
+/// Known secrets the tests set; none may appear in any output.
+const SECRET_KEY: &str = "vigilo-test-aws-secret-access-key-6f1c";
+const SESSION_TOKEN: &str = "vigilo-test-aws-session-token-93ab";
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The environment every vigilo run gets: known credentials, no host AWS config, no IMDS.
+struct AwsEnv {
+    _dir: tempfile::TempDir,
+    vars: Vec<(String, String)>,
+}
+
+impl AwsEnv {
+    fn new(extra: &[(&str, &str)]) -> AwsEnv {
+        let dir = tempfile::tempdir().unwrap();
+        let none = |f: &str| dir.path().join(f).display().to_string();
+        let mut vars: Vec<(String, String)> = [
+            ("AWS_ACCESS_KEY_ID", "AKIAVIGILOTEST000001".to_string()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_string()),
+            ("AWS_SESSION_TOKEN", SESSION_TOKEN.to_string()),
+            ("AWS_CONFIG_FILE", none("no-aws-config")),
+            ("AWS_SHARED_CREDENTIALS_FILE", none("no-aws-credentials")),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        AwsEnv { _dir: dir, vars }
+    }
+
+    fn set(&mut self, k: &str, v: &str) {
+        self.vars.retain(|(name, _)| name != k);
+        self.vars.push((k.into(), v.into()));
+    }
+
+    fn pairs(&self) -> Vec<(&str, &str)> {
+        self.vars
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    fn run(&self, project: &Path, args: &[&str]) -> Output {
+        vigilo_env(project, &self.pairs(), args)
+    }
+
+    /// Runs and asserts success; returns stdout.
+    fn ok(&self, project: &Path, args: &[&str]) -> String {
+        let out = self.run(project, args);
+        assert!(out.status.success(), "{args:?}: {}", show(&out));
+        stdout(&out)
+    }
+}
+
+/// A PostgreSQL database with Steampipe's `aws_iam_access_key` table (the shared fixture's
+/// shape), holding only the rows the test inserts.
+async fn steampipe_db() -> PgDb {
+    let db = PgDb::new("steampipe_aws").await;
+    db.execute(&common::steampipe_fixture()).await;
+    db.execute("delete from aws_iam_access_key").await;
+    db
+}
+
+/// Inserts a stale active key row as Steampipe would show it.
+async fn insert_row(db: &PgDb, key: &str, user: &str, account: &str, conn: &str) {
+    db.execute(&format!(
+        "insert into aws_iam_access_key (access_key_id, user_name, status, create_date, account_id, sp_connection_name, _ctx)
+         values ('{key}', '{user}', 'Active', now() - interval '200 days', '{account}', '{conn}',
+                 jsonb_build_object('connection_name', '{conn}'))"
+    ))
+    .await;
+}
+
+const QUERY: &str = "-- database: steampipe
+-- primary_key: account_id, access_key_id
+-- remediation: deactivate
+select access_key_id, user_name, account_id, _ctx ->> 'connection_name' as conn_name
+from aws_iam_access_key
+where status = 'Active' and create_date < now() - interval '90 days'
+";
+
+const PEOPLE: &str = "[database.steampipe]
+url = \"${STEAMPIPE_URL}\"
+
+[notifier.security]
+notify = [{ integration = \"console\" }]
+
+[approver.alice]
+[approver.bob]
+[approver.mallory]
+
+[group.security]
+members = [\"alice\", \"bob\"]
+";
+
+/// The test remediation: Deactivate (the AWS action) or Keep; `extra` goes at the top.
+fn remediation(extra: &str) -> String {
+    format!(
+        "title = \"Deactivate a stale key\"
+{extra}
+[approval]
+notifier = \"security\"
+subject = \"Deactivate {{{{ row.access_key_id }}}} of {{{{ row.user_name }}}}?\"
+prompt = \"Stale key in {{{{ row.account_id }}}}.\"
+approvers = [\"security\"]
+options = [
+  {{ value = \"deactivate\", label = \"Deactivate\" }},
+  {{ value = \"keep\", label = \"Keep\" }},
+]
+
+[[action]]
+when = \"deactivate\"
+type = \"aws.iam.update_access_key\"
+connection = \"{{{{ row.conn_name }}}}\"
+user_name = \"{{{{ row.user_name }}}}\"
+access_key_id = \"{{{{ row.access_key_id }}}}\"
+status = \"Inactive\"
+
+[[message]]
+when = \"deactivate\"
+notifier = \"security\"
+text = \"Deactivated {{{{ row.access_key_id }}}} of {{{{ row.user_name }}}}; approved by {{{{ approval.decided_by }}}}.\"
+"
+    )
+}
+
+/// A project with the test query and remediation and these AWS connections.
+fn project(connections: &str, remediation_extra: &str, state_url: &str) -> tempfile::TempDir {
+    common::project(&[
+        (
+            "config/vigilo.toml",
+            &format!("[state]\nurl = \"{state_url}\"\n\n{PEOPLE}"),
+        ),
+        ("config/aws.toml", connections),
+        ("queries/stale_keys.sql", QUERY),
+        (
+            "remediations/deactivate.toml",
+            &remediation(remediation_extra),
+        ),
+    ])
+}
+
+/// `vigilo approvals --format json`.
+fn approvals(env: &AwsEnv, dir: &Path) -> Vec<Value> {
+    serde_json::from_str(&env.ok(dir, &["approvals", "--status", "all", "--format", "json"]))
+        .unwrap()
+}
+
+/// The id of the approval whose subject names `key`.
+fn approval_for(env: &AwsEnv, dir: &Path, key: &str) -> String {
+    approvals(env, dir)
+        .iter()
+        .find(|a| a["subject"].as_str().unwrap().contains(key))
+        .unwrap_or_else(|| panic!("no approval for {key}"))["id"]
+        .as_i64()
+        .unwrap()
+        .to_string()
+}
+
+/// The audit trail as JSON.
+fn audit(env: &AwsEnv, dir: &Path) -> Vec<Value> {
+    serde_json::from_str(&env.ok(dir, &["audit", "--format", "json"])).unwrap()
+}
+
+/// The last audit entry of `kind` for `approval`.
+fn last_entry(entries: &[Value], kind: &str, approval: &str) -> Value {
+    entries
+        .iter()
+        .rev()
+        .find(|e| e["kind"] == kind && e["approval_id"].as_i64() == approval.parse().ok())
+        .cloned()
+        .unwrap_or_else(|| panic!("no {kind} for approval {approval}: {entries:#?}"))
+}
+
+fn sqlite_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("state.db").display())
+}
+
+/// One moto account behind a recording proxy, keys for `users` in it, those keys listed as
+/// stale in a Steampipe-shaped table, and a project whose connection reaches the account.
+struct World {
+    _moto: Moto,
+    proxy: Proxy,
+    iam: aws_sdk_iam::Client,
+    _db: PgDb,
+    keys: Vec<String>,
+    dir: tempfile::TempDir,
+    env: AwsEnv,
+    _state: tempfile::TempDir,
+}
+
+/// Builds a [`World`]: `account` (None: moto's default) reached by `[connection.aws.CONN]` with
+/// `settings` plus the proxy's endpoint; `extra` goes into the remediation; state in SQLite
+/// unless `state_url` says otherwise. Nothing is scanned yet.
+async fn world(
+    account: Option<&str>,
+    conn: &str,
+    settings: &str,
+    users: &[&str],
+    extra: &str,
+    state_url: Option<&str>,
+) -> World {
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto.url());
+    let iam = moto.iam(account).await;
+    let db = steampipe_db().await;
+    let mut keys = Vec::new();
+    for user in users {
+        let key = create_key(&iam, user).await;
+        let row_account = account.unwrap_or(common::aws::DEFAULT_ACCOUNT);
+        insert_row(&db, &key, user, row_account, conn).await;
+        keys.push(key);
+    }
+    let state = tempfile::tempdir().unwrap();
+    let sqlite = sqlite_url(state.path());
+    let dir = project(
+        &format!(
+            "[connection.aws.{conn}]\n{settings}endpoint_url = \"{}\"\n",
+            proxy.url()
+        ),
+        extra,
+        state_url.unwrap_or(&sqlite),
+    );
+    let env = AwsEnv::new(&[("STEAMPIPE_URL", db.url.as_str())]);
+    World {
+        _moto: moto,
+        proxy,
+        iam,
+        _db: db,
+        keys,
+        dir,
+        env,
+        _state: state,
+    }
+}
+
+/// The seed workflow on the repository's example project: the Steampipe-shaped table lists
+/// keys that exist in moto (two accounts, reached by assuming each connection's role), `vigilo
+/// scan` asks for approval, `vigilo run` is SIGKILLed while they are pending, `vigilo approve`
+/// deactivates exactly the approved key in its own account, once; a restart calls nothing
+/// again; the audit trail names who approved and what AWS answered, and verifies.
+async fn example_project_end_to_end(state_url: &str) {
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto.url());
+    let prod = moto.iam(Some("111111111111")).await;
+    let dev = moto.iam(Some("222222222222")).await;
+    let db = steampipe_db().await;
+    let mut keys = Vec::new();
+    for (iam, user, account, conn) in [
+        (&prod, "alice", "111111111111", "aws_prod"),
+        (&prod, "bob", "111111111111", "aws_prod"),
+        (&dev, "frank", "222222222222", "aws_dev"),
+    ] {
+        let key = create_key(iam, user).await;
+        insert_row(&db, &key, user, account, conn).await;
+        keys.push((key, user));
+    }
+    let tickets = common::recorder::Recorder::start();
+    let tickets_url = format!("http://127.0.0.1:{}/tickets", tickets.port);
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let env = AwsEnv::new(&[
+        ("STEAMPIPE_URL", db.url.as_str()),
+        ("VIGILO_STATE_URL", state_url),
+        ("TICKETS_URL", tickets_url.as_str()),
+        ("VIGILO_LISTEN", listen.as_str()),
+        ("AWS_ENDPOINT_URL", proxy.url().as_str()),
+    ]);
+
+    let scan = env.ok(repo(), &["scan", "iam_access_key_stale"]);
+    assert!(scan.contains("3 approval(s) requested"), "{scan}");
+
+    // A crash in the middle: `vigilo run` is killed while the approvals are pending.
+    let run = common::run_env(repo(), &env.pairs(), Stdio::null());
+    std::thread::sleep(Duration::from_millis(1500));
+    Command::new("kill")
+        .args(["-KILL", &run.0.id().to_string()])
+        .status()
+        .unwrap();
+    drop(run);
+    assert!(
+        proxy.calls_of("UpdateAccessKey").is_empty(),
+        "nothing is called before a decision"
+    );
+
+    let (frank_key, _) = &keys[2];
+    let id = approval_for(&env, repo(), frank_key);
+    let decided = env.ok(
+        repo(),
+        &[
+            "approve",
+            &id,
+            "--as",
+            "alice",
+            "--reason",
+            "left the company",
+        ],
+    );
+    assert!(
+        decided.contains(&format!("approval {id} decided: deactivate")),
+        "{decided}"
+    );
+    assert!(
+        decided.contains(&format!(
+            "Deactivated {frank_key} of frank in 222222222222 and filed a ticket; approved by alice."
+        )),
+        "{decided}"
+    );
+    assert_eq!(
+        key_status(&dev, "frank", frank_key).await.as_deref(),
+        Some("Inactive")
+    );
+    for (key, user) in &keys[..2] {
+        assert_eq!(
+            key_status(&prod, user, key).await.as_deref(),
+            Some("Active"),
+            "only the approved key changes"
+        );
+    }
+    let updates = proxy.calls_of("UpdateAccessKey");
+    assert_eq!(updates.len(), 1, "{updates:#?}");
+    assert_eq!(updates[0].params["AccessKeyId"], *frank_key);
+    assert_eq!(updates[0].params["Status"], "Inactive");
+    // Through the aws_dev role, in a session named for vigilo and the approval.
+    let assumed = proxy.calls_of("AssumeRole");
+    let session = format!("vigilo-approval-{id}");
+    let role = assumed
+        .iter()
+        .find(|c| c.params["RoleSessionName"] == session)
+        .unwrap_or_else(|| panic!("no AssumeRole for {session}: {assumed:#?}"));
+    assert_eq!(
+        role.params["RoleArn"],
+        "arn:aws:iam::222222222222:role/vigilo-remediator"
+    );
+    let role_akid = common::aws::between(&role.response, "<AccessKeyId>", "</AccessKeyId>")
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        updates[0].akid, role_akid,
+        "the call is signed by the assumed role"
+    );
+    assert_eq!(tickets.seen().len(), 1);
+    let ticket: Value = serde_json::from_str(&tickets.seen()[0].3).unwrap();
+    assert_eq!(ticket["approved_by"], "alice");
+
+    // Keep: nothing is called; a decided approval takes no more votes.
+    let (bob_key, _) = &keys[1];
+    let kept_id = approval_for(&env, repo(), bob_key);
+    let kept = env.ok(repo(), &["respond", &kept_id, "keep", "--as", "bob"]);
+    assert!(
+        kept.contains("decided: keep") && kept.contains(&format!("Kept {bob_key} of bob active")),
+        "{kept}"
+    );
+    let refused = env.run(repo(), &["deny", &id, "--as", "bob"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", show(&refused));
+    let table = env.ok(repo(), &["approvals", "--status", "all"]);
+    assert!(table.contains("Deactivate IAM access key"), "{table}");
+
+    // Restarted, nothing runs again.
+    let run = common::run_env(repo(), &env.pairs(), Stdio::null());
+    std::thread::sleep(Duration::from_millis(2500));
+    drop(run);
+    env.ok(repo(), &["scan", "iam_access_key_stale"]);
+    assert_eq!(proxy.calls_of("UpdateAccessKey").len(), 1, "exactly once");
+    assert_eq!(tickets.seen().len(), 1);
+
+    let entries = audit(&env, repo());
+    let vote = last_entry(&entries, "approval.vote", &id);
+    assert_eq!(vote["actor"], "alice");
+    let done = entries
+        .iter()
+        .find(|e| {
+            e["kind"] == "action.succeeded"
+                && e["approval_id"].as_i64() == id.parse().ok()
+                && e["data"]["type"] == "aws.iam.update_access_key"
+        })
+        .unwrap_or_else(|| panic!("{entries:#?}"));
+    let result = &done["data"]["result"];
+    assert_eq!(result["account"], "222222222222", "{result}");
+    assert_eq!(result["previous_status"], "Active");
+    assert_eq!(result["status"], "Inactive");
+    assert_eq!(result["operation"], "UpdateAccessKey");
+    assert!(
+        result["caller"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("assumed-role/vigilo-remediator/{session}")),
+        "{result}"
+    );
+    assert!(env.ok(repo(), &["audit", "verify"]).contains("intact"));
+}
+
+#[tokio::test]
+async fn example_project_deactivates_the_approved_key_in_moto_with_sqlite_state() {
+    let dir = tempfile::tempdir().unwrap();
+    example_project_end_to_end(&sqlite_url(dir.path())).await;
+}
+
+#[tokio::test]
+async fn example_project_deactivates_the_approved_key_in_moto_with_postgres_state() {
+    let state = PgDb::new("aws_state").await;
+    example_project_end_to_end(&state.url).await;
+}
+
+/// One moto account, one connection: a key already inactive is not called ("no change
+/// needed"), a key deleted meanwhile and a user deleted meanwhile are skipped.
+#[tokio::test]
+async fn actions_read_the_key_first_and_call_only_when_needed() {
+    let w = world(
+        None,
+        "acct",
+        "",
+        &["ann", "ben", "cat", "dan"],
+        "recheck = false",
+        None,
+    )
+    .await;
+    let (proxy, iam, keys, dir, env) = (&w.proxy, &w.iam, &w.keys, &w.dir, &w.env);
+    env.ok(dir.path(), &["scan"]);
+
+    // Meanwhile, outside vigilo: ben's key is deactivated, cat's deleted, dan deleted.
+    set_status(iam, "ben", &keys[1], "Inactive").await;
+    iam.delete_access_key()
+        .user_name("cat")
+        .access_key_id(&keys[2])
+        .send()
+        .await
+        .unwrap();
+    iam.delete_access_key()
+        .user_name("dan")
+        .access_key_id(&keys[3])
+        .send()
+        .await
+        .unwrap();
+    iam.delete_user().user_name("dan").send().await.unwrap();
+    proxy.clear();
+
+    let mut outputs = Vec::new();
+    for key in keys {
+        let id = approval_for(env, dir.path(), key);
+        outputs.push(env.ok(dir.path(), &["approve", &id, "--as", "bob"]));
+    }
+    assert!(outputs[0].contains("succeeded"), "{}", outputs[0]);
+    assert!(
+        outputs[1].contains("no change needed: the key is already Inactive"),
+        "{}",
+        outputs[1]
+    );
+    assert!(
+        outputs[2].contains(&format!(
+            "skipped: access key {} of user cat no longer exists in connection acct",
+            keys[2]
+        )),
+        "{}",
+        outputs[2]
+    );
+    assert!(
+        outputs[3].contains("skipped: user dan no longer exists in connection acct"),
+        "{}",
+        outputs[3]
+    );
+    let updates = proxy.calls_of("UpdateAccessKey");
+    assert_eq!(
+        updates.len(),
+        1,
+        "only ann's key needed a call: {updates:#?}"
+    );
+    assert_eq!(updates[0].params["AccessKeyId"], keys[0]);
+    assert_eq!(proxy.calls_of("ListAccessKeys").len(), 4);
+    assert_eq!(
+        key_status(iam, "ann", &keys[0]).await.as_deref(),
+        Some("Inactive")
+    );
+
+    // The decisions' records say so; "no change needed" and the skips are in the audit trail.
+    let entries = audit(env, dir.path());
+    let ben = approval_for(env, dir.path(), &keys[1]);
+    let e = last_entry(&entries, "action.succeeded", &ben);
+    assert_eq!(
+        e["data"]["result"]["no_change"],
+        "no change needed: the key is already Inactive"
+    );
+    let cat = approval_for(env, dir.path(), &keys[2]);
+    let e = last_entry(&entries, "action.succeeded", &cat);
+    assert!(
+        e["data"].to_string().contains("no longer exists"),
+        "skips are recorded: {e}"
+    );
+    // A second pass calls nothing.
+    proxy.clear();
+    env.ok(dir.path(), &["scan"]);
+    assert!(proxy.calls_of("UpdateAccessKey").is_empty());
+}
+
+/// A vigilo SIGKILLed after UpdateAccessKey returned, before the outcome was recorded: the next
+/// process reads the key (Inactive), records the action succeeded and calls nothing again.
+/// Killed after `started` but before the call: the read shows the key still Active, so the
+/// action runs again, once. Both state stores.
+async fn crash_is_settled_by_reading(state_url: &str) {
+    let mut w = world(None, "acct", "", &["ann", "ben"], "", Some(state_url)).await;
+    let (proxy, iam, dir) = (&w.proxy, &w.iam, &w.dir);
+    let (k1, k2) = (w.keys[0].clone(), w.keys[1].clone());
+    let env = &mut w.env;
+    env.ok(dir.path(), &["scan"]);
+
+    let calls_for = |key: &str| {
+        proxy
+            .calls_of("UpdateAccessKey")
+            .into_iter()
+            .filter(|c| c.params["AccessKeyId"] == key)
+            .count()
+    };
+    for (key, user, point, calls_before) in [
+        (&k1, "ann", "action.after_call", 1),
+        (&k2, "ben", "action.after_start", 0),
+    ] {
+        let id = approval_for(env, dir.path(), key);
+        env.set("VIGILO_PAUSE_AT", point);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vigilo"))
+            .arg("--dir")
+            .arg(dir.path())
+            .args(["approve", &id, "--as", "alice"])
+            .envs(env.pairs())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let start = Instant::now();
+        loop {
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+            if line.contains(&format!("paused at {point}")) {
+                break;
+            }
+            assert!(
+                !line.is_empty() && start.elapsed() < Duration::from_secs(60),
+                "vigilo never paused at {point}"
+            );
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        env.vars.retain(|(k, _)| k != "VIGILO_PAUSE_AT");
+        assert_eq!(
+            calls_for(key),
+            calls_before,
+            "{point}: calls before the restart"
+        );
+
+        // The next vigilo settles it.
+        env.ok(dir.path(), &["scan"]);
+        assert_eq!(
+            key_status(iam, user, key).await.as_deref(),
+            Some("Inactive")
+        );
+        assert_eq!(calls_for(key), 1, "{point}: exactly one UpdateAccessKey");
+        let entries = audit(env, dir.path());
+        let done = last_entry(&entries, "action.succeeded", &id);
+        if point == "action.after_call" {
+            assert!(
+                done["data"]["result"]["settled"]
+                    .as_str()
+                    .unwrap()
+                    .contains(
+                        "by reading the key: it is Inactive; UpdateAccessKey was not called again"
+                    ),
+                "{done}"
+            );
+            assert_eq!(done["data"]["result"]["previous_status"], "Active");
+        } else {
+            let failed = last_entry(&entries, "action.failed", &id);
+            assert!(
+                failed["data"]["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("still Active, so the call did not take effect"),
+                "{failed}"
+            );
+            assert_eq!(done["data"]["attempt"], 2, "{done}");
+        }
+    }
+    assert!(env.ok(dir.path(), &["audit", "verify"]).contains("intact"));
+}
+
+#[tokio::test]
+async fn a_crash_around_the_call_is_settled_by_reading_with_sqlite_state() {
+    let state = tempfile::tempdir().unwrap();
+    crash_is_settled_by_reading(&sqlite_url(state.path())).await;
+}
+
+#[tokio::test]
+async fn a_crash_around_the_call_is_settled_by_reading_with_postgres_state() {
+    let state = PgDb::new("aws_crash").await;
+    crash_is_settled_by_reading(&state.url).await;
+}
+
+/// Two connections pointing at two moto servers (two accounts): each row's action lands in its
+/// own account only; a row naming an unconfigured connection fails clearly and touches neither.
+#[tokio::test]
+async fn each_row_acts_in_its_own_account_and_an_unknown_connection_touches_none() {
+    let (moto_a, moto_b) = (Moto::start(), Moto::start());
+    let (proxy_a, proxy_b) = (Proxy::start(&moto_a.url()), Proxy::start(&moto_b.url()));
+    let (iam_a, iam_b) = (moto_a.iam(None).await, moto_b.iam(None).await);
+    let db = steampipe_db().await;
+    // The same user name in both accounts, each with its own key.
+    let ka = create_key(&iam_a, "deploy").await;
+    let kb = create_key(&iam_b, "deploy").await;
+    let kc = create_key(&iam_a, "other").await;
+    insert_row(&db, &ka, "deploy", "111111111111", "acct_a").await;
+    insert_row(&db, &kb, "deploy", "222222222222", "acct_b").await;
+    insert_row(&db, &kc, "other", "333333333333", "acct_c").await;
+    let state = tempfile::tempdir().unwrap();
+    let dir = project(
+        &format!(
+            "[connection.aws.acct_a]\nendpoint_url = \"{}\"\n\n[connection.aws.acct_b]\nendpoint_url = \"{}\"\n",
+            proxy_a.url(),
+            proxy_b.url()
+        ),
+        "",
+        &sqlite_url(state.path()),
+    );
+    let env = AwsEnv::new(&[("STEAMPIPE_URL", db.url.as_str())]);
+    env.ok(dir.path(), &["scan"]);
+    proxy_a.clear();
+    proxy_b.clear();
+
+    let b = approval_for(&env, dir.path(), &kb);
+    env.ok(dir.path(), &["approve", &b, "--as", "alice"]);
+    assert_eq!(
+        key_status(&iam_b, "deploy", &kb).await.as_deref(),
+        Some("Inactive")
+    );
+    assert_eq!(
+        key_status(&iam_a, "deploy", &ka).await.as_deref(),
+        Some("Active")
+    );
+    assert!(
+        proxy_a.calls().is_empty(),
+        "account A untouched: {:#?}",
+        proxy_a.calls()
+    );
+    assert_eq!(proxy_b.calls_of("UpdateAccessKey").len(), 1);
+
+    let a = approval_for(&env, dir.path(), &ka);
+    env.ok(dir.path(), &["approve", &a, "--as", "alice"]);
+    assert_eq!(
+        key_status(&iam_a, "deploy", &ka).await.as_deref(),
+        Some("Inactive")
+    );
+    assert_eq!(proxy_b.calls_of("UpdateAccessKey").len(), 1);
+
+    proxy_a.clear();
+    proxy_b.clear();
+    let c = approval_for(&env, dir.path(), &kc);
+    let out = env.run(dir.path(), &["approve", &c, "--as", "alice"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains(
+            "FAILED: no [connection.aws.acct_c] is configured (configured: acct_a, acct_b); vigilo never falls back to another account, so nothing was called"
+        ),
+        "{}",
+        show(&out)
+    );
+    assert!(proxy_a.calls().is_empty() && proxy_b.calls().is_empty());
+    assert_eq!(
+        key_status(&iam_a, "other", &kc).await.as_deref(),
+        Some("Active")
+    );
+
+    // A literal connection name that is not configured is a configuration error.
+    let bad = project("[connection.aws.acct_a]\n", "", &sqlite_url(state.path()));
+    let text = remediation("").replace("{{ row.conn_name }}", "acct_z");
+    std::fs::write(bad.path().join("remediations/deactivate.toml"), text).unwrap();
+    let out = env.run(bad.path(), &["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("remediations/deactivate.toml:")
+            && err
+                .contains("unknown AWS connection \"acct_z\" (configured AWS connections: acct_a)"),
+        "{err}"
+    );
+}
+
+/// `role_arn`: credentials come from STS AssumeRole with a session per approval, are cached
+/// per session, and sign the IAM calls; the result names the assumed role's session.
+#[tokio::test]
+async fn role_arn_is_assumed_through_sts_per_approval() {
+    let settings = "role_arn = \"arn:aws:iam::444455556666:role/remediator\"\nregion = \"eu-west-1\"\nttl = \"10m\"\n";
+    let w = world(
+        Some("444455556666"),
+        "prod",
+        settings,
+        &["ann", "ben"],
+        "",
+        None,
+    )
+    .await;
+    let (proxy, iam, dir, env) = (&w.proxy, &w.iam, &w.dir, &w.env);
+    let (k1, k2) = (&w.keys[0], &w.keys[1]);
+    env.ok(dir.path(), &["scan"]);
+    for key in [&k1, &k2] {
+        let id = approval_for(env, dir.path(), key);
+        env.ok(dir.path(), &["approve", &id, "--as", "alice"]);
+        let session = format!("vigilo-approval-{id}");
+        let roles: Vec<_> = proxy
+            .calls_of("AssumeRole")
+            .into_iter()
+            .filter(|c| c.params["RoleSessionName"] == session)
+            .collect();
+        assert_eq!(roles.len(), 1, "one AssumeRole per approval session");
+        assert_eq!(
+            roles[0].params["RoleArn"],
+            "arn:aws:iam::444455556666:role/remediator"
+        );
+        let akid =
+            common::aws::between(&roles[0].response, "<AccessKeyId>", "</AccessKeyId>").unwrap();
+        // Every IAM call of this action was signed with the session's key.
+        for c in proxy
+            .calls()
+            .iter()
+            .filter(|c| c.params.get("AccessKeyId") == Some(key))
+        {
+            assert_eq!(c.akid, akid, "{c:#?}");
+        }
+        let entries = audit(env, dir.path());
+        let done = last_entry(&entries, "action.succeeded", &id);
+        assert_eq!(
+            done["data"]["result"]["caller"],
+            format!("arn:aws:sts::444455556666:assumed-role/remediator/{session}")
+        );
+        assert_eq!(
+            key_status(iam, "ann", k1).await.as_deref(),
+            Some("Inactive")
+        );
+    }
+}
+
+/// `vigilo undo`: an approver reverses a deactivation (the key is Active again), recorded as
+/// its own action with `action.undo`; a second undo, a non-approver, and an action that
+/// changed nothing are refused.
+#[tokio::test]
+async fn undo_restores_the_previous_status() {
+    let state = PgDb::new("aws_undo").await;
+    let w = world(
+        None,
+        "acct",
+        "",
+        &["ann", "ben"],
+        "recheck = false",
+        Some(&state.url),
+    )
+    .await;
+    let (proxy, iam, dir, env) = (&w.proxy, &w.iam, &w.dir, &w.env);
+    let (k1, k2) = (&w.keys[0], &w.keys[1]);
+    env.ok(dir.path(), &["scan"]);
+    let id = approval_for(env, dir.path(), k1);
+    let out = env.ok(dir.path(), &["approve", &id, "--as", "alice"]);
+    let action = out
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("action ")?
+                .split(" succeeded")
+                .next()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(
+        key_status(iam, "ann", k1).await.as_deref(),
+        Some("Inactive")
+    );
+
+    let refused = env.run(
+        dir.path(),
+        &["undo", &action, "--as", "mallory", "--reason", "x"],
+    );
+    assert_eq!(refused.status.code(), Some(1), "{}", show(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("mallory is not an approver of remediation deactivate"),
+        "{}",
+        show(&refused)
+    );
+    let missing_reason = env.run(dir.path(), &["undo", &action, "--as", "bob"]);
+    assert_eq!(
+        missing_reason.status.code(),
+        Some(2),
+        "{}",
+        show(&missing_reason)
+    );
+
+    let undone = env.ok(
+        dir.path(),
+        &[
+            "undo",
+            &action,
+            "--as",
+            "bob",
+            "--reason",
+            "the key is still needed by CI",
+        ],
+    );
+    assert!(
+        undone.contains(&format!("undoes action {action}")),
+        "{undone}"
+    );
+    assert_eq!(key_status(iam, "ann", k1).await.as_deref(), Some("Active"));
+    let updates = proxy.calls_of("UpdateAccessKey");
+    assert_eq!(updates.len(), 2);
+    assert_eq!(updates[1].params["Status"], "Active");
+
+    let entries = audit(env, dir.path());
+    let undo = last_entry(&entries, "action.undo", &id);
+    assert_eq!(undo["actor"], "bob");
+    assert_eq!(undo["data"]["undo_of"].to_string(), action);
+    assert_eq!(undo["data"]["reason"], "the key is still needed by CI");
+    assert_eq!(undo["data"]["from"], "Inactive");
+    assert_eq!(undo["data"]["to"], "Active");
+    let undo_action = undo["action_id"].clone();
+    assert!(
+        entries.iter().any(|e| e["kind"] == "action.succeeded"
+            && e["action_id"] == undo_action
+            && e["data"]["result"]["status"] == "Active"),
+        "{entries:#?}"
+    );
+
+    let again = env.run(
+        dir.path(),
+        &["undo", &action, "--as", "bob", "--reason", "again"],
+    );
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already has an undo"),
+        "{}",
+        show(&again)
+    );
+    // The undo changed the key, so it can in turn be undone once: the key is deactivated again.
+    let re = env.ok(
+        dir.path(),
+        &[
+            "undo",
+            &undo_action.to_string(),
+            "--as",
+            "alice",
+            "--reason",
+            "CI moved to OIDC",
+        ],
+    );
+    assert!(re.contains("succeeded"), "{re}");
+    assert_eq!(
+        key_status(iam, "ann", k1).await.as_deref(),
+        Some("Inactive")
+    );
+
+    // An action that changed nothing cannot be undone.
+    set_status(iam, "ben", k2, "Inactive").await;
+    let id2 = approval_for(env, dir.path(), k2);
+    let out = env.ok(dir.path(), &["approve", &id2, "--as", "alice"]);
+    let noop = out
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("action ")?
+                .split(" succeeded")
+                .next()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| panic!("{out}"));
+    let refused = env.run(dir.path(), &["undo", &noop, "--as", "bob", "--reason", "x"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("changed nothing"),
+        "{}",
+        show(&refused)
+    );
+    assert!(env.ok(dir.path(), &["audit", "verify"]).contains("intact"));
+}
+
+/// AWS errors: AccessDenied is recorded with its code and not retried; throttling and 5xx are
+/// retried by the SDK and then succeed; NoSuchEntity on the call itself is a skip.
+#[tokio::test]
+async fn aws_errors_are_recorded_with_their_code_and_throttling_is_retried() {
+    let w = world(
+        None,
+        "acct",
+        "",
+        &["ann", "ben", "cat"],
+        "recheck = false",
+        None,
+    )
+    .await;
+    let (proxy, iam, keys, dir, env) = (&w.proxy, &w.iam, &w.keys, &w.dir, &w.env);
+    env.ok(dir.path(), &["scan"]);
+
+    proxy.clear();
+    proxy.fail("UpdateAccessKey", 403, "AccessDenied", 1);
+    let id = approval_for(env, dir.path(), &keys[0]);
+    let out = env.run(dir.path(), &["approve", &id, "--as", "alice"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("FAILED: AWS UpdateAccessKey (connection acct): AccessDenied: injected by the test proxy"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(
+        proxy.calls_of("UpdateAccessKey").len(),
+        1,
+        "AccessDenied is not retried"
+    );
+    let entries = audit(env, dir.path());
+    let failed = last_entry(&entries, "action.failed", &id);
+    assert!(
+        failed["data"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("AccessDenied")
+    );
+    assert_eq!(
+        key_status(iam, "ann", &keys[0]).await.as_deref(),
+        Some("Active")
+    );
+    // Once permitted, `vigilo retry` reads the key again and runs it.
+    proxy.clear();
+    let action = failed["action_id"].to_string();
+    let retried = env.ok(dir.path(), &["retry", &action]);
+    assert!(retried.contains("succeeded"), "{retried}");
+    assert_eq!(proxy.calls_of("UpdateAccessKey").len(), 1);
+    assert_eq!(
+        key_status(iam, "ann", &keys[0]).await.as_deref(),
+        Some("Inactive")
+    );
+
+    proxy.clear();
+    proxy.fail("UpdateAccessKey", 400, "Throttling", 2);
+    let id = approval_for(env, dir.path(), &keys[1]);
+    let text = env.ok(dir.path(), &["approve", &id, "--as", "alice"]);
+    assert!(text.contains("succeeded"), "{text}");
+    let calls = proxy.calls_of("UpdateAccessKey");
+    assert_eq!(calls.len(), 3, "two throttled, then through: {calls:#?}");
+    assert_eq!(
+        key_status(iam, "ben", &keys[1]).await.as_deref(),
+        Some("Inactive")
+    );
+
+    proxy.clear();
+    proxy.fail("UpdateAccessKey", 503, "ServiceUnavailable", 1);
+    let id = approval_for(env, dir.path(), &keys[2]);
+    let text = env.ok(dir.path(), &["approve", &id, "--as", "alice"]);
+    assert!(text.contains("succeeded"), "{text}");
+    assert_eq!(
+        proxy.calls_of("UpdateAccessKey").len(),
+        2,
+        "a 5xx is retried"
+    );
+}
+
+/// `vigilo scan --dry-run` and `dry_run = true` print the exact AWS calls (operation,
+/// connection, parameters) and make none.
+#[tokio::test]
+async fn dry_runs_print_the_exact_aws_calls_and_make_none() {
+    let settings = "role_arn = \"arn:aws:iam::111111111111:role/remediator\"\n";
+    let w = world(
+        Some("111111111111"),
+        "acct",
+        settings,
+        &["ann"],
+        "dry_run = true",
+        None,
+    )
+    .await;
+    let (proxy, iam, dir, env) = (&w.proxy, &w.iam, &w.dir, &w.env);
+    let key = &w.keys[0];
+
+    let dry = env.ok(dir.path(), &["scan", "--dry-run"]);
+    let call = format!(
+        "iam:UpdateAccessKey UserName=ann AccessKeyId={key} Status=Inactive (connection acct, account 111111111111 as arn:aws:iam::111111111111:role/remediator, endpoint {})",
+        proxy.url()
+    );
+    assert!(
+        dry.contains(&format!("if deactivate: would call {call}")),
+        "{dry}"
+    );
+    assert!(dry.contains("if keep: nothing is called"), "{dry}");
+    assert!(
+        dry.contains("ask alice, bob for approval: Deactivate"),
+        "{dry}"
+    );
+    assert!(proxy.calls().is_empty(), "{:#?}", proxy.calls());
+
+    env.ok(dir.path(), &["scan"]);
+    let id = approval_for(env, dir.path(), key);
+    let out = env.ok(dir.path(), &["approve", &id, "--as", "alice"]);
+    assert!(out.contains(&format!("would call {call}")), "{out}");
+    assert!(proxy.calls().is_empty(), "{:#?}", proxy.calls());
+    assert_eq!(key_status(iam, "ann", key).await.as_deref(), Some("Active"));
+}
+
+/// Every log line, audit entry, listing and export of a run with known AWS secrets set
+/// (environment credentials, and the session credentials STS hands out) holds none of them;
+/// the access key ids stay visible.
+#[tokio::test]
+async fn aws_secrets_never_appear_in_logs_audit_or_reports() {
+    let settings = "role_arn = \"arn:aws:iam::111111111111:role/remediator\"\n";
+    let mut w = world(Some("111111111111"), "prod", settings, &["ann"], "", None).await;
+    let key = w.keys[0].clone();
+    let (proxy, dir) = (&w.proxy, &w.dir);
+    let env = &mut w.env;
+    env.set("RUST_LOG", "trace");
+    let mut seen = Vec::new();
+    let mut run = |args: &[&str]| {
+        let out = env.run(dir.path(), args);
+        seen.push(format!(
+            "{args:?}\n{}\n{}",
+            stdout(&out),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+        out
+    };
+    run(&["scan"]);
+    let id = approval_for(env, dir.path(), &key);
+    // Refused once, with an error text that echoes the assumed role's session token.
+    proxy.fail("UpdateAccessKey", 403, "AccessDenied", 1);
+    let out = run(&["approve", &id, "--as", "alice"]);
+    let failed = stdout(&out);
+    assert!(
+        failed
+            .contains("AccessDenied: injected by the test proxy: AccessDenied (session token ***)"),
+        "{}",
+        show(&out)
+    );
+    let action = failed
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("action ")?
+                .split(" FAILED")
+                .next()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| panic!("{failed}"));
+    let out = run(&["retry", &action]);
+    assert!(out.status.success(), "{}", show(&out));
+    run(&["audit", "--format", "json"]);
+    run(&["audit"]);
+    run(&["approvals", "--status", "all", "--format", "json"]);
+    run(&["findings", "--status", "all", "--format", "json"]);
+    let export = tempfile::tempdir().unwrap();
+    run(&["audit", "export", &export.path().display().to_string()]);
+    for f in common::files_under(export.path()) {
+        seen.push(std::fs::read_to_string(export.path().join(&f)).unwrap());
+    }
+    let all = seen.join("\n");
+    let issued = proxy.issued_secrets();
+    assert_eq!(
+        issued.len(),
+        4,
+        "STS handed a secret key and a session token to each of the two processes that acted"
+    );
+    for secret in [SECRET_KEY, SESSION_TOKEN]
+        .into_iter()
+        .chain(issued.iter().map(String::as_str))
+    {
+        assert!(
+            !all.contains(secret),
+            "secret {secret} leaked:\n{}",
+            all.lines()
+                .filter(|l| l.contains(secret))
+                .take(5)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    assert!(all.contains(&key), "access key ids stay visible");
+}
