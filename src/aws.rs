@@ -193,7 +193,13 @@ impl Connection {
                 .build(),
         );
         if let Some(profile) = &config.profile {
-            loader = loader.profile_name(profile);
+            // A named profile is this connection's identity: unlike the bare chain, AWS_* credential
+            // variables of the environment do not take precedence over it (as with `aws --profile`).
+            loader = loader.profile_name(profile).credentials_provider(
+                aws_config::profile::ProfileFileCredentialsProvider::builder()
+                    .profile_name(profile)
+                    .build(),
+            );
         }
         if let Some(region) = &config.region {
             loader = loader.region(Region::new(region.clone()));

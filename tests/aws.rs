@@ -1092,3 +1092,198 @@ async fn aws_secrets_never_appear_in_logs_audit_or_reports() {
     }
     assert!(all.contains(&key), "access key ids stay visible");
 }
+
+/// The seed workflow decided in Slack: the example project's query, remediation and AWS
+/// connections, its notifier posting to the Slack stand-in; alice's signed click on
+/// Deactivate deactivates the key in moto (in the row's account, through its role), once,
+/// and the confirmation is posted to the channel.
+#[tokio::test]
+async fn seed_flow_decided_in_slack_deactivates_the_key_in_moto() {
+    const SIGNING_SECRET: &str = "aws-slack-signing-secret-0001";
+    const CHANNEL: &str = "C0SECURITY";
+    let slack = common::slack::Slack::start(&[CHANNEL]);
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto.url());
+    let prod = moto.iam(Some("111111111111")).await;
+    let key = create_key(&prod, "bob").await;
+    let db = steampipe_db().await;
+    insert_row(&db, &key, "bob", "111111111111", "aws_prod").await;
+    let tickets = common::recorder::Recorder::start();
+    let port = common::free_port();
+    let state = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"[state]
+url = "{state}"
+
+[server]
+listen = "127.0.0.1:{port}"
+
+[database.steampipe]
+url = "{db}"
+
+[integration.slack.main]
+token = "{token}"
+signing_secret = "{SIGNING_SECRET}"
+api_url = "{api}"
+pace = "20ms"
+
+[notifier.security]
+notify = [{{ integration = "slack.main", channel = "{CHANNEL}" }}]
+
+[approver.alice]
+slack = "U0ALICE"
+
+[approver.bob]
+slack = "U0BOB"
+
+[group.security]
+members = ["alice", "bob"]
+"#,
+        state = sqlite_url(state.path()),
+        db = db.url,
+        token = common::slack::BOT_TOKEN,
+        api = slack.api_url(),
+    );
+    let file = |p: &str| std::fs::read_to_string(repo().join(p)).unwrap();
+    let dir = common::project(&[
+        ("config/vigilo.toml", &config),
+        ("config/aws.toml", &file("config/aws.toml")),
+        (
+            "queries/iam_access_key_stale.sql",
+            &file("queries/iam_access_key_stale.sql"),
+        ),
+        (
+            "remediations/deactivate_iam_access_key.toml",
+            &file("remediations/deactivate_iam_access_key.toml"),
+        ),
+    ]);
+    let tickets_url = format!("http://127.0.0.1:{}/tickets", tickets.port);
+    let proxy_url = proxy.url();
+    let env = AwsEnv::new(&[
+        ("TICKETS_URL", tickets_url.as_str()),
+        ("AWS_ENDPOINT_URL", proxy_url.as_str()),
+    ]);
+    env.ok(dir.path(), &["scan"]);
+    let id = approval_for(&env, dir.path(), &key);
+    let _run = common::run_env(dir.path(), &env.pairs(), Stdio::null());
+    common::wait_healthy(port).await;
+    slack.wait_for(Duration::from_secs(15), "the approval request", |_| {
+        !slack.accepted("chat.postMessage").is_empty()
+    });
+
+    let payload = serde_json::json!({
+        "type": "block_actions",
+        "user": {"id": "U0ALICE", "username": "alice"},
+        "channel": {"id": CHANNEL},
+        "container": {"type": "message", "channel_id": CHANNEL},
+        "response_url": "",
+        "actions": [{"type": "button", "block_id": format!("vigilo:approval:{id}"),
+                     "action_id": "vote:deactivate", "value": "deactivate"}],
+    });
+    let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
+    let ts = chrono::Utc::now().timestamp();
+    let status = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/slack/interactions"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-slack-request-timestamp", ts.to_string())
+        .header(
+            "x-slack-signature",
+            common::slack::sdk_signature(SIGNING_SECRET, ts, &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    let confirmation =
+        format!("Deactivated {key} of bob in 111111111111 and filed a ticket; approved by alice.");
+    slack.wait_for(Duration::from_secs(20), "the confirmation", |_| {
+        slack
+            .accepted("chat.postMessage")
+            .iter()
+            .any(|p| p["text"] == confirmation.as_str())
+    });
+    assert_eq!(
+        key_status(&prod, "bob", &key).await.as_deref(),
+        Some("Inactive")
+    );
+    assert_eq!(proxy.calls_of("UpdateAccessKey").len(), 1);
+    assert_eq!(tickets.seen().len(), 1);
+    let entries = audit(&env, dir.path());
+    let vote = last_entry(&entries, "approval.vote", &id);
+    assert_eq!(
+        (vote["actor"].as_str(), vote["channel"].as_str()),
+        (Some("alice"), Some("slack"))
+    );
+}
+
+/// A connection naming a `profile` takes its credentials from the shared credentials file,
+/// even with AWS_* credential variables set (as `aws --profile` does); the profile's secret
+/// and session token never appear, even when an error text echoes the token.
+#[tokio::test]
+async fn a_profile_connection_uses_the_profiles_credentials() {
+    const PROFILE_SECRET: &str = "profile-secret-access-key-never-shown-77";
+    const PROFILE_TOKEN: &str = "profile-session-token-never-shown-78";
+    let mut w = world(
+        None,
+        "ops",
+        "profile = \"ops\"\n",
+        &["ann"],
+        "recheck = false",
+        None,
+    )
+    .await;
+    let creds = w.dir.path().join("aws-credentials");
+    std::fs::write(
+        &creds,
+        format!(
+            "[default]\naws_access_key_id = AKIADEFAULTPROFILE01\naws_secret_access_key = default-profile-secret-01\n\n\
+             [ops]\naws_access_key_id = AKIAPROFILEOPS000001\naws_secret_access_key = {PROFILE_SECRET}\naws_session_token = {PROFILE_TOKEN}\n"
+        ),
+    )
+    .unwrap();
+    w.env
+        .set("AWS_SHARED_CREDENTIALS_FILE", &creds.display().to_string());
+    let (proxy, dir, env) = (&w.proxy, &w.dir, &w.env);
+    let key = &w.keys[0];
+    env.ok(dir.path(), &["scan"]);
+    let id = approval_for(env, dir.path(), key);
+    proxy.fail("UpdateAccessKey", 403, "AccessDenied", 1);
+    let failed = env.run(dir.path(), &["approve", &id, "--as", "alice"]);
+    let mut all = format!(
+        "{}{}",
+        stdout(&failed),
+        String::from_utf8_lossy(&failed.stderr)
+    );
+    assert!(
+        all.contains("AccessDenied: injected by the test proxy: AccessDenied (session token ***)"),
+        "{all}"
+    );
+    let action = stdout(&failed)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("action ")?
+                .split(" FAILED")
+                .next()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| panic!("{all}"));
+    all.push_str(&env.ok(dir.path(), &["retry", &action]));
+    all.push_str(&env.ok(dir.path(), &["audit", "--format", "json"]));
+    assert_eq!(
+        key_status(&w.iam, "ann", key).await.as_deref(),
+        Some("Inactive")
+    );
+    let calls = proxy.calls();
+    assert!(!calls.is_empty());
+    for c in &calls {
+        assert_eq!(
+            c.akid, "AKIAPROFILEOPS000001",
+            "signed with the profile's key: {c:#?}"
+        );
+    }
+    for secret in [PROFILE_SECRET, PROFILE_TOKEN] {
+        assert!(!all.contains(secret), "{secret} leaked:\n{all}");
+    }
+}
