@@ -180,6 +180,16 @@ fn approval_for(env: &AwsEnv, dir: &Path, key: &str) -> String {
         .to_string()
 }
 
+/// The id in the first `action ID WORD…` line of a command's output (WORD: `succeeded`, `FAILED`).
+fn action_id(out: &str, word: &str) -> String {
+    out.lines()
+        .find_map(|l| {
+            let (id, rest) = l.strip_prefix("action ")?.split_once(' ')?;
+            rest.starts_with(word).then(|| id.to_string())
+        })
+        .unwrap_or_else(|| panic!("no `action ID {word}` line in:\n{out}"))
+}
+
 /// The audit trail as JSON.
 fn audit(env: &AwsEnv, dir: &Path) -> Vec<Value> {
     serde_json::from_str(&env.ok(dir, &["audit", "--format", "json"])).unwrap()
@@ -778,15 +788,7 @@ async fn undo_restores_the_previous_status() {
     env.ok(dir.path(), &["scan"]);
     let id = approval_for(env, dir.path(), k1);
     let out = env.ok(dir.path(), &["approve", &id, "--as", "alice"]);
-    let action = out
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("action ")?
-                .split(" succeeded")
-                .next()
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| panic!("{out}"));
+    let action = action_id(&out, "succeeded");
     assert_eq!(
         key_status(iam, "ann", k1).await.as_deref(),
         Some("Inactive")
@@ -878,15 +880,7 @@ async fn undo_restores_the_previous_status() {
     set_status(iam, "ben", k2, "Inactive").await;
     let id2 = approval_for(env, dir.path(), k2);
     let out = env.ok(dir.path(), &["approve", &id2, "--as", "alice"]);
-    let noop = out
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("action ")?
-                .split(" succeeded")
-                .next()
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| panic!("{out}"));
+    let noop = action_id(&out, "succeeded");
     let refused = env.run(dir.path(), &["undo", &noop, "--as", "bob", "--reason", "x"]);
     assert_eq!(refused.status.code(), Some(1));
     assert!(
@@ -1049,15 +1043,7 @@ async fn aws_secrets_never_appear_in_logs_audit_or_reports() {
         "{}",
         show(&out)
     );
-    let action = failed
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("action ")?
-                .split(" FAILED")
-                .next()
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| panic!("{failed}"));
+    let action = action_id(&failed, "FAILED");
     let out = run(&["retry", &action]);
     assert!(out.status.success(), "{}", show(&out));
     run(&["audit", "--format", "json"]);
@@ -1260,15 +1246,7 @@ async fn a_profile_connection_uses_the_profiles_credentials() {
         all.contains("AccessDenied: injected by the test proxy: AccessDenied (session token ***)"),
         "{all}"
     );
-    let action = stdout(&failed)
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("action ")?
-                .split(" FAILED")
-                .next()
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| panic!("{all}"));
+    let action = action_id(&stdout(&failed), "FAILED");
     all.push_str(&env.ok(dir.path(), &["retry", &action]));
     all.push_str(&env.ok(dir.path(), &["audit", "--format", "json"]));
     assert_eq!(
