@@ -267,8 +267,22 @@ pub async fn prepare(targets: &Targets, action: &ActionRecord) -> Prepared {
         ))),
         KeyState::Present(current) => {
             result["previous_status"] = json!(current);
-            match k.status {
-                Some(wanted) if wanted == current => {
+            // What an earlier attempt of this action read before its call (kept when it failed).
+            let earlier = action
+                .result
+                .as_ref()
+                .and_then(|r| r["previous_status"].as_str())
+                .filter(|e| Some(*e) != k.status)
+                .map(str::to_string);
+            match (k.status, earlier) {
+                (Some(wanted), Some(earlier)) if wanted == current => {
+                    result["previous_status"] = json!(earlier);
+                    result["settled"] = json!(format!(
+                        "an earlier attempt took effect: the key was {earlier} before it and is {current} now; not called again"
+                    ));
+                    Prepared::Done(ActionOutcome::Succeeded(result))
+                }
+                (Some(wanted), None) if wanted == current => {
                     result["no_change"] =
                         json!(format!("no change needed: the key is already {current}"));
                     Prepared::Done(ActionOutcome::Succeeded(result))

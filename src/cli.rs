@@ -548,10 +548,20 @@ async fn undo(dir: &Path, action_id: i64, by: &str, reason: &str) -> Result<Exit
             .and_then(|f| project.queries.get(&f.query))
             .and_then(|q| q.remediation.clone()),
     };
-    let allowed = remediation
+    let Some(config) = remediation
         .as_deref()
         .and_then(|r| project.remediations.get(r))
-        .and_then(|r| r.approval.as_ref())
+    else {
+        eprintln!(
+            "refused: action {action_id} belongs to remediation {}, which is not in the project, so who may undo it is unknown",
+            remediation.as_deref().unwrap_or("(unknown)")
+        );
+        return Ok(ExitCode::from(1));
+    };
+    // Its approvers; a remediation without [approval] has none, so any configured approver may.
+    let allowed = config
+        .approval
+        .as_ref()
         .map(|a| remediate::expand_approvers(&project, &a.approvers));
     if let Some(allowed) = allowed.filter(|allowed| !allowed.iter().any(|a| a == by)) {
         eprintln!(

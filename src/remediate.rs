@@ -331,6 +331,7 @@ async fn recheck(
 /// `vigilo retry`. Returns the settled action ids.
 pub async fn settle_started(
     store: &dyn Store,
+    owner: &str,
     targets: &action::Targets,
 ) -> Result<Vec<i64>, RemediateError> {
     let now = Utc::now();
@@ -338,7 +339,8 @@ pub async fn settle_started(
     for a in store.started_actions().await? {
         let gone = a.claimed_by.as_deref().is_none_or(action::owner_is_gone)
             || a.claim_expires.is_some_and(|until| until < now);
-        if !gone {
+        // One process settles it: the one whose claim on it lands first.
+        if !gone || !store.claim_started(owner, &a, action_lease()).await? {
             continue;
         }
         tracing::warn!(action = a.id, kind = %a.kind, "action was started by a process that is gone; settling it");
@@ -348,17 +350,17 @@ pub async fn settle_started(
             }
             action::Settlement::Rerun(why) => {
                 tracing::warn!(action = a.id, "{why}");
-                store
-                    .finish_action(a.id, ActionOutcome::Failed(why))
-                    .await?;
-                if let Err(refusal) = store.retry_action(a.id).await? {
-                    tracing::error!(action = a.id, "could not queue the action again: {refusal}");
-                }
+                store.rerun_started(owner, a.id, &why).await?;
             }
         }
         settled.push(a.id);
     }
     Ok(settled)
+}
+
+/// How long a process holds an action it started: every call it may make, with the SDK's retries.
+fn action_lease() -> Duration {
+    action::HTTP_TIMEOUT.max(crate::aws::OPERATION_TIMEOUT) * 3 + Duration::from_secs(30)
 }
 
 /// Runs every pending action this process can claim; returns (action id, outcome).
@@ -367,8 +369,7 @@ pub async fn execute_pending(
     owner: &str,
     targets: &action::Targets,
 ) -> Result<Vec<(i64, ActionOutcome)>, RemediateError> {
-    let lease =
-        action::HTTP_TIMEOUT.max(crate::aws::OPERATION_TIMEOUT) * 3 + Duration::from_secs(30);
+    let lease = action_lease();
     let mut done = Vec::new();
     for a in store.claim_actions(owner, lease, CLAIM_BATCH).await? {
         pause_point("action.before_start");
@@ -411,7 +412,7 @@ pub async fn step(
     let (project, store) = (scanner.project().as_ref(), scanner.store().as_ref());
     release_dead_claims(store).await?;
     settle_due(store).await?;
-    settle_started(store, targets).await?;
+    settle_started(store, owner, targets).await?;
     let mut progress = process_requested(scanner, owner).await?;
     progress
         .failed

@@ -761,8 +761,13 @@ async fn role_arn_is_assumed_through_sts_per_approval() {
             done["data"]["result"]["caller"],
             format!("arn:aws:sts::444455556666:assumed-role/remediator/{session}")
         );
+        let user = if key.as_str() == k1.as_str() {
+            "ann"
+        } else {
+            "ben"
+        };
         assert_eq!(
-            key_status(iam, "ann", k1).await.as_deref(),
+            key_status(iam, user, key).await.as_deref(),
             Some("Inactive")
         );
     }
@@ -1264,4 +1269,94 @@ async fn a_profile_connection_uses_the_profiles_credentials() {
     for secret in [PROFILE_SECRET, PROFILE_TOKEN] {
         assert!(!all.contains(secret), "{secret} leaked:\n{all}");
     }
+}
+
+/// The answer to UpdateAccessKey is lost (an error comes back although AWS made the change):
+/// the action fails, `vigilo retry` reads the key, sees the earlier attempt took effect, calls
+/// nothing, and keeps the status from before it, so the action can still be undone.
+#[tokio::test]
+async fn a_lost_answer_is_settled_by_the_retry_and_can_be_undone() {
+    let w = world(None, "acct", "", &["ann"], "recheck = false", None).await;
+    let (proxy, iam, dir, env) = (&w.proxy, &w.iam, &w.dir, &w.env);
+    let key = &w.keys[0];
+    env.ok(dir.path(), &["scan"]);
+    let id = approval_for(env, dir.path(), key);
+    proxy.fail_after_forwarding("UpdateAccessKey", 400, "ValidationError");
+    let out = env.run(dir.path(), &["approve", &id, "--as", "alice"]);
+    let action = action_id(&stdout(&out), "FAILED");
+    assert_eq!(
+        key_status(iam, "ann", key).await.as_deref(),
+        Some("Inactive")
+    );
+
+    let retried = env.ok(dir.path(), &["retry", &action]);
+    assert!(
+        retried.contains("an earlier attempt took effect: the key was Active before it and is Inactive now; not called again"),
+        "{retried}"
+    );
+    assert_eq!(
+        proxy.calls_of("UpdateAccessKey").len(),
+        1,
+        "not called again"
+    );
+    env.ok(
+        dir.path(),
+        &["undo", &action, "--as", "bob", "--reason", "lost answer"],
+    );
+    assert_eq!(key_status(iam, "ann", key).await.as_deref(), Some("Active"));
+}
+
+/// Messages a run still holds (another of its actions failed) tell of what an undo reverses:
+/// the undo cancels them, so finishing the run later sends none of them.
+#[tokio::test]
+async fn undo_cancels_the_messages_the_run_still_holds() {
+    let tickets = common::recorder::Recorder::start();
+    tickets.answer(common::recorder::Answer::Fail);
+    let ticket_action = format!(
+        "[[action]]\nwhen = \"deactivate\"\ntype = \"http\"\nurl = \"http://127.0.0.1:{}/tickets\"\n",
+        tickets.port
+    );
+    let w = world(
+        None,
+        "acct",
+        "",
+        &["ann"],
+        &format!("recheck = false\n{ticket_action}"),
+        None,
+    )
+    .await;
+    let (iam, dir, env) = (&w.iam, &w.dir, &w.env);
+    let key = &w.keys[0];
+    env.ok(dir.path(), &["scan"]);
+    let id = approval_for(env, dir.path(), key);
+    let out = stdout(&env.run(dir.path(), &["approve", &id, "--as", "alice"]));
+    let ticket = action_id(&out, "FAILED");
+    let deactivated = action_id(&out, "succeeded");
+    assert!(
+        !out.contains("Deactivated"),
+        "held while the ticket failed: {out}"
+    );
+    assert_eq!(
+        key_status(iam, "ann", key).await.as_deref(),
+        Some("Inactive")
+    );
+
+    env.ok(
+        dir.path(),
+        &["undo", &deactivated, "--as", "bob", "--reason", "wrong key"],
+    );
+    assert_eq!(key_status(iam, "ann", key).await.as_deref(), Some("Active"));
+    tickets.answer(common::recorder::Answer::Ok);
+    let retried = env.ok(dir.path(), &["retry", &ticket]);
+    assert!(retried.contains("succeeded"), "{retried}");
+    assert!(!retried.contains("Deactivated"), "never told: {retried}");
+    let entries = audit(env, dir.path());
+    let undo = last_entry(&entries, "action.undo", &id);
+    assert_eq!(undo["data"]["messages_cancelled"], 1, "{undo}");
+    assert!(
+        !entries
+            .iter()
+            .any(|e| e["kind"] == "message.sent" && e["data"].to_string().contains("Deactivated")),
+        "{entries:#?}"
+    );
 }

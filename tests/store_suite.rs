@@ -412,6 +412,106 @@ async fn claims(store: &dyn Store) {
     assert_eq!(queued[0].run_id, Some(a[0].run_id));
 }
 
+/// An action left started by a dead process is settled by one process only; sending it back to
+/// pending is one step with its audit entry; what was read before the call outlives a failure.
+async fn settling(store: &dyn Store) {
+    use std::time::Duration;
+    use store::{ActionOutcome, ActionState, NewAction};
+    let mut q = query("settling", FirstRun::Insert);
+    q.remediation = Some("auto".into());
+    commit(store, &q, &[row("k", 1)], 1).await;
+    let lease = Duration::from_secs(60);
+    let runs = store.claim_requested("host-a:1", lease, 10).await.unwrap();
+    let run = runs.iter().find(|r| r.finding.query == "settling").unwrap();
+    let new = NewAction {
+        position: 0,
+        kind: "aws.iam.update_access_key".into(),
+        params: json!({"connection": "c", "user_name": "u", "access_key_id": "AKIA1", "status": "Inactive"}),
+        skip: None,
+    };
+    assert!(
+        store
+            .plan_actions("host-a:1", run.run_id, vec![new], vec![])
+            .await
+            .unwrap()
+    );
+    let claimed = store.claim_actions("host-a:1", lease, 10).await.unwrap();
+    let id = claimed.iter().find(|a| a.run_id == run.run_id).unwrap().id;
+    let observed = json!({"previous_status": "Active"});
+    assert!(
+        store
+            .start_action("host-a:1", id, lease, Some(observed.clone()))
+            .await
+            .unwrap()
+    );
+
+    // host-a dies here. Two processes see the action; only the first claim lands.
+    let stale = store.started_actions().await.unwrap();
+    let stale = stale.iter().find(|a| a.id == id).unwrap();
+    assert_eq!(
+        stale.result.as_ref(),
+        Some(&observed),
+        "what was read is kept with the start"
+    );
+    assert!(store.claim_started("host-b:2", stale, lease).await.unwrap());
+    assert!(
+        !store.claim_started("host-c:3", stale, lease).await.unwrap(),
+        "settled once"
+    );
+    assert!(
+        !store.rerun_started("host-c:3", id, "no").await.unwrap(),
+        "not c's claim"
+    );
+    assert!(
+        store
+            .rerun_started("host-b:2", id, "the call did not take effect")
+            .await
+            .unwrap()
+    );
+    let a = store
+        .actions()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.id == id)
+        .unwrap();
+    assert_eq!(a.state, ActionState::Pending);
+    assert_eq!(a.claimed_by, None);
+    let entries = store::audit_entries(store).await.unwrap();
+    let rerun = entries
+        .iter()
+        .rev()
+        .find(|e| e.action_id == Some(id))
+        .unwrap();
+    assert_eq!(
+        (rerun.kind.as_str(), rerun.data["outcome"].as_str()),
+        ("action.failed", Some("rerun"))
+    );
+
+    // Attempt 2 fails: the observation of its start is kept for the next attempt (and undo).
+    store.claim_actions("host-b:2", lease, 10).await.unwrap();
+    assert!(
+        store
+            .start_action("host-b:2", id, lease, Some(observed.clone()))
+            .await
+            .unwrap()
+    );
+    store
+        .finish_action(id, ActionOutcome::Failed("timeout".into()))
+        .await
+        .unwrap();
+    let a = store
+        .actions()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.id == id)
+        .unwrap();
+    assert_eq!((a.state, a.attempts), (ActionState::Failed, 2));
+    assert_eq!(a.result.as_ref(), Some(&observed));
+    assert_eq!(a.error.as_deref(), Some("timeout"));
+}
+
 /// The outbox: queued with the event, claimed once, retried after a failure, audited per attempt.
 async fn outbox(store: &dyn Store) {
     use std::time::Duration as Std;
@@ -593,6 +693,7 @@ async fn suite(store: Arc<dyn Store>) {
     failed_runs_change_nothing(&*store).await;
     reset(&*store).await;
     claims(&*store).await;
+    settling(&*store).await;
     outbox(&*store).await;
     audit_chain_covers_every_change(&*store).await;
     let all = store.findings(&FindingFilter::default()).await.unwrap();

@@ -299,6 +299,20 @@ pub trait Store: Send + Sync {
     /// Actions marked started, for settling after a crash.
     async fn started_actions(&self) -> Result<Vec<ActionRecord>, StoreError>;
 
+    /// Takes over `action`, left started by a process that is gone, for `owner` to settle: false
+    /// when another process took it first or it moved on (so only one process settles it).
+    async fn claim_started(
+        &self,
+        owner: &str,
+        action: &ActionRecord,
+        lease: std::time::Duration,
+    ) -> Result<bool, StoreError>;
+
+    /// A started action `owner` claimed whose call did not take effect goes back to pending in
+    /// one step, with an `action.failed` entry (`outcome: rerun`) saying `why`; false if the
+    /// claim was lost.
+    async fn rerun_started(&self, owner: &str, id: i64, why: &str) -> Result<bool, StoreError>;
+
     /// Puts a failed or unknown action back to pending; the refusal says why not.
     async fn retry_action(&self, id: i64) -> Result<Result<(), String>, StoreError>;
 
@@ -782,8 +796,19 @@ pub(crate) fn undo_params(
     Ok(params)
 }
 
-/// The `action.undo` entry: `by` asked to reverse `original` with the new action `undo`.
-pub(crate) fn undo_event(original: &ActionRecord, undo: &ActionRecord, reason: &str) -> Event {
+/// What a message held for a run is marked with when action `id` of the run is undone.
+pub(crate) fn undo_cancel_note(id: i64) -> String {
+    format!("not sent: action {id} of this run was undone")
+}
+
+/// The `action.undo` entry: `by` asked to reverse `original` with the new action `undo`
+/// (`cancelled`: how many held messages of the run will not be sent).
+pub(crate) fn undo_event(
+    original: &ActionRecord,
+    undo: &ActionRecord,
+    reason: &str,
+    cancelled: u64,
+) -> Event {
     Event {
         kind: crate::audit::Kind::ActionUndo,
         actor: undo.params["undo_by"]
@@ -801,6 +826,7 @@ pub(crate) fn undo_event(original: &ActionRecord, undo: &ActionRecord, reason: &
             "from": original.params["status"],
             "to": undo.params["status"],
             "params": undo.params,
+            "messages_cancelled": cancelled,
         }),
     }
 }
@@ -843,6 +869,18 @@ pub(crate) fn outcome_event(a: &ActionRecord, outcome: &ActionOutcome) -> Event 
             action_event(Kind::ActionFailed, a, d)
         }
     }
+}
+
+/// The `action.failed` entry of a started action sent back to pending because its call did not take effect.
+pub(crate) fn rerun_event(a: &ActionRecord, why: &str) -> Event {
+    let data = serde_json::json!({
+        "type": a.kind,
+        "attempt": a.attempts,
+        "idempotency_key": a.idempotency_key,
+        "error": why,
+        "outcome": "rerun",
+    });
+    action_event(crate::audit::Kind::ActionFailed, a, data)
 }
 
 /// The idempotency key of a run's action at `position`: the same on every attempt.

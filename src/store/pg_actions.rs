@@ -236,6 +236,30 @@ pub(super) async fn start(
     Ok(true)
 }
 
+/// started (claimed by `owner`) → pending, with `action.failed` (`outcome: rerun`).
+pub(super) async fn rerun_started(
+    tx: &Transaction<'_>,
+    owner: &str,
+    id: i64,
+    why: &str,
+) -> Result<bool, StoreError> {
+    let moved = tx
+        .execute(
+            "UPDATE actions SET state = 'pending', claimed_by = NULL, claim_expires = NULL, error = $3
+             WHERE id = $1 AND state = 'started' AND claimed_by = $2",
+            &[&id, &owner, &why],
+        )
+        .await?;
+    if moved == 0 {
+        return Ok(false);
+    }
+    let a = load(tx, id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("action {id} vanished")))?;
+    append_in(tx, &[super::rerun_event(&a, why)]).await?;
+    Ok(true)
+}
+
 /// started → outcome, with its audit entry; the run ends when no action of it is left to run.
 pub(super) async fn finish(
     tx: &Transaction<'_>,
@@ -246,7 +270,8 @@ pub(super) async fn finish(
     let (result, error) = outcome.columns();
     let moved = tx
         .execute(
-            "UPDATE actions SET state = $2, result = $3, error = $4, finished_at = $5, claimed_by = NULL, claim_expires = NULL
+            "UPDATE actions SET state = $2, result = COALESCE($3, result), error = $4, finished_at = $5,
+                    claimed_by = NULL, claim_expires = NULL
              WHERE id = $1 AND state = 'started'",
             &[&id, &outcome.state().as_str(), &result, &error, &now],
         )
@@ -326,9 +351,13 @@ pub(super) async fn undo(
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<Result<i64, String>, StoreError> {
-    // Two undos of one action take turns here; the second sees the first's.
+    // Undos in one run take turns on the run's row (as `finish` does); the second sees the first's.
     let locked = tx
-        .query_opt("SELECT id FROM actions WHERE id = $1 FOR UPDATE", &[&id])
+        .query_opt(
+            "SELECT r.id FROM remediation_runs r JOIN actions a ON a.run_id = r.id
+             WHERE a.id = $1 FOR UPDATE OF r",
+            &[&id],
+        )
         .await?;
     let Some(original) = (match locked {
         Some(_) => load(tx, id).await?,
@@ -371,10 +400,21 @@ pub(super) async fn undo(
         &[&original.run_id, &now],
     )
     .await?;
+    // Messages still held for this run tell of what is being reversed: they are never sent.
+    let cancelled = tx
+        .execute(
+            "UPDATE messages SET state = 'failed', error = $2 WHERE run_id = $1 AND state = 'held'",
+            &[&original.run_id, &super::undo_cancel_note(id)],
+        )
+        .await?;
     let undo = load(tx, undo_id)
         .await?
         .ok_or_else(|| StoreError::Corrupt(format!("action {undo_id} vanished")))?;
-    append_in(tx, &[super::undo_event(&original, &undo, reason)]).await?;
+    append_in(
+        tx,
+        &[super::undo_event(&original, &undo, reason, cancelled)],
+    )
+    .await?;
     Ok(Ok(undo_id))
 }
 

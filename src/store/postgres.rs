@@ -414,6 +414,36 @@ impl Store for PgStore {
         pg_actions::list(&self.client().await?, Some(ActionState::Started)).await
     }
 
+    async fn claim_started(
+        &self,
+        owner: &str,
+        action: &ActionRecord,
+        lease: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let until = super::lease_end(Utc::now(), lease);
+        let moved = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE actions SET claimed_by = $1, claim_expires = $2
+                 WHERE id = $3 AND state = 'started' AND attempts = $4
+                   AND claimed_by IS NOT DISTINCT FROM $5",
+                &[
+                    &owner,
+                    &until,
+                    &action.id,
+                    &action.attempts,
+                    &action.claimed_by,
+                ],
+            )
+            .await?;
+        Ok(moved > 0)
+    }
+
+    async fn rerun_started(&self, owner: &str, id: i64, why: &str) -> Result<bool, StoreError> {
+        in_tx!(self, tx => pg_actions::rerun_started(&tx, owner, id, why))
+    }
+
     async fn retry_action(&self, id: i64) -> Result<Result<(), String>, StoreError> {
         in_tx!(self, tx => pg_actions::retry(&tx, id, Utc::now()))
     }

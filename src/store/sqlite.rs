@@ -434,6 +434,36 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn claim_started(
+        &self,
+        owner: &str,
+        action: &ActionRecord,
+        lease: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let (owner, id, attempts, previous) = (
+            owner.to_string(),
+            action.id,
+            action.attempts,
+            action.claimed_by.clone(),
+        );
+        self.write(move |tx| {
+            sqlite_actions::claim_started(
+                tx,
+                &owner,
+                (id, attempts, previous.as_deref()),
+                Utc::now(),
+                lease,
+            )
+        })
+        .await
+    }
+
+    async fn rerun_started(&self, owner: &str, id: i64, why: &str) -> Result<bool, StoreError> {
+        let (owner, why) = (owner.to_string(), why.to_string());
+        self.write(move |tx| sqlite_actions::rerun_started(tx, &owner, id, &why))
+            .await
+    }
+
     async fn retry_action(&self, id: i64) -> Result<Result<(), String>, StoreError> {
         self.write(move |tx| sqlite_actions::retry(tx, id, Utc::now()))
             .await

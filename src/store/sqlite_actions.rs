@@ -232,6 +232,42 @@ pub(super) fn start(
     Ok(true)
 }
 
+/// Takes over a started action (id, attempts, previous holder) for `owner`; false if it moved on.
+pub(super) fn claim_started(
+    tx: &Transaction<'_>,
+    owner: &str,
+    action: (i64, i32, Option<&str>),
+    now: DateTime<Utc>,
+    lease: std::time::Duration,
+) -> Result<bool, StoreError> {
+    let (id, attempts, previous) = action;
+    Ok(tx.execute(
+        "UPDATE actions SET claimed_by = ?1, claim_expires = ?2
+         WHERE id = ?3 AND state = 'started' AND attempts = ?4 AND claimed_by IS ?5",
+        params![owner, ts(&lease_end(now, lease)), id, attempts, previous],
+    )? > 0)
+}
+
+/// started (claimed by `owner`) → pending, with `action.failed` (`outcome: rerun`).
+pub(super) fn rerun_started(
+    tx: &Transaction<'_>,
+    owner: &str,
+    id: i64,
+    why: &str,
+) -> Result<bool, StoreError> {
+    let moved = tx.execute(
+        "UPDATE actions SET state = 'pending', claimed_by = NULL, claim_expires = NULL, error = ?3
+         WHERE id = ?1 AND state = 'started' AND claimed_by = ?2",
+        params![id, owner, why],
+    )?;
+    if moved == 0 {
+        return Ok(false);
+    }
+    let a = load(tx, id)?.ok_or_else(|| StoreError::Corrupt(format!("action {id} vanished")))?;
+    append_in(tx, &[super::rerun_event(&a, why)])?;
+    Ok(true)
+}
+
 /// started → outcome, with its audit entry; the run ends when no action of it is left to run.
 pub(super) fn finish(
     tx: &Transaction<'_>,
@@ -241,7 +277,8 @@ pub(super) fn finish(
 ) -> Result<(), StoreError> {
     let (result, error) = outcome.columns();
     let moved = tx.execute(
-        "UPDATE actions SET state = ?2, result = ?3, error = ?4, finished_at = ?5, claimed_by = NULL, claim_expires = NULL
+        "UPDATE actions SET state = ?2, result = COALESCE(?3, result), error = ?4, finished_at = ?5,
+                claimed_by = NULL, claim_expires = NULL
          WHERE id = ?1 AND state = 'started'",
         params![id, outcome.state().as_str(), result, error, ts(&now)],
     )?;
@@ -339,9 +376,22 @@ pub(super) fn undo(
         "UPDATE remediation_runs SET state = 'running', updated_at = ?2 WHERE id = ?1",
         params![original.run_id, ts(&now)],
     )?;
+    // Messages still held for this run tell of what is being reversed: they are never sent.
+    let cancelled = tx.execute(
+        "UPDATE messages SET state = 'failed', error = ?2 WHERE run_id = ?1 AND state = 'held'",
+        params![original.run_id, super::undo_cancel_note(id)],
+    )?;
     let undo = load(tx, undo_id)?
         .ok_or_else(|| StoreError::Corrupt(format!("action {undo_id} vanished")))?;
-    append_in(tx, &[super::undo_event(&original, &undo, reason)])?;
+    append_in(
+        tx,
+        &[super::undo_event(
+            &original,
+            &undo,
+            reason,
+            cancelled as u64,
+        )],
+    )?;
     Ok(Ok(undo_id))
 }
 

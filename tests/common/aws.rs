@@ -184,13 +184,15 @@ pub struct Call {
     pub response: String,
 }
 
-/// An error the proxy answers instead of forwarding: the next `times` calls of `action`.
+/// An error the proxy answers for the next `times` calls of `action`: instead of forwarding,
+/// or (`after_forwarding`) after moto has carried the call out, as when an answer is lost.
 #[derive(Debug, Clone)]
 pub struct Fault {
     pub action: String,
     pub status: u16,
     pub code: String,
     pub times: usize,
+    pub after_forwarding: bool,
 }
 
 /// A recording, fault-injecting HTTP proxy in front of one moto server.
@@ -258,13 +260,24 @@ impl Proxy {
         self.calls.lock().unwrap().clear();
     }
 
-    /// Answers the next `times` calls of `action` with an AWS error.
+    /// Answers the next `times` calls of `action` with an AWS error (moto never sees them).
     pub fn fail(&self, action: &str, status: u16, code: &str, times: usize) {
+        self.push(action, status, code, times, false);
+    }
+
+    /// Forwards the next call of `action` to moto, which carries it out, then answers it with an
+    /// AWS error instead of moto's answer.
+    pub fn fail_after_forwarding(&self, action: &str, status: u16, code: &str) {
+        self.push(action, status, code, 1, true);
+    }
+
+    fn push(&self, action: &str, status: u16, code: &str, times: usize, after_forwarding: bool) {
         self.faults.lock().unwrap().push(Fault {
             action: action.into(),
             status,
             code: code.into(),
             times,
+            after_forwarding,
         });
     }
 
@@ -328,25 +341,26 @@ async fn forward(
                 f.clone()
             })
     };
+    let injected = |f: &Fault| {
+        let kind = if f.status >= 500 {
+            "Receiver"
+        } else {
+            "Sender"
+        };
+        let token = parts
+            .headers
+            .get("x-amz-security-token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none");
+        let xml = format!(
+            "<ErrorResponse xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\"><Error><Type>{kind}</Type><Code>{}</Code><Message>injected by the test proxy: {} (session token {token})</Message></Error><RequestId>proxy-fault</RequestId></ErrorResponse>",
+            f.code, f.code
+        );
+        (f.status, "text/xml".to_string(), xml)
+    };
     let (status, content_type, response) = match fault {
-        Some(f) => {
-            let kind = if f.status >= 500 {
-                "Receiver"
-            } else {
-                "Sender"
-            };
-            let token = parts
-                .headers
-                .get("x-amz-security-token")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("none");
-            let xml = format!(
-                "<ErrorResponse xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\"><Error><Type>{kind}</Type><Code>{}</Code><Message>injected by the test proxy: {} (session token {token})</Message></Error><RequestId>proxy-fault</RequestId></ErrorResponse>",
-                f.code, f.code
-            );
-            (f.status, "text/xml".to_string(), xml)
-        }
-        None => {
+        Some(f) if !f.after_forwarding => injected(&f),
+        fault => {
             let mut req = state.http.request(
                 parts.method.clone(),
                 format!("{}{}", state.upstream, parts.uri),
@@ -356,7 +370,7 @@ async fn forward(
                     req = req.header(name, value);
                 }
             }
-            match req.body(body.to_vec()).send().await {
+            let answer = match req.body(body.to_vec()).send().await {
                 Ok(r) => {
                     let status = r.status().as_u16();
                     let ct = r
@@ -368,6 +382,10 @@ async fn forward(
                     (status, ct, r.text().await.unwrap_or_default())
                 }
                 Err(e) => (502, "text/plain".into(), format!("proxy: {e}")),
+            };
+            match fault {
+                Some(f) => injected(&f),
+                None => answer,
             }
         }
     };
