@@ -140,6 +140,21 @@ pub enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// The findings report: summary, per-query findings, the approval log.
+    Report {
+        /// Output format (default: from the --output file's extension, else md).
+        #[arg(long, value_enum)]
+        format: Option<ReportFormat>,
+        /// Write to this file instead of standard output.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Only this period: a date (2026-11-01) or RFC 3339 time.
+        #[arg(long, value_name = "DATE")]
+        since: Option<String>,
+        /// Only this query.
+        #[arg(long, value_name = "QUERY")]
+        query: Option<String>,
+    },
     /// Show the audit trail, or verify its hash chain.
     Audit {
         /// Output format of the listing.
@@ -186,6 +201,19 @@ pub enum AuditFormat {
     /// Aligned columns.
     Table,
     /// A JSON array of entries (interface.md section 7).
+    Json,
+}
+
+/// `vigilo report --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// One self-contained page with charts.
+    Html,
+    /// Markdown.
+    Md,
+    /// One row per finding.
+    Csv,
+    /// The summary and the full lists.
     Json,
 }
 
@@ -318,8 +346,72 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
         },
+        Command::Report {
+            format,
+            output,
+            since,
+            query,
+        } => report(&dir, format, output, since, query).await,
         Command::Demo { yes } => crate::demo::run(yes).await,
     }
+}
+
+async fn report(
+    dir: &Path,
+    format: Option<ReportFormat>,
+    output: Option<PathBuf>,
+    since: Option<String>,
+    query: Option<String>,
+) -> Result<ExitCode> {
+    use crate::report::{Format, Options, Report};
+    let project = load(dir)?;
+    let since = since
+        .as_deref()
+        .map(crate::report::parse_since)
+        .transpose()
+        .map_err(UsageError)?;
+    if let Some(q) = &query
+        && !project.queries.contains_key(q)
+    {
+        let known: Vec<&str> = project.queries.keys().map(String::as_str).collect();
+        return Err(UsageError(format!(
+            "--query {q}: no such query (queries: {})",
+            known.join(", ")
+        ))
+        .into());
+    }
+    let by_extension = output
+        .as_ref()
+        .and_then(|p| p.extension())
+        .and_then(|e| e.to_str())
+        .and_then(|e| match e.to_ascii_lowercase().as_str() {
+            "html" | "htm" => Some(ReportFormat::Html),
+            "csv" => Some(ReportFormat::Csv),
+            "json" => Some(ReportFormat::Json),
+            "md" | "markdown" => Some(ReportFormat::Md),
+            _ => None,
+        });
+    let format = match format.or(by_extension).unwrap_or(ReportFormat::Md) {
+        ReportFormat::Html => Format::Html,
+        ReportFormat::Md => Format::Md,
+        ReportFormat::Csv => Format::Csv,
+        ReportFormat::Json => Format::Json,
+    };
+    let store = open_settled(&project).await?;
+    let report = Report::collect(&project, store.as_ref(), Options { since, query }).await?;
+    match &output {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            let mut out = crate::redact::lines(std::io::BufWriter::new(file));
+            report.write(format, &mut out).await?;
+            std::io::Write::flush(&mut out)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => report.write(format, &mut crate::redact::stdout()).await?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load(dir: &Path) -> Result<Project> {

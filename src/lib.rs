@@ -36,6 +36,7 @@ pub mod notify;
 pub mod output;
 pub mod redact;
 pub mod remediate;
+pub mod report;
 pub mod scan;
 pub mod schedule;
 pub mod scheduler;

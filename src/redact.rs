@@ -202,8 +202,13 @@ pub fn json(mut v: Value) -> Value {
 
 /// Standard output through the process-wide redactor, a line at a time.
 pub fn stdout() -> LineRedacted<std::io::Stdout> {
+    lines(std::io::stdout())
+}
+
+/// `inner` through the process-wide redactor, a line at a time (reports, exports).
+pub fn lines<W: std::io::Write>(inner: W) -> LineRedacted<W> {
     LineRedacted {
-        inner: std::io::stdout(),
+        inner,
         pending: Vec::new(),
     }
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::process::Command;
+use common::chromium;
 
 use common::{Running, free_port, show};
 use serde_json::Value;
@@ -248,31 +248,6 @@ async fn approval_pages_vote_only_with_the_right_token() {
     );
 }
 
-/// Runs headless Chromium with the flags this machine needs, plus `args`.
-fn chromium(profile: &std::path::Path, args: &[&str]) -> std::process::Output {
-    let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--window-size=1000,1000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .output();
-    match out {
-        Ok(o) => o,
-        Err(e) => panic!(
-            "headless Chromium is required for this test (Debian package chromium; scripts/test installs it): {e}"
-        ),
-    }
-}
-
 #[tokio::test]
 async fn approval_page_renders_in_headless_chromium() {
     let served = served().await;
@@ -293,18 +268,7 @@ async fn approval_page_renders_in_headless_chromium() {
         &[&format!("--screenshot={}", shot.display()), &url],
     );
     assert!(shot.exists(), "no screenshot: {}", show(&out));
-    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    let pixels = &buf[..info.buffer_size()];
-    let step = info.color_type.samples();
-    let first = &pixels[..step];
-    let differing = pixels.chunks(step).filter(|p| *p != first).count();
-    assert!(
-        differing > pixels.len() / step / 100,
-        "the screenshot is blank ({differing} pixels differ from the first)"
-    );
+    common::assert_not_blank(&shot);
     // Rendering the page in a browser voted nothing.
     let approvals = common::vigilo(served._dir.path(), &["approvals", "--format", "json"]);
     let list: Value = serde_json::from_slice(&approvals.stdout).unwrap();

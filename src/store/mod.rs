@@ -195,6 +195,15 @@ pub trait Store: Send + Sync {
     /// One finding.
     async fn finding(&self, id: i64) -> Result<Option<Finding>, StoreError>;
 
+    /// Up to `limit` findings matching `filter` with ids above `after`, by id: a page, so large
+    /// inventories are read a page at a time.
+    async fn findings_page(
+        &self,
+        filter: &FindingFilter,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Finding>, StoreError>;
+
     /// The latest runs, newest first (of one query, or all).
     async fn runs(&self, query: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
 

@@ -203,6 +203,27 @@ impl Store for PgStore {
         rows.iter().map(read_finding).collect()
     }
 
+    async fn findings_page(
+        &self,
+        filter: &FindingFilter,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Finding>, StoreError> {
+        let client = self.client().await?;
+        let status = filter.status.map(|s| s.as_str());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                &format!(
+                    "{FINDING_SELECT} WHERE ($1::text IS NULL OR f.query = $1) AND ($2::text IS NULL OR f.status = $2)
+                       AND f.id > $3 ORDER BY f.id LIMIT $4"
+                ),
+                &[&filter.query, &status, &after, &limit],
+            )
+            .await?;
+        rows.iter().map(read_finding).collect()
+    }
+
     async fn finding(&self, id: i64) -> Result<Option<Finding>, StoreError> {
         let client = self.client().await?;
         let row = client

@@ -221,6 +221,28 @@ impl Store for SqliteStore {
         self.with(move |c| load_finding(c, id)).await
     }
 
+    async fn findings_page(
+        &self,
+        filter: &FindingFilter,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Finding>, StoreError> {
+        let filter = filter.clone();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "{FINDING_SELECT} WHERE (?1 IS NULL OR f.query = ?1) AND (?2 IS NULL OR f.status = ?2) AND f.id > ?3
+                 ORDER BY f.id LIMIT ?4"
+            ))?;
+            let rows = stmt.query_map(
+                params![filter.query, filter.status.map(|s| s.as_str()), after, limit],
+                read_finding,
+            )?;
+            rows.map(|r| r?).collect()
+        })
+        .await
+    }
+
     async fn runs(&self, query: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
         let query = query.map(str::to_string);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);

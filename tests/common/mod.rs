@@ -246,3 +246,47 @@ pub fn hidden_inputs(html: &str) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// Runs headless Chromium with the flags this machine needs, plus `args`.
+pub fn chromium(profile: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--window-size=1000,1000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .output();
+    match out {
+        Ok(o) => o,
+        Err(e) => panic!(
+            "headless Chromium is required for this test (Debian package chromium; scripts/test installs it): {e}"
+        ),
+    }
+}
+
+/// Panics unless the PNG at `path` is more than 1% pixels different from its first pixel.
+pub fn assert_not_blank(path: &Path) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(path).expect("open the screenshot"),
+    ));
+    let mut reader = decoder.read_info().expect("a PNG");
+    let mut buf = vec![0; reader.output_buffer_size().expect("size")];
+    let info = reader.next_frame(&mut buf).expect("a frame");
+    let pixels = &buf[..info.buffer_size()];
+    let step = info.color_type.samples();
+    let first = &pixels[..step];
+    let differing = pixels.chunks(step).filter(|p| *p != first).count();
+    assert!(
+        differing > pixels.len() / step / 100,
+        "the screenshot {} is blank ({differing} pixels differ from the first)",
+        path.display()
+    );
+}
