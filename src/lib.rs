@@ -32,6 +32,7 @@ pub mod diff;
 pub mod email;
 pub mod export;
 pub mod finding;
+pub mod metrics;
 pub mod notify;
 pub mod output;
 pub mod redact;

@@ -138,6 +138,16 @@ impl Scanner {
         let result = self.run_and_commit(query, started_at).await;
         let duration = clock.elapsed();
         match &result {
+            Ok(s) => crate::metrics::observe_run(
+                &query.name,
+                true,
+                duration,
+                s.rows,
+                [s.inserted, s.updated, s.deleted],
+            ),
+            Err(_) => crate::metrics::observe_run(&query.name, false, duration, 0, [0; 3]),
+        }
+        match &result {
             Ok(s) => tracing::info!(
                 query = %query.name,
                 rows = s.rows,

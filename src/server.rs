@@ -90,6 +90,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(dashboard))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/approvals/{id}", get(approval_page).post(approval_vote))
         .route("/api/findings", get(api_findings))
         .route("/api/approvals", get(api_approvals))
@@ -114,6 +115,24 @@ async fn healthz(State(s): State<AppState>) -> Response {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
         Err(e) => {
             tracing::error!(error = %e, "health check: state store does not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, "state store unavailable\n").into_response()
+        }
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    match crate::metrics::render(&s.project, s.store.as_ref()).await {
+        Ok(text) => (
+            StatusCode::OK,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                crate::metrics::CONTENT_TYPE,
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "metrics: the state store failed");
             (StatusCode::SERVICE_UNAVAILABLE, "state store unavailable\n").into_response()
         }
     }

@@ -328,6 +328,9 @@ pub trait Store: Send + Sync {
     /// Every action, by id.
     async fn actions(&self) -> Result<Vec<ActionRecord>, StoreError>;
 
+    /// Counts for `/metrics`, grouped in the database.
+    async fn stats(&self) -> Result<Stats, StoreError>;
+
     /// Records the reversal of executed action `id` as a new pending action of its run (see
     /// [`undo_params`]), with `action.undo` by `by`; returns its id, or the refusal.
     async fn undo_action(
@@ -891,6 +894,28 @@ pub(crate) fn rerun_event(a: &ActionRecord, why: &str) -> Event {
     });
     action_event(crate::audit::Kind::ActionFailed, a, data)
 }
+
+/// Counts of what the store holds, for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Open findings per (query, severity).
+    pub open_findings: Vec<(String, String, i64)>,
+    /// Approvals per (remediation, status, decision).
+    pub approvals: Vec<(String, String, Option<String>, i64)>,
+    /// Actions per (type, state).
+    pub actions: Vec<(String, String, i64)>,
+    /// Messages per (integration kind, state).
+    pub messages: Vec<(String, String, i64)>,
+}
+
+/// The grouping queries of [`Stats`], in both dialects (no parameters).
+pub(crate) const STATS_SQL: [&str; 4] = [
+    "SELECT query, severity, count(*) FROM findings WHERE status = 'open' GROUP BY query, severity ORDER BY 1, 2",
+    "SELECT remediation, status, decision, count(*) FROM approvals GROUP BY remediation, status, decision ORDER BY 1, 2, 3",
+    "SELECT kind, state, count(*) FROM actions GROUP BY kind, state ORDER BY 1, 2",
+    "SELECT CASE WHEN instr(integration, '.') > 0 THEN substr(integration, 1, instr(integration, '.') - 1) ELSE integration END,
+            state, count(*) FROM messages GROUP BY 1, 2 ORDER BY 1, 2",
+];
 
 /// The idempotency key of a run's action at `position`: the same on every attempt.
 pub(crate) fn idempotency_key(run_id: i64, position: i32) -> String {

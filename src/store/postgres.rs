@@ -473,6 +473,28 @@ impl Store for PgStore {
         pg_actions::list(&self.client().await?, None).await
     }
 
+    async fn stats(&self) -> Result<super::Stats, StoreError> {
+        let client = self.client().await?;
+        let [findings, approvals, actions, messages] = super::STATS_SQL;
+        let triples = |rows: Vec<tokio_postgres::Row>| -> Vec<(String, String, i64)> {
+            rows.iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect()
+        };
+        let messages = messages.replace("instr(integration, '.')", "strpos(integration, '.')");
+        Ok(super::Stats {
+            open_findings: triples(client.query(findings, &[]).await?),
+            approvals: client
+                .query(approvals, &[])
+                .await?
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                .collect(),
+            actions: triples(client.query(actions, &[]).await?),
+            messages: triples(client.query(messages.as_str(), &[]).await?),
+        })
+    }
+
     async fn undo_action(
         &self,
         id: i64,

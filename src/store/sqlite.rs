@@ -495,6 +495,28 @@ impl Store for SqliteStore {
         self.with(|c| sqlite_actions::list(c, None)).await
     }
 
+    async fn stats(&self) -> Result<super::Stats, StoreError> {
+        self.with(|c| {
+            let triples = |sql: &str| -> Result<Vec<(String, String, i64)>, StoreError> {
+                let mut stmt = c.prepare_cached(sql)?;
+                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            };
+            let [findings, approvals, actions, messages] = super::STATS_SQL;
+            let mut stmt = c.prepare_cached(approvals)?;
+            let approvals = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<Result<_, _>>()?;
+            Ok(super::Stats {
+                open_findings: triples(findings)?,
+                approvals,
+                actions: triples(actions)?,
+                messages: triples(messages)?,
+            })
+        })
+        .await
+    }
+
     async fn undo_action(
         &self,
         id: i64,
