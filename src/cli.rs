@@ -290,8 +290,11 @@ fn init_logging(cli: &Cli) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("vigilo={default},warn")));
+    // Colours only for a person at a terminal; logs collected from a pipe stay plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(crate::redact::StderrRedacted)
         .try_init();
 }
@@ -775,6 +778,25 @@ fn validate(dir: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A progress bar on standard error for `n` queries, only on a terminal and outside CI.
+fn scan_progress(n: usize) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() || std::env::var_os("CI").is_some() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(n as u64),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{spinner} [{pos}/{len}] {wide_msg} {elapsed}")
+    {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(120));
+    Some(bar)
+}
+
 async fn scan_cmd(dir: &Path, dry_run: bool, names: &[String]) -> Result<ExitCode> {
     let project = Arc::new(load(dir)?);
     let queries = scan::select_queries(&project, names).map_err(UsageError)?;
@@ -810,7 +832,8 @@ async fn scan_cmd(dir: &Path, dry_run: bool, names: &[String]) -> Result<ExitCod
         });
     }
     record_config_loaded(&project, scanner.store().as_ref(), "scan").await?;
-    let runs = scan::scan_all(&scanner, &queries).await;
+    let progress = scan_progress(queries.len());
+    let runs = scan::scan_all_with(&scanner, &queries, progress.as_ref()).await;
     output::write_scan(&mut out, &runs)?;
     drop(out);
     let targets = targets(&scanner)?;

@@ -378,9 +378,41 @@ impl Scanner {
 
 /// Runs `queries` one after another (as `vigilo scan` does) and returns each result.
 pub async fn scan_all(scanner: &Scanner, queries: &[&Query]) -> Vec<QueryRun> {
+    scan_all_with(scanner, queries, None).await
+}
+
+/// [`scan_all`], ticking `progress` (one step per query) when given.
+pub async fn scan_all_with(
+    scanner: &Scanner,
+    queries: &[&Query],
+    progress: Option<&indicatif::ProgressBar>,
+) -> Vec<QueryRun> {
     let mut results = Vec::with_capacity(queries.len());
     for q in queries {
-        results.push(scanner.run(q).await);
+        if let Some(p) = progress {
+            p.set_message(format!("running {}", q.name));
+        }
+        let run = scanner.run(q).await;
+        if let Some(p) = progress {
+            let line = match &run.result {
+                Ok(s) => format!(
+                    "✓ {}: {} rows, +{} ~{} -{} ({:.1}s)",
+                    q.name,
+                    s.rows,
+                    s.inserted,
+                    s.updated,
+                    s.deleted,
+                    run.duration.as_secs_f64()
+                ),
+                Err(e) => format!("✗ {}: {e}", q.name),
+            };
+            p.println(crate::redact::text(&line));
+            p.inc(1);
+        }
+        results.push(run);
+    }
+    if let Some(p) = progress {
+        p.finish_and_clear();
     }
     results
 }

@@ -443,3 +443,61 @@ fn demo_runs_the_loop() {
         assert!(s.contains("audit trail intact"), "{s}");
     }
 }
+
+/// `vigilo scan` shows per-query progress on a terminal (a pty from `script`), and none in a
+/// pipe or under CI.
+#[test]
+fn scan_shows_progress_only_on_a_terminal_outside_ci() {
+    let dir = common::project(&[
+        (
+            "config/vigilo.toml",
+            "[state]\nurl = \"sqlite://state.db\"\n\n[database.src]\nurl = \"sqlite://src.db\"\n",
+        ),
+        (
+            "queries/keys.sql",
+            "-- primary_key: id\nselect 'a' as id union all select 'b'",
+        ),
+    ]);
+    rusqlite::Connection::open(dir.path().join("src.db"))
+        .unwrap()
+        .execute_batch("create table t (x)")
+        .unwrap();
+    let piped = common::vigilo(dir.path(), &["scan"]);
+    assert!(piped.status.success(), "{}", show(&piped));
+    let all = format!(
+        "{}{}",
+        stdout(&piped),
+        String::from_utf8_lossy(&piped.stderr)
+    );
+    assert!(
+        !all.contains('✓') && !all.contains("\u{1b}["),
+        "quiet in a pipe: {all}"
+    );
+
+    let command = format!(
+        "{} --dir {} scan",
+        env!("CARGO_BIN_EXE_vigilo"),
+        dir.path().display()
+    );
+    let on_tty = |ci: bool| {
+        let mut cmd = Command::new("script");
+        cmd.args(["-qefc", &command, "/dev/null"]);
+        if ci {
+            cmd.env("CI", "true");
+        } else {
+            cmd.env_remove("CI");
+        }
+        let out = cmd
+            .output()
+            .expect("`script` (util-linux) gives the test a terminal");
+        assert!(out.status.success(), "{}", show(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let tty = on_tty(false);
+    assert!(
+        tty.contains("✓ keys: 2 rows, +0 ~0 -0"),
+        "progress on a terminal: {tty}"
+    );
+    let ci = on_tty(true);
+    assert!(!ci.contains('✓'), "quiet under CI: {ci}");
+}
