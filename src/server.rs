@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::approval::{Transition, Vote};
 use crate::config::Project;
 use crate::finding::Status;
-use crate::store::{FindingFilter, Store};
+use crate::store::{FindingFilter, Store, StoreError};
 use crate::token::{self, TokenError};
 
 /// What every handler needs.
@@ -47,6 +47,7 @@ impl AppState {
             ("approval.html", include_str!("web/approval.html")),
             ("message.html", include_str!("web/message.html")),
             ("dashboard.html", include_str!("web/dashboard.html")),
+            ("login.html", include_str!("web/login.html")),
         ] {
             if let Err(e) = env.add_template(name, source) {
                 tracing::error!(template = name, error = %e, "page template does not parse");
@@ -89,6 +90,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(dashboard))
+        .route("/login", axum::routing::post(login))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/approvals/{id}", get(approval_page).post(approval_vote))
@@ -280,34 +282,214 @@ fn internal(s: &AppState, e: impl std::fmt::Display) -> Response {
     )
 }
 
-async fn dashboard(State(s): State<AppState>) -> Response {
-    let pending = match s.store.approvals(true).await {
-        Ok(p) => p,
-        Err(e) => return internal(&s, e),
+/// How many findings the dashboard lists (the rest are counted).
+const DASHBOARD_FINDINGS: usize = 200;
+
+/// The name of the dashboard's session cookie.
+const SESSION_COOKIE: &str = "vigilo_session";
+
+/// The dashboard session cookie's value for `api_token`: an HMAC of it, never the token itself.
+fn session_value(api_token: &str) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = <hmac::Hmac<sha2::Sha256>>::new_from_slice(api_token.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(b"vigilo dashboard session");
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Whether the dashboard may be shown: no `api_token` configured, or the bearer token or the
+/// session cookie. `Ok(true)` when the viewer is signed in with the token.
+fn dashboard_access(s: &AppState, headers: &HeaderMap) -> Result<bool, ()> {
+    let Some(token) = s
+        .project
+        .server
+        .as_ref()
+        .and_then(|srv| srv.api_token.as_ref())
+    else {
+        return Ok(false);
     };
-    let open = FindingFilter {
-        query: None,
-        status: Some(Status::Open),
+    if authorized(s, headers).is_ok() {
+        return Ok(true);
+    }
+    let want = session_value(token.expose());
+    let cookies = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='));
+    for (name, value) in cookies {
+        if name == SESSION_COOKIE && constant_time_eq(value.as_bytes(), want.as_bytes()) {
+            return Ok(true);
+        }
+    }
+    Err(())
+}
+
+/// `GET /` filters.
+#[derive(Deserialize, Default)]
+struct DashboardQuery {
+    query: Option<String>,
+    severity: Option<String>,
+    status: Option<String>,
+}
+
+async fn dashboard(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(filter): Query<DashboardQuery>,
+) -> Response {
+    let signed_in = match dashboard_access(&s, &headers) {
+        Ok(signed_in) => signed_in,
+        Err(()) => return login_page(&s, StatusCode::UNAUTHORIZED, None),
     };
-    let open_findings = match s.store.findings(&open).await {
-        Ok(f) => f.len(),
-        Err(e) => return internal(&s, e),
+    match dashboard_page(&s, filter, signed_in).await {
+        Ok(r) => r,
+        Err(e) => internal(&s, e),
+    }
+}
+
+async fn dashboard_page(
+    s: &AppState,
+    filter: DashboardQuery,
+    signed_in: bool,
+) -> Result<Response, StoreError> {
+    let now = chrono::Utc::now();
+    let status = match filter.status.as_deref() {
+        None | Some("") | Some("open") => Some(Status::Open),
+        Some("resolved") => Some(Status::Resolved),
+        Some(_) => None,
     };
-    let audit = match s.store.audit_head().await {
-        Ok((head, _)) => s
-            .store
-            .audit_page((head - 20).max(0), 20)
-            .await
-            .unwrap_or_default(),
-        Err(e) => return internal(&s, e),
+    let query = filter.query.clone().filter(|q| !q.is_empty());
+    let severity = filter.severity.clone().filter(|q| !q.is_empty());
+    let wanted = FindingFilter {
+        query: query.clone(),
+        status,
     };
-    match s.render(
-        "dashboard.html",
-        context! { pending => Serde(&pending), open_findings, audit => Serde(&audit) },
-    ) {
+    let (mut findings, mut matching, mut after) = (Vec::new(), 0usize, 0);
+    loop {
+        let page = s.store.findings_page(&wanted, after, 1000).await?;
+        for f in &page {
+            if severity
+                .as_deref()
+                .is_none_or(|sev| sev == f.severity.as_str())
+            {
+                matching += 1;
+                if findings.len() < DASHBOARD_FINDINGS {
+                    findings.push(f.clone());
+                }
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == 1000 => after = last.id,
+            _ => break,
+        }
+    }
+    let pending = s.store.approvals(true).await?;
+    let votable: Vec<serde_json::Value> = pending
+        .iter()
+        .map(|a| {
+            // Per-approver vote links, for a viewer signed in with the API token, when links can be signed.
+            let links = if signed_in {
+                crate::remediate::links(&s.project, a.id, &a.approvers, a.deadline)
+            } else {
+                Vec::new()
+            };
+            serde_json::json!({
+                "approval": a,
+                "links": links.iter().map(|(who, url)| serde_json::json!({"who": who, "url": url})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let mut actions = s.store.actions().await?;
+    actions.reverse();
+    actions.truncate(20);
+    let actions: Vec<serde_json::Value> = actions.iter().map(crate::report::action_json).collect();
+    let (head, _) = s.store.audit_head().await?;
+    let mut audit = s.store.audit_page((head - 20).max(0), 20).await?;
+    audit.reverse();
+    let mut queries = Vec::new();
+    for q in s.project.queries.values() {
+        let last = s.store.runs(Some(&q.name), 1).await?.into_iter().next();
+        queries.push(serde_json::json!({
+            "name": q.name,
+            "title": q.title,
+            "severity": q.severity.as_str(),
+            "enabled": q.enabled,
+            "schedule": q.schedule.as_ref().map(ToString::to_string),
+            "next_run": q.schedule.as_ref().filter(|_| q.enabled).and_then(|sch| sch.next_after(now)).as_ref().map(crate::finding::rfc3339),
+            "last_run": last.map(|r| serde_json::json!({
+                "at": crate::finding::rfc3339(&r.started_at),
+                "status": r.status.as_str(),
+                "rows": r.rows,
+                "ms": (r.finished_at - r.started_at).num_milliseconds(),
+                "error": r.error,
+            })),
+        }));
+    }
+    let ctx = context! {
+        findings => Serde(&findings),
+        matching,
+        shown => findings.len(),
+        pending => Serde(&votable),
+        actions => Serde(&actions),
+        audit => Serde(&audit),
+        queries => Serde(&queries),
+        query_names => s.project.queries.keys().cloned().collect::<Vec<_>>(),
+        filter_query => query.unwrap_or_default(),
+        filter_severity => severity.unwrap_or_default(),
+        filter_status => filter.status.unwrap_or_else(|| "open".into()),
+        signed_in,
+    };
+    Ok(match s.render("dashboard.html", ctx) {
         Ok(html) => html.into_response(),
         Err(r) => *r,
+    })
+}
+
+/// The sign-in form of a dashboard behind `api_token`.
+fn login_page(s: &AppState, status: StatusCode, error: Option<&str>) -> Response {
+    match s.render("login.html", context! { error }) {
+        Ok(html) => (status, html).into_response(),
+        Err(r) => *r,
     }
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+/// `POST /login`: the API token, checked in constant time, sets the session cookie.
+async fn login(State(s): State<AppState>, Form(form): Form<LoginForm>) -> Response {
+    let Some(token) = s
+        .project
+        .server
+        .as_ref()
+        .and_then(|srv| srv.api_token.as_ref())
+    else {
+        return axum::response::Redirect::to("/").into_response();
+    };
+    if !constant_time_eq(form.token.trim().as_bytes(), token.expose().as_bytes()) {
+        tracing::warn!("dashboard sign-in with a wrong token");
+        return login_page(
+            &s,
+            StatusCode::UNAUTHORIZED,
+            Some("That is not the API token."),
+        );
+    }
+    let cookie = format!(
+        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200",
+        session_value(token.expose())
+    );
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::SET_COOKIE, cookie),
+            (header::LOCATION, "/".to_string()),
+        ],
+    )
+        .into_response()
 }
 
 /// `Authorization: Bearer API_TOKEN`, compared in constant time.

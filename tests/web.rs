@@ -238,8 +238,9 @@ async fn approval_pages_vote_only_with_the_right_token() {
         "no secret in the audit trail"
     );
 
-    // The dashboard lists what is pending.
-    let dash = http.get(&base).send().await.unwrap();
+    // The dashboard (behind the API token here) lists what is pending.
+    assert_eq!(http.get(&base).send().await.unwrap().status(), 401);
+    let dash = http.get(&base).bearer_auth(API_TOKEN).send().await.unwrap();
     assert_eq!(dash.status(), 200);
     let html = dash.text().await.unwrap();
     assert!(
