@@ -60,6 +60,14 @@ impl AppState {
         }
     }
 
+    /// `[server] api_token`, when set.
+    fn api_token(&self) -> Option<&crate::config::Secret> {
+        self.project
+            .server
+            .as_ref()
+            .and_then(|srv| srv.api_token.as_ref())
+    }
+
     fn render(&self, name: &str, ctx: minijinja::Value) -> Result<Html<String>, Box<Response>> {
         self.templates
             .get_template(name)
@@ -300,12 +308,7 @@ fn session_value(api_token: &str) -> String {
 /// Whether the dashboard may be shown: no `api_token` configured, or the bearer token or the
 /// session cookie. `Ok(true)` when the viewer is signed in with the token.
 fn dashboard_access(s: &AppState, headers: &HeaderMap) -> Result<bool, ()> {
-    let Some(token) = s
-        .project
-        .server
-        .as_ref()
-        .and_then(|srv| srv.api_token.as_ref())
-    else {
+    let Some(token) = s.api_token() else {
         return Ok(false);
     };
     if authorized(s, headers).is_ok() {
@@ -462,12 +465,7 @@ struct LoginForm {
 
 /// `POST /login`: the API token, checked in constant time, sets the session cookie.
 async fn login(State(s): State<AppState>, Form(form): Form<LoginForm>) -> Response {
-    let Some(token) = s
-        .project
-        .server
-        .as_ref()
-        .and_then(|srv| srv.api_token.as_ref())
-    else {
+    let Some(token) = s.api_token() else {
         return axum::response::Redirect::to("/").into_response();
     };
     if !constant_time_eq(form.token.trim().as_bytes(), token.expose().as_bytes()) {

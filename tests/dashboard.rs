@@ -136,30 +136,7 @@ async fn the_dashboard_filters_findings_and_shows_runs_approvals_and_actions() {
     assert!(page.contains("http-equiv=\"refresh\""));
 
     // Headless Chromium renders it: no console errors, a screenshot that is not blank.
-    let tmp = tempfile::tempdir().unwrap();
-    let url = format!("http://127.0.0.1:{port}/");
-    let dom = common::chromium(
-        &tmp.path().join("profile-dom"),
-        &["--enable-logging=stderr", "--v=0", "--dump-dom", &url],
-    );
-    assert!(
-        String::from_utf8_lossy(&dom.stdout).contains("Pending approvals"),
-        "{}",
-        show(&dom)
-    );
-    let log = String::from_utf8_lossy(&dom.stderr);
-    assert!(
-        !log.lines()
-            .any(|l| l.contains("CONSOLE") || l.contains("Uncaught")),
-        "{log}"
-    );
-    let shot = tmp.path().join("dashboard.png");
-    let out = common::chromium(
-        &tmp.path().join("profile-shot"),
-        &[&format!("--screenshot={}", shot.display()), &url],
-    );
-    assert!(shot.exists(), "no screenshot: {}", show(&out));
-    common::assert_not_blank(&shot);
+    common::assert_renders_in_chromium(&format!("http://127.0.0.1:{port}/"), "Pending approvals");
 }
 
 #[tokio::test]

@@ -444,29 +444,7 @@ fn the_html_report_is_one_page_with_svg_charts_that_loads_in_chromium() {
     assert!(html.contains("@media print"));
     assert!(html.contains("rotated | done"), "votes with their reasons");
 
-    let tmp = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", page.display());
-    let dom = common::chromium(
-        &tmp.path().join("profile-dom"),
-        &["--enable-logging=stderr", "--v=0", "--dump-dom", &url],
-    );
-    let text = String::from_utf8_lossy(&dom.stdout);
-    assert!(
-        text.contains("Approval log") && text.matches("<svg").count() == 2,
-        "{}",
-        show(&dom)
-    );
-    let log = String::from_utf8_lossy(&dom.stderr);
-    assert!(
-        !log.lines()
-            .any(|l| l.contains("CONSOLE") || l.contains("Uncaught")),
-        "console errors:\n{log}"
-    );
-    let shot = tmp.path().join("report.png");
-    let out = common::chromium(
-        &tmp.path().join("profile-shot"),
-        &[&format!("--screenshot={}", shot.display()), &url],
-    );
-    assert!(shot.exists(), "no screenshot: {}", show(&out));
-    common::assert_not_blank(&shot);
+    let dom =
+        common::assert_renders_in_chromium(&format!("file://{}", page.display()), "Approval log");
+    assert_eq!(dom.matches("<svg").count(), 2, "the charts render");
 }

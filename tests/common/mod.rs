@@ -290,3 +290,33 @@ pub fn assert_not_blank(path: &Path) {
         path.display()
     );
 }
+
+/// Loads `url` in headless Chromium: asserts the DOM contains `expect`, the console logged no
+/// error, and a screenshot is not blank; returns the DOM.
+pub fn assert_renders_in_chromium(url: &str, expect: &str) -> String {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dom = chromium(
+        &tmp.path().join("profile-dom"),
+        &["--enable-logging=stderr", "--v=0", "--dump-dom", url],
+    );
+    let html = String::from_utf8_lossy(&dom.stdout).into_owned();
+    assert!(
+        html.contains(expect),
+        "{expect:?} not rendered: {}",
+        show(&dom)
+    );
+    let log = String::from_utf8_lossy(&dom.stderr);
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("CONSOLE") || l.contains("Uncaught")),
+        "console errors:\n{log}"
+    );
+    let shot = tmp.path().join("page.png");
+    let out = chromium(
+        &tmp.path().join("profile-shot"),
+        &[&format!("--screenshot={}", shot.display()), url],
+    );
+    assert!(shot.exists(), "no screenshot: {}", show(&out));
+    assert_not_blank(&shot);
+    html
+}
