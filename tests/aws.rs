@@ -420,6 +420,33 @@ async fn example_project_end_to_end(state_url: &str) {
         "{result}"
     );
     assert!(env.ok(repo(), &["audit", "verify"]).contains("intact"));
+
+    // The report an auditor gets: what was found, what was done, who approved it, how fast.
+    let out = tempfile::tempdir().unwrap();
+    let page = out.path().join("report.html");
+    env.ok(repo(), &["report", "-o", &page.display().to_string()]);
+    let html = std::fs::read_to_string(&page)
+        .unwrap()
+        .replace("&#x2f;", "/");
+    for part in [
+        frank_key.as_str(),
+        "Deactivate IAM access key",
+        "left the company",
+        "aws.iam.update_access_key",
+        "UpdateAccessKey",
+        "Active → Inactive (connection aws_dev, account 222222222222 as arn:aws:sts::222222222222:assumed-role/vigilo-remediator/vigilo-approval-",
+        "time to decision",
+    ] {
+        assert!(html.contains(part), "the report names {part:?}");
+    }
+    let json: Value =
+        serde_json::from_str(&env.ok(repo(), &["report", "--format", "json"])).unwrap();
+    assert_eq!(json["summary"]["remediations"]["approved"], 1);
+    assert_eq!(json["summary"]["remediations"]["denied"], 1);
+    assert_eq!(
+        json["summary"]["actions"]["succeeded"], 2,
+        "the key and the ticket"
+    );
 }
 
 #[tokio::test]

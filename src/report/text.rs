@@ -219,18 +219,44 @@ pub(super) fn key_text(key: &serde_json::Value) -> String {
     }
 }
 
+/// An AWS key action's result in words: what changed, where, as whom.
+fn aws_text(r: &serde_json::Value) -> String {
+    let s = |k: &str| r[k].as_str().unwrap_or_default();
+    let mut text = format!(
+        "{} {} of {}",
+        s("operation"),
+        s("access_key_id"),
+        s("user_name")
+    );
+    if r.get("status").is_some() {
+        text.push_str(&format!(": {} → {}", s("previous_status"), s("status")));
+    }
+    text.push_str(&format!(" (connection {}", s("connection")));
+    if !s("account").is_empty() {
+        text.push_str(&format!(", account {} as {}", s("account"), s("caller")));
+    }
+    if !s("request_id").is_empty() {
+        text.push_str(&format!(", request {}", s("request_id")));
+    }
+    text.push(')');
+    text
+}
+
 /// An action's outcome in words.
 pub(super) fn action_text(a: &crate::store::ActionRecord) -> String {
     let state = a.state.as_str();
     let detail = match (&a.error, &a.result) {
         (Some(e), _) => e.clone(),
-        (None, Some(r)) => r
+        (None, Some(r)) => match r
             .get("no_change")
             .or_else(|| r.get("skipped"))
             .or_else(|| r.get("settled"))
             .and_then(|v| v.as_str())
-            .map(str::to_string)
-            .unwrap_or_else(|| r.to_string()),
+        {
+            Some(why) => why.to_string(),
+            None if r.get("access_key_id").is_some() => aws_text(r),
+            None => r.to_string(),
+        },
         (None, None) => String::new(),
     };
     if detail.is_empty() {
