@@ -240,14 +240,19 @@ impl Connection {
         &self.config.name
     }
 
-    /// Credentials for `session` (the STS session name when the connection assumes a role),
-    /// from the cache while they are younger than `ttl` and not about to expire.
-    async fn credentials(&self, session: &str) -> Result<Credentials, AwsError> {
-        let key = if self.config.role_arn.is_some() {
+    /// The credential cache's key of `session`: the session for a role, one entry otherwise.
+    fn cache_key<'s>(&self, session: &'s str) -> &'s str {
+        if self.config.role_arn.is_some() {
             session
         } else {
             ""
-        };
+        }
+    }
+
+    /// Credentials for `session` (the STS session name when the connection assumes a role),
+    /// from the cache while they are younger than `ttl` and not about to expire.
+    async fn credentials(&self, session: &str) -> Result<Credentials, AwsError> {
+        let key = self.cache_key(session);
         let mut cache = self.cache.lock().await;
         let now = Instant::now();
         cache.retain(|_, c| fresh(c, now, self.config.ttl));
@@ -320,11 +325,7 @@ impl Connection {
     /// Who the calls of `session` run as (GetCallerIdentity, once per cached credentials).
     pub async fn identity(&self, session: &str) -> Result<Identity, AwsError> {
         let credentials = self.credentials(session).await?;
-        let key = if self.config.role_arn.is_some() {
-            session
-        } else {
-            ""
-        };
+        let key = self.cache_key(session);
         if let Some(id) = self
             .cache
             .lock()

@@ -32,14 +32,23 @@ pub enum ExportError {
 
 /// The outcome word of a settled approval, or `None` while it is pending.
 pub fn outcome(project: &Project, a: &Approval) -> Option<&'static str> {
-    match a.status {
+    outcome_of(project, &a.remediation, a.status, a.decision.as_deref())
+}
+
+/// The outcome word of an approval of `remediation` in `status` with `decision`: APPROVED when
+/// the winning option runs actions, DENIED when it runs none, EXPIRED; `None` while pending.
+pub fn outcome_of(
+    project: &Project,
+    remediation: &str,
+    status: Status,
+    decision: Option<&str>,
+) -> Option<&'static str> {
+    match status {
         Status::Pending => None,
         Status::Expired => Some("EXPIRED"),
         Status::Decided => {
-            let runs = a
-                .decision
-                .as_deref()
-                .is_some_and(|d| crate::remediate::runs_actions(project, &a.remediation, d));
+            let runs =
+                decision.is_some_and(|d| crate::remediate::runs_actions(project, remediation, d));
             Some(if runs { "APPROVED" } else { "DENIED" })
         }
     }

@@ -140,12 +140,14 @@ pub async fn render(project: &Project, store: &dyn Store) -> Result<String, Stor
     }
     m.approvals.reset();
     for (remediation, status, decision, n) in &stats.approvals {
-        let outcome = match (status.as_str(), decision) {
-            ("decided", Some(d)) if crate::remediate::runs_actions(project, remediation, d) => {
-                "approved"
-            }
-            ("decided", _) => "denied",
-            (other, _) => other,
+        let outcome = match crate::approval::Status::parse(status) {
+            Some(status) => crate::report::word(crate::export::outcome_of(
+                project,
+                remediation,
+                status,
+                decision.as_deref(),
+            )),
+            None => status.as_str(),
         };
         m.approvals
             .with_label_values(&[remediation, outcome])

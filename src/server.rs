@@ -369,25 +369,19 @@ async fn dashboard_page(
         query: query.clone(),
         status,
     };
-    let (mut findings, mut matching, mut after) = (Vec::new(), 0usize, 0);
-    loop {
-        let page = s.store.findings_page(&wanted, after, 1000).await?;
-        for f in &page {
-            if severity
-                .as_deref()
-                .is_none_or(|sev| sev == f.severity.as_str())
-            {
-                matching += 1;
-                if findings.len() < DASHBOARD_FINDINGS {
-                    findings.push(f.clone());
-                }
+    let (mut findings, mut matching) = (Vec::new(), 0usize);
+    crate::report::for_each(s.store.as_ref(), &wanted, |f| {
+        if severity
+            .as_deref()
+            .is_none_or(|sev| sev == f.severity.as_str())
+        {
+            matching += 1;
+            if findings.len() < DASHBOARD_FINDINGS {
+                findings.push(f.clone());
             }
         }
-        match page.last() {
-            Some(last) if page.len() == 1000 => after = last.id,
-            _ => break,
-        }
-    }
+    })
+    .await?;
     let pending = s.store.approvals(true).await?;
     let votable: Vec<serde_json::Value> = pending
         .iter()

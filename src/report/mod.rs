@@ -194,7 +194,12 @@ pub struct Report<'a> {
 
 /// The outcome word of an approval: approved (its option runs actions), denied, expired, pending.
 pub fn outcome(project: &Project, a: &Approval) -> &'static str {
-    match crate::export::outcome(project, a) {
+    word(crate::export::outcome(project, a))
+}
+
+/// [`crate::export::outcome`]'s word in lower case, `pending` for none.
+pub fn word(outcome: Option<&str>) -> &'static str {
+    match outcome {
         None => "pending",
         Some("APPROVED") => "approved",
         Some("DENIED") => "denied",
@@ -610,7 +615,7 @@ fn run_json(r: &RunRecord) -> Value {
 }
 
 /// Calls `each` with every finding matching `filter`, a page at a time.
-async fn for_each(
+pub(crate) async fn for_each(
     store: &dyn Store,
     filter: &FindingFilter,
     mut each: impl FnMut(&Finding),
