@@ -8,7 +8,7 @@
 //! what such evidence means after a restart: an AWS key is read again, an http
 //! target cannot be asked.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -232,6 +232,57 @@ impl<'a> KeyAction<'a> {
 /// already as wanted succeeds with "no change needed", a key or user that is gone is
 /// skipped, and nothing is called in either case. Other actions are called as they are.
 pub async fn prepare(targets: &Targets, action: &ActionRecord) -> Prepared {
+    prepare_with(targets, action, &mut KeyReads::default()).await
+}
+
+/// Reads of users' keys shared by the actions of one pass, kept in step with what those
+/// actions did: two keys of one user cost one `ListAccessKeys`, and an action never acts on
+/// a read that an earlier action of the pass made stale.
+#[derive(Debug, Default)]
+pub struct KeyReads {
+    /// (connection, user) → what was read, as changed since by this pass's actions.
+    reads: HashMap<(String, String), aws::UserKeys>,
+}
+
+impl KeyReads {
+    /// Notes what a finished action did to its key, so later actions of the pass read it right.
+    pub fn note(&mut self, action: &ActionRecord, outcome: &ActionOutcome) {
+        let Ok(k) = KeyAction::of(action) else {
+            return;
+        };
+        let user = (k.connection.to_string(), k.user.to_string());
+        let Some(Some(keys)) = self.reads.get_mut(&user) else {
+            return;
+        };
+        match (outcome, k.status) {
+            (ActionOutcome::Succeeded(_), Some(status)) => {
+                keys.insert(k.key.to_string(), status.to_string());
+            }
+            (ActionOutcome::Succeeded(_) | ActionOutcome::Skipped(_), None) => {
+                keys.remove(k.key);
+            }
+            (ActionOutcome::Skipped(_), Some(_)) => {}
+            // What a failed call did is not known: read again.
+            (ActionOutcome::Failed(_) | ActionOutcome::Unknown(_), _) => {
+                self.reads.remove(&user);
+            }
+        }
+    }
+
+    /// Which user an action is about, if it is a key action: actions of one user run in order.
+    pub fn user_of(action: &ActionRecord) -> Option<(String, String)> {
+        KeyAction::of(action)
+            .ok()
+            .map(|k| (k.connection.to_string(), k.user.to_string()))
+    }
+}
+
+/// [`prepare`], reading the user's keys once per pass through `reads`.
+pub async fn prepare_with(
+    targets: &Targets,
+    action: &ActionRecord,
+    reads: &mut KeyReads,
+) -> Prepared {
     if action.kind != UPDATE_ACCESS_KEY && action.kind != DELETE_ACCESS_KEY {
         return Prepared::Call(None);
     }
@@ -251,9 +302,17 @@ pub async fn prepare(targets: &Targets, action: &ActionRecord) -> Prepared {
             None
         }
     };
-    let state = match connection.key_state(&k.session, k.user, k.key).await {
-        Ok(s) => s,
-        Err(e) => return Prepared::Done(ActionOutcome::Failed(e.to_string())),
+    let user = (k.connection.to_string(), k.user.to_string());
+    let state = match reads.reads.get(&user) {
+        Some(keys) => aws::key_state_in(keys, k.key),
+        None => match connection.user_keys(&k.session, k.user).await {
+            Ok(keys) => {
+                let state = aws::key_state_in(&keys, k.key);
+                reads.reads.insert(user, keys);
+                state
+            }
+            Err(e) => return Prepared::Done(ActionOutcome::Failed(e.to_string())),
+        },
     };
     let mut result = k.result(identity.as_ref());
     match state {

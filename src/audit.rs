@@ -11,7 +11,7 @@ use std::fmt;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 /// `prev_hash` of the first entry.
@@ -166,6 +166,17 @@ impl Entry {
     /// Builds the next entry after (`prev_seq`, `prev_hash`), hashing it; secrets in its
     /// actor and data are masked first (see [`crate::redact`]).
     pub fn chain(prev_seq: i64, prev_hash: &str, at: DateTime<Utc>, event: &Event) -> Entry {
+        Entry::chain_with_text(prev_seq, prev_hash, at, event).0
+    }
+
+    /// [`Entry::chain`], also returning the entry's `data` as the JSON text that was hashed
+    /// (what the store keeps), so it is written once.
+    pub fn chain_with_text(
+        prev_seq: i64,
+        prev_hash: &str,
+        at: DateTime<Utc>,
+        event: &Event,
+    ) -> (Entry, String) {
         let redactor = crate::redact::global();
         let mut data = event.data.clone();
         redactor.json(&mut data);
@@ -182,13 +193,50 @@ impl Entry {
             prev_hash: prev_hash.to_string(),
             hash: String::new(),
         };
-        entry.hash = entry.compute_hash();
-        entry
+        let text = entry.data.to_string();
+        entry.hash = entry.compute_hash_with(&text);
+        (entry, text)
     }
 
     /// The canonical JSON of the entry without `hash`.
     pub fn canonical_json(&self) -> String {
-        let mut m = Map::new();
+        self.canonical_json_with(&self.data.to_string())
+    }
+
+    /// [`Entry::canonical_json`] given `data` already written as JSON text.
+    ///
+    /// Written field by field in key order, which is the text `serde_json` writes for the
+    /// entry as a `Map` (a test keeps the two the same), without building the map.
+    fn canonical_json_with(&self, data: &str) -> String {
+        fn put<T: Serialize + ?Sized>(out: &mut Vec<u8>, key: &str, value: &T) {
+            out.push(if out.is_empty() { b'{' } else { b',' });
+            out.push(b'"');
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(b"\":");
+            // Writing plain values into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, value);
+        }
+        let mut out = Vec::with_capacity(256 + data.len());
+        put(&mut out, "action_id", &self.action_id);
+        put(&mut out, "actor", &self.actor);
+        put(&mut out, "approval_id", &self.approval_id);
+        put(&mut out, "at", &self.at);
+        put(&mut out, "channel", &self.channel);
+        out.extend_from_slice(b",\"data\":");
+        out.extend_from_slice(data.as_bytes());
+        put(&mut out, "finding_id", &self.finding_id);
+        put(&mut out, "kind", &self.kind);
+        put(&mut out, "prev_hash", &self.prev_hash);
+        put(&mut out, "seq", &self.seq);
+        out.push(b'}');
+        // serde_json writes UTF-8, `data` is a str, and the rest is ASCII.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// The canonical JSON the old way, through a `serde_json::Map` (tests compare the two).
+    #[cfg(test)]
+    fn canonical_json_by_map(&self) -> String {
+        let mut m = serde_json::Map::new();
         m.insert("seq".into(), json!(self.seq));
         m.insert("at".into(), json!(self.at));
         m.insert("kind".into(), json!(self.kind));
@@ -205,9 +253,14 @@ impl Entry {
 
     /// What `hash` must be.
     pub fn compute_hash(&self) -> String {
+        self.compute_hash_with(&self.data.to_string())
+    }
+
+    /// [`Entry::compute_hash`] given `data` already written as JSON text.
+    fn compute_hash_with(&self, data: &str) -> String {
         let mut h = Sha256::new();
         h.update(self.prev_hash.as_bytes());
-        h.update(self.canonical_json().as_bytes());
+        h.update(self.canonical_json_with(data).as_bytes());
         hex::encode(h.finalize())
     }
 }
@@ -357,6 +410,20 @@ mod tests {
         let head = (c[4].seq, c[4].hash.as_str());
         assert_eq!(verify(&c, head), Ok(5));
         assert_eq!(verify(&[], (0, GENESIS)), Ok(0));
+    }
+
+    #[test]
+    fn canonical_json_is_what_serde_json_writes_for_the_map() {
+        let mut entries = chain(3);
+        let mut odd = entries[2].clone();
+        odd.actor = "ünïcode \"quoted\" \u{1}".into();
+        odd.finding_id = None;
+        odd.approval_id = Some(-4);
+        odd.data = json!({"z": [1, 2.5, null], "a": {"y": "\n", "b": true}, "é": ""});
+        entries.push(odd);
+        for e in &entries {
+            assert_eq!(e.canonical_json(), e.canonical_json_by_map());
+        }
     }
 
     #[test]

@@ -116,6 +116,19 @@ pub enum KeyState {
     UserGone,
 }
 
+/// What one `ListAccessKeys` read of a user said: key id → status; `None`: no such user.
+pub type UserKeys = Option<HashMap<String, String>>;
+
+/// The state of `key_id` in a read of its user's keys.
+pub fn key_state_in(keys: &UserKeys, key_id: &str) -> KeyState {
+    match keys {
+        None => KeyState::UserGone,
+        Some(keys) => keys
+            .get(key_id)
+            .map_or(KeyState::KeyGone, |s| KeyState::Present(s.clone())),
+    }
+}
+
 /// Who a connection's calls run as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -366,8 +379,15 @@ impl Connection {
         user: &str,
         key_id: &str,
     ) -> Result<KeyState, AwsError> {
+        Ok(key_state_in(&self.user_keys(session, user).await?, key_id))
+    }
+
+    /// Every access key of `user` with its status (`ListAccessKeys`, all pages); `None` when
+    /// the user does not exist.
+    pub async fn user_keys(&self, session: &str, user: &str) -> Result<UserKeys, AwsError> {
         let credentials = self.credentials(session).await?;
         let mut marker: Option<String> = None;
+        let mut keys = HashMap::new();
         loop {
             let result = self
                 .iam
@@ -380,20 +400,18 @@ impl Connection {
                 .await;
             let out = match result {
                 Ok(out) => out,
-                Err(e) if e.code() == Some("NoSuchEntity") => return Ok(KeyState::UserGone),
+                Err(e) if e.code() == Some("NoSuchEntity") => return Ok(None),
                 Err(e) => return Err(AwsError::from_sdk(self.name(), "ListAccessKeys", e)),
             };
-            if let Some(k) = out
-                .access_key_metadata()
-                .iter()
-                .find(|k| k.access_key_id() == Some(key_id))
-            {
-                let status = k.status().map_or("unknown", StatusType::as_str);
-                return Ok(KeyState::Present(status.to_string()));
+            for k in out.access_key_metadata() {
+                if let Some(id) = k.access_key_id() {
+                    let status = k.status().map_or("unknown", StatusType::as_str);
+                    keys.insert(id.to_string(), status.to_string());
+                }
             }
             match (out.is_truncated(), out.marker()) {
                 (true, Some(m)) => marker = Some(m.to_string()),
-                _ => return Ok(KeyState::KeyGone),
+                _ => return Ok(Some(keys)),
             }
         }
     }

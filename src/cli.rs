@@ -837,7 +837,19 @@ async fn scan_cmd(dir: &Path, dry_run: bool, names: &[String]) -> Result<ExitCod
     output::write_scan(&mut out, &runs)?;
     drop(out);
     let targets = targets(&scanner)?;
-    let (progress, ran) = remediate::step(&scanner, &remediate::owner(), &targets).await?;
+    // A step takes a batch of runs and actions: go on until one finds nothing more to do, so
+    // every new finding's remediation has started (and auto-remediations have run) on exit.
+    let owner = remediate::owner();
+    let (mut progress, mut ran) = remediate::step(&scanner, &owner, &targets).await?;
+    loop {
+        let (more, more_ran) = remediate::step(&scanner, &owner, &targets).await?;
+        if more.opened.is_empty() && more.failed.is_empty() && more_ran.is_empty() {
+            break;
+        }
+        progress.opened.extend(more.opened);
+        progress.failed.extend(more.failed);
+        ran.extend(more_ran);
+    }
     drain(&scanner, &targets.http).await?;
     let mut out = crate::redact::stdout();
     if !progress.opened.is_empty() {

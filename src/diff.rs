@@ -88,7 +88,49 @@ impl Snapshot {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+
+    /// Whether it holds `key`.
+    pub fn contains(&self, key: KeyHash) -> bool {
+        self.entries.contains_key(&key)
+    }
+
+    /// Adds the entries of one stored chunk ([`Snapshot::chunks`]); `Err` names a bad length.
+    pub fn extend_from_chunk(&mut self, chunk: &[u8]) -> Result<(), usize> {
+        if !chunk.len().is_multiple_of(ENTRY_BYTES) {
+            return Err(chunk.len());
+        }
+        for entry in chunk.chunks_exact(ENTRY_BYTES) {
+            let (key, row) = entry.split_at(16);
+            // Both splits have exactly the sizes converted to.
+            let key = KeyHash::from_be_bytes(key.try_into().unwrap_or_default());
+            let row = u64::from_be_bytes(row.try_into().unwrap_or_default());
+            self.insert(key, row);
+        }
+        Ok(())
+    }
+
+    /// The snapshot as stored: chunks of up to [`CHUNK_ENTRIES`] entries, each entry the
+    /// key hash (16 bytes) and the row hash (8 bytes), big-endian. One chunk is built at a
+    /// time, so storing a snapshot costs one chunk of memory, not a copy of it.
+    pub fn chunks(&self) -> impl Iterator<Item = Vec<u8>> + '_ {
+        let mut entries = self.entries.iter().peekable();
+        std::iter::from_fn(move || {
+            entries.peek()?;
+            let mut chunk = Vec::with_capacity(CHUNK_ENTRIES.min(self.len()) * ENTRY_BYTES);
+            for (key, row) in entries.by_ref().take(CHUNK_ENTRIES) {
+                chunk.extend_from_slice(&key.to_be_bytes());
+                chunk.extend_from_slice(&(row & !SEEN).to_be_bytes());
+            }
+            Some(chunk)
+        })
+    }
 }
+
+/// Bytes of one stored snapshot entry: key hash and row hash.
+pub const ENTRY_BYTES: usize = 24;
+
+/// Entries per stored snapshot chunk (768 KiB).
+pub const CHUNK_ENTRIES: usize = 32 * 1024;
 
 /// Why a run's rows cannot be diffed; the run fails and nothing changes.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -188,6 +230,18 @@ pub struct Changes {
     pub updated: Vec<Changed>,
     /// Keys there before and gone now.
     pub deleted: Vec<KeyHash>,
+    /// The run's snapshot, to be stored: every key seen, with its row hash.
+    pub snapshot: Snapshot,
+}
+
+impl Changes {
+    /// Whether the run changed no key: the stored snapshot stays as it is.
+    pub fn is_unchanged(&self) -> bool {
+        self.base_generation.is_some()
+            && self.inserted.is_empty()
+            && self.updated.is_empty()
+            && self.deleted.is_empty()
+    }
 }
 
 /// Diffs one run's rows, as they stream in, against the previous snapshot.
@@ -298,14 +352,23 @@ impl Diff {
         }
     }
 
-    /// Ends the run: every key of the previous snapshot not seen is deleted.
+    /// Ends the run: every key of the previous snapshot not seen is deleted, and what is
+    /// left is the new snapshot (the same map, not a copy).
     pub fn finish(mut self) -> Changes {
-        self.changes.deleted = self
-            .entries
-            .iter()
-            .filter(|(_, h)| **h & SEEN == 0)
-            .map(|(k, _)| *k)
-            .collect();
+        let deleted = &mut self.changes.deleted;
+        self.entries.retain(|key, hash| {
+            if *hash & SEEN == 0 {
+                deleted.push(*key);
+                false
+            } else {
+                *hash &= !SEEN;
+                true
+            }
+        });
+        self.changes.snapshot = Snapshot {
+            generation: self.changes.base_generation.map_or(1, |g| g + 1),
+            entries: self.entries,
+        };
         self.changes
     }
 
@@ -574,6 +637,53 @@ mod tests {
         assert!(
             matches!(err, DiffError::MissingColumn { ref column, .. } if column == "account_id"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn finish_leaves_the_new_snapshot_which_round_trips_through_chunks() {
+        let q = query(&["id"], &["age"], FirstRun::Insert);
+        let c = run(
+            &q,
+            Some(&[r(1, "a", 1), r(2, "b", 1)]),
+            &[r(2, "c", 1), r(3, "d", 1)],
+        )
+        .unwrap();
+        assert_eq!(counts(&c), (1, 1, 1));
+        assert_eq!(c.snapshot.generation, 2);
+        assert_eq!(c.snapshot.len(), 2);
+        let hash_of = |id: i64| key_hash_of(&[json!(id)]);
+        assert!(c.snapshot.contains(hash_of(2)) && c.snapshot.contains(hash_of(3)));
+        assert!(!c.snapshot.contains(hash_of(1)));
+        // No SEEN bit survives into what is stored.
+        assert!(c.snapshot.entries.values().all(|h| h & SEEN == 0));
+        assert!(!c.is_unchanged());
+
+        let mut big = Snapshot::new(7);
+        for i in 0..(CHUNK_ENTRIES as u128 * 2 + 5) {
+            big.insert(xxh3_128(&i.to_le_bytes()), i as u64 * 3);
+        }
+        let chunks: Vec<Vec<u8>> = big.chunks().collect();
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(chunks[2].len(), 5 * ENTRY_BYTES);
+        let mut back = Snapshot::new(7);
+        for chunk in &chunks {
+            back.extend_from_chunk(chunk).unwrap();
+        }
+        assert_eq!(back.entries, big.entries);
+        assert_eq!(back.extend_from_chunk(&[0; 25]), Err(25));
+        assert_eq!(Snapshot::new(1).chunks().count(), 0);
+    }
+
+    #[test]
+    fn an_unchanged_rerun_says_so() {
+        let q = query(&["id"], &["age"], FirstRun::Insert);
+        let c = run(&q, Some(&[r(1, "a", 1)]), &[r(1, "a", 9)]).unwrap();
+        assert!(c.is_unchanged());
+        let first = run(&q, None, &[]).unwrap();
+        assert!(
+            !first.is_unchanged(),
+            "a first run always stores its snapshot"
         );
     }
 

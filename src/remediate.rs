@@ -16,6 +16,7 @@ use crate::approval::{Approval, OptionSpec, Transition};
 use crate::config::{ApprovalConfig, Project, Remediation};
 use crate::finding::Finding;
 use crate::scan::Scanner;
+use crate::store::ActionRecord;
 use crate::store::{
     ActionOutcome, NewAction, NewApproval, NewMessage, RequestedRun, Store, StoreError,
 };
@@ -30,6 +31,10 @@ const RECHECK_RETRY: Duration = Duration::from_secs(5);
 
 /// How many requested runs one pass claims.
 const CLAIM_BATCH: usize = 100;
+
+/// How many actions (or AWS users' groups of actions) run at once: enough to keep a remote
+/// API busy without flooding it; AWS answers throttling with retries.
+const ACTION_CONCURRENCY: usize = 8;
 
 /// Why a remediation step failed.
 #[derive(Debug, thiserror::Error)]
@@ -369,12 +374,52 @@ pub async fn execute_pending(
     owner: &str,
     targets: &action::Targets,
 ) -> Result<Vec<(i64, ActionOutcome)>, RemediateError> {
+    use futures::StreamExt;
     let lease = action_lease();
-    let mut done = Vec::new();
+    // Actions on one AWS user run in order, sharing one read of the user's keys; different
+    // users' actions (and every other action) run side by side, at most ACTION_CONCURRENCY.
+    let mut groups: Vec<Vec<ActionRecord>> = Vec::new();
+    let mut group_of_user: HashMap<(String, String), usize> = HashMap::new();
     for a in store.claim_actions(owner, lease, CLAIM_BATCH).await? {
+        match action::KeyReads::user_of(&a) {
+            Some(user) => match group_of_user.get(&user) {
+                Some(&g) => groups[g].push(a),
+                None => {
+                    group_of_user.insert(user, groups.len());
+                    groups.push(vec![a]);
+                }
+            },
+            None => groups.push(vec![a]),
+        }
+    }
+    let results: Vec<Result<Vec<(i64, ActionOutcome)>, RemediateError>> =
+        futures::stream::iter(groups)
+            .map(|group| execute_group(store, owner, targets, lease, group))
+            .buffer_unordered(ACTION_CONCURRENCY)
+            .collect()
+            .await;
+    let mut done = Vec::new();
+    for r in results {
+        done.extend(r?);
+    }
+    done.sort_by_key(|(id, _)| *id);
+    Ok(done)
+}
+
+/// Runs claimed actions one after another (the actions of one AWS user, or a single action).
+async fn execute_group(
+    store: &dyn Store,
+    owner: &str,
+    targets: &action::Targets,
+    lease: Duration,
+    group: Vec<ActionRecord>,
+) -> Result<Vec<(i64, ActionOutcome)>, RemediateError> {
+    let mut reads = action::KeyReads::default();
+    let mut done = Vec::new();
+    for a in group {
         pause_point("action.before_start");
         // Read first (an AWS key's status): what is already done or gone is not called.
-        let prepared = action::prepare(targets, &a).await;
+        let prepared = action::prepare_with(targets, &a, &mut reads).await;
         let observed = match &prepared {
             action::Prepared::Call(observed) => observed.clone().map(crate::redact::json),
             action::Prepared::Done(_) => None,
@@ -396,6 +441,7 @@ pub async fn execute_pending(
             }
             _ => tracing::info!(action = a.id, kind = %a.kind, "action finished"),
         }
+        reads.note(&a, &outcome);
         store.finish_action(a.id, outcome.clone()).await?;
         done.push((a.id, outcome));
     }

@@ -400,7 +400,7 @@ async fn run_schedules_repeatedly_never_overlaps_and_stops_cleanly_on_sigterm() 
     for (q, n) in [("slow", slow.len()), ("fast", fast.len())] {
         let (generation, keys): (i64, i64) = conn
             .query_row(
-                "select generation, (select count(*) from snapshot s where s.query_id = q.id) from query_state q where name = ?1",
+                "select generation, (select sum(length(entries)) / 24 from snapshot_chunks s where s.query_id = q.id) from query_state q where name = ?1",
                 [q],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )

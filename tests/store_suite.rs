@@ -738,3 +738,106 @@ async fn postgres_store_unreachable_is_a_clear_error() {
     assert!(err.contains("cannot open"), "{err}");
     assert!(!err.contains("hunter2"), "password leaked: {err}");
 }
+
+/// The schema before compact snapshots (migrations 1–6), then a snapshot stored the old way,
+/// a row per key: (SQL to run, the rows of a query "legacy" that the snapshot holds).
+fn legacy_schema(dialect: &str) -> String {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("src/store/migrations")
+        .join(dialect);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap() < "0007")
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 6, "{files:?}");
+    let mut sql =
+        "CREATE TABLE schema_migrations (version bigint PRIMARY KEY, applied_at text NOT NULL);\n"
+            .to_string();
+    for (n, f) in files.iter().enumerate() {
+        sql += &std::fs::read_to_string(f).unwrap();
+        sql += &format!(
+            ";\nINSERT INTO schema_migrations VALUES ({}, '2026-01-01T00:00:00Z');\n",
+            n + 1
+        );
+    }
+    sql
+}
+
+/// 40,000 keys (more than one chunk) stored a row per key, migrated, then diffed again.
+async fn legacy_snapshot_migrates(dialect: &str, url: StoreUrl, run_sql: impl AsyncFnOnce(String)) {
+    let q = query("legacy", FirstRun::Insert);
+    let rows: Vec<Vec<Value>> = (0..40_000).map(|i| row(&format!("k{i}"), i)).collect();
+    let cols = vec!["id".to_string(), "v".to_string(), "age".to_string()];
+    let mut d = Diff::new(&q, &cols, None).unwrap();
+    for r in &rows {
+        d.push(r.clone()).unwrap();
+    }
+    let first = d.finish();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let values: Vec<String> = first
+        .inserted
+        .iter()
+        .map(|c| {
+            let key = hex(&c.key_hash.to_be_bytes());
+            match dialect {
+                "sqlite" => format!("(1, x'{key}', {})", c.row_hash as i64),
+                _ => format!("(1, '\\x{key}'::bytea, {})", c.row_hash as i64),
+            }
+        })
+        .collect();
+    let mut sql = legacy_schema(dialect);
+    sql += "INSERT INTO query_state (name, generation, last_success_at) VALUES ('legacy', 3, '2026-01-01T00:00:00Z');\n";
+    sql += &format!(
+        "INSERT INTO snapshot (query_id, key_hash, row_hash) VALUES {};\n",
+        values.join(",")
+    );
+    run_sql(sql).await;
+
+    let store = store::open(&url).await.unwrap();
+    let snapshot = store.load_snapshot("legacy").await.unwrap().unwrap();
+    assert_eq!((snapshot.generation, snapshot.len()), (3, 40_000));
+    // The same rows again: nothing changed. One row changed, one gone: exactly that.
+    let same = diff(&*store, &q, &rows).await;
+    assert!(
+        same.is_unchanged(),
+        "{:?}",
+        (same.inserted.len(), same.updated.len(), same.deleted.len())
+    );
+    let mut changed = rows.clone();
+    changed[7] = row("k7", -1);
+    changed.pop();
+    let c = diff(&*store, &q, &changed).await;
+    assert_eq!(
+        (c.inserted.len(), c.updated.len(), c.deleted.len()),
+        (0, 1, 1)
+    );
+    // And what the migrated store commits loads back the same.
+    try_commit(&*store, &q, c, 0).await.unwrap();
+    let again = diff(&*store, &q, &changed).await;
+    assert!(again.is_unchanged());
+    assert_eq!(store.reset_query("legacy").await.unwrap(), 39_999);
+    assert!(store.load_snapshot("legacy").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn sqlite_snapshot_stored_a_row_per_key_migrates_to_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vigilo.db");
+    let p = path.clone();
+    legacy_snapshot_migrates("sqlite", StoreUrl::Sqlite(path), async move |sql| {
+        rusqlite::Connection::open(&p)
+            .unwrap()
+            .execute_batch(&sql)
+            .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_snapshot_stored_a_row_per_key_migrates_to_chunks() {
+    let db = common::PgDb::new("legacy").await;
+    let url = StoreUrl::Postgres(db.url.clone());
+    legacy_snapshot_migrates("postgres", url, async |sql| db.execute(&sql).await).await;
+}

@@ -25,7 +25,7 @@ use super::{
 };
 use crate::approval::{Approval, Refusal, Transition, Vote};
 use crate::audit::{Entry, Event, Kind};
-use crate::diff::Snapshot;
+use crate::diff::{Changed, ENTRY_BYTES, KeyHash, Snapshot};
 use crate::finding::Finding;
 
 /// Runs one store step in a transaction on a pooled connection and commits it:
@@ -48,6 +48,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/postgres/0004_actions.sql")),
     (5, include_str!("migrations/postgres/0005_messages.sql")),
     (6, include_str!("migrations/postgres/0006_chatops.sql")),
+    (
+        7,
+        include_str!("migrations/postgres/0007_snapshot_chunks.sql"),
+    ),
 ];
 
 /// Advisory lock key that serializes migrations across processes ("vigilo" in ASCII).
@@ -156,7 +160,8 @@ impl Store for PgStore {
         let client = self.client().await?;
         let state = client
             .query_opt(
-                "SELECT id, generation, (SELECT count(*) FROM snapshot WHERE query_id = q.id)
+                "SELECT id, generation,
+                        (SELECT coalesce(sum(length(entries)), 0)::bigint FROM snapshot_chunks WHERE query_id = q.id)
                  FROM query_state q WHERE name = $1",
                 &[&query],
             )
@@ -164,17 +169,26 @@ impl Store for PgStore {
         let Some(state) = state else {
             return Ok(None);
         };
-        let (id, generation, count): (i64, i64, i64) = (state.get(0), state.get(1), state.get(2));
-        let mut snapshot = Snapshot::with_capacity(generation, usize::try_from(count).unwrap_or(0));
+        let (id, generation, bytes): (i64, i64, i64) = (state.get(0), state.get(1), state.get(2));
+        let count = usize::try_from(bytes).unwrap_or(0) / ENTRY_BYTES;
+        let mut snapshot = Snapshot::with_capacity(generation, count);
         let stmt = client
-            .prepare_cached("SELECT key_hash, row_hash FROM snapshot WHERE query_id = $1")
+            .prepare_cached(
+                "SELECT seq, entries FROM snapshot_chunks WHERE query_id = $1 ORDER BY seq",
+            )
             .await?;
         let rows = client.query_raw(&stmt, [&id]).await?;
         pin_mut!(rows);
         while let Some(row) = rows.next().await {
             let row = row?;
-            let key = key_from_bytes(row.get::<_, &[u8]>(0))?;
-            snapshot.insert(key, row.get::<_, i64>(1) as u64);
+            snapshot
+                .extend_from_chunk(row.get::<_, &[u8]>(1))
+                .map_err(|len| {
+                    StoreError::Corrupt(format!(
+                        "query {query}: snapshot chunk {} has {len} bytes, not a multiple of {ENTRY_BYTES}",
+                        row.get::<_, i32>(0)
+                    ))
+                })?;
         }
         Ok(Some(snapshot))
     }
@@ -273,8 +287,15 @@ impl Store for PgStore {
         let Some(id) = id.map(|r| r.get::<_, i64>(0)) else {
             return Ok(0);
         };
-        let keys = tx
-            .execute("DELETE FROM snapshot WHERE query_id = $1", &[&id])
+        let bytes: i64 = tx
+            .query_one(
+                "SELECT coalesce(sum(length(entries)), 0)::bigint FROM snapshot_chunks WHERE query_id = $1",
+                &[&id],
+            )
+            .await?
+            .get(0);
+        let keys = u64::try_from(bytes).unwrap_or(0) / ENTRY_BYTES as u64;
+        tx.execute("DELETE FROM snapshot_chunks WHERE query_id = $1", &[&id])
             .await?;
         tx.execute("DELETE FROM query_state WHERE id = $1", &[&id])
             .await?;
@@ -638,29 +659,37 @@ pub(super) async fn append_in(
     let insert = tx
         .prepare_cached(
             "INSERT INTO audit (seq, at, kind, actor, channel, finding_id, approval_id, action_id, data, prev_hash, hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                  $6::bigint[], $7::bigint[], $8::bigint[], $9::text[], $10::text[], $11::text[])",
         )
         .await?;
     let mut seqs = Vec::with_capacity(events.len());
-    for event in events {
-        let e = Entry::chain(seq, &hash, at, event);
-        let data = e.data.to_string();
+    for batch in events.chunks(BATCH) {
+        let mut entries = Vec::with_capacity(batch.len());
+        let mut data = Vec::with_capacity(batch.len());
+        for event in batch {
+            let (e, text) = Entry::chain_with_text(seq, &hash, at, event);
+            (seq, hash) = (e.seq, e.hash.clone());
+            seqs.push(e.seq);
+            entries.push(e);
+            data.push(text);
+        }
+        let column = |f: fn(&Entry) -> &str| entries.iter().map(f).collect::<Vec<&str>>();
+        let ids = |f: fn(&Entry) -> Option<i64>| entries.iter().map(f).collect::<Vec<_>>();
         let params: [&(dyn ToSql + Sync); 11] = [
-            &e.seq,
-            &e.at,
-            &e.kind,
-            &e.actor,
-            &e.channel,
-            &e.finding_id,
-            &e.approval_id,
-            &e.action_id,
+            &entries.iter().map(|e| e.seq).collect::<Vec<i64>>(),
+            &column(|e| &e.at),
+            &column(|e| &e.kind),
+            &column(|e| &e.actor),
+            &column(|e| &e.channel),
+            &ids(|e| e.finding_id),
+            &ids(|e| e.approval_id),
+            &ids(|e| e.action_id),
             &data,
-            &e.prev_hash,
-            &e.hash,
+            &column(|e| &e.prev_hash),
+            &column(|e| &e.hash),
         ];
         tx.execute(&insert, &params).await?;
-        seqs.push(e.seq);
-        (seq, hash) = (e.seq, e.hash);
     }
     tx.execute(
         "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
@@ -778,6 +807,75 @@ async fn claim_generation(
     }
 }
 
+/// Rows per batched statement (arrays bound as parameters and expanded with `unnest`).
+const BATCH: usize = 5_000;
+
+/// Appends `events` once there are [`BATCH`] of them: a large run's are never all in memory.
+async fn flush(tx: &Transaction<'_>, events: &mut Vec<Event>) -> Result<(), StoreError> {
+    if events.len() >= BATCH {
+        append_in(tx, events).await?;
+        events.clear();
+    }
+    Ok(())
+}
+
+/// Replaces the stored snapshot of query `id` with `snapshot`, a chunk at a time.
+async fn store_snapshot(
+    tx: &Transaction<'_>,
+    id: i64,
+    snapshot: &Snapshot,
+) -> Result<(), StoreError> {
+    tx.execute("DELETE FROM snapshot_chunks WHERE query_id = $1", &[&id])
+        .await?;
+    let put = tx
+        .prepare_cached("INSERT INTO snapshot_chunks (query_id, seq, entries) VALUES ($1, $2, $3)")
+        .await?;
+    for (seq, chunk) in snapshot.chunks().enumerate() {
+        let seq = i32::try_from(seq).unwrap_or(i32::MAX);
+        tx.execute(&put, &[&id, &seq, &chunk]).await?;
+    }
+    Ok(())
+}
+
+/// The key hashes of `batch`, as bound to a `bytea[]` parameter.
+fn key_array(batch: &[&Changed]) -> Vec<Vec<u8>> {
+    batch
+        .iter()
+        .map(|c| key_bytes(c.key_hash).to_vec())
+        .collect()
+}
+
+/// The finding rows of `batch`: (key hashes, key JSON, row JSON, row hashes).
+type FindingArrays<'a> = (Vec<Vec<u8>>, Vec<&'a str>, Vec<&'a str>, Vec<i64>);
+
+fn finding_arrays<'a>(batch: &[&'a Changed]) -> Result<FindingArrays<'a>, StoreError> {
+    let mut arrays: FindingArrays<'a> = (
+        Vec::with_capacity(batch.len()),
+        Vec::with_capacity(batch.len()),
+        Vec::with_capacity(batch.len()),
+        Vec::with_capacity(batch.len()),
+    );
+    for ch in batch {
+        let (key_json, row_json) = finding_json(ch)?;
+        arrays.0.push(key_bytes(ch.key_hash).to_vec());
+        arrays.1.push(key_json);
+        arrays.2.push(row_json);
+        arrays.3.push(ch.row_hash as i64);
+    }
+    Ok(arrays)
+}
+
+/// Ids by key hash from `rows` whose column `id` is the id and `key` the key hash.
+fn ids_by_key(
+    rows: &[tokio_postgres::Row],
+    id: usize,
+    key: usize,
+) -> Result<std::collections::HashMap<KeyHash, i64>, StoreError> {
+    rows.iter()
+        .map(|r| Ok((key_from_bytes(r.get::<_, &[u8]>(key))?, r.get::<_, i64>(id))))
+        .collect()
+}
+
 async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, StoreError> {
     let (query_id, previous_success) = claim_generation(tx, commit).await?;
     let query = &commit.run.query;
@@ -787,124 +885,177 @@ async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOut
     let mut events = Vec::new();
     let event =
         |kind: Kind, id: i64, key: &str| Event::finding(kind, "scan", query, id, key_value(key));
-
-    let put_snapshot = tx
-        .prepare_cached(
-            "INSERT INTO snapshot (query_id, key_hash, row_hash) VALUES ($1, $2, $3)
-             ON CONFLICT (query_id, key_hash) DO UPDATE SET row_hash = excluded.row_hash",
+    if !commit.changes.is_unchanged() {
+        store_snapshot(tx, query_id, &commit.changes.snapshot).await?;
+    }
+    // A query that never had a finding (a new one) needs no lookups.
+    let has_findings: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM findings WHERE query = $1)",
+            &[query],
         )
-        .await?;
+        .await?
+        .get(0);
+
+    // New keys: a new finding each, or the existing one (resolved: reopened) refreshed.
     let find = tx
         .prepare_cached(
-            "SELECT id, status FROM findings WHERE query = $1 AND key_hash = $2 FOR UPDATE",
+            "SELECT id, status, key_hash FROM findings WHERE query = $1 AND key_hash = ANY($2) FOR UPDATE",
         )
         .await?;
     let open_new = tx
         .prepare_cached(
             "INSERT INTO findings (query, key_hash, key_json, status, severity, row_json, row_hash, first_seen, last_seen)
-             VALUES ($1, $2, $3::text::jsonb, 'open', $4, $5::text::jsonb, $6, $7, $7) RETURNING id",
+             SELECT $1, k, kj::jsonb, 'open', $2, rj::jsonb, rh, $3, $3
+               FROM unnest($4::bytea[], $5::text[], $6::text[], $7::bigint[]) AS u(k, kj, rj, rh)
+             RETURNING id, key_hash",
         )
         .await?;
     let reopen = tx
         .prepare_cached(
-            "UPDATE findings SET status = 'open', resolved_at = NULL,
-                    reopened = reopened + CASE WHEN status = 'resolved' THEN 1 ELSE 0 END,
-                    severity = $2, row_json = $3::text::jsonb, row_hash = $4, last_seen = $5
-             WHERE id = $1",
+            "UPDATE findings f SET status = 'open', resolved_at = NULL,
+                    reopened = f.reopened + CASE WHEN f.status = 'resolved' THEN 1 ELSE 0 END,
+                    severity = $1, row_json = u.rj::jsonb, row_hash = u.rh, last_seen = $2
+               FROM unnest($3::bigint[], $4::text[], $5::bigint[]) AS u(id, rj, rh)
+              WHERE f.id = u.id",
         )
         .await?;
-    for ch in &commit.changes.inserted {
-        let key = key_bytes(ch.key_hash);
-        let key = &key[..];
-        let row_hash = ch.row_hash as i64;
-        tx.execute(&put_snapshot, &[&query_id, &key, &row_hash])
-            .await?;
-        if ch.finding.is_none() {
-            continue;
+    let inserted: Vec<&Changed> = commit
+        .changes
+        .inserted
+        .iter()
+        .filter(|c| c.finding.is_some())
+        .collect();
+    for batch in inserted.chunks(BATCH) {
+        flush(tx, &mut events).await?;
+        let existing: std::collections::HashMap<KeyHash, (i64, String)> = if has_findings {
+            tx.query(&find, &[query, &key_array(batch)])
+                .await?
+                .iter()
+                .map(|r| Ok((key_from_bytes(r.get::<_, &[u8]>(2))?, (r.get(0), r.get(1)))))
+                .collect::<Result<_, StoreError>>()?
+        } else {
+            Default::default()
+        };
+        let (new, old): (Vec<&Changed>, Vec<&Changed>) = batch
+            .iter()
+            .partition(|c| !existing.contains_key(&c.key_hash));
+        let opened = if new.is_empty() {
+            Default::default()
+        } else {
+            let (k, kj, rj, rh) = finding_arrays(&new)?;
+            let params: [&(dyn ToSql + Sync); 7] = [query, &severity, &observed, &k, &kj, &rj, &rh];
+            ids_by_key(&tx.query(&open_new, &params).await?, 0, 1)?
+        };
+        if !old.is_empty() {
+            let (_, _, rj, rh) = finding_arrays(&old)?;
+            let ids: Vec<i64> = old.iter().map(|c| existing[&c.key_hash].0).collect();
+            tx.execute(&reopen, &[&severity, &observed, &ids, &rj, &rh])
+                .await?;
         }
-        let (key_json, row_json) = finding_json(ch)?;
-        match tx.query_opt(&find, &[query, &key]).await? {
-            None => {
-                let params: [&(dyn ToSql + Sync); 7] = [
-                    query, &key, &key_json, &severity, &row_json, &row_hash, &observed,
-                ];
-                let id: i64 = tx.query_one(&open_new, &params).await?.get(0);
-                outcome.opened.push(id);
-                events.push(event(Kind::FindingOpened, id, key_json));
-            }
-            Some(existing) => {
-                let (id, status): (i64, String) = (existing.get(0), existing.get(1));
-                tx.execute(&reopen, &[&id, &severity, &row_json, &row_hash, &observed])
-                    .await?;
-                if status == "resolved" {
-                    outcome.reopened.push(id);
-                    events.push(event(Kind::FindingReopened, id, key_json));
-                } else {
-                    outcome.refreshed += 1;
+        for ch in batch {
+            let (key_json, _) = finding_json(ch)?;
+            match (opened.get(&ch.key_hash), existing.get(&ch.key_hash)) {
+                (Some(&id), _) => {
+                    outcome.opened.push(id);
+                    events.push(event(Kind::FindingOpened, id, key_json));
+                }
+                (None, Some((id, status))) if status == "resolved" => {
+                    outcome.reopened.push(*id);
+                    events.push(event(Kind::FindingReopened, *id, key_json));
+                }
+                (None, Some(_)) => outcome.refreshed += 1,
+                (None, None) => {
+                    return Err(StoreError::Corrupt(format!(
+                        "query {query}: finding {key_json} was neither found nor inserted"
+                    )));
                 }
             }
         }
     }
-    let update_row = tx
+
+    // Changed rows: the open finding's row is updated.
+    let update_rows = tx
         .prepare_cached(
-            "UPDATE findings SET row_json = $3::text::jsonb, row_hash = $4, last_seen = $5
-             WHERE query = $1 AND key_hash = $2 AND status = 'open' RETURNING id",
+            "UPDATE findings f SET row_json = u.rj::jsonb, row_hash = u.rh, last_seen = $2
+               FROM unnest($3::bytea[], $4::text[], $5::bigint[]) AS u(k, rj, rh)
+              WHERE f.query = $1 AND f.key_hash = u.k AND f.status = 'open'
+             RETURNING f.id, f.key_hash",
         )
         .await?;
-    for ch in &commit.changes.updated {
-        let key = key_bytes(ch.key_hash);
-        let key = &key[..];
-        let row_hash = ch.row_hash as i64;
-        tx.execute(&put_snapshot, &[&query_id, &key, &row_hash])
-            .await?;
-        if ch.finding.is_some() {
-            let (key_json, row_json) = finding_json(ch)?;
-            if let Some(row) = tx
-                .query_opt(&update_row, &[query, &key, &row_json, &row_hash, &observed])
-                .await?
-            {
+    let updated: Vec<&Changed> = commit
+        .changes
+        .updated
+        .iter()
+        .filter(|c| c.finding.is_some())
+        .collect();
+    for batch in updated.chunks(BATCH) {
+        flush(tx, &mut events).await?;
+        let (k, _, rj, rh) = finding_arrays(batch)?;
+        let ids = ids_by_key(
+            &tx.query(&update_rows, &[query, &observed, &k, &rj, &rh])
+                .await?,
+            0,
+            1,
+        )?;
+        for ch in batch {
+            if let Some(&id) = ids.get(&ch.key_hash) {
                 outcome.updated += 1;
-                events.push(event(Kind::FindingUpdated, row.get(0), key_json));
+                events.push(event(Kind::FindingUpdated, id, finding_json(ch)?.0));
             }
         }
     }
-    let forget = tx
-        .prepare_cached("DELETE FROM snapshot WHERE query_id = $1 AND key_hash = $2")
-        .await?;
+
+    // Gone keys: the open finding is resolved.
     let resolve = tx
         .prepare_cached(
-            "UPDATE findings SET status = 'resolved', resolved_at = $3, last_seen = coalesce($4, last_seen)
-             WHERE query = $1 AND key_hash = $2 AND status = 'open' RETURNING id, key_json::text",
+            "UPDATE findings SET status = 'resolved', resolved_at = $2, last_seen = coalesce($3, last_seen)
+             WHERE query = $1 AND key_hash = ANY($4) AND status = 'open' RETURNING id, key_json::text",
         )
         .await?;
-    for key in &commit.changes.deleted {
-        let key = key_bytes(*key);
-        let key = &key[..];
-        tx.execute(&forget, &[&query_id, &key]).await?;
-        if let Some(row) = tx
-            .query_opt(&resolve, &[query, &key, &observed, &previous_success])
-            .await?
-        {
-            let id: i64 = row.get(0);
-            outcome.resolved.push(id);
-            events.push(event(Kind::FindingResolved, id, row.get(1)));
-        }
-    }
-    if commit.changes.base_generation.is_none() {
-        // A first run (new query, or after `state reset`): open findings whose key it did not see are resolved.
-        let rows = tx
-            .query(
-                "UPDATE findings SET status = 'resolved', resolved_at = $3
-                 WHERE query = $1 AND status = 'open'
-                   AND NOT EXISTS (SELECT 1 FROM snapshot s WHERE s.query_id = $2 AND s.key_hash = findings.key_hash)
-                 RETURNING id, key_json::text",
-                &[query, &query_id, &observed],
-            )
+    for batch in commit.changes.deleted.chunks(BATCH) {
+        flush(tx, &mut events).await?;
+        let keys: Vec<Vec<u8>> = batch.iter().map(|k| key_bytes(*k).to_vec()).collect();
+        let mut rows = tx
+            .query(&resolve, &[query, &observed, &previous_success, &keys])
             .await?;
+        rows.sort_by_key(|r| r.get::<_, i64>(0));
         for row in &rows {
             let id: i64 = row.get(0);
             outcome.resolved.push(id);
             events.push(event(Kind::FindingResolved, id, row.get(1)));
+        }
+    }
+    if commit.changes.base_generation.is_none() && has_findings {
+        // A first run (new query, or after `state reset`): open findings whose key it did not see are resolved.
+        let open = tx
+            .query(
+                "SELECT id, key_hash, key_json::text FROM findings WHERE query = $1 AND status = 'open' ORDER BY id",
+                &[query],
+            )
+            .await?;
+        let mut unseen = Vec::new();
+        for row in &open {
+            if !commit
+                .changes
+                .snapshot
+                .contains(key_from_bytes(row.get::<_, &[u8]>(1))?)
+            {
+                unseen.push((row.get::<_, i64>(0), row.get::<_, &str>(2)));
+            }
+        }
+        for batch in unseen.chunks(BATCH) {
+            flush(tx, &mut events).await?;
+            let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
+            tx.execute(
+                "UPDATE findings SET status = 'resolved', resolved_at = $2 WHERE id = ANY($1)",
+                &[&ids, &observed],
+            )
+            .await?;
+            for (id, key_json) in batch {
+                outcome.resolved.push(*id);
+                events.push(event(Kind::FindingResolved, *id, key_json));
+            }
         }
     }
     append_in(tx, &events).await?;

@@ -25,7 +25,7 @@ use super::{
 };
 use crate::approval::{Approval, Refusal, Transition, Vote};
 use crate::audit::{Entry, Event, Kind};
-use crate::diff::Snapshot;
+use crate::diff::{ENTRY_BYTES, Snapshot};
 use crate::finding::Finding;
 
 /// Numbered migrations, applied in order at open.
@@ -36,6 +36,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/sqlite/0004_actions.sql")),
     (5, include_str!("migrations/sqlite/0005_messages.sql")),
     (6, include_str!("migrations/sqlite/0006_chatops.sql")),
+    (
+        7,
+        include_str!("migrations/sqlite/0007_snapshot_chunks.sql"),
+    ),
 ];
 
 /// The SQLite state store.
@@ -109,7 +113,10 @@ fn open_blocking(path: &Path) -> Result<Connection, StoreError> {
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(|e| open_err(&e))?;
     conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+        // A 32 MiB page cache (the default is 2 MiB): a large run's commit touches findings
+        // and audit pages all over the file, and spilling them mid-transaction costs twice.
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
+         PRAGMA cache_size = -32768;",
     )
     .map_err(|e| open_err(&e))?;
     migrate(&mut conn)?;
@@ -176,20 +183,21 @@ impl Store for SqliteStore {
             let Some((id, generation)) = state else {
                 return Ok(None);
             };
-            let count: i64 = c.query_row(
-                "SELECT count(*) FROM snapshot WHERE query_id = ?1",
-                [id],
-                |r| r.get(0),
-            )?;
+            let count = snapshot_len(c, id)?;
             let mut snapshot =
                 Snapshot::with_capacity(generation, usize::try_from(count).unwrap_or(0));
-            let mut stmt =
-                c.prepare_cached("SELECT key_hash, row_hash FROM snapshot WHERE query_id = ?1")?;
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, entries FROM snapshot_chunks WHERE query_id = ?1 ORDER BY seq",
+            )?;
             let mut rows = stmt.query([id])?;
             while let Some(row) = rows.next()? {
-                let key =
-                    key_from_bytes(row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?)?;
-                snapshot.insert(key, row.get::<_, i64>(1)? as u64);
+                let chunk = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+                snapshot.extend_from_chunk(chunk).map_err(|len| {
+                    StoreError::Corrupt(format!(
+                        "query {query}: snapshot chunk {} has {len} bytes, not a multiple of {ENTRY_BYTES}",
+                        row.get::<_, i64>(0).unwrap_or(-1)
+                    ))
+                })?;
             }
             Ok(Some(snapshot))
         })
@@ -270,9 +278,10 @@ impl Store for SqliteStore {
             let Some(id) = id else {
                 return Ok(0);
             };
-            let keys = tx.execute("DELETE FROM snapshot WHERE query_id = ?1", [id])?;
+            let keys = snapshot_len(tx, id)?;
+            tx.execute("DELETE FROM snapshot_chunks WHERE query_id = ?1", [id])?;
             tx.execute("DELETE FROM query_state WHERE id = ?1", [id])?;
-            Ok(keys as u64)
+            Ok(keys)
         })
         .await
     }
@@ -697,7 +706,7 @@ pub(super) fn append_in(tx: &Transaction<'_>, events: &[Event]) -> Result<Vec<i6
     )?;
     let mut seqs = Vec::with_capacity(events.len());
     for event in events {
-        let e = Entry::chain(seq, &hash, at, event);
+        let (e, data) = Entry::chain_with_text(seq, &hash, at, event);
         insert.execute(params![
             e.seq,
             e.at,
@@ -707,7 +716,7 @@ pub(super) fn append_in(tx: &Transaction<'_>, events: &[Event]) -> Result<Vec<i6
             e.finding_id,
             e.approval_id,
             e.action_id,
-            e.data.to_string(),
+            data,
             e.prev_hash,
             e.hash
         ])?;
@@ -836,6 +845,40 @@ fn claim_generation(
     }
 }
 
+/// Audit events a commit keeps in memory before appending them.
+const EVENT_BATCH: usize = 5_000;
+
+/// Appends `events` once there are [`EVENT_BATCH`] of them: a large run's are never all in memory.
+fn flush(tx: &Transaction<'_>, events: &mut Vec<Event>) -> Result<(), StoreError> {
+    if events.len() >= EVENT_BATCH {
+        append_in(tx, events)?;
+        events.clear();
+    }
+    Ok(())
+}
+
+/// How many keys the stored snapshot of query `id` holds.
+fn snapshot_len(c: &Connection, id: i64) -> Result<u64, StoreError> {
+    let bytes: i64 = c.query_row(
+        "SELECT coalesce(sum(length(entries)), 0) FROM snapshot_chunks WHERE query_id = ?1",
+        [id],
+        |r| r.get(0),
+    )?;
+    Ok(u64::try_from(bytes).unwrap_or(0) / ENTRY_BYTES as u64)
+}
+
+/// Replaces the stored snapshot of query `id` with `snapshot`, a chunk at a time.
+fn store_snapshot(tx: &Transaction<'_>, id: i64, snapshot: &Snapshot) -> Result<(), StoreError> {
+    tx.execute("DELETE FROM snapshot_chunks WHERE query_id = ?1", [id])?;
+    let mut put = tx.prepare_cached(
+        "INSERT INTO snapshot_chunks (query_id, seq, entries) VALUES (?1, ?2, ?3)",
+    )?;
+    for (seq, chunk) in snapshot.chunks().enumerate() {
+        put.execute(params![id, seq as i64, chunk])?;
+    }
+    Ok(())
+}
+
 fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, StoreError> {
     let (query_id, previous_success) = claim_generation(tx, commit)?;
     let query = &commit.run.query;
@@ -845,10 +888,16 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
     let mut events = Vec::new();
     let event =
         |kind: Kind, id: i64, key: &str| Event::finding(kind, "scan", query, id, key_value(key));
+    if !commit.changes.is_unchanged() {
+        store_snapshot(tx, query_id, &commit.changes.snapshot)?;
+    }
+    // A query that never had a finding (a new one) needs no lookups.
+    let has_findings: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM findings WHERE query = ?1)",
+        [query],
+        |r| r.get(0),
+    )?;
     {
-        let mut put_snapshot = tx.prepare_cached(
-            "INSERT OR REPLACE INTO snapshot (query_id, key_hash, row_hash) VALUES (?1, ?2, ?3)",
-        )?;
         let mut find = tx
             .prepare_cached("SELECT id, status FROM findings WHERE query = ?1 AND key_hash = ?2")?;
         let mut open_new = tx.prepare_cached(
@@ -861,15 +910,18 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
              WHERE id = ?1",
         )?;
         for ch in &commit.changes.inserted {
-            let key = key_bytes(ch.key_hash);
-            put_snapshot.execute(params![query_id, key, ch.row_hash as i64])?;
+            flush(tx, &mut events)?;
             if ch.finding.is_none() {
                 continue;
             }
+            let key = key_bytes(ch.key_hash);
             let (key_json, row_json) = finding_json(ch)?;
-            let existing: Option<(i64, String)> = find
-                .query_row(params![query, key], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
+            let existing: Option<(i64, String)> = if has_findings {
+                find.query_row(params![query, key], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?
+            } else {
+                None
+            };
             match existing {
                 None => {
                     open_new.execute(params![
@@ -907,8 +959,8 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
              WHERE query = ?1 AND key_hash = ?2 AND status = 'open' RETURNING id",
         )?;
         for ch in &commit.changes.updated {
+            flush(tx, &mut events)?;
             let key = key_bytes(ch.key_hash);
-            put_snapshot.execute(params![query_id, key, ch.row_hash as i64])?;
             if ch.finding.is_some() {
                 let (key_json, row_json) = finding_json(ch)?;
                 let params = params![query, key, row_json, ch.row_hash as i64, observed];
@@ -921,15 +973,13 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
                 }
             }
         }
-        let mut forget =
-            tx.prepare_cached("DELETE FROM snapshot WHERE query_id = ?1 AND key_hash = ?2")?;
         let mut resolve = tx.prepare_cached(
             "UPDATE findings SET status = 'resolved', resolved_at = ?3, last_seen = coalesce(?4, last_seen)
              WHERE query = ?1 AND key_hash = ?2 AND status = 'open' RETURNING id, key_json",
         )?;
         for key in &commit.changes.deleted {
+            flush(tx, &mut events)?;
             let key = key_bytes(*key);
-            forget.execute(params![query_id, key])?;
             let resolved: Option<(i64, String)> = resolve
                 .query_row(params![query, key, observed, previous_success], |r| {
                     Ok((r.get(0)?, r.get(1)?))
@@ -941,19 +991,25 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
             }
         }
     }
-    if commit.changes.base_generation.is_none() {
+    if commit.changes.base_generation.is_none() && has_findings {
         // A first run (new query, or after `state reset`): open findings whose key it did not see are resolved.
-        let mut stmt = tx.prepare_cached(
-            "UPDATE findings SET status = 'resolved', resolved_at = ?3
-             WHERE query = ?1 AND status = 'open'
-               AND NOT EXISTS (SELECT 1 FROM snapshot s WHERE s.query_id = ?2 AND s.key_hash = findings.key_hash)
-             RETURNING id, key_json",
+        let mut open = tx.prepare_cached(
+            "SELECT id, key_hash, key_json FROM findings WHERE query = ?1 AND status = 'open' ORDER BY id",
         )?;
-        let rows = stmt.query_map(params![query, query_id, observed], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
-        for row in rows {
-            let (id, key_json): (i64, String) = row?;
+        let mut unseen = Vec::new();
+        let mut rows = open.query([query])?;
+        while let Some(r) = rows.next()? {
+            let key = key_from_bytes(r.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?)?;
+            if !commit.changes.snapshot.contains(key) {
+                unseen.push((r.get::<_, i64>(0)?, r.get::<_, String>(2)?));
+            }
+        }
+        let mut resolve = tx.prepare_cached(
+            "UPDATE findings SET status = 'resolved', resolved_at = ?2 WHERE id = ?1",
+        )?;
+        for (id, key_json) in unseen {
+            flush(tx, &mut events)?;
+            resolve.execute(params![id, observed])?;
             outcome.resolved.push(id);
             events.push(event(Kind::FindingResolved, id, &key_json));
         }
