@@ -1,7 +1,10 @@
 //! When a query runs: 5- or 6-field cron, or an interval (`30s`, `15m`, `1h`, `hourly`, `daily`).
 //!
 //! Times are UTC. Intervals are aligned to the Unix epoch (a `15m` query runs at
-//! :00, :15, :30 and :45), so every vigilo process agrees on the ticks. Five-field
+//! :00, :15, :30 and :45), each query shifted by its own stable offset of less than
+//! a minute (or than the interval, when shorter) so that many queries with one
+//! interval do not all start at the same instant; the offset comes from the query's
+//! name alone, so every vigilo process agrees on the ticks. Five-field
 //! cron uses standard day-of-week numbers (0 or 7 = Sunday); the `cron` crate
 //! numbers Sunday 1, so numbers in that field are translated to day names.
 
@@ -35,8 +38,34 @@ pub struct ScheduleError {
     pub reason: String,
 }
 
+/// The longest a query's interval ticks are shifted from the epoch-aligned ones.
+pub const SPREAD: Duration = Duration::from_secs(60);
+
 impl Schedule {
-    /// The first tick strictly after `after`.
+    /// How far `query`'s ticks are shifted: for an interval, a stable hash of the name
+    /// (FNV-1a) modulo the smaller of the interval and [`SPREAD`]; cron runs at its times.
+    pub fn offset_for(&self, query: &str) -> Duration {
+        let Schedule::Every(every) = self else {
+            return Duration::ZERO;
+        };
+        let window = every.min(&SPREAD).as_millis() as u64;
+        if window == 0 {
+            return Duration::ZERO;
+        }
+        let hash = query.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        Duration::from_millis(hash % window)
+    }
+
+    /// The first tick of `query` strictly after `after`: [`Schedule::next_after`] shifted
+    /// by [`Schedule::offset_for`].
+    pub fn next_for(&self, query: &str, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let offset = chrono::Duration::from_std(self.offset_for(query)).ok()?;
+        self.next_after(after - offset).map(|t| t + offset)
+    }
+
+    /// The first tick strictly after `after`, unshifted.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match self {
             Schedule::Cron { schedule, .. } => schedule.after(&after).next(),
@@ -207,6 +236,43 @@ mod tests {
         assert_eq!(
             weekdays.next_after(at("2026-01-03T00:00:00Z")),
             Some(at("2026-01-05T09:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn interval_ticks_are_shifted_per_query_by_less_than_a_minute() {
+        let s: Schedule = "10s".parse().unwrap();
+        // FNV-1a 64 of "a" is 0xaf63dc4c8601ec8c; modulo 10,000 ms.
+        assert_eq!(
+            s.offset_for("a"),
+            Duration::from_millis(0xaf63_dc4c_8601_ec8c % 10_000)
+        );
+        let offset = chrono::Duration::from_std(s.offset_for("a")).unwrap();
+        assert_eq!(
+            s.next_for("a", at("2026-01-01T10:20:00Z")),
+            Some(at("2026-01-01T10:20:00Z") + offset)
+        );
+        assert_eq!(
+            s.next_for("a", at("2026-01-01T10:20:00Z") + offset),
+            Some(at("2026-01-01T10:20:10Z") + offset)
+        );
+        // 1,000 queries spread over the 10 s: no second holds more than a fifth of them.
+        let mut per_second = [0; 10];
+        for i in 0..1000 {
+            per_second[s.offset_for(&format!("q{i:04}")).as_secs() as usize] += 1;
+        }
+        assert!(
+            per_second.iter().all(|&n| n > 50 && n < 200),
+            "{per_second:?}"
+        );
+        // Long intervals shift by under a minute; cron is never shifted.
+        let daily: Schedule = "daily".parse().unwrap();
+        assert!(daily.offset_for("nightly_report") < SPREAD);
+        let cron: Schedule = "0 9 * * *".parse().unwrap();
+        assert_eq!(cron.offset_for("a"), Duration::ZERO);
+        assert_eq!(
+            cron.next_for("a", at("2026-01-01T08:00:00Z")),
+            Some(at("2026-01-01T09:00:00Z"))
         );
     }
 

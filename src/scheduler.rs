@@ -65,11 +65,11 @@ async fn query_loop(
     };
     let mut last_tick = Utc::now();
     loop {
-        let Some(tick) = schedule.next_after(last_tick.max(Utc::now())) else {
+        let Some(tick) = schedule.next_for(&query.name, last_tick.max(Utc::now())) else {
             tracing::warn!(query = %query.name, "schedule has no further run time");
             return;
         };
-        let missed = missed_ticks(&schedule, last_tick, Utc::now());
+        let missed = missed_ticks(&schedule, &query.name, last_tick, Utc::now());
         if missed > 0 {
             tracing::warn!(query = %query.name, missed, "previous run outlasted its schedule; skipped ticks");
         }
@@ -117,12 +117,13 @@ async fn maintenance(scanner: Arc<Scanner>, shutdown: CancellationToken) {
 /// How many ticks fell strictly between `last` and `now` (runs skipped because the previous one ran long).
 fn missed_ticks(
     schedule: &Schedule,
+    query: &str,
     last: chrono::DateTime<Utc>,
     now: chrono::DateTime<Utc>,
 ) -> usize {
     let mut n = 0;
     let mut t = last;
-    while let Some(next) = schedule.next_after(t) {
+    while let Some(next) = schedule.next_for(query, t) {
         if next >= now || n >= 1000 {
             break;
         }
@@ -140,7 +141,7 @@ mod tests {
     fn missed_ticks_counts_skipped_runs() {
         let s: Schedule = "1s".parse().unwrap();
         let t0 = Utc::now();
-        assert_eq!(missed_ticks(&s, t0, t0), 0);
-        assert!(missed_ticks(&s, t0, t0 + chrono::Duration::seconds(5)) >= 4);
+        assert_eq!(missed_ticks(&s, "q", t0, t0), 0);
+        assert!(missed_ticks(&s, "q", t0, t0 + chrono::Duration::seconds(5)) >= 4);
     }
 }

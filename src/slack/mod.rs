@@ -136,29 +136,64 @@ impl<'a> Api<'a> {
     }
 }
 
-/// When each (integration, channel) may be posted to next.
-static PACE: LazyLock<Mutex<HashMap<(String, String), Instant>>> = LazyLock::new(Mutex::default);
+/// One channel's pace: its next free slot, and the later slots already promised to messages.
+#[derive(Default)]
+struct Slots {
+    /// When the channel may next be posted to (unpromised).
+    next: Option<Instant>,
+    /// Message id → the slot it was promised when it had to wait.
+    booked: HashMap<i64, Instant>,
+}
 
-/// Takes the channel's next slot, or says how long until there is one.
-fn reserve(integration: &str, channel: &str, pace: Duration) -> Option<Duration> {
-    let mut slots = PACE.lock().unwrap_or_else(|e| e.into_inner());
+/// Each (integration, channel)'s pace.
+static PACE: LazyLock<Mutex<HashMap<(String, String), Slots>>> = LazyLock::new(Mutex::default);
+
+/// Added to the pace between two posts, so clock jitter between here and Slack never makes
+/// a post arrive early (and be refused with 429).
+const PACE_MARGIN: Duration = Duration::from_millis(20);
+
+/// Takes message `id`'s slot in the channel, or says how long until its slot.
+///
+/// A message that has to wait is promised the next free slot, and later messages the slots
+/// after it: each waiting message comes back once, when its own slot is due, instead of all
+/// of them competing for every slot (which starves channels and costs a store round trip per
+/// message per slot).
+fn reserve(integration: &str, channel: &str, id: i64, pace: Duration) -> Option<Duration> {
+    let mut all = PACE.lock().unwrap_or_else(|e| e.into_inner());
     let now = Instant::now();
-    let next = slots
+    let slots = all
         .entry((integration.to_string(), channel.to_string()))
-        .or_insert(now);
-    if *next > now {
-        return Some(*next - now);
+        .or_default();
+    if let Some(slot) = slots.booked.get(&id).copied() {
+        if slot > now {
+            return Some(slot - now);
+        }
+        slots.booked.remove(&id);
+        return None;
     }
-    *next = now + pace;
+    // Promises long past were for messages sent elsewhere or given up: forget them.
+    slots
+        .booked
+        .retain(|_, slot| now.saturating_duration_since(*slot) < Duration::from_secs(600));
+    let slot = slots.next.map_or(now, |next| next.max(now));
+    slots.next = Some(slot + pace + PACE_MARGIN);
+    if slot > now {
+        slots.booked.insert(id, slot);
+        return Some(slot - now);
+    }
     None
 }
 
-/// Holds the channel back for `wait` (Slack said 429).
+/// Holds the channel back for `wait` (Slack said 429); promised slots are void, so their
+/// messages take new ones after the wait.
 fn hold(integration: &str, channel: &str, wait: Duration) {
-    let mut slots = PACE.lock().unwrap_or_else(|e| e.into_inner());
-    slots.insert(
+    let mut all = PACE.lock().unwrap_or_else(|e| e.into_inner());
+    all.insert(
         (integration.to_string(), channel.to_string()),
-        Instant::now() + wait,
+        Slots {
+            next: Some(Instant::now() + wait),
+            booked: HashMap::new(),
+        },
     );
 }
 
@@ -215,7 +250,7 @@ pub async fn send(
             json!({"method": "none", "channel": ch, "ts": ts, "already_posted": true}),
         );
     }
-    if let Some(wait) = reserve(&m.integration, channel, cfg.pace) {
+    if let Some(wait) = reserve(&m.integration, channel, m.id, cfg.pace) {
         return Delivery::Deferred(wait);
     }
     let title = content
