@@ -210,6 +210,11 @@ impl<'a> KeyAction<'a> {
         })
     }
 
+    /// The (connection, user) whose keys it acts on.
+    fn user_ref(&self) -> (String, String) {
+        (self.connection.to_string(), self.user.to_string())
+    }
+
     /// The fields every result of this action carries.
     fn result(&self, identity: Option<&aws::Identity>) -> Value {
         let mut r = json!({
@@ -250,7 +255,7 @@ impl KeyReads {
         let Ok(k) = KeyAction::of(action) else {
             return;
         };
-        let user = (k.connection.to_string(), k.user.to_string());
+        let user = k.user_ref();
         let Some(Some(keys)) = self.reads.get_mut(&user) else {
             return;
         };
@@ -271,9 +276,7 @@ impl KeyReads {
 
     /// Which user an action is about, if it is a key action: actions of one user run in order.
     pub fn user_of(action: &ActionRecord) -> Option<(String, String)> {
-        KeyAction::of(action)
-            .ok()
-            .map(|k| (k.connection.to_string(), k.user.to_string()))
+        KeyAction::of(action).ok().map(|k| k.user_ref())
     }
 }
 
@@ -302,7 +305,7 @@ pub async fn prepare_with(
             None
         }
     };
-    let user = (k.connection.to_string(), k.user.to_string());
+    let user = k.user_ref();
     let state = match reads.reads.get(&user) {
         Some(keys) => aws::key_state_in(keys, k.key),
         None => match connection.user_keys(&k.session, k.user).await {

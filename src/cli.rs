@@ -840,7 +840,7 @@ async fn scan_cmd(dir: &Path, dry_run: bool, names: &[String]) -> Result<ExitCod
     // A step takes a batch of runs and actions: go on until one finds nothing more to do, so
     // every new finding's remediation has started (and auto-remediations have run) on exit.
     let owner = remediate::owner();
-    let (mut progress, mut ran) = remediate::step(&scanner, &owner, &targets).await?;
+    let (mut progress, mut ran) = (remediate::Progress::default(), Vec::new());
     loop {
         let (more, more_ran) = remediate::step(&scanner, &owner, &targets).await?;
         if more.opened.is_empty() && more.failed.is_empty() && more_ran.is_empty() {

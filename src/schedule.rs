@@ -65,8 +65,8 @@ impl Schedule {
         self.next_after(after - offset).map(|t| t + offset)
     }
 
-    /// The first tick strictly after `after`, unshifted.
-    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    /// The first tick strictly after `after`, unshifted (callers want [`Schedule::next_for`]).
+    fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match self {
             Schedule::Cron { schedule, .. } => schedule.after(&after).next(),
             Schedule::Every(every) => {

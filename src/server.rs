@@ -414,7 +414,7 @@ async fn dashboard_page(
             "severity": q.severity.as_str(),
             "enabled": q.enabled,
             "schedule": q.schedule.as_ref().map(ToString::to_string),
-            "next_run": q.schedule.as_ref().filter(|_| q.enabled).and_then(|sch| sch.next_after(now)).as_ref().map(crate::finding::rfc3339),
+            "next_run": q.schedule.as_ref().filter(|_| q.enabled).and_then(|sch| sch.next_for(&q.name, now)).as_ref().map(crate::finding::rfc3339),
             "last_run": last.map(|r| serde_json::json!({
                 "at": crate::finding::rfc3339(&r.started_at),
                 "status": r.status.as_str(),
