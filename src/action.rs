@@ -8,7 +8,7 @@
 //! what such evidence means after a restart: an AWS key is read again, an http
 //! target cannot be asked.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -23,6 +23,15 @@ pub const UPDATE_ACCESS_KEY: &str = "aws.iam.update_access_key";
 
 /// The `aws.iam.delete_access_key` action type.
 pub const DELETE_ACCESS_KEY: &str = "aws.iam.delete_access_key";
+
+/// The `update_access_key` parameter with the key's status as the finding's row shows it.
+pub const CURRENT_STATUS: &str = "current_status";
+
+/// The parameter stamped when a recheck confirmed the row behind [`CURRENT_STATUS`] (RFC 3339).
+pub const CURRENT_STATUS_AT: &str = "current_status_at";
+
+/// How long after its recheck a row's [`CURRENT_STATUS`] is taken instead of reading the key.
+pub const CURRENT_STATUS_FOR: Duration = Duration::from_secs(60);
 
 /// What actions reach: an HTTP client and the AWS connections, each built once and reused.
 pub struct Targets {
@@ -101,15 +110,19 @@ pub fn render(
                 user_name,
                 access_key_id,
                 status,
-            } => (
-                "aws.iam.update_access_key",
-                json!({
+                current_status,
+            } => {
+                let mut params = json!({
                     "connection": r("connection", connection)?,
                     "user_name": r("user_name", user_name)?,
                     "access_key_id": r("access_key_id", access_key_id)?,
                     "status": r("status", status)?,
-                }),
-            ),
+                });
+                if let Some(current) = current_status {
+                    params[CURRENT_STATUS] = json!(r(CURRENT_STATUS, current)?);
+                }
+                ("aws.iam.update_access_key", params)
+            }
             ActionKind::AwsDeleteAccessKey {
                 connection,
                 user_name,
@@ -247,6 +260,8 @@ pub async fn prepare(targets: &Targets, action: &ActionRecord) -> Prepared {
 pub struct KeyReads {
     /// (connection, user) → what was read, as changed since by this pass's actions.
     reads: HashMap<(String, String), aws::UserKeys>,
+    /// (connection, user, key) of every key an action of this pass acted on or tried to.
+    acted: HashSet<(String, String, String)>,
 }
 
 impl KeyReads {
@@ -256,6 +271,8 @@ impl KeyReads {
             return;
         };
         let user = k.user_ref();
+        self.acted
+            .insert((user.0.clone(), user.1.clone(), k.key.to_string()));
         let Some(Some(keys)) = self.reads.get_mut(&user) else {
             return;
         };
@@ -306,9 +323,11 @@ pub async fn prepare_with(
         }
     };
     let user = k.user_ref();
-    let state = match reads.reads.get(&user) {
-        Some(keys) => aws::key_state_in(keys, k.key),
-        None => match connection.user_keys(&k.session, k.user).await {
+    let rechecked = rechecked_status(action, &k, reads);
+    let state = match (&rechecked, reads.reads.get(&user)) {
+        (Some(current), _) => KeyState::Present(current.clone()),
+        (None, Some(keys)) => aws::key_state_in(keys, k.key),
+        (None, None) => match connection.user_keys(&k.session, k.user).await {
             Ok(keys) => {
                 let state = aws::key_state_in(&keys, k.key);
                 reads.reads.insert(user, keys);
@@ -329,6 +348,14 @@ pub async fn prepare_with(
         ))),
         KeyState::Present(current) => {
             result["previous_status"] = json!(current);
+            if rechecked.is_some() {
+                result["previous_status_from"] = json!(format!(
+                    "the finding's row ({CURRENT_STATUS}), confirmed by the recheck at {}; the key was not read again",
+                    action.params[CURRENT_STATUS_AT]
+                        .as_str()
+                        .unwrap_or_default()
+                ));
+            }
             // What an earlier attempt of this action read before its call (kept when it failed).
             let earlier = action
                 .result
@@ -353,6 +380,28 @@ pub async fn prepare_with(
             }
         }
     }
+}
+
+/// The key's status as the finding's row shows it (`current_status`), when that row is as good
+/// as a read: a recheck confirmed it at most [`CURRENT_STATUS_FOR`] ago, this is the action's
+/// first attempt, and no earlier action of the pass touched the key. Otherwise the key is read.
+fn rechecked_status(action: &ActionRecord, k: &KeyAction<'_>, reads: &KeyReads) -> Option<String> {
+    let current = action.params[CURRENT_STATUS]
+        .as_str()
+        .filter(|s| *s == "Active" || *s == "Inactive")?;
+    let at = action.params[CURRENT_STATUS_AT]
+        .as_str()
+        .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())?;
+    let age = (chrono::Utc::now() - at.with_timezone(&chrono::Utc))
+        .to_std()
+        .ok()?;
+    let acted = reads.acted.contains(&(
+        k.connection.to_string(),
+        k.user.to_string(),
+        k.key.to_string(),
+    ));
+    (age <= CURRENT_STATUS_FOR && action.attempts == 0 && action.result.is_none() && !acted)
+        .then(|| current.to_string())
 }
 
 /// Runs one action against its target (after [`prepare`] said to call it, with what it read).

@@ -146,13 +146,17 @@ pub async fn deliver(
     client: &reqwest::Client,
 ) -> Result<Vec<(i64, MessageOutcome)>, StoreError> {
     let mut done = Vec::new();
+    let claimed = std::time::Instant::now();
     for m in store
         .claim_messages(owner, CLAIM_LEASE, CLAIM_BATCH)
         .await?
     {
-        // A batch outlives one lease when sends are slow: renew it right before each send,
-        // and leave a message whose claim lapsed to the process that took it.
-        if !store.renew_message_claim(owner, m.id, CLAIM_LEASE).await? {
+        // A batch outlives one lease when sends are slow: once half the lease has passed,
+        // renew it right before each send, and leave a message whose claim lapsed to the
+        // process that took it. (Within the first half no other process can hold it.)
+        if claimed.elapsed() >= CLAIM_LEASE / 2
+            && !store.renew_message_claim(owner, m.id, CLAIM_LEASE).await?
+        {
             continue;
         }
         let outcome = match compose(project, store, &m).await? {
@@ -206,11 +210,12 @@ pub async fn drain(
     Ok(())
 }
 
-/// A failed attempt: tried again after the backoff (or the wait the target asked for, if
-/// longer), or given up after the last attempt.
+/// A failed attempt: tried again after the wait the target asked for (HTTP 429's
+/// `Retry-After`, which is when the target will take it) or else after the backoff, or given
+/// up after the last attempt.
 fn failed(m: &MessageRecord, error: String, asked: Option<Duration>) -> MessageOutcome {
     let attempt = m.attempts + 1;
-    let wait = backoff(attempt).max(asked.unwrap_or_default());
+    let wait = asked.unwrap_or_else(|| backoff(attempt));
     let retry_at = (attempt < MAX_ATTEMPTS)
         .then(|| chrono::Duration::from_std(wait).ok())
         .flatten()
@@ -463,6 +468,38 @@ async fn webhook(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rate_limited_message_is_tried_again_exactly_when_asked() {
+        let now = Utc::now();
+        let m = MessageRecord {
+            id: 1,
+            event: FINDING_OPENED.into(),
+            finding_id: Some(1),
+            approval_id: None,
+            run_id: None,
+            notifier: "n".into(),
+            integration: "slack".into(),
+            destination: json!({"channel": "C1"}),
+            text: None,
+            state: crate::store::MessageState::Pending,
+            attempts: 0,
+            next_attempt_at: now,
+            created_at: now,
+            sent_at: None,
+            result: None,
+            error: None,
+        };
+        let retry_in = |asked| match failed(&m, "e".into(), asked) {
+            MessageOutcome::Failed {
+                retry_at: Some(at), ..
+            } => (at - now).num_milliseconds(),
+            other => panic!("{other:?}"),
+        };
+        // Retry-After 1 s: one second, not the 2 s backoff of a first failure.
+        assert!((1000..1500).contains(&retry_in(Some(Duration::from_secs(1)))));
+        assert!((2000..2500).contains(&retry_in(None)));
+    }
 
     #[test]
     fn backoff_doubles_from_two_seconds_and_stops_at_ten_minutes() {

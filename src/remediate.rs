@@ -239,7 +239,7 @@ async fn record_plans(
                 ));
                 continue;
             }
-            Some(Ok(Some(why))) => {
+            Some(Ok(Rechecked::Gone(why))) => {
                 tracing::info!(
                     run = plan.run_id,
                     finding = plan.finding.id,
@@ -251,7 +251,16 @@ async fn record_plans(
                 // The messages speak of acting; nothing was done.
                 plan.messages.clear();
             }
-            Some(Ok(None)) | None => {}
+            Some(Ok(Rechecked::Unchanged)) => {
+                // The row the actions were rendered from is the row as it is now.
+                let at = crate::finding::rfc3339(&Utc::now());
+                for a in &mut plan.actions {
+                    if a.params.get(action::CURRENT_STATUS).is_some() {
+                        a.params[action::CURRENT_STATUS_AT] = json!(at);
+                    }
+                }
+            }
+            Some(Ok(Rechecked::Changed)) | None => {}
         }
         if plan.remediation.dry_run {
             for a in plan.actions.iter_mut().filter(|a| a.skip.is_none()) {
@@ -284,13 +293,20 @@ async fn record_plans(
     Ok(())
 }
 
-/// For each plan of a `recheck = true` remediation with actions: `Ok(Some(why))` when its
-/// finding is no longer in its query's result, `Ok(None)` when it is, `Err` when the query
-/// could not run. One query run per query, however many findings it checks.
-async fn recheck(
-    scanner: &Scanner,
-    plans: &[Plan<'_>],
-) -> HashMap<i64, Result<Option<String>, String>> {
+/// What a recheck found of a finding.
+enum Rechecked {
+    /// No longer in its query's result, with why.
+    Gone(String),
+    /// In the result, with the row the finding holds.
+    Unchanged,
+    /// In the result, with a row that differs from the finding's.
+    Changed,
+}
+
+/// For each plan of a `recheck = true` remediation with actions: whether its finding is still
+/// in its query's result, and with the same row, or `Err` when the query could not run. One
+/// query run per query, however many findings it checks.
+async fn recheck(scanner: &Scanner, plans: &[Plan<'_>]) -> HashMap<i64, Result<Rechecked, String>> {
     let mut by_query: BTreeMap<&str, Vec<&Plan<'_>>> = BTreeMap::new();
     for p in plans
         .iter()
@@ -307,7 +323,11 @@ async fn recheck(
             let why = format!(
                 "recheck: query {name} is no longer in the project, so the finding cannot be confirmed"
             );
-            out.extend(plans.iter().map(|p| (p.run_id, Ok(Some(why.clone())))));
+            out.extend(
+                plans
+                    .iter()
+                    .map(|p| (p.run_id, Ok(Rechecked::Gone(why.clone())))),
+            );
             continue;
         };
         let keys: Vec<&serde_json::Map<String, Value>> =
@@ -315,14 +335,16 @@ async fn recheck(
         match scanner.present(query, &keys).await {
             Ok(present) => {
                 let at = crate::finding::rfc3339(&Utc::now());
-                for (p, here) in plans.iter().zip(present) {
-                    let why = (!here).then(|| {
-                        format!(
+                for (p, row) in plans.iter().zip(present) {
+                    let found = match row {
+                        None => Rechecked::Gone(format!(
                             "recheck: finding {} is no longer in the result of query {name} (checked {at})",
                             p.finding.id
-                        )
-                    });
-                    out.insert(p.run_id, Ok(why));
+                        )),
+                        Some(row) if row == p.finding.row => Rechecked::Unchanged,
+                        Some(_) => Rechecked::Changed,
+                    };
+                    out.insert(p.run_id, Ok(found));
                 }
             }
             Err(e) => out.extend(plans.iter().map(|p| (p.run_id, Err(e.to_string())))),

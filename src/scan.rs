@@ -321,13 +321,13 @@ impl Scanner {
         Ok(dry)
     }
 
-    /// Runs `query` now and tells, for each of `keys`, whether a row with that key is in its
-    /// result (`recheck = true`); reads the rows once, keeps nothing but the answers.
+    /// Runs `query` now and gives, for each of `keys`, the row with that key in its result, if
+    /// there is one (`recheck = true`); reads the rows once, keeps only the rows asked for.
     pub async fn present(
         &self,
         query: &Query,
         keys: &[&Map<String, Value>],
-    ) -> Result<Vec<bool>, ScanError> {
+    ) -> Result<Vec<Option<Map<String, Value>>>, ScanError> {
         let mut rows = self.source(query)?.query(&query.sql).await?;
         let key_columns: Vec<(usize, &String)> = query
             .primary_key
@@ -351,7 +351,7 @@ impl Scanner {
             .enumerate()
             .map(|(i, k)| (canonical(k), i))
             .collect();
-        let mut found = vec![false; keys.len()];
+        let mut found = vec![None; keys.len()];
         while let Some(row) = rows.stream.next().await {
             let row = row?;
             let key: Map<String, Value> = key_columns
@@ -359,7 +359,7 @@ impl Scanner {
                 .map(|(i, name)| ((*name).clone(), row.get(*i).cloned().unwrap_or(Value::Null)))
                 .collect();
             if let Some(&i) = wanted.get(&canonical(&key)) {
-                found[i] = true;
+                found[i] = Some(rows.columns.iter().cloned().zip(row).collect());
             }
         }
         Ok(found)

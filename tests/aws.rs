@@ -551,6 +551,99 @@ async fn actions_read_the_key_first_and_call_only_when_needed() {
     assert!(proxy.calls_of("UpdateAccessKey").is_empty());
 }
 
+/// `current_status = "{{ row.status }}"` with `recheck = true`: the row the recheck has just
+/// confirmed stands in for reading the key. An Active key is deactivated with one call and no
+/// ListAccessKeys, a row already Inactive calls nothing, and a row that changed since the scan
+/// is not trusted: the key is read. Undo restores the status the row showed.
+#[tokio::test]
+async fn a_rechecked_row_stands_in_for_reading_the_key() {
+    let w = world(None, "acct", "", &["ann", "ben", "cat"], "", None).await;
+    let (proxy, iam, keys, dir, env) = (&w.proxy, &w.iam, &w.keys, &w.dir, &w.env);
+    std::fs::write(
+        dir.path().join("queries/stale_keys.sql"),
+        "-- database: steampipe
+-- primary_key: account_id, access_key_id
+-- remediation: deactivate
+select access_key_id, user_name, account_id, status, _ctx ->> 'connection_name' as conn_name
+from aws_iam_access_key
+where create_date < now() - interval '90 days'
+",
+    )
+    .unwrap();
+    let path = dir.path().join("remediations/deactivate.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "status = \"Inactive\"",
+        "status = \"Inactive\"\ncurrent_status = \"{{ row.status }}\"",
+    );
+    std::fs::write(&path, text).unwrap();
+    // ben's key is Inactive already, and Steampipe shows it so.
+    set_status(iam, "ben", &keys[1], "Inactive").await;
+    let set_row = |key: &str, status: &str| {
+        format!("update aws_iam_access_key set status = '{status}' where access_key_id = '{key}'")
+    };
+    w._db.execute(&set_row(&keys[1], "Inactive")).await;
+    env.ok(dir.path(), &["scan"]);
+    // After the scan, cat's key is deactivated outside vigilo: the recheck sees a new row.
+    set_status(iam, "cat", &keys[2], "Inactive").await;
+    w._db.execute(&set_row(&keys[2], "Inactive")).await;
+    proxy.clear();
+
+    let mut outputs = Vec::new();
+    for key in keys {
+        let id = approval_for(env, dir.path(), key);
+        outputs.push(env.ok(dir.path(), &["approve", &id, "--as", "bob"]));
+    }
+    assert!(outputs[0].contains("succeeded"), "{}", outputs[0]);
+    for out in &outputs[1..] {
+        assert!(
+            out.contains("no change needed: the key is already Inactive"),
+            "{out}"
+        );
+    }
+    let updates = proxy.calls_of("UpdateAccessKey");
+    assert_eq!(
+        updates.len(),
+        1,
+        "only ann's key needed a call: {updates:#?}"
+    );
+    assert_eq!(updates[0].params["AccessKeyId"], keys[0]);
+    let reads = proxy.calls_of("ListAccessKeys");
+    assert_eq!(reads.len(), 1, "only cat's changed row is read: {reads:#?}");
+    assert_eq!(reads[0].params["UserName"], "cat");
+    assert_eq!(
+        key_status(iam, "ann", &keys[0]).await.as_deref(),
+        Some("Inactive")
+    );
+
+    let entries = audit(env, dir.path());
+    let ann = approval_for(env, dir.path(), &keys[0]);
+    let result = &last_entry(&entries, "action.succeeded", &ann)["data"]["result"];
+    assert_eq!(result["previous_status"], "Active", "{result}");
+    assert!(
+        result["previous_status_from"]
+            .as_str()
+            .is_some_and(|s| s.contains("confirmed by the recheck")),
+        "{result}"
+    );
+    let cat = approval_for(env, dir.path(), &keys[2]);
+    let result = &last_entry(&entries, "action.succeeded", &cat)["data"]["result"];
+    assert!(result.get("previous_status_from").is_none(), "{result}");
+
+    // Undo sets the key to what the row showed, and reads it first (the row is not the key now).
+    proxy.clear();
+    let action = action_id(&outputs[0], "succeeded");
+    env.ok(
+        dir.path(),
+        &["undo", &action, "--as", "alice", "--reason", "still in use"],
+    );
+    assert_eq!(
+        key_status(iam, "ann", &keys[0]).await.as_deref(),
+        Some("Active")
+    );
+    assert_eq!(proxy.calls_of("ListAccessKeys").len(), 1);
+    assert_eq!(proxy.calls_of("UpdateAccessKey").len(), 1);
+}
+
 /// A vigilo SIGKILLed after UpdateAccessKey returned, before the outcome was recorded: the next
 /// process reads the key (Inactive), records the action succeeded and calls nothing again.
 /// Killed after `started` but before the call: the read shows the key still Active, so the

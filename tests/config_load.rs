@@ -227,7 +227,7 @@ fn several_errors_in_several_files_are_reported_at_once() {
             "config/b.toml:5: unknown approver \"alice\" (no approvers are configured)",
             "queries/q.sql:2: severity: unknown value \"urgent\"; expected low, medium, high or critical",
             "remediations/r.toml:6: approval.on_timeout: unknown option \"keep\"; the options are: approve, deny",
-            "remediations/r.toml:14: action[0]: unknown key `region` for action type \"aws.iam.update_access_key\", expected one of `when`, `type`, `connection`, `user_name`, `access_key_id`, `status`",
+            "remediations/r.toml:14: action[0]: unknown key `region` for action type \"aws.iam.update_access_key\", expected one of `when`, `type`, `connection`, `user_name`, `access_key_id`, `status`, `current_status`",
         ]
     );
 }

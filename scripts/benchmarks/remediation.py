@@ -3,7 +3,9 @@ each) on moto's server.
 
 - vigilo: `vigilo scan` over a Steampipe-shaped table that lists the 500 keys, whose query has
   an auto-remediation (no [approval]) with one aws.iam.update_access_key action per finding;
-  it scans, opens 500 findings and runs their actions before it exits.
+  it scans, opens 500 findings and runs their actions before it exits. The action names the
+  row's status (`current_status`) and the remediation rechecks (the default), so the row the
+  recheck confirms stands in for reading each user's keys, as a `ListAccessKeys` would.
 - Cloud Custodian (PyPI c7n): `custodian run --cache-period 0` of a policy on iam-user with an
   access-key filter (Status Active) and remove-keys with disable: true, AWS_ENDPOINT_URL at moto.
 - The floor: a boto3 script that only calls UpdateAccessKey for the 500 known keys, with 1, 4
@@ -105,7 +107,7 @@ QUERY = f"""-- title: Active IAM access keys older than 90 days
 -- primary_key: access_key_id
 -- remediation: deactivate
 -- severity: high
-select access_key_id, user_name, account_id,
+select access_key_id, user_name, account_id, status,
        _ctx ->> 'connection_name' as conn_name
 from aws_iam_access_key
 where status = 'Active' and create_date < now() - interval '90 days'
@@ -119,6 +121,7 @@ connection = "{{ row.conn_name }}"
 user_name = "{{ row.user_name }}"
 access_key_id = "{{ row.access_key_id }}"
 status = "Inactive"
+current_status = "{{ row.status }}"
 """
 
 POLICY = """policies:

@@ -92,6 +92,9 @@ pub enum ActionKind {
         access_key_id: String,
         /// `Active` or `Inactive` (template).
         status: String,
+        /// The key's status as the finding's row shows it (template, e.g. `{{ row.status }}`):
+        /// taken instead of reading the key when `recheck` has just confirmed the row.
+        current_status: Option<String>,
     },
     /// `aws.iam.delete_access_key`.
     AwsDeleteAccessKey {
@@ -181,6 +184,7 @@ struct RawUpdateKey {
     user_name: String,
     access_key_id: String,
     status: SpStr,
+    current_status: Option<String>,
 }
 
 /// `[[action]] type = "aws.iam.delete_access_key"`.
@@ -657,6 +661,7 @@ fn action(
                 user_name: r.user_name,
                 access_key_id: r.access_key_id,
                 status: r.status.into_inner(),
+                current_status: r.current_status,
             };
             (when, kind)
         }),

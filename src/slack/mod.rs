@@ -99,7 +99,8 @@ impl<'a> Api<'a> {
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(1);
+                .unwrap_or(1)
+                .max(1);
             return Err(SlackError::RateLimited {
                 method: method.to_string(),
                 retry_after: Duration::from_secs(retry_after),
@@ -143,14 +144,16 @@ struct Slots {
     next: Option<Instant>,
     /// Message id → the slot it was promised when it had to wait.
     booked: HashMap<i64, Instant>,
+    /// When the last post to the channel was answered (or, while it is in flight, sent).
+    last: Option<Instant>,
 }
 
 /// Each (integration, channel)'s pace.
 static PACE: LazyLock<Mutex<HashMap<(String, String), Slots>>> = LazyLock::new(Mutex::default);
 
-/// Added to the pace between two posts, so clock jitter between here and Slack never makes
-/// a post arrive early (and be refused with 429).
-const PACE_MARGIN: Duration = Duration::from_millis(20);
+/// Added to the pace between two posts, against clock drift between here and Slack (the
+/// pace is counted from Slack's answer, so the wire's jitter cannot make a post early).
+const PACE_MARGIN: Duration = Duration::from_millis(5);
 
 /// Takes message `id`'s slot in the channel, or says how long until its slot.
 ///
@@ -158,30 +161,52 @@ const PACE_MARGIN: Duration = Duration::from_millis(20);
 /// after it: each waiting message comes back once, when its own slot is due, instead of all
 /// of them competing for every slot (which starves channels and costs a store round trip per
 /// message per slot).
+///
+/// Whatever was promised, a post goes out no sooner than `pace` after the previous post to
+/// the channel was answered: Slack saw that one arrive before it answered, so this one
+/// arrives at least `pace` later however late the previous one went out or however long
+/// either took on the wire.
 fn reserve(integration: &str, channel: &str, id: i64, pace: Duration) -> Option<Duration> {
     let mut all = PACE.lock().unwrap_or_else(|e| e.into_inner());
     let now = Instant::now();
     let slots = all
         .entry((integration.to_string(), channel.to_string()))
         .or_default();
+    let after_last = slots.last.map(|last| last + pace + PACE_MARGIN);
     if let Some(slot) = slots.booked.get(&id).copied() {
-        if slot > now {
-            return Some(slot - now);
+        let due = after_last.map_or(slot, |after| after.max(slot));
+        if due > now {
+            slots.booked.insert(id, due);
+            return Some(due - now);
         }
         slots.booked.remove(&id);
+        slots.last = Some(now);
         return None;
     }
     // Promises long past were for messages sent elsewhere or given up: forget them.
     slots
         .booked
         .retain(|_, slot| now.saturating_duration_since(*slot) < Duration::from_secs(600));
-    let slot = slots.next.map_or(now, |next| next.max(now));
+    let slot = [slots.next, after_last]
+        .into_iter()
+        .flatten()
+        .fold(now, Instant::max);
     slots.next = Some(slot + pace + PACE_MARGIN);
     if slot > now {
         slots.booked.insert(id, slot);
         return Some(slot - now);
     }
+    slots.last = Some(now);
     None
+}
+
+/// Records that the post just sent to the channel was answered (the next may follow `pace`
+/// from now).
+fn answered(integration: &str, channel: &str) {
+    let mut all = PACE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(slots) = all.get_mut(&(integration.to_string(), channel.to_string())) {
+        slots.last = Some(Instant::now());
+    }
 }
 
 /// Holds the channel back for `wait` (Slack said 429); promised slots are void, so their
@@ -193,6 +218,7 @@ fn hold(integration: &str, channel: &str, wait: Duration) {
         Slots {
             next: Some(Instant::now() + wait),
             booked: HashMap::new(),
+            last: None,
         },
     );
 }
@@ -301,7 +327,9 @@ pub async fn send(
         }
     };
     let body = crate::redact::json(body);
-    match Api::new(http, cfg).call(method, &body).await {
+    let answer = Api::new(http, cfg).call(method, &body).await;
+    answered(&m.integration, channel);
+    match answer {
         Ok(answer) => Delivery::Sent(json!({
             "method": method,
             "channel": answer["channel"],
@@ -321,5 +349,39 @@ pub async fn send(
             }
         }
         Err(e) => Delivery::failed(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pace_counts_from_the_answer_to_the_last_post() {
+        let (integration, channel) = ("pace-test", "C1");
+        let pace = Duration::from_millis(200);
+        assert_eq!(
+            reserve(integration, channel, 1, pace),
+            None,
+            "the first goes at once"
+        );
+        // Slack takes 300 ms to answer: the next post waits a whole pace from the answer.
+        std::thread::sleep(Duration::from_millis(300));
+        answered(integration, channel);
+        let wait = reserve(integration, channel, 2, pace).expect("message 2 waits");
+        assert!(wait >= Duration::from_millis(190), "{wait:?}");
+        // A message promised a slot still waits for the pace after the last answer.
+        let later = reserve(integration, channel, 3, pace).expect("message 3 waits");
+        assert!(later >= wait + pace, "{later:?} after {wait:?}");
+        std::thread::sleep(wait);
+        assert_eq!(
+            reserve(integration, channel, 2, pace),
+            None,
+            "message 2's slot"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        answered(integration, channel);
+        let again = reserve(integration, channel, 3, pace).expect("message 3 waits again");
+        assert!(again >= Duration::from_millis(190), "{again:?}");
     }
 }

@@ -801,6 +801,11 @@ pub(crate) fn undo_params(
         ));
     }
     let mut params = original.params.clone();
+    // What the finding's row said before the original action is not the key's status now.
+    if let Some(p) = params.as_object_mut() {
+        p.remove(crate::action::CURRENT_STATUS);
+        p.remove(crate::action::CURRENT_STATUS_AT);
+    }
     params["status"] = serde_json::Value::String(previous.to_string());
     params["undo_of"] = serde_json::json!(id);
     params["undo_by"] = serde_json::json!(by);
