@@ -841,3 +841,41 @@ async fn postgres_snapshot_stored_a_row_per_key_migrates_to_chunks() {
     let url = StoreUrl::Postgres(db.url.clone());
     legacy_snapshot_migrates("postgres", url, async |sql| db.execute(&sql).await).await;
 }
+
+/// `pg_class.reltuples` of the store's findings table (-1: never analyzed).
+async fn findings_reltuples(url: &str) -> f64 {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .query_one(
+            "SELECT reltuples::float8 FROM pg_class WHERE oid = 'findings'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A commit that changes more of the findings table than PostgreSQL's autovacuum threshold
+/// renews the planner's statistics at once (the next run's lookups are planned for the table
+/// as it is); a small commit does not.
+#[tokio::test]
+async fn postgres_statistics_follow_a_large_commit() {
+    let db = common::PgDb::new("stats").await;
+    let store = store::open(&StoreUrl::Postgres(db.url.clone()))
+        .await
+        .unwrap();
+    let q = query("big", FirstRun::Insert);
+    let small: Vec<Vec<Value>> = (0..500).map(|i| row(&format!("k{i}"), 1)).collect();
+    commit(store.as_ref(), &q, &small, 3).await;
+    assert!(
+        findings_reltuples(&db.url).await < 0.0,
+        "500 findings: not analyzed"
+    );
+    let large: Vec<Vec<Value>> = (0..3_000).map(|i| row(&format!("k{i}"), 1)).collect();
+    let outcome = commit(store.as_ref(), &q, &large, 2).await;
+    assert_eq!(outcome.opened.len(), 2_500);
+    assert_eq!(findings_reltuples(&db.url).await, 3_000.0);
+}

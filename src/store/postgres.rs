@@ -194,7 +194,11 @@ impl Store for PgStore {
     }
 
     async fn commit_run(&self, commit: RunCommit) -> Result<CommitOutcome, StoreError> {
-        in_tx!(self, tx => commit_in(&tx, &commit))
+        let outcome: Result<CommitOutcome, StoreError> =
+            in_tx!(self, tx => commit_in(&tx, &commit));
+        let outcome = outcome?;
+        self.analyze_if_grown(&outcome).await;
+        Ok(outcome)
     }
 
     async fn record_failed_run(&self, run: &RunRecord) -> Result<i64, StoreError> {
@@ -803,6 +807,46 @@ async fn claim_generation(
             )
             .await?;
             Ok((id, Some(previous)))
+        }
+    }
+}
+
+/// Findings one commit must change before [`PgStore::analyze_if_grown`] looks further.
+const ANALYZE_AFTER: u64 = 1_000;
+
+impl PgStore {
+    /// Renews the planner's statistics of `findings` when this commit changed more of it than
+    /// PostgreSQL's own autovacuum threshold (50 rows plus 10%). Autovacuum would do the same,
+    /// but only on its next round, up to a minute later; until then the next run is planned
+    /// as if the table were as small as before, and its batched lookups scan every finding
+    /// instead of probing the key index (a first run of 900,000 findings followed by a run
+    /// with 27,000 changes: 8 s instead of 2.6 s). Costs ~0.15 s, after large commits only;
+    /// a failure is logged, the commit stands.
+    async fn analyze_if_grown(&self, outcome: &CommitOutcome) {
+        let changed = (outcome.opened.len() + outcome.reopened.len() + outcome.resolved.len())
+            as u64
+            + outcome.updated;
+        if changed < ANALYZE_AFTER {
+            return;
+        }
+        let analyze = async {
+            let client = self.client().await?;
+            let known: f64 = client
+                .query_one(
+                    "SELECT greatest(reltuples, 0)::float8 FROM pg_class WHERE oid = 'findings'::regclass",
+                    &[],
+                )
+                .await?
+                .get(0);
+            if changed as f64 > 50.0 + 0.1 * known {
+                client
+                    .batch_execute("ANALYZE findings (query, key_hash, status)")
+                    .await?;
+            }
+            Ok::<_, StoreError>(())
+        };
+        if let Err(e) = analyze.await {
+            tracing::warn!(error = %e, "could not renew the statistics of the findings table");
         }
     }
 }
