@@ -1,7 +1,7 @@
 //! Actions: rendering a remediation's `[[action]]`s for a decision, and running one.
 //!
 //! Only this module calls targets. The executor in `remediate` first lets
-//! [`prepare`] read the target (an AWS key's status: already as wanted, or gone,
+//! [`prepare_with`] read the target (an AWS key's status: already as wanted, or gone,
 //! means nothing is called), marks the action started (committed, with what was
 //! read) before calling [`execute`], and records the outcome after, so a crash in
 //! between leaves evidence instead of a silent repeat. [`settle_started`] decides
@@ -246,13 +246,6 @@ impl<'a> KeyAction<'a> {
     }
 }
 
-/// Reads the target before an action starts. AWS key actions list the user's keys: a key
-/// already as wanted succeeds with "no change needed", a key or user that is gone is
-/// skipped, and nothing is called in either case. Other actions are called as they are.
-pub async fn prepare(targets: &Targets, action: &ActionRecord) -> Prepared {
-    prepare_with(targets, action, &mut KeyReads::default()).await
-}
-
 /// Reads of users' keys shared by the actions of one pass, kept in step with what those
 /// actions did: two keys of one user cost one `ListAccessKeys`, and an action never acts on
 /// a read that an earlier action of the pass made stale.
@@ -297,7 +290,10 @@ impl KeyReads {
     }
 }
 
-/// [`prepare`], reading the user's keys once per pass through `reads`.
+/// Reads the target before an action starts. AWS key actions list the user's keys (once per
+/// pass through `reads`): a key already as wanted succeeds with "no change needed", a key or
+/// user that is gone is skipped, and nothing is called in either case. Other actions are
+/// called as they are.
 pub async fn prepare_with(
     targets: &Targets,
     action: &ActionRecord,
@@ -404,7 +400,7 @@ fn rechecked_status(action: &ActionRecord, k: &KeyAction<'_>, reads: &KeyReads) 
         .then(|| current.to_string())
 }
 
-/// Runs one action against its target (after [`prepare`] said to call it, with what it read).
+/// Runs one action against its target (after [`prepare_with`] said to call it, with what it read).
 pub async fn execute(
     targets: &Targets,
     action: &ActionRecord,

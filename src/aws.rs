@@ -153,11 +153,6 @@ impl Connections {
         }
     }
 
-    /// The configuration of `name`, if there is one.
-    pub fn config(&self, name: &str) -> Option<&AwsConnectionConfig> {
-        self.configs.get(name)
-    }
-
     /// The connection `name`, built the first time; an unknown name is an error.
     pub async fn get(&self, name: &str) -> Result<Arc<Connection>, AwsError> {
         let Some(config) = self.configs.get(name) else {

@@ -837,19 +837,9 @@ async fn scan_cmd(dir: &Path, dry_run: bool, names: &[String]) -> Result<ExitCod
     output::write_scan(&mut out, &runs)?;
     drop(out);
     let targets = targets(&scanner)?;
-    // A step takes a batch of runs and actions: go on until one finds nothing more to do, so
-    // every new finding's remediation has started (and auto-remediations have run) on exit.
-    let owner = remediate::owner();
-    let (mut progress, mut ran) = (remediate::Progress::default(), Vec::new());
-    loop {
-        let (more, more_ran) = remediate::step(&scanner, &owner, &targets).await?;
-        if more.opened.is_empty() && more.failed.is_empty() && more_ran.is_empty() {
-            break;
-        }
-        progress.opened.extend(more.opened);
-        progress.failed.extend(more.failed);
-        ran.extend(more_ran);
-    }
+    // Every new finding's remediation has started (and auto-remediations have run) on exit.
+    let (progress, ran) =
+        remediate::step_until_idle(&scanner, &remediate::owner(), &targets).await?;
     drain(&scanner, &targets.http).await?;
     let mut out = crate::redact::stdout();
     if !progress.opened.is_empty() {

@@ -490,6 +490,25 @@ pub async fn step(
     Ok((progress, ran))
 }
 
+/// [`step`] again and again until one finds nothing to do (a step takes a batch of runs and
+/// actions), so every new finding's remediation has started and auto-remediations have run.
+pub async fn step_until_idle(
+    scanner: &Scanner,
+    owner: &str,
+    targets: &action::Targets,
+) -> Result<(Progress, Vec<(i64, ActionOutcome)>), RemediateError> {
+    let (mut progress, mut ran) = (Progress::default(), Vec::new());
+    loop {
+        let (more, more_ran) = step(scanner, owner, targets).await?;
+        if more.opened.is_empty() && more.failed.is_empty() && more_ran.is_empty() {
+            return Ok((progress, ran));
+        }
+        progress.opened.extend(more.opened);
+        progress.failed.extend(more.failed);
+        ran.extend(more_ran);
+    }
+}
+
 /// Ends a run that cannot go on (its templates do not render, its remediation is gone) as
 /// `failed`, with `remediation.failed` in the audit trail; nothing was done.
 async fn give_up(

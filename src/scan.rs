@@ -138,17 +138,15 @@ impl Scanner {
         let result = self.run_and_commit(query, started_at).await;
         let duration = clock.elapsed();
         match &result {
-            Ok(s) => crate::metrics::observe_run(
-                &query.name,
-                true,
-                duration,
-                s.rows,
-                [s.inserted, s.updated, s.deleted],
-            ),
-            Err(_) => crate::metrics::observe_run(&query.name, false, duration, 0, [0; 3]),
-        }
-        match &result {
-            Ok(s) => tracing::info!(
+            Ok(s) => {
+                crate::metrics::observe_run(
+                    &query.name,
+                    true,
+                    duration,
+                    s.rows,
+                    [s.inserted, s.updated, s.deleted],
+                );
+                tracing::info!(
                 query = %query.name,
                 rows = s.rows,
                 inserted = s.inserted,
@@ -160,8 +158,10 @@ impl Scanner {
                 resolved = s.outcome.resolved.len(),
                 duration_ms = duration.as_millis() as u64,
                 "query run succeeded"
-            ),
+                );
+            }
             Err(e) => {
+                crate::metrics::observe_run(&query.name, false, duration, 0, [0; 3]);
                 tracing::error!(query = %query.name, duration_ms = duration.as_millis() as u64, error = %e, "query run failed");
                 let record = RunRecord {
                     id: 0,

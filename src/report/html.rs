@@ -171,8 +171,7 @@ pub(super) async fn page(r: &Report<'_>, out: &mut dyn Write) -> Result<(), Repo
         writeln!(out, "<p>No approvals in the period.</p>")?;
     }
     for a in &r.approvals {
-        let entry = r.approval_json(a);
-        let word = entry["outcome"].as_str().unwrap_or_default();
+        let word = super::outcome(r.project, a);
         writeln!(
             out,
             "<div class=\"approval\"><h3>Approval {}: {}</h3>",

@@ -147,12 +147,11 @@ pub(super) async fn markdown(r: &Report<'_>, out: &mut dyn Write) -> Result<(), 
         writeln!(out, "\nNo approvals in the period.")?;
     }
     for a in &r.approvals {
-        let entry = r.approval_json(a);
         writeln!(out, "\n### Approval {}: {}\n", a.id, cell(&a.subject))?;
         writeln!(
             out,
             "**{}** ({}); remediation `{}`, finding {} of `{}`; requested {}{}.\n",
-            entry["outcome"].as_str().unwrap_or_default(),
+            super::outcome(r.project, a),
             a.decision.as_deref().unwrap_or("no decision"),
             a.remediation,
             a.finding_id,
@@ -206,17 +205,8 @@ pub(super) fn when(s: &str) -> String {
 
 /// A key as `col=value, …`.
 pub(super) fn key_text(key: &serde_json::Value) -> String {
-    match key.as_object() {
-        Some(m) => m
-            .iter()
-            .map(|(k, v)| match v {
-                serde_json::Value::String(s) => format!("{k}={s}"),
-                other => format!("{k}={other}"),
-            })
-            .collect::<Vec<_>>()
-            .join(", "),
-        None => key.to_string(),
-    }
+    key.as_object()
+        .map_or_else(|| key.to_string(), crate::output::key_text)
 }
 
 /// An AWS key action's result in words: what changed, where, as whom.

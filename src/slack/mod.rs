@@ -173,29 +173,27 @@ fn reserve(integration: &str, channel: &str, id: i64, pace: Duration) -> Option<
         .entry((integration.to_string(), channel.to_string()))
         .or_default();
     let after_last = slots.last.map(|last| last + pace + PACE_MARGIN);
-    if let Some(slot) = slots.booked.get(&id).copied() {
-        let due = after_last.map_or(slot, |after| after.max(slot));
-        if due > now {
-            slots.booked.insert(id, due);
-            return Some(due - now);
+    let slot = match slots.booked.get(&id) {
+        Some(slot) => *slot,
+        None => {
+            // Promises long past were for messages sent elsewhere or given up: forget them.
+            slots
+                .booked
+                .retain(|_, slot| now.saturating_duration_since(*slot) < Duration::from_secs(600));
+            let slot = [slots.next, after_last]
+                .into_iter()
+                .flatten()
+                .fold(now, Instant::max);
+            slots.next = Some(slot + pace + PACE_MARGIN);
+            slot
         }
-        slots.booked.remove(&id);
-        slots.last = Some(now);
-        return None;
+    };
+    let due = after_last.map_or(slot, |after| after.max(slot));
+    if due > now {
+        slots.booked.insert(id, due);
+        return Some(due - now);
     }
-    // Promises long past were for messages sent elsewhere or given up: forget them.
-    slots
-        .booked
-        .retain(|_, slot| now.saturating_duration_since(*slot) < Duration::from_secs(600));
-    let slot = [slots.next, after_last]
-        .into_iter()
-        .flatten()
-        .fold(now, Instant::max);
-    slots.next = Some(slot + pace + PACE_MARGIN);
-    if slot > now {
-        slots.booked.insert(id, slot);
-        return Some(slot - now);
-    }
+    slots.booked.remove(&id);
     slots.last = Some(now);
     None
 }
@@ -217,8 +215,7 @@ fn hold(integration: &str, channel: &str, wait: Duration) {
         (integration.to_string(), channel.to_string()),
         Slots {
             next: Some(Instant::now() + wait),
-            booked: HashMap::new(),
-            last: None,
+            ..Slots::default()
         },
     );
 }

@@ -859,6 +859,15 @@ pub(crate) fn skipped_event(a: &ActionRecord) -> Event {
     action_event(crate::audit::Kind::ActionSucceeded, a, data)
 }
 
+/// The `action.started` entry of `a`, as just marked started (with what was read before it).
+pub(crate) fn started_event(a: &ActionRecord) -> Event {
+    let mut data = serde_json::json!({"type": a.kind, "attempt": a.attempts, "idempotency_key": a.idempotency_key, "params": a.params});
+    if let Some(observed) = &a.result {
+        data["observed"] = observed.clone();
+    }
+    action_event(crate::audit::Kind::ActionStarted, a, data)
+}
+
 /// The audit entry for how an action ended.
 pub(crate) fn outcome_event(a: &ActionRecord, outcome: &ActionOutcome) -> Event {
     use crate::audit::Kind;
@@ -1152,6 +1161,9 @@ impl MessageOutcome {
         !matches!(self, MessageOutcome::Deferred { .. })
     }
 }
+
+/// Audit events a commit keeps in memory before appending them (both stores).
+pub(crate) const EVENT_BATCH: usize = 5_000;
 
 /// The ids a queued message refers to.
 #[derive(Debug, Clone, Copy, Default)]

@@ -8,10 +8,9 @@ use tokio_postgres::types::ToSql;
 use super::postgres::append_in;
 use super::{
     ActionOutcome, ActionRecord, ActionState, MessageRefs, MessageState, NewAction, NewMessage,
-    StoreError, action_event, idempotency_key, lease_end, outcome_event, parse_json,
-    run_failed_event, skipped_event, to_json,
+    StoreError, idempotency_key, lease_end, outcome_event, parse_json, run_failed_event,
+    skipped_event, to_json,
 };
-use crate::audit::Kind;
 
 /// Claims decided runs with a free lease; returns (run id, finding id, remediation).
 pub(super) async fn claim_decided(
@@ -228,11 +227,7 @@ pub(super) async fn start(
     let a = load(tx, id)
         .await?
         .ok_or_else(|| StoreError::Corrupt(format!("action {id} vanished")))?;
-    let mut data = serde_json::json!({"type": a.kind, "attempt": a.attempts, "idempotency_key": a.idempotency_key, "params": a.params});
-    if let Some(observed) = &a.result {
-        data["observed"] = observed.clone();
-    }
-    append_in(tx, &[action_event(Kind::ActionStarted, &a, data)]).await?;
+    append_in(tx, &[super::started_event(&a)]).await?;
     Ok(true)
 }
 

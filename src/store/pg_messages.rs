@@ -129,8 +129,11 @@ pub(super) async fn finish(
     let Some(row) = row else {
         return Ok(false);
     };
+    if !outcome.attempted() {
+        return Ok(true);
+    }
     let m = read(&row)?;
-    append_in(tx, &Vec::from_iter(message_event(&m, outcome))).await?;
+    append_in(tx, message_event(&m, outcome).as_slice()).await?;
     Ok(true)
 }
 

@@ -854,9 +854,9 @@ impl PgStore {
 /// Rows per batched statement (arrays bound as parameters and expanded with `unnest`).
 const BATCH: usize = 5_000;
 
-/// Appends `events` once there are [`BATCH`] of them: a large run's are never all in memory.
+/// Appends `events` once there are [`super::EVENT_BATCH`] of them: a large run's are never all in memory.
 async fn flush(tx: &Transaction<'_>, events: &mut Vec<Event>) -> Result<(), StoreError> {
-    if events.len() >= BATCH {
+    if events.len() >= super::EVENT_BATCH {
         append_in(tx, events).await?;
         events.clear();
     }
@@ -1074,7 +1074,7 @@ async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOut
         // A first run (new query, or after `state reset`): open findings whose key it did not see are resolved.
         let open = tx
             .query(
-                "SELECT id, key_hash, key_json::text FROM findings WHERE query = $1 AND status = 'open' ORDER BY id",
+                "SELECT id, key_hash FROM findings WHERE query = $1 AND status = 'open' ORDER BY id",
                 &[query],
             )
             .await?;
@@ -1085,20 +1085,23 @@ async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOut
                 .snapshot
                 .contains(key_from_bytes(row.get::<_, &[u8]>(1))?)
             {
-                unseen.push((row.get::<_, i64>(0), row.get::<_, &str>(2)));
+                unseen.push(row.get::<_, i64>(0));
             }
         }
-        for batch in unseen.chunks(BATCH) {
+        for ids in unseen.chunks(BATCH) {
             flush(tx, &mut events).await?;
-            let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
-            tx.execute(
-                "UPDATE findings SET status = 'resolved', resolved_at = $2 WHERE id = ANY($1)",
-                &[&ids, &observed],
-            )
-            .await?;
-            for (id, key_json) in batch {
-                outcome.resolved.push(*id);
-                events.push(event(Kind::FindingResolved, *id, key_json));
+            let mut rows = tx
+                .query(
+                    "UPDATE findings SET status = 'resolved', resolved_at = $2 WHERE id = ANY($1)
+                     RETURNING id, key_json::text",
+                    &[&ids, &observed],
+                )
+                .await?;
+            rows.sort_by_key(|r| r.get::<_, i64>(0));
+            for row in &rows {
+                let id: i64 = row.get(0);
+                outcome.resolved.push(id);
+                events.push(event(Kind::FindingResolved, id, row.get(1)));
             }
         }
     }

@@ -845,12 +845,9 @@ fn claim_generation(
     }
 }
 
-/// Audit events a commit keeps in memory before appending them.
-const EVENT_BATCH: usize = 5_000;
-
-/// Appends `events` once there are [`EVENT_BATCH`] of them: a large run's are never all in memory.
+/// Appends `events` once there are [`super::EVENT_BATCH`] of them: a large run's are never all in memory.
 fn flush(tx: &Transaction<'_>, events: &mut Vec<Event>) -> Result<(), StoreError> {
-    if events.len() >= EVENT_BATCH {
+    if events.len() >= super::EVENT_BATCH {
         append_in(tx, events)?;
         events.clear();
     }

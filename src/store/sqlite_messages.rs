@@ -118,8 +118,11 @@ pub(super) fn finish(
     if moved == 0 {
         return Ok(false);
     }
+    if !outcome.attempted() {
+        return Ok(true);
+    }
     let m = load(tx, id)?.ok_or_else(|| StoreError::Corrupt(format!("message {id} vanished")))?;
-    append_in(tx, &Vec::from_iter(message_event(&m, outcome)))?;
+    append_in(tx, message_event(&m, outcome).as_slice())?;
     Ok(true)
 }
 
