@@ -1057,18 +1057,24 @@ async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOut
              WHERE query = $1 AND key_hash = ANY($4) AND status = 'open' RETURNING id, key_json::text",
         )
         .await?;
-    for batch in commit.changes.deleted.chunks(BATCH) {
-        flush(tx, &mut events).await?;
-        let keys: Vec<Vec<u8>> = batch.iter().map(|k| key_bytes(*k).to_vec()).collect();
-        let mut rows = tx
-            .query(&resolve, &[query, &observed, &previous_success, &keys])
-            .await?;
+    // Findings an UPDATE resolved (RETURNING id, key_json), recorded in id order.
+    let record_resolved = |mut rows: Vec<tokio_postgres::Row>,
+                           outcome: &mut CommitOutcome,
+                           events: &mut Vec<Event>| {
         rows.sort_by_key(|r| r.get::<_, i64>(0));
         for row in &rows {
             let id: i64 = row.get(0);
             outcome.resolved.push(id);
             events.push(event(Kind::FindingResolved, id, row.get(1)));
         }
+    };
+    for batch in commit.changes.deleted.chunks(BATCH) {
+        flush(tx, &mut events).await?;
+        let keys: Vec<Vec<u8>> = batch.iter().map(|k| key_bytes(*k).to_vec()).collect();
+        let rows = tx
+            .query(&resolve, &[query, &observed, &previous_success, &keys])
+            .await?;
+        record_resolved(rows, &mut outcome, &mut events);
     }
     if commit.changes.base_generation.is_none() && has_findings {
         // A first run (new query, or after `state reset`): open findings whose key it did not see are resolved.
@@ -1090,19 +1096,14 @@ async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOut
         }
         for ids in unseen.chunks(BATCH) {
             flush(tx, &mut events).await?;
-            let mut rows = tx
+            let rows = tx
                 .query(
                     "UPDATE findings SET status = 'resolved', resolved_at = $2 WHERE id = ANY($1)
                      RETURNING id, key_json::text",
                     &[&ids, &observed],
                 )
                 .await?;
-            rows.sort_by_key(|r| r.get::<_, i64>(0));
-            for row in &rows {
-                let id: i64 = row.get(0);
-                outcome.resolved.push(id);
-                events.push(event(Kind::FindingResolved, id, row.get(1)));
-            }
+            record_resolved(rows, &mut outcome, &mut events);
         }
     }
     append_in(tx, &events).await?;
