@@ -21,7 +21,7 @@ pub type KeyHash = u128;
 /// Marks a snapshot entry as seen in this run; row hashes keep the other 63 bits.
 const SEEN: u64 = 1 << 63;
 
-/// The row hash as stored: 63 bits, so the top bit is free for [`SEEN`].
+/// The row hash as stored: 63 bits, so the top bit is free for [`SEEN`] and [`GONE`].
 fn row_hash(bytes: &[u8]) -> u64 {
     xxh3_64(bytes) & !SEEN
 }
@@ -99,12 +99,24 @@ impl Snapshot {
         if !chunk.len().is_multiple_of(ENTRY_BYTES) {
             return Err(chunk.len());
         }
-        for entry in chunk.chunks_exact(ENTRY_BYTES) {
-            let (key, row) = entry.split_at(16);
-            // Both splits have exactly the sizes converted to.
-            let key = KeyHash::from_be_bytes(key.try_into().unwrap_or_default());
-            let row = u64::from_be_bytes(row.try_into().unwrap_or_default());
+        for (key, row) in entries_of(chunk) {
             self.insert(key, row);
+        }
+        Ok(())
+    }
+
+    /// Applies one stored delta chunk ([`Changes::delta_chunks`]): an entry whose row hash
+    /// has the top bit set removes its key, any other sets it. `Err` names a bad length.
+    pub fn apply_delta_chunk(&mut self, chunk: &[u8]) -> Result<(), usize> {
+        if !chunk.len().is_multiple_of(ENTRY_BYTES) {
+            return Err(chunk.len());
+        }
+        for (key, row) in entries_of(chunk) {
+            if row & GONE != 0 {
+                self.entries.remove(&key);
+            } else {
+                self.entries.insert(key, row);
+            }
         }
         Ok(())
     }
@@ -117,9 +129,8 @@ impl Snapshot {
         std::iter::from_fn(move || {
             entries.peek()?;
             let mut chunk = Vec::with_capacity(CHUNK_ENTRIES.min(self.len()) * ENTRY_BYTES);
-            for (key, row) in entries.by_ref().take(CHUNK_ENTRIES) {
-                chunk.extend_from_slice(&key.to_be_bytes());
-                chunk.extend_from_slice(&(row & !SEEN).to_be_bytes());
+            for (&key, row) in entries.by_ref().take(CHUNK_ENTRIES) {
+                put_entry(&mut chunk, key, row & !SEEN);
             }
             Some(chunk)
         })
@@ -128,6 +139,26 @@ impl Snapshot {
 
 /// Bytes of one stored snapshot entry: key hash and row hash.
 pub const ENTRY_BYTES: usize = 24;
+
+/// In a stored delta, marks an entry whose key is gone (row hashes keep the other 63 bits).
+const GONE: u64 = 1 << 63;
+
+/// The (key hash, row hash) entries of a stored chunk whose length is a multiple of [`ENTRY_BYTES`].
+fn entries_of(chunk: &[u8]) -> impl Iterator<Item = (KeyHash, u64)> + '_ {
+    chunk.chunks_exact(ENTRY_BYTES).map(|entry| {
+        let (key, row) = entry.split_at(16);
+        // Both splits have exactly the sizes converted to.
+        let key = KeyHash::from_be_bytes(key.try_into().unwrap_or_default());
+        let row = u64::from_be_bytes(row.try_into().unwrap_or_default());
+        (key, row)
+    })
+}
+
+/// Appends one stored entry to `chunk`.
+fn put_entry(chunk: &mut Vec<u8>, key: KeyHash, row: u64) {
+    chunk.extend_from_slice(&key.to_be_bytes());
+    chunk.extend_from_slice(&row.to_be_bytes());
+}
 
 /// Entries per stored snapshot chunk (768 KiB).
 pub const CHUNK_ENTRIES: usize = 32 * 1024;
@@ -241,6 +272,35 @@ impl Changes {
             && self.inserted.is_empty()
             && self.updated.is_empty()
             && self.deleted.is_empty()
+    }
+
+    /// How many keys changed: inserted, updated and deleted.
+    pub fn changed_keys(&self) -> usize {
+        self.inserted.len() + self.updated.len() + self.deleted.len()
+    }
+
+    /// What this run changed in the snapshot, as stored deltas: chunks of up to
+    /// [`CHUNK_ENTRIES`] entries (a new or changed key with its row hash, a gone key marked
+    /// [`GONE`]), each with its net change in the number of keys. Applied in order to the
+    /// previous snapshot ([`Snapshot::apply_delta_chunk`]) they give [`Changes::snapshot`].
+    pub fn delta_chunks(&self) -> impl Iterator<Item = (Vec<u8>, i64)> + '_ {
+        let mut entries = self
+            .inserted
+            .iter()
+            .map(|c| (c.key_hash, c.row_hash, 1))
+            .chain(self.updated.iter().map(|c| (c.key_hash, c.row_hash, 0)))
+            .chain(self.deleted.iter().map(|&k| (k, GONE, -1)))
+            .peekable();
+        let size = self.changed_keys().min(CHUNK_ENTRIES) * ENTRY_BYTES;
+        std::iter::from_fn(move || {
+            entries.peek()?;
+            let (mut chunk, mut added) = (Vec::with_capacity(size), 0);
+            for (key, row, net) in entries.by_ref().take(CHUNK_ENTRIES) {
+                put_entry(&mut chunk, key, row);
+                added += net;
+            }
+            Some((chunk, added))
+        })
     }
 }
 
@@ -673,6 +733,76 @@ mod tests {
         assert_eq!(back.entries, big.entries);
         assert_eq!(back.extend_from_chunk(&[0; 25]), Err(25));
         assert_eq!(Snapshot::new(1).chunks().count(), 0);
+    }
+
+    #[test]
+    fn delta_chunks_applied_to_the_previous_snapshot_give_the_new_one() {
+        let q = query(&["id"], &[], FirstRun::Insert);
+        let cols: Vec<String> = COLS.iter().map(|s| s.to_string()).collect();
+        // Enough changes for two chunks: ids 0..n before; after, the first quarter gone,
+        // the second changed, the rest unchanged, and as many new keys as gone ones.
+        let n = CHUNK_ENTRIES as i64;
+        let mut previous = Snapshot::new(3);
+        let mut d = Diff::new(&q, &cols, Some(Snapshot::new(3))).unwrap();
+        for i in 0..n {
+            d.push(r(i, "a", 1)).unwrap();
+        }
+        for ch in d.finish().inserted {
+            previous.insert(ch.key_hash, ch.row_hash);
+        }
+        let mut d = Diff::new(&q, &cols, Some(std::mem::take(&mut previous))).unwrap();
+        for i in n / 4..n {
+            d.push(r(i, if i < n / 2 { "b" } else { "a" }, 1)).unwrap();
+        }
+        for i in n..n + n / 4 {
+            d.push(r(i, "new", 1)).unwrap();
+        }
+        let c = d.finish();
+        assert_eq!(counts(&c), (n as usize / 4, n as usize / 4, n as usize / 4));
+        assert_eq!(c.changed_keys(), 3 * n as usize / 4);
+
+        // Rebuild the previous snapshot (the diff consumed it) and apply the deltas.
+        let mut d = Diff::new(&q, &cols, Some(Snapshot::new(3))).unwrap();
+        for i in 0..n {
+            d.push(r(i, "a", 1)).unwrap();
+        }
+        for ch in d.finish().inserted {
+            previous.insert(ch.key_hash, ch.row_hash);
+        }
+        let deltas: Vec<(Vec<u8>, i64)> = c.delta_chunks().collect();
+        assert_eq!(deltas.len(), 1, "{} entries fit in one chunk", 3 * n / 4);
+        let before = previous.len() as i64;
+        let mut added = 0;
+        for (chunk, net) in &deltas {
+            previous.apply_delta_chunk(chunk).unwrap();
+            added += net;
+        }
+        assert_eq!(added, 0, "as many keys came as went");
+        assert_eq!(previous.len() as i64, before + added);
+        assert_eq!(previous.entries, c.snapshot.entries);
+        assert_eq!(previous.apply_delta_chunk(&[0; 23]), Err(23));
+
+        // More changes than a chunk holds are split, each chunk counting its own keys.
+        let mut many = Changes::default();
+        for i in 0..(CHUNK_ENTRIES as u128 + 3) {
+            many.inserted.push(Changed {
+                key_hash: xxh3_128(&i.to_le_bytes()),
+                row_hash: 7,
+                finding: None,
+            });
+        }
+        many.deleted.push(1);
+        let chunks: Vec<(Vec<u8>, i64)> = many.delta_chunks().collect();
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(chunks[0].1, CHUNK_ENTRIES as i64);
+        assert_eq!((chunks[1].0.len(), chunks[1].1), (4 * ENTRY_BYTES, 3 - 1));
+        let mut s = Snapshot::new(1);
+        s.insert(1, 9);
+        for (chunk, _) in &chunks {
+            s.apply_delta_chunk(chunk).unwrap();
+        }
+        assert_eq!(s.len(), CHUNK_ENTRIES + 3);
+        assert!(!s.contains(1), "a gone key is removed");
     }
 
     #[test]

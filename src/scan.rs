@@ -210,6 +210,7 @@ impl Scanner {
         query: &Query,
         started_at: DateTime<Utc>,
     ) -> Result<RunSummary, ScanError> {
+        let started = Instant::now();
         let changes = self.diff(query).await?;
         let (rows, inserted, updated, deleted, baseline) = (
             changes.rows,
@@ -231,6 +232,8 @@ impl Scanner {
             baseline,
             error: None,
         };
+        let read = Instant::now();
+        tracing::debug!(query = %query.name, rows, read_ms = (read - started).as_millis() as u64, "query read and diffed");
         let outcome = self
             .store
             .commit_run(RunCommit {
@@ -248,6 +251,7 @@ impl Scanner {
                 }),
             })
             .await?;
+        tracing::debug!(query = %query.name, commit_ms = read.elapsed().as_millis() as u64, "run committed");
         Ok(RunSummary {
             rows,
             inserted,

@@ -842,6 +842,86 @@ async fn postgres_snapshot_stored_a_row_per_key_migrates_to_chunks() {
     legacy_snapshot_migrates("postgres", url, async |sql| db.execute(&sql).await).await;
 }
 
+/// Runs that change a few keys store them as deltas on the snapshot, applied in order when
+/// it loads; once the deltas would outgrow a quarter of the snapshot, a run rewrites it whole.
+/// `deltas` counts the stored delta rows.
+async fn snapshot_deltas(store: &dyn Store, deltas: impl AsyncFn() -> i64) {
+    let q = query("deltas", FirstRun::Insert);
+    let mut rows: Vec<Vec<Value>> = (0..100).map(|i| row(&format!("k{i}"), 0)).collect();
+    commit(store, &q, &rows, 30).await;
+    assert_eq!(deltas().await, 0, "a first run stores whole chunks");
+    for run in 1..=7_i64 {
+        // Four changed keys: the first gone, one new, two rows changed.
+        rows.remove(0);
+        rows.push(row(&format!("k{}", 99 + run), 0));
+        rows[10] = row(rows[10][0].as_str().unwrap(), run);
+        rows[20] = row(rows[20][0].as_str().unwrap(), run);
+        let out = commit(store, &q, &rows, 30 - run).await;
+        assert_eq!(
+            (out.opened.len(), out.updated, out.resolved.len()),
+            (1, 2, 1)
+        );
+        let loaded = store.load_snapshot(&q.name).await.unwrap().unwrap();
+        assert_eq!(
+            (loaded.generation, loaded.len()),
+            (run + 1, 100),
+            "run {run}"
+        );
+        assert!(
+            diff(store, &q, &rows).await.is_unchanged(),
+            "run {run}: the stored snapshot is the one the run saw"
+        );
+        // Six runs' 24 changes fit in a quarter of 100 keys; the seventh's would not.
+        assert_eq!(deltas().await, if run < 7 { run } else { 0 }, "run {run}");
+    }
+    rows.truncate(50);
+    let out = commit(store, &q, &rows, 20).await;
+    assert_eq!(out.resolved.len(), 50);
+    assert_eq!(deltas().await, 0, "half the keys gone: rewritten whole");
+    commit(store, &q, &rows[..49], 19).await;
+    assert_eq!(deltas().await, 1);
+    assert_eq!(
+        store.reset_query(&q.name).await.unwrap(),
+        49,
+        "keys counted through the deltas"
+    );
+    assert_eq!(deltas().await, 0, "a reset drops the deltas");
+}
+
+#[tokio::test]
+async fn sqlite_snapshot_changes_are_stored_as_deltas() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vigilo.db");
+    let store = store::open(&StoreUrl::Sqlite(path.clone())).await.unwrap();
+    snapshot_deltas(&*store, async || {
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT count(*) FROM snapshot_deltas", [], |r| r.get(0))
+            .unwrap()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_snapshot_changes_are_stored_as_deltas() {
+    let db = common::PgDb::new("deltas").await;
+    let store = store::open(&StoreUrl::Postgres(db.url.clone()))
+        .await
+        .unwrap();
+    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    snapshot_deltas(&*store, async || {
+        client
+            .query_one("SELECT count(*) FROM snapshot_deltas", &[])
+            .await
+            .unwrap()
+            .get(0)
+    })
+    .await;
+}
+
 /// `pg_class.reltuples` of the store's findings table (-1: never analyzed).
 async fn findings_reltuples(url: &str) -> f64 {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)

@@ -1384,6 +1384,38 @@ pub(crate) fn key_value(key_json: &str) -> serde_json::Value {
     serde_json::from_str(key_json).unwrap_or(serde_json::Value::Null)
 }
 
+/// How a run's snapshot is stored.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum SnapshotWrite {
+    /// Nothing changed: the stored snapshot stands.
+    Keep,
+    /// Every chunk rewritten and the deltas dropped: a first run, or deltas grown too large.
+    Whole,
+    /// The run's changes appended as deltas ([`Changes::delta_chunks`]).
+    Delta,
+}
+
+/// Stored deltas may hold up to 1/`DELTA_SHARE` of the snapshot's chunk entries: loading
+/// costs at most that much more, and a rewrite is paid for by the runs it was put off for.
+const DELTA_SHARE: u64 = 4;
+
+/// How to store `changes`, given the entries in the stored chunks and deltas.
+pub(crate) fn snapshot_write(
+    changes: &Changes,
+    chunk_entries: u64,
+    delta_entries: u64,
+) -> SnapshotWrite {
+    if changes.is_unchanged() {
+        SnapshotWrite::Keep
+    } else if changes.base_generation.is_none()
+        || (delta_entries + changes.changed_keys() as u64) * DELTA_SHARE > chunk_entries
+    {
+        SnapshotWrite::Whole
+    } else {
+        SnapshotWrite::Delta
+    }
+}
+
 /// The key and row of a changed key, as JSON text.
 pub(crate) fn finding_json(ch: &Changed) -> Result<(&str, &str), StoreError> {
     let f = ch
@@ -1391,4 +1423,29 @@ pub(crate) fn finding_json(ch: &Changed) -> Result<(&str, &str), StoreError> {
         .as_ref()
         .ok_or_else(|| StoreError::Corrupt("changed row without its data".into()))?;
     Ok((&f.key, &f.row))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deltas_are_written_until_they_would_outgrow_a_quarter_of_the_snapshot() {
+        let mut c = Changes {
+            base_generation: Some(3),
+            ..Changes::default()
+        };
+        assert_eq!(snapshot_write(&c, 100, 0), SnapshotWrite::Keep);
+        c.deleted = vec![1, 2, 3, 4, 5];
+        assert_eq!(snapshot_write(&c, 100, 20), SnapshotWrite::Delta);
+        assert_eq!(snapshot_write(&c, 100, 21), SnapshotWrite::Whole);
+        assert_eq!(snapshot_write(&c, 0, 0), SnapshotWrite::Whole);
+        c.base_generation = None;
+        assert_eq!(snapshot_write(&c, 1_000_000, 0), SnapshotWrite::Whole);
+        assert_eq!(
+            snapshot_write(&Changes::default(), 0, 0),
+            SnapshotWrite::Whole,
+            "a first run stores its snapshot even with no rows"
+        );
+    }
 }

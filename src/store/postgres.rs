@@ -20,12 +20,13 @@ use super::{
 };
 use super::{CommandRecord, NewCommand, pg_commands};
 use super::{
-    CommitOutcome, FindingFilter, RunCommit, RunRecord, Store, StoreError, finding_json, key_bytes,
-    key_from_bytes, key_value, parse_run_status, parse_severity, parse_status,
+    CommitOutcome, FindingFilter, RunCommit, RunRecord, SnapshotWrite, Store, StoreError,
+    finding_json, key_bytes, key_from_bytes, key_value, parse_run_status, parse_severity,
+    parse_status, snapshot_write,
 };
 use crate::approval::{Approval, Refusal, Transition, Vote};
 use crate::audit::{Entry, Event, Kind};
-use crate::diff::{Changed, ENTRY_BYTES, KeyHash, Snapshot};
+use crate::diff::{Changed, Changes, ENTRY_BYTES, KeyHash, Snapshot};
 use crate::finding::Finding;
 
 /// Runs one store step in a transaction on a pooled connection and commits it:
@@ -51,6 +52,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         7,
         include_str!("migrations/postgres/0007_snapshot_chunks.sql"),
+    ),
+    (
+        8,
+        include_str!("migrations/postgres/0008_snapshot_deltas.sql"),
     ),
 ];
 
@@ -162,6 +167,7 @@ impl Store for PgStore {
             .query_opt(
                 "SELECT id, generation,
                         (SELECT coalesce(sum(length(entries)), 0)::bigint FROM snapshot_chunks WHERE query_id = q.id)
+                          / 24 + (SELECT coalesce(sum(added), 0)::bigint FROM snapshot_deltas WHERE query_id = q.id)
                  FROM query_state q WHERE name = $1",
                 &[&query],
             )
@@ -169,8 +175,8 @@ impl Store for PgStore {
         let Some(state) = state else {
             return Ok(None);
         };
-        let (id, generation, bytes): (i64, i64, i64) = (state.get(0), state.get(1), state.get(2));
-        let count = usize::try_from(bytes).unwrap_or(0) / ENTRY_BYTES;
+        let (id, generation, keys): (i64, i64, i64) = (state.get(0), state.get(1), state.get(2));
+        let count = usize::try_from(keys).unwrap_or(0);
         let mut snapshot = Snapshot::with_capacity(generation, count);
         let stmt = client
             .prepare_cached(
@@ -186,6 +192,24 @@ impl Store for PgStore {
                 .map_err(|len| {
                     StoreError::Corrupt(format!(
                         "query {query}: snapshot chunk {} has {len} bytes, not a multiple of {ENTRY_BYTES}",
+                        row.get::<_, i32>(0)
+                    ))
+                })?;
+        }
+        let stmt = client
+            .prepare_cached(
+                "SELECT seq, entries FROM snapshot_deltas WHERE query_id = $1 ORDER BY seq",
+            )
+            .await?;
+        let rows = client.query_raw(&stmt, [&id]).await?;
+        pin_mut!(rows);
+        while let Some(row) = rows.next().await {
+            let row = row?;
+            snapshot
+                .apply_delta_chunk(row.get::<_, &[u8]>(1))
+                .map_err(|len| {
+                    StoreError::Corrupt(format!(
+                        "query {query}: snapshot delta {} has {len} bytes, not a multiple of {ENTRY_BYTES}",
                         row.get::<_, i32>(0)
                     ))
                 })?;
@@ -291,15 +315,10 @@ impl Store for PgStore {
         let Some(id) = id.map(|r| r.get::<_, i64>(0)) else {
             return Ok(0);
         };
-        let bytes: i64 = tx
-            .query_one(
-                "SELECT coalesce(sum(length(entries)), 0)::bigint FROM snapshot_chunks WHERE query_id = $1",
-                &[&id],
-            )
-            .await?
-            .get(0);
-        let keys = u64::try_from(bytes).unwrap_or(0) / ENTRY_BYTES as u64;
+        let (_, _, keys) = snapshot_size(&tx, id).await?;
         tx.execute("DELETE FROM snapshot_chunks WHERE query_id = $1", &[&id])
+            .await?;
+        tx.execute("DELETE FROM snapshot_deltas WHERE query_id = $1", &[&id])
             .await?;
         tx.execute("DELETE FROM query_state WHERE id = $1", &[&id])
             .await?;
@@ -863,20 +882,65 @@ async fn flush(tx: &Transaction<'_>, events: &mut Vec<Event>) -> Result<(), Stor
     Ok(())
 }
 
-/// Replaces the stored snapshot of query `id` with `snapshot`, a chunk at a time.
+/// The stored snapshot of query `id`: (entries in its chunks, entries in its deltas, keys).
+async fn snapshot_size(tx: &Transaction<'_>, id: i64) -> Result<(u64, u64, u64), StoreError> {
+    let row = tx
+        .query_one(
+            "SELECT (SELECT coalesce(sum(length(entries)), 0)::bigint FROM snapshot_chunks WHERE query_id = $1),
+                    coalesce(sum(length(entries)), 0)::bigint, coalesce(sum(added), 0)::bigint
+               FROM snapshot_deltas WHERE query_id = $1",
+            &[&id],
+        )
+        .await?;
+    let entries = |bytes: i64| u64::try_from(bytes).unwrap_or(0) / ENTRY_BYTES as u64;
+    let (chunks, deltas) = (entries(row.get(0)), entries(row.get(1)));
+    Ok((chunks, deltas, chunks.saturating_add_signed(row.get(2))))
+}
+
+/// Stores the run's snapshot of query `id`: all of it a chunk at a time, or what changed as deltas.
 async fn store_snapshot(
     tx: &Transaction<'_>,
     id: i64,
-    snapshot: &Snapshot,
+    changes: &Changes,
 ) -> Result<(), StoreError> {
-    tx.execute("DELETE FROM snapshot_chunks WHERE query_id = $1", &[&id])
-        .await?;
-    let put = tx
-        .prepare_cached("INSERT INTO snapshot_chunks (query_id, seq, entries) VALUES ($1, $2, $3)")
-        .await?;
-    for (seq, chunk) in snapshot.chunks().enumerate() {
-        let seq = i32::try_from(seq).unwrap_or(i32::MAX);
-        tx.execute(&put, &[&id, &seq, &chunk]).await?;
+    if changes.is_unchanged() {
+        return Ok(());
+    }
+    let (chunks, deltas, _) = snapshot_size(tx, id).await?;
+    match snapshot_write(changes, chunks, deltas) {
+        SnapshotWrite::Keep => {}
+        SnapshotWrite::Whole => {
+            tx.execute("DELETE FROM snapshot_chunks WHERE query_id = $1", &[&id])
+                .await?;
+            tx.execute("DELETE FROM snapshot_deltas WHERE query_id = $1", &[&id])
+                .await?;
+            let put = tx
+                .prepare_cached(
+                    "INSERT INTO snapshot_chunks (query_id, seq, entries) VALUES ($1, $2, $3)",
+                )
+                .await?;
+            for (seq, chunk) in changes.snapshot.chunks().enumerate() {
+                let seq = i32::try_from(seq).unwrap_or(i32::MAX);
+                tx.execute(&put, &[&id, &seq, &chunk]).await?;
+            }
+        }
+        SnapshotWrite::Delta => {
+            let next: i32 = tx
+                .query_one(
+                    "SELECT coalesce(max(seq) + 1, 0) FROM snapshot_deltas WHERE query_id = $1",
+                    &[&id],
+                )
+                .await?
+                .get(0);
+            let put = tx
+                .prepare_cached(
+                    "INSERT INTO snapshot_deltas (query_id, seq, added, entries) VALUES ($1, $2, $3, $4)",
+                )
+                .await?;
+            for (seq, (chunk, added)) in (next..).zip(changes.delta_chunks()) {
+                tx.execute(&put, &[&id, &seq, &added, &chunk]).await?;
+            }
+        }
     }
     Ok(())
 }
@@ -929,9 +993,7 @@ async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOut
     let mut events = Vec::new();
     let event =
         |kind: Kind, id: i64, key: &str| Event::finding(kind, "scan", query, id, key_value(key));
-    if !commit.changes.is_unchanged() {
-        store_snapshot(tx, query_id, &commit.changes.snapshot).await?;
-    }
+    store_snapshot(tx, query_id, &commit.changes).await?;
     // A query that never had a finding (a new one) needs no lookups.
     let has_findings: bool = tx
         .query_one(

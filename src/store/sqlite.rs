@@ -16,8 +16,9 @@ use super::{
 };
 use super::{CommandRecord, NewCommand, sqlite_commands};
 use super::{
-    CommitOutcome, FindingFilter, RunCommit, RunRecord, Store, StoreError, finding_json, key_bytes,
-    key_from_bytes, key_value, parse_run_status, parse_severity, parse_status,
+    CommitOutcome, FindingFilter, RunCommit, RunRecord, SnapshotWrite, Store, StoreError,
+    finding_json, key_bytes, key_from_bytes, key_value, parse_run_status, parse_severity,
+    parse_status, snapshot_write,
 };
 use super::{
     MessageOutcome, MessageRecord, MessageState, NewApproval, NewMessage, RequestedRun,
@@ -25,7 +26,7 @@ use super::{
 };
 use crate::approval::{Approval, Refusal, Transition, Vote};
 use crate::audit::{Entry, Event, Kind};
-use crate::diff::{ENTRY_BYTES, Snapshot};
+use crate::diff::{Changes, ENTRY_BYTES, KeyHash, Snapshot};
 use crate::finding::Finding;
 
 /// Numbered migrations, applied in order at open.
@@ -39,6 +40,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         7,
         include_str!("migrations/sqlite/0007_snapshot_chunks.sql"),
+    ),
+    (
+        8,
+        include_str!("migrations/sqlite/0008_snapshot_deltas.sql"),
     ),
 ];
 
@@ -183,9 +188,9 @@ impl Store for SqliteStore {
             let Some((id, generation)) = state else {
                 return Ok(None);
             };
-            let count = snapshot_len(c, id)?;
+            let (_, _, keys) = snapshot_size(c, id)?;
             let mut snapshot =
-                Snapshot::with_capacity(generation, usize::try_from(count).unwrap_or(0));
+                Snapshot::with_capacity(generation, usize::try_from(keys).unwrap_or(0));
             let mut stmt = c.prepare_cached(
                 "SELECT seq, entries FROM snapshot_chunks WHERE query_id = ?1 ORDER BY seq",
             )?;
@@ -195,6 +200,19 @@ impl Store for SqliteStore {
                 snapshot.extend_from_chunk(chunk).map_err(|len| {
                     StoreError::Corrupt(format!(
                         "query {query}: snapshot chunk {} has {len} bytes, not a multiple of {ENTRY_BYTES}",
+                        row.get::<_, i64>(0).unwrap_or(-1)
+                    ))
+                })?;
+            }
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, entries FROM snapshot_deltas WHERE query_id = ?1 ORDER BY seq",
+            )?;
+            let mut rows = stmt.query([id])?;
+            while let Some(row) = rows.next()? {
+                let chunk = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+                snapshot.apply_delta_chunk(chunk).map_err(|len| {
+                    StoreError::Corrupt(format!(
+                        "query {query}: snapshot delta {} has {len} bytes, not a multiple of {ENTRY_BYTES}",
                         row.get::<_, i64>(0).unwrap_or(-1)
                     ))
                 })?;
@@ -278,8 +296,9 @@ impl Store for SqliteStore {
             let Some(id) = id else {
                 return Ok(0);
             };
-            let keys = snapshot_len(tx, id)?;
+            let (_, _, keys) = snapshot_size(tx, id)?;
             tx.execute("DELETE FROM snapshot_chunks WHERE query_id = ?1", [id])?;
+            tx.execute("DELETE FROM snapshot_deltas WHERE query_id = ?1", [id])?;
             tx.execute("DELETE FROM query_state WHERE id = ?1", [id])?;
             Ok(keys)
         })
@@ -854,24 +873,51 @@ fn flush(tx: &Transaction<'_>, events: &mut Vec<Event>) -> Result<(), StoreError
     Ok(())
 }
 
-/// How many keys the stored snapshot of query `id` holds.
-fn snapshot_len(c: &Connection, id: i64) -> Result<u64, StoreError> {
-    let bytes: i64 = c.query_row(
-        "SELECT coalesce(sum(length(entries)), 0) FROM snapshot_chunks WHERE query_id = ?1",
+/// The stored snapshot of query `id`: (entries in its chunks, entries in its deltas, keys).
+fn snapshot_size(c: &Connection, id: i64) -> Result<(u64, u64, u64), StoreError> {
+    let (chunk_bytes, delta_bytes, added): (i64, i64, i64) = c.query_row(
+        "SELECT (SELECT coalesce(sum(length(entries)), 0) FROM snapshot_chunks WHERE query_id = ?1),
+                coalesce(sum(length(entries)), 0), coalesce(sum(added), 0)
+           FROM snapshot_deltas WHERE query_id = ?1",
         [id],
-        |r| r.get(0),
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
-    Ok(u64::try_from(bytes).unwrap_or(0) / ENTRY_BYTES as u64)
+    let entries = |bytes: i64| u64::try_from(bytes).unwrap_or(0) / ENTRY_BYTES as u64;
+    let (chunks, deltas) = (entries(chunk_bytes), entries(delta_bytes));
+    Ok((chunks, deltas, chunks.saturating_add_signed(added)))
 }
 
-/// Replaces the stored snapshot of query `id` with `snapshot`, a chunk at a time.
-fn store_snapshot(tx: &Transaction<'_>, id: i64, snapshot: &Snapshot) -> Result<(), StoreError> {
-    tx.execute("DELETE FROM snapshot_chunks WHERE query_id = ?1", [id])?;
-    let mut put = tx.prepare_cached(
-        "INSERT INTO snapshot_chunks (query_id, seq, entries) VALUES (?1, ?2, ?3)",
-    )?;
-    for (seq, chunk) in snapshot.chunks().enumerate() {
-        put.execute(params![id, seq as i64, chunk])?;
+/// Stores the run's snapshot of query `id`: all of it a chunk at a time, or what changed as deltas.
+fn store_snapshot(tx: &Transaction<'_>, id: i64, changes: &Changes) -> Result<(), StoreError> {
+    if changes.is_unchanged() {
+        return Ok(());
+    }
+    let (chunks, deltas, _) = snapshot_size(tx, id)?;
+    match snapshot_write(changes, chunks, deltas) {
+        SnapshotWrite::Keep => {}
+        SnapshotWrite::Whole => {
+            tx.execute("DELETE FROM snapshot_chunks WHERE query_id = ?1", [id])?;
+            tx.execute("DELETE FROM snapshot_deltas WHERE query_id = ?1", [id])?;
+            let mut put = tx.prepare_cached(
+                "INSERT INTO snapshot_chunks (query_id, seq, entries) VALUES (?1, ?2, ?3)",
+            )?;
+            for (seq, chunk) in changes.snapshot.chunks().enumerate() {
+                put.execute(params![id, seq as i64, chunk])?;
+            }
+        }
+        SnapshotWrite::Delta => {
+            let next: i64 = tx.query_row(
+                "SELECT coalesce(max(seq) + 1, 0) FROM snapshot_deltas WHERE query_id = ?1",
+                [id],
+                |r| r.get(0),
+            )?;
+            let mut put = tx.prepare_cached(
+                "INSERT INTO snapshot_deltas (query_id, seq, added, entries) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (seq, (chunk, added)) in (next..).zip(changes.delta_chunks()) {
+                put.execute(params![id, seq, added, chunk])?;
+            }
+        }
     }
     Ok(())
 }
@@ -885,9 +931,7 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
     let mut events = Vec::new();
     let event =
         |kind: Kind, id: i64, key: &str| Event::finding(kind, "scan", query, id, key_value(key));
-    if !commit.changes.is_unchanged() {
-        store_snapshot(tx, query_id, &commit.changes.snapshot)?;
-    }
+    store_snapshot(tx, query_id, &commit.changes)?;
     // A query that never had a finding (a new one) needs no lookups.
     let has_findings: bool = tx.query_row(
         "SELECT EXISTS (SELECT 1 FROM findings WHERE query = ?1)",
@@ -951,38 +995,65 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
                 }
             }
         }
-        let mut update_row = tx.prepare_cached(
-            "UPDATE findings SET row_json = ?3, row_hash = ?4, last_seen = ?5
-             WHERE query = ?1 AND key_hash = ?2 AND status = 'open' RETURNING id",
-        )?;
-        for ch in &commit.changes.updated {
-            flush(tx, &mut events)?;
-            let key = key_bytes(ch.key_hash);
-            if ch.finding.is_some() {
-                let (key_json, row_json) = finding_json(ch)?;
-                let params = params![query, key, row_json, ch.row_hash as i64, observed];
-                if let Some(id) = update_row
-                    .query_row(params, |r| r.get::<_, i64>(0))
-                    .optional()?
-                {
-                    outcome.updated += 1;
-                    events.push(event(Kind::FindingUpdated, id, key_json));
+        // Changed and gone keys: their findings are looked up in key order (the key index is
+        // read front to back) and written in id order (each table page once, in file order).
+        let mut id_of =
+            tx.prepare_cached("SELECT id FROM findings WHERE query = ?1 AND key_hash = ?2")?;
+        let mut ids_in_key_order =
+            |keys: &mut Vec<(KeyHash, usize)>| -> Result<Vec<(i64, usize)>, StoreError> {
+                keys.sort_unstable_by_key(|&(k, _)| k);
+                let mut ids = Vec::with_capacity(keys.len());
+                for &(k, i) in keys.iter() {
+                    if let Some(id) = id_of
+                        .query_row(params![query, key_bytes(k)], |r| r.get::<_, i64>(0))
+                        .optional()?
+                    {
+                        ids.push((id, i));
+                    }
                 }
+                ids.sort_unstable();
+                Ok(ids)
+            };
+        let mut keys: Vec<(KeyHash, usize)> = commit
+            .changes
+            .updated
+            .iter()
+            .enumerate()
+            .filter(|(_, ch)| ch.finding.is_some())
+            .map(|(i, ch)| (ch.key_hash, i))
+            .collect();
+        let updated = ids_in_key_order(&mut keys)?;
+        let mut update_row = tx.prepare_cached(
+            "UPDATE findings SET row_json = ?2, row_hash = ?3, last_seen = ?4
+             WHERE id = ?1 AND status = 'open'",
+        )?;
+        for (id, i) in updated {
+            flush(tx, &mut events)?;
+            let ch = &commit.changes.updated[i];
+            let (key_json, row_json) = finding_json(ch)?;
+            if update_row.execute(params![id, row_json, ch.row_hash as i64, observed])? > 0 {
+                outcome.updated += 1;
+                events.push(event(Kind::FindingUpdated, id, key_json));
             }
         }
+        let mut keys: Vec<(KeyHash, usize)> = commit
+            .changes
+            .deleted
+            .iter()
+            .enumerate()
+            .map(|(i, &k)| (k, i))
+            .collect();
+        let gone = ids_in_key_order(&mut keys)?;
         let mut resolve = tx.prepare_cached(
-            "UPDATE findings SET status = 'resolved', resolved_at = ?3, last_seen = coalesce(?4, last_seen)
-             WHERE query = ?1 AND key_hash = ?2 AND status = 'open' RETURNING id, key_json",
+            "UPDATE findings SET status = 'resolved', resolved_at = ?2, last_seen = coalesce(?3, last_seen)
+             WHERE id = ?1 AND status = 'open' RETURNING key_json",
         )?;
-        for key in &commit.changes.deleted {
+        for (id, _) in gone {
             flush(tx, &mut events)?;
-            let key = key_bytes(*key);
-            let resolved: Option<(i64, String)> = resolve
-                .query_row(params![query, key, observed, previous_success], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
+            let resolved: Option<String> = resolve
+                .query_row(params![id, observed, previous_success], |r| r.get(0))
                 .optional()?;
-            if let Some((id, key_json)) = resolved {
+            if let Some(key_json) = resolved {
                 outcome.resolved.push(id);
                 events.push(event(Kind::FindingResolved, id, &key_json));
             }

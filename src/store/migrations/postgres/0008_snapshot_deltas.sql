@@ -1,0 +1,13 @@
+-- A run that changed a few keys appends what it changed to its query's stored snapshot
+-- instead of rewriting every chunk: entries as in snapshot_chunks, a gone key's row hash
+-- with its top bit set, applied in seq order after the chunks. `added` is the chunk's net
+-- change in the number of keys. Once the deltas would hold more than a quarter of the
+-- snapshot's entries, the next changed run rewrites the chunks and drops the deltas.
+CREATE TABLE snapshot_deltas (
+  query_id bigint NOT NULL REFERENCES query_state(id) ON DELETE CASCADE,
+  seq      integer NOT NULL,
+  added    bigint NOT NULL,
+  entries  bytea NOT NULL CHECK (length(entries) % 24 = 0),
+  PRIMARY KEY (query_id, seq)
+);
+ALTER TABLE snapshot_deltas ALTER COLUMN entries SET STORAGE EXTERNAL;
