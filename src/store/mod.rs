@@ -1384,6 +1384,31 @@ pub(crate) fn key_value(key_json: &str) -> serde_json::Value {
     serde_json::from_str(key_json).unwrap_or(serde_json::Value::Null)
 }
 
+/// Reads a stored snapshot's chunks, then its deltas, in order: (is a delta, seq, entries).
+pub(crate) const SNAPSHOT_ENTRIES: &str =
+    "SELECT 0, seq, entries FROM snapshot_chunks WHERE query_id = $1
+     UNION ALL SELECT 1, seq, entries FROM snapshot_deltas WHERE query_id = $1 ORDER BY 1, 2";
+
+/// Adds one row of [`SNAPSHOT_ENTRIES`] to `snapshot`: a chunk, or a delta applied on top.
+pub(crate) fn load_entries(
+    snapshot: &mut Snapshot,
+    query: &str,
+    (delta, seq, entries): (bool, i64, &[u8]),
+) -> Result<(), StoreError> {
+    let loaded = if delta {
+        snapshot.apply_delta_chunk(entries)
+    } else {
+        snapshot.extend_from_chunk(entries)
+    };
+    loaded.map_err(|len| {
+        StoreError::Corrupt(format!(
+            "query {query}: snapshot {} {seq} has {len} bytes, not a multiple of {}",
+            if delta { "delta" } else { "chunk" },
+            crate::diff::ENTRY_BYTES
+        ))
+    })
+}
+
 /// How a run's snapshot is stored.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum SnapshotWrite {

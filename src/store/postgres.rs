@@ -21,8 +21,8 @@ use super::{
 use super::{CommandRecord, NewCommand, pg_commands};
 use super::{
     CommitOutcome, FindingFilter, RunCommit, RunRecord, SnapshotWrite, Store, StoreError,
-    finding_json, key_bytes, key_from_bytes, key_value, parse_run_status, parse_severity,
-    parse_status, snapshot_write,
+    finding_json, key_bytes, key_from_bytes, key_value, load_entries, parse_run_status,
+    parse_severity, parse_status, snapshot_write,
 };
 use crate::approval::{Approval, Refusal, Transition, Vote};
 use crate::audit::{Entry, Event, Kind};
@@ -178,41 +178,17 @@ impl Store for PgStore {
         let (id, generation, keys): (i64, i64, i64) = (state.get(0), state.get(1), state.get(2));
         let count = usize::try_from(keys).unwrap_or(0);
         let mut snapshot = Snapshot::with_capacity(generation, count);
-        let stmt = client
-            .prepare_cached(
-                "SELECT seq, entries FROM snapshot_chunks WHERE query_id = $1 ORDER BY seq",
-            )
-            .await?;
+        let stmt = client.prepare_cached(super::SNAPSHOT_ENTRIES).await?;
         let rows = client.query_raw(&stmt, [&id]).await?;
         pin_mut!(rows);
         while let Some(row) = rows.next().await {
             let row = row?;
-            snapshot
-                .extend_from_chunk(row.get::<_, &[u8]>(1))
-                .map_err(|len| {
-                    StoreError::Corrupt(format!(
-                        "query {query}: snapshot chunk {} has {len} bytes, not a multiple of {ENTRY_BYTES}",
-                        row.get::<_, i32>(0)
-                    ))
-                })?;
-        }
-        let stmt = client
-            .prepare_cached(
-                "SELECT seq, entries FROM snapshot_deltas WHERE query_id = $1 ORDER BY seq",
-            )
-            .await?;
-        let rows = client.query_raw(&stmt, [&id]).await?;
-        pin_mut!(rows);
-        while let Some(row) = rows.next().await {
-            let row = row?;
-            snapshot
-                .apply_delta_chunk(row.get::<_, &[u8]>(1))
-                .map_err(|len| {
-                    StoreError::Corrupt(format!(
-                        "query {query}: snapshot delta {} has {len} bytes, not a multiple of {ENTRY_BYTES}",
-                        row.get::<_, i32>(0)
-                    ))
-                })?;
+            let seq = i64::from(row.get::<_, i32>(1));
+            load_entries(
+                &mut snapshot,
+                query,
+                (row.get::<_, i32>(0) == 1, seq, row.get(2)),
+            )?;
         }
         Ok(Some(snapshot))
     }

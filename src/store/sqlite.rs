@@ -17,8 +17,8 @@ use super::{
 use super::{CommandRecord, NewCommand, sqlite_commands};
 use super::{
     CommitOutcome, FindingFilter, RunCommit, RunRecord, SnapshotWrite, Store, StoreError,
-    finding_json, key_bytes, key_from_bytes, key_value, parse_run_status, parse_severity,
-    parse_status, snapshot_write,
+    finding_json, key_bytes, key_from_bytes, key_value, load_entries, parse_run_status,
+    parse_severity, parse_status, snapshot_write,
 };
 use super::{
     MessageOutcome, MessageRecord, MessageState, NewApproval, NewMessage, RequestedRun,
@@ -191,31 +191,11 @@ impl Store for SqliteStore {
             let (_, _, keys) = snapshot_size(c, id)?;
             let mut snapshot =
                 Snapshot::with_capacity(generation, usize::try_from(keys).unwrap_or(0));
-            let mut stmt = c.prepare_cached(
-                "SELECT seq, entries FROM snapshot_chunks WHERE query_id = ?1 ORDER BY seq",
-            )?;
+            let mut stmt = c.prepare_cached(super::SNAPSHOT_ENTRIES)?;
             let mut rows = stmt.query([id])?;
             while let Some(row) = rows.next()? {
-                let chunk = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
-                snapshot.extend_from_chunk(chunk).map_err(|len| {
-                    StoreError::Corrupt(format!(
-                        "query {query}: snapshot chunk {} has {len} bytes, not a multiple of {ENTRY_BYTES}",
-                        row.get::<_, i64>(0).unwrap_or(-1)
-                    ))
-                })?;
-            }
-            let mut stmt = c.prepare_cached(
-                "SELECT seq, entries FROM snapshot_deltas WHERE query_id = ?1 ORDER BY seq",
-            )?;
-            let mut rows = stmt.query([id])?;
-            while let Some(row) = rows.next()? {
-                let chunk = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
-                snapshot.apply_delta_chunk(chunk).map_err(|len| {
-                    StoreError::Corrupt(format!(
-                        "query {query}: snapshot delta {} has {len} bytes, not a multiple of {ENTRY_BYTES}",
-                        row.get::<_, i64>(0).unwrap_or(-1)
-                    ))
-                })?;
+                let entries = row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
+                load_entries(&mut snapshot, &query, (row.get(0)?, row.get(1)?, entries))?;
             }
             Ok(Some(snapshot))
         })
