@@ -1384,12 +1384,20 @@ pub(crate) fn key_value(key_json: &str) -> serde_json::Value {
     serde_json::from_str(key_json).unwrap_or(serde_json::Value::Null)
 }
 
-/// Reads a stored snapshot's chunks, then its deltas, in order: (is a delta, seq, entries).
-pub(crate) const SNAPSHOT_ENTRIES: &str =
-    "SELECT 0, seq, entries FROM snapshot_chunks WHERE query_id = $1
-     UNION ALL SELECT 1, seq, entries FROM snapshot_deltas WHERE query_id = $1 ORDER BY 1, 2";
+/// Reads a stored snapshot: its chunks, then its deltas (`true`), each in order, as (seq, entries).
+/// Two queries, not one `UNION ALL … ORDER BY`, which SQLite would sort in memory first.
+pub(crate) const SNAPSHOT_ENTRIES: [(bool, &str); 2] = [
+    (
+        false,
+        "SELECT seq, entries FROM snapshot_chunks WHERE query_id = $1 ORDER BY seq",
+    ),
+    (
+        true,
+        "SELECT seq, entries FROM snapshot_deltas WHERE query_id = $1 ORDER BY seq",
+    ),
+];
 
-/// Adds one row of [`SNAPSHOT_ENTRIES`] to `snapshot`: a chunk, or a delta applied on top.
+/// Adds one row of a [`SNAPSHOT_ENTRIES`] query to `snapshot`: a chunk, or a delta applied on top.
 pub(crate) fn load_entries(
     snapshot: &mut Snapshot,
     query: &str,

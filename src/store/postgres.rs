@@ -178,17 +178,15 @@ impl Store for PgStore {
         let (id, generation, keys): (i64, i64, i64) = (state.get(0), state.get(1), state.get(2));
         let count = usize::try_from(keys).unwrap_or(0);
         let mut snapshot = Snapshot::with_capacity(generation, count);
-        let stmt = client.prepare_cached(super::SNAPSHOT_ENTRIES).await?;
-        let rows = client.query_raw(&stmt, [&id]).await?;
-        pin_mut!(rows);
-        while let Some(row) = rows.next().await {
-            let row = row?;
-            let seq = i64::from(row.get::<_, i32>(1));
-            load_entries(
-                &mut snapshot,
-                query,
-                (row.get::<_, i32>(0) == 1, seq, row.get(2)),
-            )?;
+        for (delta, sql) in super::SNAPSHOT_ENTRIES {
+            let stmt = client.prepare_cached(sql).await?;
+            let rows = client.query_raw(&stmt, [&id]).await?;
+            pin_mut!(rows);
+            while let Some(row) = rows.next().await {
+                let row = row?;
+                let seq = i64::from(row.get::<_, i32>(0));
+                load_entries(&mut snapshot, query, (delta, seq, row.get(1)))?;
+            }
         }
         Ok(Some(snapshot))
     }

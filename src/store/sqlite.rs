@@ -191,11 +191,13 @@ impl Store for SqliteStore {
             let (_, _, keys) = snapshot_size(c, id)?;
             let mut snapshot =
                 Snapshot::with_capacity(generation, usize::try_from(keys).unwrap_or(0));
-            let mut stmt = c.prepare_cached(super::SNAPSHOT_ENTRIES)?;
-            let mut rows = stmt.query([id])?;
-            while let Some(row) = rows.next()? {
-                let entries = row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
-                load_entries(&mut snapshot, &query, (row.get(0)?, row.get(1)?, entries))?;
+            for (delta, sql) in super::SNAPSHOT_ENTRIES {
+                let mut stmt = c.prepare_cached(sql)?;
+                let mut rows = stmt.query([id])?;
+                while let Some(row) = rows.next()? {
+                    let entries = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+                    load_entries(&mut snapshot, &query, (delta, row.get(0)?, entries))?;
+                }
             }
             Ok(Some(snapshot))
         })
