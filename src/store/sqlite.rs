@@ -932,19 +932,36 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
                     severity = ?2, row_json = ?3, row_hash = ?4, last_seen = ?5
              WHERE id = ?1",
         )?;
-        for ch in &commit.changes.inserted {
+        // New keys a finding already has (a resolved one comes back, or the first run after a
+        // reset), looked up in key order: (index in `inserted`, id, status), in index order.
+        let mut known: Vec<(usize, i64, String)> = Vec::new();
+        if has_findings {
+            let mut keys: Vec<(KeyHash, usize)> = (commit.changes.inserted.iter().enumerate())
+                .filter(|(_, ch)| ch.finding.is_some())
+                .map(|(i, ch)| (ch.key_hash, i))
+                .collect();
+            keys.sort_unstable_by_key(|&(k, _)| k);
+            for (k, i) in keys {
+                let found = find
+                    .query_row(params![query, key_bytes(k)], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                if let Some((id, status)) = found {
+                    known.push((i, id, status));
+                }
+            }
+            known.sort_unstable_by_key(|&(i, _, _)| i);
+        }
+        let mut known = known.into_iter().peekable();
+        for (i, ch) in commit.changes.inserted.iter().enumerate() {
             flush(tx, &mut events)?;
             if ch.finding.is_none() {
                 continue;
             }
             let key = key_bytes(ch.key_hash);
             let (key_json, row_json) = finding_json(ch)?;
-            let existing: Option<(i64, String)> = if has_findings {
-                find.query_row(params![query, key], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()?
-            } else {
-                None
-            };
+            let existing = known
+                .next_if(|(at, _, _)| *at == i)
+                .map(|(_, id, status)| (id, status));
             match existing {
                 None => {
                     open_new.execute(params![
