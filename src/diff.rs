@@ -55,6 +55,8 @@ pub struct Snapshot {
     /// Bumped by every successful run; a commit checks it did not move (two runs never both commit).
     pub generation: i64,
     entries: HashMap<KeyHash, u64, BuildHasherDefault<KeyHasher>>,
+    /// Stored deltas read but not yet merged: the latest entry of each key (see [`Snapshot::add_delta_chunk`]).
+    pending: HashMap<KeyHash, u64, BuildHasherDefault<KeyHasher>>,
 }
 
 impl Snapshot {
@@ -63,6 +65,7 @@ impl Snapshot {
         Snapshot {
             generation,
             entries: HashMap::default(),
+            pending: HashMap::default(),
         }
     }
 
@@ -71,6 +74,7 @@ impl Snapshot {
         Snapshot {
             generation,
             entries: HashMap::with_capacity_and_hasher(capacity, Default::default()),
+            pending: HashMap::default(),
         }
     }
 
@@ -100,25 +104,37 @@ impl Snapshot {
             return Err(chunk.len());
         }
         for (key, row) in entries_of(chunk) {
-            self.insert(key, row);
+            match self.pending.remove(&key) {
+                None => self.insert(key, row),
+                Some(delta) if delta & GONE == 0 => self.insert(key, delta),
+                Some(_) => {}
+            }
         }
         Ok(())
     }
 
-    /// Applies one stored delta chunk ([`Changes::delta_chunks`]): an entry whose row hash
-    /// has the top bit set removes its key, any other sets it. `Err` names a bad length.
-    pub fn apply_delta_chunk(&mut self, chunk: &[u8]) -> Result<(), usize> {
+    /// Takes one stored delta chunk ([`Changes::delta_chunks`]), read in order and before
+    /// the chunks: an entry whose row hash has the top bit set removes its key, any other
+    /// sets it. Chunks that follow are merged with the deltas as they arrive, so a key is
+    /// never inserted only to be removed (which would leave the full map its tombstones
+    /// and make it grow); [`Snapshot::finish_load`] merges the rest. `Err` names a bad length.
+    pub fn add_delta_chunk(&mut self, chunk: &[u8]) -> Result<(), usize> {
         if !chunk.len().is_multiple_of(ENTRY_BYTES) {
             return Err(chunk.len());
         }
-        for (key, row) in entries_of(chunk) {
+        self.pending.extend(entries_of(chunk));
+        Ok(())
+    }
+
+    /// Merges the deltas no chunk has met: new keys set, gone keys removed.
+    pub fn finish_load(&mut self) {
+        for (key, row) in std::mem::take(&mut self.pending) {
             if row & GONE != 0 {
                 self.entries.remove(&key);
             } else {
                 self.entries.insert(key, row);
             }
         }
-        Ok(())
     }
 
     /// The snapshot as stored: chunks of up to [`CHUNK_ENTRIES`] entries, each entry the
@@ -282,7 +298,7 @@ impl Changes {
     /// What this run changed in the snapshot, as stored deltas: chunks of up to
     /// [`CHUNK_ENTRIES`] entries (a new or changed key with its row hash, a gone key marked
     /// [`GONE`]), each with its net change in the number of keys. Applied in order to the
-    /// previous snapshot ([`Snapshot::apply_delta_chunk`]) they give [`Changes::snapshot`].
+    /// previous snapshot ([`Snapshot::add_delta_chunk`]) they give [`Changes::snapshot`].
     pub fn delta_chunks(&self) -> impl Iterator<Item = (Vec<u8>, i64)> + '_ {
         let mut entries = self
             .inserted
@@ -357,7 +373,10 @@ impl Diff {
             .collect();
         let baseline = previous.is_none() && query.on_first_run == FirstRun::Baseline;
         let (base_generation, entries) = match previous {
-            Some(s) => (Some(s.generation), s.entries),
+            Some(mut s) => {
+                s.finish_load();
+                (Some(s.generation), s.entries)
+            }
             None => (None, HashMap::default()),
         };
         Ok(Diff {
@@ -428,6 +447,7 @@ impl Diff {
         self.changes.snapshot = Snapshot {
             generation: self.changes.base_generation.map_or(1, |g| g + 1),
             entries: self.entries,
+            pending: HashMap::default(),
         };
         self.changes
     }
@@ -769,18 +789,32 @@ mod tests {
         for ch in d.finish().inserted {
             previous.insert(ch.key_hash, ch.row_hash);
         }
+        let stored: Vec<Vec<u8>> = previous.chunks().collect();
         let deltas: Vec<(Vec<u8>, i64)> = c.delta_chunks().collect();
         assert_eq!(deltas.len(), 1, "{} entries fit in one chunk", 3 * n / 4);
         let before = previous.len() as i64;
         let mut added = 0;
         for (chunk, net) in &deltas {
-            previous.apply_delta_chunk(chunk).unwrap();
+            previous.add_delta_chunk(chunk).unwrap();
             added += net;
         }
+        previous.finish_load();
         assert_eq!(added, 0, "as many keys came as went");
         assert_eq!(previous.len() as i64, before + added);
         assert_eq!(previous.entries, c.snapshot.entries);
-        assert_eq!(previous.apply_delta_chunk(&[0; 23]), Err(23));
+        assert_eq!(previous.add_delta_chunk(&[0; 23]), Err(23));
+
+        // As the stores load: the deltas first, then the chunks merged with them.
+        let mut loaded = Snapshot::with_capacity(3, c.snapshot.len());
+        for (chunk, _) in &deltas {
+            loaded.add_delta_chunk(chunk).unwrap();
+        }
+        for chunk in &stored {
+            loaded.extend_from_chunk(chunk).unwrap();
+        }
+        loaded.finish_load();
+        assert_eq!(loaded.entries, c.snapshot.entries);
+        assert!(loaded.pending.is_empty());
 
         // More changes than a chunk holds are split, each chunk counting its own keys.
         let mut many = Changes::default();
@@ -799,8 +833,9 @@ mod tests {
         let mut s = Snapshot::new(1);
         s.insert(1, 9);
         for (chunk, _) in &chunks {
-            s.apply_delta_chunk(chunk).unwrap();
+            s.add_delta_chunk(chunk).unwrap();
         }
+        s.finish_load();
         assert_eq!(s.len(), CHUNK_ENTRIES + 3);
         assert!(!s.contains(1), "a gone key is removed");
     }

@@ -1384,27 +1384,28 @@ pub(crate) fn key_value(key_json: &str) -> serde_json::Value {
     serde_json::from_str(key_json).unwrap_or(serde_json::Value::Null)
 }
 
-/// Reads a stored snapshot: its chunks, then its deltas (`true`), each in order, as (seq, entries).
-/// Two queries, not one `UNION ALL … ORDER BY`, which SQLite would sort in memory first.
+/// Reads a stored snapshot: its deltas (`true`), then its chunks, each in order, as (seq,
+/// entries); see [`Snapshot::add_delta_chunk`]. Two queries, not one `UNION ALL … ORDER BY`,
+/// which SQLite would sort in memory first.
 pub(crate) const SNAPSHOT_ENTRIES: [(bool, &str); 2] = [
-    (
-        false,
-        "SELECT seq, entries FROM snapshot_chunks WHERE query_id = $1 ORDER BY seq",
-    ),
     (
         true,
         "SELECT seq, entries FROM snapshot_deltas WHERE query_id = $1 ORDER BY seq",
     ),
+    (
+        false,
+        "SELECT seq, entries FROM snapshot_chunks WHERE query_id = $1 ORDER BY seq",
+    ),
 ];
 
-/// Adds one row of a [`SNAPSHOT_ENTRIES`] query to `snapshot`: a chunk, or a delta applied on top.
+/// Adds one row of a [`SNAPSHOT_ENTRIES`] query to `snapshot`: a delta, or a chunk merged with them.
 pub(crate) fn load_entries(
     snapshot: &mut Snapshot,
     query: &str,
     (delta, seq, entries): (bool, i64, &[u8]),
 ) -> Result<(), StoreError> {
     let loaded = if delta {
-        snapshot.apply_delta_chunk(entries)
+        snapshot.add_delta_chunk(entries)
     } else {
         snapshot.extend_from_chunk(entries)
     };

@@ -188,6 +188,7 @@ impl Store for PgStore {
                 load_entries(&mut snapshot, query, (delta, seq, row.get(1)))?;
             }
         }
+        snapshot.finish_load();
         Ok(Some(snapshot))
     }
 

@@ -199,6 +199,7 @@ impl Store for SqliteStore {
                     load_entries(&mut snapshot, &query, (delta, row.get(0)?, entries))?;
                 }
             }
+            snapshot.finish_load();
             Ok(Some(snapshot))
         })
         .await
