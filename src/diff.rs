@@ -98,7 +98,9 @@ impl Snapshot {
         self.entries.contains_key(&key)
     }
 
-    /// Adds the entries of one stored chunk ([`Snapshot::chunks`]); `Err` names a bad length.
+    /// Adds the entries of one stored chunk ([`Snapshot::chunks`]), merged with any deltas
+    /// read before it; until [`Snapshot::finish_load`], deltas no chunk has met are not in
+    /// `len`, `contains` or `chunks`. `Err` names a bad length.
     pub fn extend_from_chunk(&mut self, chunk: &[u8]) -> Result<(), usize> {
         if !chunk.len().is_multiple_of(ENTRY_BYTES) {
             return Err(chunk.len());

@@ -250,8 +250,9 @@ impl Scanner {
                     )
                 }),
             })
-            .await?;
-        tracing::debug!(query = %query.name, commit_ms = read.elapsed().as_millis() as u64, "run committed");
+            .await;
+        tracing::debug!(query = %query.name, commit_ms = read.elapsed().as_millis() as u64, ok = outcome.is_ok(), "run committed");
+        let outcome = outcome?;
         Ok(RunSummary {
             rows,
             inserted,

@@ -880,6 +880,22 @@ async fn snapshot_deltas(store: &dyn Store, deltas: impl AsyncFn() -> i64) {
     assert_eq!(deltas().await, 0, "half the keys gone: rewritten whole");
     commit(store, &q, &rows[..49], 19).await;
     assert_eq!(deltas().await, 1);
+    // One key gone and back, another changed twice: each in two deltas, the latest wins.
+    let mut rows = rows[..49].to_vec();
+    let (gone, twice) = (rows[0].clone(), rows[1][0].as_str().unwrap().to_string());
+    rows.remove(0);
+    rows[0] = row(&twice, 100);
+    commit(store, &q, &rows, 18).await;
+    rows.push(gone);
+    rows[0] = row(&twice, 101);
+    let out = commit(store, &q, &rows, 17).await;
+    assert_eq!((out.reopened.len(), out.updated), (1, 1));
+    assert_eq!(deltas().await, 3);
+    assert!(diff(store, &q, &rows).await.is_unchanged());
+    assert_eq!(
+        store.load_snapshot(&q.name).await.unwrap().unwrap().len(),
+        49
+    );
     assert_eq!(
         store.reset_query(&q.name).await.unwrap(),
         49,

@@ -162,7 +162,14 @@ impl Store for PgStore {
     }
 
     async fn load_snapshot(&self, query: &str) -> Result<Option<Snapshot>, StoreError> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
+        // One snapshot of the database: the generation, deltas and chunks all of one commit.
+        let client = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
         let state = client
             .query_opt(
                 "SELECT id, generation,

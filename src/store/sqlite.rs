@@ -178,6 +178,8 @@ impl Store for SqliteStore {
     async fn load_snapshot(&self, query: &str) -> Result<Option<Snapshot>, StoreError> {
         let query = query.to_string();
         self.with(move |c| {
+            // One read transaction: the generation, deltas and chunks all of one commit.
+            let c = c.transaction()?;
             let state: Option<(i64, i64)> = c
                 .query_row(
                     "SELECT id, generation FROM query_state WHERE name = ?1",
@@ -188,7 +190,7 @@ impl Store for SqliteStore {
             let Some((id, generation)) = state else {
                 return Ok(None);
             };
-            let (_, _, keys) = snapshot_size(c, id)?;
+            let (_, _, keys) = snapshot_size(&c, id)?;
             let mut snapshot =
                 Snapshot::with_capacity(generation, usize::try_from(keys).unwrap_or(0));
             for (delta, sql) in super::SNAPSHOT_ENTRIES {
@@ -935,7 +937,7 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
         )?;
         // New keys a finding already has (a resolved one comes back, or the first run after a
         // reset), looked up in key order: (index in `inserted`, id, status), in index order.
-        let mut known: Vec<(usize, i64, String)> = Vec::new();
+        let mut known: Vec<(usize, i64, bool)> = Vec::new();
         if has_findings {
             let mut keys: Vec<(KeyHash, usize)> = (commit.changes.inserted.iter().enumerate())
                 .filter(|(_, ch)| ch.finding.is_some())
@@ -944,10 +946,12 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
             keys.sort_unstable_by_key(|&(k, _)| k);
             for (k, i) in keys {
                 let found = find
-                    .query_row(params![query, key_bytes(k)], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .query_row(params![query, key_bytes(k)], |r| {
+                        Ok((r.get(0)?, r.get_ref(1)?.as_str()? == "resolved"))
+                    })
                     .optional()?;
-                if let Some((id, status)) = found {
-                    known.push((i, id, status));
+                if let Some((id, resolved)) = found {
+                    known.push((i, id, resolved));
                 }
             }
             known.sort_unstable_by_key(|&(i, _, _)| i);
@@ -962,7 +966,7 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
             let (key_json, row_json) = finding_json(ch)?;
             let existing = known
                 .next_if(|(at, _, _)| *at == i)
-                .map(|(_, id, status)| (id, status));
+                .map(|(_, id, resolved)| (id, resolved));
             match existing {
                 None => {
                     open_new.execute(params![
@@ -978,7 +982,7 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
                     outcome.opened.push(id);
                     events.push(event(Kind::FindingOpened, id, key_json));
                 }
-                Some((id, status)) => {
+                Some((id, resolved)) => {
                     reopen.execute(params![
                         id,
                         severity,
@@ -986,7 +990,7 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
                         ch.row_hash as i64,
                         observed
                     ])?;
-                    if status == "resolved" {
+                    if resolved {
                         outcome.reopened.push(id);
                         events.push(event(Kind::FindingReopened, id, key_json));
                     } else {
@@ -999,11 +1003,15 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
         // read front to back) and written in id order (each table page once, in file order).
         let mut id_of =
             tx.prepare_cached("SELECT id FROM findings WHERE query = ?1 AND key_hash = ?2")?;
+        // (Taken by value: the keys are dropped once looked up. A query without findings has none to look up.)
         let mut ids_in_key_order =
-            |keys: &mut Vec<(KeyHash, usize)>| -> Result<Vec<(i64, usize)>, StoreError> {
+            |mut keys: Vec<(KeyHash, usize)>| -> Result<Vec<(i64, usize)>, StoreError> {
+                if !has_findings {
+                    return Ok(Vec::new());
+                }
                 keys.sort_unstable_by_key(|&(k, _)| k);
                 let mut ids = Vec::with_capacity(keys.len());
-                for &(k, i) in keys.iter() {
+                for (k, i) in keys {
                     if let Some(id) = id_of
                         .query_row(params![query, key_bytes(k)], |r| r.get::<_, i64>(0))
                         .optional()?
@@ -1014,15 +1022,12 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
                 ids.sort_unstable();
                 Ok(ids)
             };
-        let mut keys: Vec<(KeyHash, usize)> = commit
-            .changes
-            .updated
-            .iter()
-            .enumerate()
-            .filter(|(_, ch)| ch.finding.is_some())
-            .map(|(i, ch)| (ch.key_hash, i))
-            .collect();
-        let updated = ids_in_key_order(&mut keys)?;
+        let updated = ids_in_key_order(
+            (commit.changes.updated.iter().enumerate())
+                .filter(|(_, ch)| ch.finding.is_some())
+                .map(|(i, ch)| (ch.key_hash, i))
+                .collect(),
+        )?;
         let mut update_row = tx.prepare_cached(
             "UPDATE findings SET row_json = ?2, row_hash = ?3, last_seen = ?4
              WHERE id = ?1 AND status = 'open'",
@@ -1036,14 +1041,11 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
                 events.push(event(Kind::FindingUpdated, id, key_json));
             }
         }
-        let mut keys: Vec<(KeyHash, usize)> = commit
-            .changes
-            .deleted
-            .iter()
-            .enumerate()
-            .map(|(i, &k)| (k, i))
-            .collect();
-        let gone = ids_in_key_order(&mut keys)?;
+        let gone = ids_in_key_order(
+            (commit.changes.deleted.iter().enumerate())
+                .map(|(i, &k)| (k, i))
+                .collect(),
+        )?;
         let mut resolve = tx.prepare_cached(
             "UPDATE findings SET status = 'resolved', resolved_at = ?2, last_seen = coalesce(?3, last_seen)
              WHERE id = ?1 AND status = 'open' RETURNING key_json",
