@@ -228,6 +228,12 @@ impl<'a> KeyAction<'a> {
         (self.connection.to_string(), self.user.to_string())
     }
 
+    /// The (connection, user, key) it acts on.
+    fn key_ref(&self) -> (String, String, String) {
+        let (connection, user) = self.user_ref();
+        (connection, user, self.key.to_string())
+    }
+
     /// The fields every result of this action carries.
     fn result(&self, identity: Option<&aws::Identity>) -> Value {
         let mut r = json!({
@@ -263,9 +269,8 @@ impl KeyReads {
         let Ok(k) = KeyAction::of(action) else {
             return;
         };
+        self.acted.insert(k.key_ref());
         let user = k.user_ref();
-        self.acted
-            .insert((user.0.clone(), user.1.clone(), k.key.to_string()));
         let Some(Some(keys)) = self.reads.get_mut(&user) else {
             return;
         };
@@ -391,11 +396,7 @@ fn rechecked_status(action: &ActionRecord, k: &KeyAction<'_>, reads: &KeyReads) 
     let age = (chrono::Utc::now() - at.with_timezone(&chrono::Utc))
         .to_std()
         .ok()?;
-    let acted = reads.acted.contains(&(
-        k.connection.to_string(),
-        k.user.to_string(),
-        k.key.to_string(),
-    ));
+    let acted = reads.acted.contains(&k.key_ref());
     (age <= CURRENT_STATUS_FOR && action.attempts == 0 && action.result.is_none() && !acted)
         .then(|| current.to_string())
 }

@@ -180,6 +180,16 @@ fn approval_for(env: &AwsEnv, dir: &Path, key: &str) -> String {
         .to_string()
 }
 
+/// Approves the approval of each of `keys` in turn as bob; the outputs of `vigilo approve`.
+fn approve_each(env: &AwsEnv, dir: &Path, keys: &[String]) -> Vec<String> {
+    keys.iter()
+        .map(|key| {
+            let id = approval_for(env, dir, key);
+            env.ok(dir, &["approve", &id, "--as", "bob"])
+        })
+        .collect()
+}
+
 /// The id in the first `action ID WORD…` line of a command's output (WORD: `succeeded`, `FAILED`).
 fn action_id(out: &str, word: &str) -> String {
     out.lines()
@@ -494,11 +504,7 @@ async fn actions_read_the_key_first_and_call_only_when_needed() {
     iam.delete_user().user_name("dan").send().await.unwrap();
     proxy.clear();
 
-    let mut outputs = Vec::new();
-    for key in keys {
-        let id = approval_for(env, dir.path(), key);
-        outputs.push(env.ok(dir.path(), &["approve", &id, "--as", "bob"]));
-    }
+    let outputs = approve_each(env, dir.path(), keys);
     assert!(outputs[0].contains("succeeded"), "{}", outputs[0]);
     assert!(
         outputs[1].contains("no change needed: the key is already Inactive"),
@@ -588,11 +594,7 @@ where create_date < now() - interval '90 days'
     w._db.execute(&set_row(&keys[2], "Inactive")).await;
     proxy.clear();
 
-    let mut outputs = Vec::new();
-    for key in keys {
-        let id = approval_for(env, dir.path(), key);
-        outputs.push(env.ok(dir.path(), &["approve", &id, "--as", "bob"]));
-    }
+    let outputs = approve_each(env, dir.path(), keys);
     assert!(outputs[0].contains("succeeded"), "{}", outputs[0]);
     for out in &outputs[1..] {
         assert!(

@@ -172,19 +172,16 @@ impl Store for PgStore {
             .await?;
         let state = client
             .query_opt(
-                "SELECT id, generation,
-                        (SELECT coalesce(sum(length(entries)), 0)::bigint FROM snapshot_chunks WHERE query_id = q.id)
-                          / 24 + (SELECT coalesce(sum(added), 0)::bigint FROM snapshot_deltas WHERE query_id = q.id)
-                 FROM query_state q WHERE name = $1",
+                "SELECT id, generation FROM query_state WHERE name = $1",
                 &[&query],
             )
             .await?;
         let Some(state) = state else {
             return Ok(None);
         };
-        let (id, generation, keys): (i64, i64, i64) = (state.get(0), state.get(1), state.get(2));
-        let count = usize::try_from(keys).unwrap_or(0);
-        let mut snapshot = Snapshot::with_capacity(generation, count);
+        let (id, generation): (i64, i64) = (state.get(0), state.get(1));
+        let (_, _, keys) = snapshot_size(&client, id).await?;
+        let mut snapshot = Snapshot::with_capacity(generation, usize::try_from(keys).unwrap_or(0));
         for (delta, sql) in super::SNAPSHOT_ENTRIES {
             let stmt = client.prepare_cached(sql).await?;
             let rows = client.query_raw(&stmt, [&id]).await?;

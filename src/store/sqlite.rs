@@ -907,6 +907,28 @@ fn store_snapshot(tx: &Transaction<'_>, id: i64, changes: &Changes) -> Result<()
     Ok(())
 }
 
+/// Looks `keys` (key hash, index) up with `find` (query, key hash → at most one row) in
+/// key-hash order, so the key index is read front to back, and drops them; returns (index,
+/// what `read` made of the row) for the keys found.
+fn lookup_in_key_order<T>(
+    find: &mut rusqlite::CachedStatement<'_>,
+    query: &str,
+    mut keys: Vec<(KeyHash, usize)>,
+    read: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<(usize, T)>, StoreError> {
+    keys.sort_unstable_by_key(|&(k, _)| k);
+    let mut found = Vec::new();
+    for (k, i) in keys {
+        if let Some(t) = find
+            .query_row(params![query, key_bytes(k)], &read)
+            .optional()?
+        {
+            found.push((i, t));
+        }
+    }
+    Ok(found)
+}
+
 fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, StoreError> {
     let (query_id, previous_success) = claim_generation(tx, commit)?;
     let query = &commit.run.query;
@@ -936,26 +958,19 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
              WHERE id = ?1",
         )?;
         // New keys a finding already has (a resolved one comes back, or the first run after a
-        // reset), looked up in key order: (index in `inserted`, id, status), in index order.
-        let mut known: Vec<(usize, i64, bool)> = Vec::new();
-        if has_findings {
-            let mut keys: Vec<(KeyHash, usize)> = (commit.changes.inserted.iter().enumerate())
+        // reset), looked up in key order: (index in `inserted`, (id, resolved)), in index order.
+        let mut known = if has_findings {
+            let keys = (commit.changes.inserted.iter().enumerate())
                 .filter(|(_, ch)| ch.finding.is_some())
                 .map(|(i, ch)| (ch.key_hash, i))
                 .collect();
-            keys.sort_unstable_by_key(|&(k, _)| k);
-            for (k, i) in keys {
-                let found = find
-                    .query_row(params![query, key_bytes(k)], |r| {
-                        Ok((r.get(0)?, r.get_ref(1)?.as_str()? == "resolved"))
-                    })
-                    .optional()?;
-                if let Some((id, resolved)) = found {
-                    known.push((i, id, resolved));
-                }
-            }
-            known.sort_unstable_by_key(|&(i, _, _)| i);
-        }
+            lookup_in_key_order(&mut find, query, keys, |r| {
+                Ok((r.get(0)?, r.get_ref(1)?.as_str()? == "resolved"))
+            })?
+        } else {
+            Vec::new()
+        };
+        known.sort_unstable_by_key(|&(i, _)| i);
         let mut known = known.into_iter().peekable();
         for (i, ch) in commit.changes.inserted.iter().enumerate() {
             flush(tx, &mut events)?;
@@ -964,9 +979,7 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
             }
             let key = key_bytes(ch.key_hash);
             let (key_json, row_json) = finding_json(ch)?;
-            let existing = known
-                .next_if(|(at, _, _)| *at == i)
-                .map(|(_, id, resolved)| (id, resolved));
+            let existing = known.next_if(|(at, _)| *at == i).map(|(_, found)| found);
             match existing {
                 None => {
                     open_new.execute(params![
@@ -1003,26 +1016,21 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
         // read front to back) and written in id order (each table page once, in file order).
         let mut id_of =
             tx.prepare_cached("SELECT id FROM findings WHERE query = ?1 AND key_hash = ?2")?;
-        // (Taken by value: the keys are dropped once looked up. A query without findings has none to look up.)
-        let mut ids_in_key_order =
-            |mut keys: Vec<(KeyHash, usize)>| -> Result<Vec<(i64, usize)>, StoreError> {
+        // (id, index) in id order; a query without findings has none to look up.
+        let mut finding_ids =
+            |keys: Vec<(KeyHash, usize)>| -> Result<Vec<(i64, usize)>, StoreError> {
                 if !has_findings {
                     return Ok(Vec::new());
                 }
-                keys.sort_unstable_by_key(|&(k, _)| k);
-                let mut ids = Vec::with_capacity(keys.len());
-                for (k, i) in keys {
-                    if let Some(id) = id_of
-                        .query_row(params![query, key_bytes(k)], |r| r.get::<_, i64>(0))
-                        .optional()?
-                    {
-                        ids.push((id, i));
-                    }
-                }
+                let mut ids: Vec<(i64, usize)> =
+                    lookup_in_key_order(&mut id_of, query, keys, |r| r.get(0))?
+                        .into_iter()
+                        .map(|(i, id)| (id, i))
+                        .collect();
                 ids.sort_unstable();
                 Ok(ids)
             };
-        let updated = ids_in_key_order(
+        let updated = finding_ids(
             (commit.changes.updated.iter().enumerate())
                 .filter(|(_, ch)| ch.finding.is_some())
                 .map(|(i, ch)| (ch.key_hash, i))
@@ -1041,7 +1049,7 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
                 events.push(event(Kind::FindingUpdated, id, key_json));
             }
         }
-        let gone = ids_in_key_order(
+        let gone = finding_ids(
             (commit.changes.deleted.iter().enumerate())
                 .map(|(i, &k)| (k, i))
                 .collect(),
