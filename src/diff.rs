@@ -332,6 +332,21 @@ pub struct Diff {
     entries: HashMap<KeyHash, u64, BuildHasherDefault<KeyHasher>>,
     changes: Changes,
     buf: Vec<u8>,
+    /// Rows hashed but not yet looked up: they are looked up [`PROBE_BATCH`] at a time.
+    hashed: Vec<Hashed>,
+}
+
+/// How many rows [`Diff`] hashes before it looks their keys up in the snapshot. A lookup in
+/// a map of a million keys misses the CPU caches twice; independent lookups issued back to
+/// back overlap those misses instead of waiting for each in turn.
+const PROBE_BATCH: usize = 32;
+
+/// A row with its key and row hashes, waiting for its lookup.
+struct Hashed {
+    key_hash: KeyHash,
+    row_hash: u64,
+    row: Row,
+    number: u64,
 }
 
 impl Diff {
@@ -393,19 +408,62 @@ impl Diff {
                 ..Changes::default()
             },
             buf: Vec::with_capacity(256),
+            hashed: Vec::with_capacity(PROBE_BATCH),
         })
     }
 
     /// Takes one row.
     pub fn push(&mut self, row: Row) -> Result<(), DiffError> {
         self.changes.rows += 1;
-        let key_hash = self.key_hash(&row)?;
+        let key_hash = match self.key_hash(&row) {
+            Ok(k) => k,
+            Err(e) => {
+                // A duplicate among the rows before this one is the first error.
+                self.probe()?;
+                return Err(e);
+            }
+        };
         let row_hash = self.row_hash(&row);
+        self.hashed.push(Hashed {
+            key_hash,
+            row_hash,
+            row,
+            number: self.changes.rows,
+        });
+        if self.hashed.len() == PROBE_BATCH {
+            self.probe()?;
+        }
+        Ok(())
+    }
+
+    /// Looks the hashed rows up in the snapshot, in the order they came.
+    fn probe(&mut self) -> Result<(), DiffError> {
+        let mut hashed = std::mem::take(&mut self.hashed);
+        // First only read the map for every row, so the CPU has the lookups' cache misses in
+        // flight together; the loop below then finds the same entries in cache.
+        let mut warm = 0;
+        for h in &hashed {
+            warm ^= self.entries.get(&h.key_hash).copied().unwrap_or(0);
+        }
+        std::hint::black_box(warm);
+        let result = hashed.drain(..).try_for_each(|h| self.apply(h));
+        self.hashed = hashed;
+        result
+    }
+
+    /// Compares one row with the snapshot and records what changed.
+    fn apply(&mut self, hashed: Hashed) -> Result<(), DiffError> {
+        let Hashed {
+            key_hash,
+            row_hash,
+            row,
+            number,
+        } = hashed;
         match self.entries.get_mut(&key_hash) {
             Some(entry) if *entry & SEEN != 0 => Err(DiffError::DuplicateKey {
                 query: self.query.clone(),
                 key: self.describe_key(&row),
-                row_number: self.changes.rows,
+                row_number: number,
             }),
             Some(entry) => {
                 let changed = *entry != row_hash;
@@ -434,8 +492,10 @@ impl Diff {
     }
 
     /// Ends the run: every key of the previous snapshot not seen is deleted, and what is
-    /// left is the new snapshot (the same map, not a copy).
-    pub fn finish(mut self) -> Changes {
+    /// left is the new snapshot (the same map, not a copy). Fails on a duplicate key among
+    /// the last rows pushed.
+    pub fn finish(mut self) -> Result<Changes, DiffError> {
+        self.probe()?;
         let deleted = &mut self.changes.deleted;
         self.entries.retain(|key, hash| {
             if *hash & SEEN == 0 {
@@ -451,7 +511,7 @@ impl Diff {
             entries: self.entries,
             pending: HashMap::default(),
         };
-        self.changes
+        Ok(self.changes)
     }
 
     fn key_hash(&mut self, row: &Row) -> Result<KeyHash, DiffError> {
@@ -573,7 +633,7 @@ mod tests {
                 for r in before {
                     d.push(r.clone())?;
                 }
-                let c = d.finish();
+                let c = d.finish()?;
                 let mut s = Snapshot::new(1);
                 for ch in c.inserted {
                     s.insert(ch.key_hash, ch.row_hash);
@@ -585,7 +645,7 @@ mod tests {
         for r in rows {
             d.push(r.clone())?;
         }
-        Ok(d.finish())
+        d.finish()
     }
 
     fn r(id: i64, name: &str, age: i64) -> Row {
@@ -710,6 +770,26 @@ mod tests {
         // Also when the key was in the previous snapshot.
         let err = run(&q, Some(&[r(7, "a", 1)]), &[r(7, "a", 1), r(7, "a", 1)]).unwrap_err();
         assert!(matches!(err, DiffError::DuplicateKey { .. }));
+        // Rows are looked up in batches: a repeat is found across batches, inside the last
+        // partial one, and before a later row's NULL key, each with its own row number.
+        let many = |n: i64| (0..n).map(|i| r(i, "a", 1)).collect::<Vec<_>>();
+        for (rows, repeat) in [(100, 70), (100, 97), (40, 33)] {
+            let mut rows = many(rows);
+            rows[repeat - 1] = r(10, "b", 1);
+            let err = run(&q, Some(&many(5)), &rows).unwrap_err();
+            assert!(
+                matches!(err, DiffError::DuplicateKey { row_number, .. } if row_number == repeat as u64),
+                "{err}"
+            );
+        }
+        let mut rows = many(40);
+        rows[20] = r(3, "b", 1);
+        rows[30] = vec![json!(null), json!("a"), json!(1)];
+        let err = run(&q, None, &rows).unwrap_err();
+        assert!(
+            matches!(err, DiffError::DuplicateKey { row_number: 21, .. }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -769,7 +849,7 @@ mod tests {
         for i in 0..n {
             d.push(r(i, "a", 1)).unwrap();
         }
-        for ch in d.finish().inserted {
+        for ch in d.finish().unwrap().inserted {
             previous.insert(ch.key_hash, ch.row_hash);
         }
         let mut d = Diff::new(&q, &cols, Some(std::mem::take(&mut previous))).unwrap();
@@ -779,7 +859,7 @@ mod tests {
         for i in n..n + n / 4 {
             d.push(r(i, "new", 1)).unwrap();
         }
-        let c = d.finish();
+        let c = d.finish().unwrap();
         assert_eq!(counts(&c), (n as usize / 4, n as usize / 4, n as usize / 4));
         assert_eq!(c.changed_keys(), 3 * n as usize / 4);
 
@@ -788,7 +868,7 @@ mod tests {
         for i in 0..n {
             d.push(r(i, "a", 1)).unwrap();
         }
-        for ch in d.finish().inserted {
+        for ch in d.finish().unwrap().inserted {
             previous.insert(ch.key_hash, ch.row_hash);
         }
         let stored: Vec<Vec<u8>> = previous.chunks().collect();

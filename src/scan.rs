@@ -202,7 +202,7 @@ impl Scanner {
         while let Some(row) = rows.stream.next().await {
             diff.push(row?)?;
         }
-        Ok(diff.finish())
+        Ok(diff.finish()?)
     }
 
     async fn run_and_commit(

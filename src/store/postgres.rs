@@ -57,6 +57,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         8,
         include_str!("migrations/postgres/0008_snapshot_deltas.sql"),
     ),
+    (
+        9,
+        include_str!("migrations/postgres/0009_findings_without_status_index.sql"),
+    ),
 ];
 
 /// Advisory lock key that serializes migrations across processes ("vigilo" in ASCII).

@@ -45,6 +45,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         8,
         include_str!("migrations/sqlite/0008_snapshot_deltas.sql"),
     ),
+    (
+        9,
+        include_str!("migrations/sqlite/0009_findings_without_status_index.sql"),
+    ),
 ];
 
 /// The SQLite state store.
