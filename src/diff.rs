@@ -436,6 +436,12 @@ impl Diff {
         Ok(())
     }
 
+    /// Looks up the rows pushed so far, so that an error found among them (a repeated key)
+    /// comes before one the source reports on a later row.
+    pub fn flush(&mut self) -> Result<(), DiffError> {
+        self.probe()
+    }
+
     /// Looks the hashed rows up in the snapshot, in the order they came.
     fn probe(&mut self) -> Result<(), DiffError> {
         let mut hashed = std::mem::take(&mut self.hashed);
@@ -786,6 +792,17 @@ mod tests {
         rows[20] = r(3, "b", 1);
         rows[30] = vec![json!(null), json!("a"), json!(1)];
         let err = run(&q, None, &rows).unwrap_err();
+        assert!(
+            matches!(err, DiffError::DuplicateKey { row_number: 21, .. }),
+            "{err}"
+        );
+        // And before the source's error on a later row: the scan flushes first.
+        let cols: Vec<String> = COLS.iter().map(|s| s.to_string()).collect();
+        let mut d = Diff::new(&q, &cols, None).unwrap();
+        for r in &rows[..25] {
+            d.push(r.clone()).unwrap();
+        }
+        let err = d.flush().unwrap_err();
         assert!(
             matches!(err, DiffError::DuplicateKey { row_number: 21, .. }),
             "{err}"

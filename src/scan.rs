@@ -200,7 +200,13 @@ impl Scanner {
         let (snapshot, mut rows) = (snapshot?, rows?);
         let mut diff = Diff::new(query, &rows.columns, snapshot)?;
         while let Some(row) = rows.stream.next().await {
-            diff.push(row?)?;
+            match row {
+                Ok(row) => diff.push(row)?,
+                Err(e) => {
+                    diff.flush()?;
+                    return Err(e.into());
+                }
+            }
         }
         Ok(diff.finish()?)
     }

@@ -922,7 +922,8 @@ pub struct Stats {
     pub messages: Vec<(String, String, i64)>,
 }
 
-/// The grouping queries of [`Stats`], in both dialects (no parameters).
+/// The grouping queries of [`Stats`], in both dialects (no parameters); SQLite counts open
+/// findings with its own query.
 pub(crate) const STATS_SQL: [&str; 4] = [
     "SELECT query, severity, count(*) FROM findings WHERE status = 'open' GROUP BY query, severity ORDER BY 1, 2",
     "SELECT remediation, status, decision, count(*) FROM approvals GROUP BY remediation, status, decision ORDER BY 1, 2, 3",
