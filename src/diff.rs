@@ -419,7 +419,7 @@ impl Diff {
             Ok(k) => k,
             Err(e) => {
                 // A duplicate among the rows before this one is the first error.
-                self.probe()?;
+                self.flush()?;
                 return Err(e);
             }
         };
@@ -431,19 +431,14 @@ impl Diff {
             number: self.changes.rows,
         });
         if self.hashed.len() == PROBE_BATCH {
-            self.probe()?;
+            self.flush()?;
         }
         Ok(())
     }
 
-    /// Looks up the rows pushed so far, so that an error found among them (a repeated key)
-    /// comes before one the source reports on a later row.
+    /// Looks the rows pushed so far up in the snapshot, in the order they came, so that an
+    /// error found among them (a repeated key) comes before one on a later row.
     pub fn flush(&mut self) -> Result<(), DiffError> {
-        self.probe()
-    }
-
-    /// Looks the hashed rows up in the snapshot, in the order they came.
-    fn probe(&mut self) -> Result<(), DiffError> {
         let mut hashed = std::mem::take(&mut self.hashed);
         // First only read the map for every row, so the CPU has the lookups' cache misses in
         // flight together; the loop below then finds the same entries in cache.
@@ -501,7 +496,7 @@ impl Diff {
     /// left is the new snapshot (the same map, not a copy). Fails on a duplicate key among
     /// the last rows pushed.
     pub fn finish(mut self) -> Result<Changes, DiffError> {
-        self.probe()?;
+        self.flush()?;
         let deleted = &mut self.changes.deleted;
         self.entries.retain(|key, hash| {
             if *hash & SEEN == 0 {
@@ -861,15 +856,19 @@ mod tests {
         // Enough changes for two chunks: ids 0..n before; after, the first quarter gone,
         // the second changed, the rest unchanged, and as many new keys as gone ones.
         let n = CHUNK_ENTRIES as i64;
-        let mut previous = Snapshot::new(3);
-        let mut d = Diff::new(&q, &cols, Some(Snapshot::new(3))).unwrap();
-        for i in 0..n {
-            d.push(r(i, "a", 1)).unwrap();
-        }
-        for ch in d.finish().unwrap().inserted {
-            previous.insert(ch.key_hash, ch.row_hash);
-        }
-        let mut d = Diff::new(&q, &cols, Some(std::mem::take(&mut previous))).unwrap();
+        // Ids 0..n, as a snapshot (the diff below consumes one, the deltas apply to another).
+        let first_run = || {
+            let mut d = Diff::new(&q, &cols, Some(Snapshot::new(3))).unwrap();
+            for i in 0..n {
+                d.push(r(i, "a", 1)).unwrap();
+            }
+            let mut s = Snapshot::new(3);
+            for ch in d.finish().unwrap().inserted {
+                s.insert(ch.key_hash, ch.row_hash);
+            }
+            s
+        };
+        let mut d = Diff::new(&q, &cols, Some(first_run())).unwrap();
         for i in n / 4..n {
             d.push(r(i, if i < n / 2 { "b" } else { "a" }, 1)).unwrap();
         }
@@ -880,14 +879,8 @@ mod tests {
         assert_eq!(counts(&c), (n as usize / 4, n as usize / 4, n as usize / 4));
         assert_eq!(c.changed_keys(), 3 * n as usize / 4);
 
-        // Rebuild the previous snapshot (the diff consumed it) and apply the deltas.
-        let mut d = Diff::new(&q, &cols, Some(Snapshot::new(3))).unwrap();
-        for i in 0..n {
-            d.push(r(i, "a", 1)).unwrap();
-        }
-        for ch in d.finish().unwrap().inserted {
-            previous.insert(ch.key_hash, ch.row_hash);
-        }
+        // The previous snapshot with the deltas applied.
+        let mut previous = first_run();
         let stored: Vec<Vec<u8>> = previous.chunks().collect();
         let deltas: Vec<(Vec<u8>, i64)> = c.delta_chunks().collect();
         assert_eq!(deltas.len(), 1, "{} entries fit in one chunk", 3 * n / 4);

@@ -924,10 +924,7 @@ async fn postgres_snapshot_changes_are_stored_as_deltas() {
     let store = store::open(&StoreUrl::Postgres(db.url.clone()))
         .await
         .unwrap();
-    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let client = db.client().await;
     snapshot_deltas(&*store, async || {
         client
             .query_one("SELECT count(*) FROM snapshot_deltas", &[])
@@ -939,12 +936,9 @@ async fn postgres_snapshot_changes_are_stored_as_deltas() {
 }
 
 /// `pg_class.reltuples` of the store's findings table (-1: never analyzed).
-async fn findings_reltuples(url: &str) -> f64 {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+async fn findings_reltuples(db: &common::PgDb) -> f64 {
+    db.client()
         .await
-        .unwrap();
-    tokio::spawn(conn);
-    client
         .query_one(
             "SELECT reltuples::float8 FROM pg_class WHERE oid = 'findings'::regclass",
             &[],
@@ -967,13 +961,13 @@ async fn postgres_statistics_follow_a_large_commit() {
     let small: Vec<Vec<Value>> = (0..500).map(|i| row(&format!("k{i}"), 1)).collect();
     commit(store.as_ref(), &q, &small, 3).await;
     assert!(
-        findings_reltuples(&db.url).await < 0.0,
+        findings_reltuples(&db).await < 0.0,
         "500 findings: not analyzed"
     );
     let large: Vec<Vec<Value>> = (0..3_000).map(|i| row(&format!("k{i}"), 1)).collect();
     let outcome = commit(store.as_ref(), &q, &large, 2).await;
     assert_eq!(outcome.opened.len(), 2_500);
-    assert_eq!(findings_reltuples(&db.url).await, 3_000.0);
+    assert_eq!(findings_reltuples(&db).await, 3_000.0);
 }
 
 /// Changed and gone keys' findings are updated in place: PostgreSQL keeps the new row
@@ -1000,10 +994,7 @@ async fn postgres_finding_updates_and_resolves_touch_no_index() {
     assert_eq!(out.updated, 40);
     let out = commit(store.as_ref(), &q, &rows(0, 12), 1).await;
     assert_eq!(out.resolved.len(), 40);
-    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let client = db.client().await;
     // A backend reports its statistics when it ends (or idle, within 10 s): close the store's.
     drop(store);
     let mut counts = (0, 0);

@@ -922,10 +922,12 @@ pub struct Stats {
     pub messages: Vec<(String, String, i64)>,
 }
 
-/// The grouping queries of [`Stats`], in both dialects (no parameters); SQLite counts open
-/// findings with its own query.
+/// The grouping queries of [`Stats`], in both dialects (no parameters). Open findings are
+/// grouped by severity first: grouped by query first, SQLite would walk the `(query,
+/// key_hash)` index for the grouping and read every row at random (3 s instead of 0.5 s for
+/// 900,000 findings); this way it reads the table once.
 pub(crate) const STATS_SQL: [&str; 4] = [
-    "SELECT query, severity, count(*) FROM findings WHERE status = 'open' GROUP BY query, severity ORDER BY 1, 2",
+    "SELECT query, severity, count(*) FROM findings WHERE status = 'open' GROUP BY severity, query ORDER BY 1, 2",
     "SELECT remediation, status, decision, count(*) FROM approvals GROUP BY remediation, status, decision ORDER BY 1, 2, 3",
     "SELECT kind, state, count(*) FROM actions GROUP BY kind, state ORDER BY 1, 2",
     "SELECT CASE WHEN instr(integration, '.') > 0 THEN substr(integration, 1, instr(integration, '.') - 1) ELSE integration END,

@@ -52,13 +52,19 @@ impl PgDb {
         PgDb { name, url }
     }
 
-    /// Runs SQL in this database.
-    pub async fn execute(&self, sql: &str) {
+    /// A connection to this database (its connection task spawned on the current runtime).
+    pub async fn client(&self) -> tokio_postgres::Client {
         let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
             .await
             .expect("connect to test database");
         tokio::spawn(conn);
         client
+    }
+
+    /// Runs SQL in this database.
+    pub async fn execute(&self, sql: &str) {
+        self.client()
+            .await
             .batch_execute(sql)
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
