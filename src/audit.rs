@@ -7,6 +7,7 @@
 //! as the state change they record, and keeps the chain's head (last `seq` and
 //! `hash`) in a row of its own, so a deleted last entry is caught too.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -166,71 +167,50 @@ impl Entry {
     /// Builds the next entry after (`prev_seq`, `prev_hash`), hashing it; secrets in its
     /// actor and data are masked first (see [`crate::redact`]).
     pub fn chain(prev_seq: i64, prev_hash: &str, at: DateTime<Utc>, event: &Event) -> Entry {
-        Entry::chain_with_text(prev_seq, prev_hash, at, event).0
-    }
-
-    /// [`Entry::chain`], also returning the entry's `data` as the JSON text that was hashed
-    /// (what the store keeps), so it is written once.
-    pub fn chain_with_text(
-        prev_seq: i64,
-        prev_hash: &str,
-        at: DateTime<Utc>,
-        event: &Event,
-    ) -> (Entry, String) {
-        let redactor = crate::redact::global();
-        let mut data = event.data.clone();
-        redactor.json(&mut data);
-        let mut entry = Entry {
-            seq: prev_seq + 1,
-            at: at.to_rfc3339_opts(SecondsFormat::Micros, true),
-            kind: event.kind.as_str().to_string(),
-            actor: redactor.text(&event.actor).into_owned(),
-            channel: event.channel.clone(),
-            finding_id: event.finding_id,
-            approval_id: event.approval_id,
-            action_id: event.action_id,
-            data,
-            prev_hash: prev_hash.to_string(),
-            hash: String::new(),
-        };
-        let text = entry.data.to_string();
-        entry.hash = entry.compute_hash_with(&text);
-        (entry, text)
+        let mut chain = Chain::new(prev_seq, prev_hash.to_string(), at);
+        let link = chain.next(event);
+        Entry {
+            seq: link.seq,
+            at: chain.at().to_string(),
+            kind: link.kind.to_string(),
+            actor: link.actor.into_owned(),
+            channel: link.channel.into_owned(),
+            finding_id: link.finding_id,
+            approval_id: link.approval_id,
+            action_id: link.action_id,
+            // The text was written from a Value a moment ago.
+            data: serde_json::from_str(&link.data).unwrap_or(Value::Null),
+            prev_hash: link.prev_hash,
+            hash: link.hash,
+        }
     }
 
     /// The canonical JSON of the entry without `hash`.
     pub fn canonical_json(&self) -> String {
-        self.canonical_json_with(&self.data.to_string())
-    }
-
-    /// [`Entry::canonical_json`] given `data` already written as JSON text.
-    ///
-    /// Written field by field in key order, which is the text `serde_json` writes for the
-    /// entry as a `Map` (a test keeps the two the same), without building the map.
-    fn canonical_json_with(&self, data: &str) -> String {
-        fn put<T: Serialize + ?Sized>(out: &mut Vec<u8>, key: &str, value: &T) {
-            out.push(if out.is_empty() { b'{' } else { b',' });
-            out.push(b'"');
-            out.extend_from_slice(key.as_bytes());
-            out.extend_from_slice(b"\":");
-            // Writing plain values into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut *out, value);
-        }
-        let mut out = Vec::with_capacity(256 + data.len());
-        put(&mut out, "action_id", &self.action_id);
-        put(&mut out, "actor", &self.actor);
-        put(&mut out, "approval_id", &self.approval_id);
-        put(&mut out, "at", &self.at);
-        put(&mut out, "channel", &self.channel);
-        out.extend_from_slice(b",\"data\":");
-        out.extend_from_slice(data.as_bytes());
-        put(&mut out, "finding_id", &self.finding_id);
-        put(&mut out, "kind", &self.kind);
-        put(&mut out, "prev_hash", &self.prev_hash);
-        put(&mut out, "seq", &self.seq);
-        out.push(b'}');
+        let mut out = Vec::new();
+        self.canonical().write(&mut out, &self.data.to_string());
         // serde_json writes UTF-8, `data` is a str, and the rest is ASCII.
         String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// What `hash` must be.
+    pub fn compute_hash(&self) -> String {
+        self.canonical()
+            .hash(&mut Vec::new(), &self.data.to_string())
+    }
+
+    fn canonical(&self) -> Canonical<'_> {
+        Canonical {
+            seq: self.seq,
+            at: &self.at,
+            kind: &self.kind,
+            actor: &self.actor,
+            channel: &self.channel,
+            finding_id: self.finding_id,
+            approval_id: self.approval_id,
+            action_id: self.action_id,
+            prev_hash: &self.prev_hash,
+        }
     }
 
     /// The canonical JSON the old way, through a `serde_json::Map` (tests compare the two).
@@ -250,19 +230,181 @@ impl Entry {
         // serde_json's Map is ordered by key (no preserve_order feature), so this is canonical.
         Value::Object(m).to_string()
     }
+}
 
-    /// What `hash` must be.
-    pub fn compute_hash(&self) -> String {
-        self.compute_hash_with(&self.data.to_string())
+/// An entry's fields but `data` and `hash`, as hashed.
+struct Canonical<'a> {
+    seq: i64,
+    at: &'a str,
+    kind: &'a str,
+    actor: &'a str,
+    channel: &'a str,
+    finding_id: Option<i64>,
+    approval_id: Option<i64>,
+    action_id: Option<i64>,
+    prev_hash: &'a str,
+}
+
+impl Canonical<'_> {
+    /// Writes the canonical JSON without `hash`, `data` given as JSON text.
+    ///
+    /// Field by field in key order, which is the text `serde_json` writes for the entry as
+    /// a `Map` (a test keeps the two the same), without building the map.
+    fn write(&self, out: &mut Vec<u8>, data: &str) {
+        fn put<T: Serialize + ?Sized>(out: &mut Vec<u8>, key: &str, value: &T) {
+            out.push(if out.is_empty() { b'{' } else { b',' });
+            out.push(b'"');
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(b"\":");
+            // Writing plain values into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, value);
+        }
+        out.reserve(256 + data.len());
+        put(out, "action_id", &self.action_id);
+        put(out, "actor", self.actor);
+        put(out, "approval_id", &self.approval_id);
+        put(out, "at", self.at);
+        put(out, "channel", self.channel);
+        out.extend_from_slice(b",\"data\":");
+        out.extend_from_slice(data.as_bytes());
+        put(out, "finding_id", &self.finding_id);
+        put(out, "kind", self.kind);
+        put(out, "prev_hash", self.prev_hash);
+        put(out, "seq", &self.seq);
+        out.push(b'}');
     }
 
-    /// [`Entry::compute_hash`] given `data` already written as JSON text.
-    fn compute_hash_with(&self, data: &str) -> String {
+    /// SHA-256 (hex) of `prev_hash` and the canonical JSON, written into `buf` (cleared first).
+    fn hash(&self, buf: &mut Vec<u8>, data: &str) -> String {
+        buf.clear();
+        self.write(buf, data);
         let mut h = Sha256::new();
         h.update(self.prev_hash.as_bytes());
-        h.update(self.canonical_json_with(data).as_bytes());
+        h.update(&buf[..]);
         hex::encode(h.finalize())
     }
+}
+
+/// Chains one append's events onto the trail, from its head: every entry is stamped with
+/// the same time (formatted once), and secrets in actors and data are masked first (see
+/// [`crate::redact`]).
+pub struct Chain {
+    seq: i64,
+    hash: String,
+    at: String,
+    redactor: std::sync::Arc<crate::redact::Redactor>,
+    buf: Vec<u8>,
+}
+
+/// One chained entry as a store writes it; its time is [`Chain::at`].
+#[derive(Debug)]
+pub struct Link<'e> {
+    /// Position in the chain.
+    pub seq: i64,
+    /// `finding.opened`, …
+    pub kind: &'static str,
+    /// Who, masked.
+    pub actor: Cow<'e, str>,
+    /// Where.
+    pub channel: Cow<'e, str>,
+    /// The finding concerned.
+    pub finding_id: Option<i64>,
+    /// The approval concerned.
+    pub approval_id: Option<i64>,
+    /// The action concerned.
+    pub action_id: Option<i64>,
+    /// Details, masked, as the JSON text that was hashed (what the store keeps).
+    pub data: String,
+    /// The previous entry's hash.
+    pub prev_hash: String,
+    /// This entry's hash.
+    pub hash: String,
+}
+
+impl Link<'_> {
+    /// The same entry, owning its text.
+    pub fn into_owned(self) -> Link<'static> {
+        Link {
+            seq: self.seq,
+            kind: self.kind,
+            actor: Cow::Owned(self.actor.into_owned()),
+            channel: Cow::Owned(self.channel.into_owned()),
+            finding_id: self.finding_id,
+            approval_id: self.approval_id,
+            action_id: self.action_id,
+            data: self.data,
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+        }
+    }
+}
+
+impl Chain {
+    /// A chain whose last entry is (`seq`, `hash`) (0 and [`GENESIS`] for an empty trail),
+    /// stamping entries with `at`.
+    pub fn new(seq: i64, hash: String, at: DateTime<Utc>) -> Chain {
+        Chain {
+            seq,
+            hash,
+            at: at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            redactor: crate::redact::global(),
+            buf: Vec::with_capacity(512),
+        }
+    }
+
+    /// The time every entry gets: RFC 3339 UTC with microseconds (the text that is hashed).
+    pub fn at(&self) -> &str {
+        &self.at
+    }
+
+    /// The last entry chained (or the head the chain started from): (seq, hash).
+    pub fn head(&self) -> (i64, &str) {
+        (self.seq, &self.hash)
+    }
+
+    /// Chains `event` as the next entry.
+    pub fn next<'e>(&mut self, event: &'e Event) -> Link<'e> {
+        let data = if self.redactor.would_mask(&event.data) {
+            let mut masked = event.data.clone();
+            self.redactor.json(&mut masked);
+            json_text(&masked)
+        } else {
+            json_text(&event.data)
+        };
+        let actor = self.redactor.text(&event.actor);
+        let seq = self.seq + 1;
+        let hash = Canonical {
+            seq,
+            at: &self.at,
+            kind: event.kind.as_str(),
+            actor: &actor,
+            channel: &event.channel,
+            finding_id: event.finding_id,
+            approval_id: event.approval_id,
+            action_id: event.action_id,
+            prev_hash: &self.hash,
+        }
+        .hash(&mut self.buf, &data);
+        self.seq = seq;
+        Link {
+            seq,
+            kind: event.kind.as_str(),
+            actor,
+            channel: Cow::Borrowed(&event.channel),
+            finding_id: event.finding_id,
+            approval_id: event.approval_id,
+            action_id: event.action_id,
+            data,
+            prev_hash: std::mem::replace(&mut self.hash, hash.clone()),
+            hash,
+        }
+    }
+}
+
+/// `v` as compact JSON.
+fn json_text(v: &Value) -> String {
+    // Serializing a Value into a String cannot fail.
+    serde_json::to_string(v).unwrap_or_default()
 }
 
 /// Why the chain does not verify, naming the first bad entry.

@@ -95,6 +95,24 @@ impl Redactor {
         out
     }
 
+    /// Whether [`Redactor::json`] would change `v`: a secret in one of its strings or keys.
+    pub fn would_mask(&self, v: &Value) -> bool {
+        if self.secrets.is_empty() {
+            return false;
+        }
+        let hit = |s: &str| {
+            self.secrets
+                .iter()
+                .any(|secret| s.contains(secret.as_str()))
+        };
+        match v {
+            Value::String(s) => hit(s),
+            Value::Array(items) => items.iter().any(|i| self.would_mask(i)),
+            Value::Object(map) => map.iter().any(|(k, i)| hit(k) || self.would_mask(i)),
+            _ => false,
+        }
+    }
+
     /// Masks secrets in every string (and object key) of `v`.
     pub fn json(&self, v: &mut Value) {
         if self.secrets.is_empty() {
@@ -337,6 +355,23 @@ mod tests {
             String::from_utf8(buf).unwrap(),
             "a *** here\nand *** at the end"
         );
+    }
+
+    #[test]
+    fn would_mask_says_whether_json_changes_the_value() {
+        let r = Redactor::only(["s3cr3t-value".into()]);
+        for v in [
+            json!({"a": {"b": ["x", "in s3cr3t-value here"]}}),
+            json!({"s3cr3t-value": 1}),
+            json!("s3cr3t-value"),
+            json!({"a": {"b": ["x", "clean"]}, "n": 1.5, "t": true, "z": null}),
+            json!([]),
+        ] {
+            let mut masked = v.clone();
+            r.json(&mut masked);
+            assert_eq!(r.would_mask(&v), masked != v, "{v}");
+        }
+        assert!(!Redactor::default().would_mask(&json!("s3cr3t-value")));
     }
 
     #[test]

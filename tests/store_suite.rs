@@ -299,6 +299,79 @@ async fn reset(store: &dyn Store) {
     assert_eq!(store.reset_query("never_ran").await.unwrap(), 0);
 }
 
+/// Commits with more finding events than one audit batch (5,000; SQLite chains full batches
+/// on a second thread): every event is in the trail once, in the order the commit made
+/// them, and a run's new findings are numbered in key-hash order.
+async fn large_commits(store: &dyn Store) {
+    let q = query("large", FirstRun::Insert);
+    let n = 11_234;
+    let mut rows: Vec<Vec<Value>> = (0..n).map(|i| row(&format!("k{i}"), 0)).collect();
+    let (seq_before, before) = store.audit_head().await.unwrap();
+    let opened = commit(store, &q, &rows, 10).await;
+    assert_eq!(opened.opened.len(), n);
+    let all = findings(store, &q, None).await;
+    assert_eq!(all.len(), n);
+    let hashes: Vec<_> = all
+        .iter()
+        .map(|f| vigilo::diff::key_hash_of(&[f.key["id"].clone()]))
+        .collect();
+    assert!(
+        hashes.windows(2).all(|w| w[0] < w[1]),
+        "ids in key-hash order"
+    );
+
+    // 5,200 changed, 5,500 gone, 10 new: three kinds of event across batch boundaries.
+    for r in &mut rows[..5_200] {
+        r[1] = json!(1);
+    }
+    rows.truncate(n - 5_500);
+    rows.extend((n..n + 10).map(|i| row(&format!("k{i}"), 0)));
+    let churn = commit(store, &q, &rows, 5).await;
+    assert_eq!(
+        (churn.opened.len(), churn.updated, churn.resolved.len()),
+        (10, 5_200, 5_500)
+    );
+
+    let entries = store.audit_page(seq_before, 100_000).await.unwrap();
+    assert_eq!(
+        entries.first().map(|e| e.prev_hash.as_str()),
+        Some(before.as_str())
+    );
+    // The kinds in runs: (kind, how many in a row).
+    let mut kinds: Vec<(&str, usize)> = Vec::new();
+    for e in &entries {
+        match kinds.last_mut() {
+            Some((kind, count)) if *kind == e.kind => *count += 1,
+            _ => kinds.push((&e.kind, 1)),
+        }
+    }
+    assert_eq!(
+        kinds,
+        [
+            ("finding.opened", n + 10),
+            ("finding.updated", 5_200),
+            ("finding.resolved", 5_500)
+        ]
+    );
+    // Each entry names its finding, in the order the commit wrote them.
+    let first_run: Vec<i64> = entries[..n].iter().map(|e| e.finding_id.unwrap()).collect();
+    assert_eq!(first_run, all.iter().map(|f| f.id).collect::<Vec<_>>());
+    let keys = |range: std::ops::Range<usize>| -> Vec<String> {
+        entries[range]
+            .iter()
+            .map(|e| e.data["key"]["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut resolved = keys(n + 10 + 5_200..entries.len());
+    resolved.sort();
+    let mut gone: Vec<String> = (n - 5_500..n).map(|i| format!("k{i}")).collect();
+    gone.sort();
+    assert_eq!(resolved, gone);
+    assert!(entries.iter().all(|e| e.data["query"] == "large"));
+    let (head, _) = store.audit_head().await.unwrap();
+    assert_eq!(head, seq_before + entries.len() as i64);
+}
+
 /// Every change the suite made is in the audit trail, and the chain verifies up to the head.
 async fn audit_chain_covers_every_change(store: &dyn Store) {
     let entries = store.audit_page(0, 100_000).await.unwrap();
@@ -695,6 +768,7 @@ async fn suite(store: Arc<dyn Store>) {
     claims(&*store).await;
     settling(&*store).await;
     outbox(&*store).await;
+    large_commits(&*store).await;
     audit_chain_covers_every_change(&*store).await;
     let all = store.findings(&FindingFilter::default()).await.unwrap();
     assert!(
@@ -739,19 +813,19 @@ async fn postgres_store_unreachable_is_a_clear_error() {
     assert!(!err.contains("hunter2"), "password leaked: {err}");
 }
 
-/// The schema before compact snapshots (migrations 1–6), then a snapshot stored the old way,
-/// a row per key: (SQL to run, the rows of a query "legacy" that the snapshot holds).
-fn legacy_schema(dialect: &str) -> String {
+/// SQL that builds the schema of the migrations before number `before` (and records them
+/// as applied), as a store of that age has it.
+fn schema_before(dialect: &str, before: usize) -> String {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("src/store/migrations")
         .join(dialect);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_str().unwrap() < "0007")
+        .filter(|p| p.file_name().unwrap().to_str().unwrap() < format!("{before:04}").as_str())
         .collect();
     files.sort();
-    assert_eq!(files.len(), 6, "{files:?}");
+    assert_eq!(files.len(), before - 1, "{files:?}");
     let mut sql =
         "CREATE TABLE schema_migrations (version bigint PRIMARY KEY, applied_at text NOT NULL);\n"
             .to_string();
@@ -787,7 +861,8 @@ async fn legacy_snapshot_migrates(dialect: &str, url: StoreUrl, run_sql: impl As
             }
         })
         .collect();
-    let mut sql = legacy_schema(dialect);
+    // The schema before compact snapshots, then a snapshot stored the old way, a row per key.
+    let mut sql = schema_before(dialect, 7);
     sql += "INSERT INTO query_state (name, generation, last_success_at) VALUES ('legacy', 3, '2026-01-01T00:00:00Z');\n";
     sql += &format!(
         "INSERT INTO snapshot (query_id, key_hash, row_hash) VALUES {};\n",
@@ -840,6 +915,119 @@ async fn postgres_snapshot_stored_a_row_per_key_migrates_to_chunks() {
     let db = common::PgDb::new("legacy").await;
     let url = StoreUrl::Postgres(db.url.clone());
     legacy_snapshot_migrates("postgres", url, async |sql| db.execute(&sql).await).await;
+}
+
+/// A store from before migration 10, with findings a remediation run refers to: the rebuilt
+/// `findings` keeps every finding, its id and the references to it; foreign keys are
+/// enforced again afterwards; and a finding insert no longer builds a temporary b-tree for
+/// the severity CHECK (an `IN` list of four values did, once per row).
+#[tokio::test]
+async fn sqlite_findings_rebuilt_for_the_severity_check_keep_ids_and_references() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vigilo.db");
+    let mut sql = schema_before("sqlite", 10);
+    sql += "INSERT INTO findings (id, query, key_hash, key_json, status, severity, row_json, row_hash, first_seen, last_seen, resolved_at, reopened)
+            VALUES (7, 'q', x'00112233445566778899aabbccddeeff', '{\"id\":\"a\"}', 'open', 'high', '{\"id\":\"a\",\"v\":1}', 5,
+                    '2026-01-01T00:00:00.000000Z', '2026-01-02T00:00:00.000000Z', NULL, 2),
+                   (9, 'q', x'ffeeddccbbaa99887766554433221100', '{\"id\":\"b\"}', 'resolved', 'low', '{\"id\":\"b\",\"v\":2}', 6,
+                    '2026-01-01T00:00:00.000000Z', '2026-01-02T00:00:00.000000Z', '2026-01-03T00:00:00.000000Z', 0);
+            INSERT INTO remediation_runs (id, finding_id, remediation, state, requested_at, updated_at)
+            VALUES (1, 7, 'r', 'requested', '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z');";
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(&sql)
+        .unwrap();
+    let dump = |conn: &rusqlite::Connection| -> Vec<String> {
+        let mut st = conn
+            .prepare("SELECT id, query, hex(key_hash), key_json, status, severity, row_json, row_hash, first_seen, last_seen, resolved_at, reopened FROM findings ORDER BY id")
+            .unwrap();
+        st.query_map([], |r| {
+            Ok((0..12)
+                .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
+                .collect::<Vec<_>>()
+                .join("|"))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    };
+    let before = dump(&rusqlite::Connection::open(&path).unwrap());
+    assert_eq!(before.len(), 2);
+
+    let store = store::open(&StoreUrl::Sqlite(path.clone())).await.unwrap();
+    let found = store.findings(&FindingFilter::default()).await.unwrap();
+    assert_eq!(found.iter().map(|f| f.id).collect::<Vec<_>>(), [7, 9]);
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    assert_eq!(dump(&conn), before);
+    let version: i64 = conn
+        .query_row("SELECT max(version) FROM schema_migrations", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(version, 10);
+    let table: String = conn
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE name = 'findings'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(table.contains("severity = 'critical'"), "{table}");
+    // The remediation run still refers to finding 7, and the reference is still a foreign key.
+    let refs: Vec<(String, String)> = conn
+        .prepare("SELECT \"table\", \"from\" FROM pragma_foreign_key_list('remediation_runs')")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(refs, [("findings".to_string(), "finding_id".to_string())]);
+    // A plain insert plan opens no ephemeral table for the CHECKs.
+    let plan: Vec<String> = conn
+        .prepare("EXPLAIN INSERT INTO findings (query, key_hash, key_json, status, severity, row_json, row_hash, first_seen, last_seen)
+                  VALUES ('q', x'000102030405060708090a0b0c0d0e0f', '{}', 'open', 'medium', '{}', 1, 't', 't')")
+        .unwrap()
+        .query_map([], |r| r.get::<_, String>(1))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(plan.iter().any(|op| op == "Insert"), "{plan:?}");
+    assert!(!plan.iter().any(|op| op == "OpenEphemeral"), "{plan:?}");
+    // The CHECKs still hold.
+    let bad = conn.execute(
+        "INSERT INTO findings (query, key_hash, key_json, status, severity, row_json, row_hash, first_seen, last_seen)
+         VALUES ('q', x'000102030405060708090a0b0c0d0e0f', '{}', 'open', 'urgent', '{}', 1, 't', 't')",
+        [],
+    );
+    assert!(bad.unwrap_err().to_string().contains("CHECK"));
+
+    // A reference that dangles after the migrations fails the open, naming the table, and
+    // leaves the store as it was.
+    let path = dir.path().join("dangling.db");
+    let sql = "PRAGMA foreign_keys = OFF;".to_string()
+        + &schema_before("sqlite", 10)
+        + "INSERT INTO remediation_runs (id, finding_id, remediation, state, requested_at, updated_at)
+           VALUES (1, 8, 'r', 'requested', '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z');";
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(&sql)
+        .unwrap();
+    let err = match store::open(&StoreUrl::Sqlite(path.clone())).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("opened a store whose remediation run refers to no finding"),
+    };
+    assert!(
+        err.contains("remediation_runs") && err.contains("findings"),
+        "{err}"
+    );
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT max(version) FROM schema_migrations", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(version, 9);
 }
 
 /// Runs that change a few keys store them as deltas on the snapshot, applied in order when

@@ -25,7 +25,7 @@ use super::{
     parse_severity, parse_status, snapshot_write,
 };
 use crate::approval::{Approval, Refusal, Transition, Vote};
-use crate::audit::{Entry, Event, Kind};
+use crate::audit::{Chain, Entry, Event, Kind, Link};
 use crate::diff::{Changed, Changes, ENTRY_BYTES, KeyHash, Snapshot};
 use crate::finding::Finding;
 
@@ -660,8 +660,7 @@ pub(super) async fn append_in(
             &[],
         )
         .await?;
-    let (mut seq, mut hash): (i64, String) = (head.get(0), head.get(1));
-    let at = Utc::now();
+    let mut chain = Chain::new(head.get(0), head.get(1), Utc::now());
     let insert = tx
         .prepare_cached(
             "INSERT INTO audit (seq, at, kind, actor, channel, finding_id, approval_id, action_id, data, prev_hash, hash)
@@ -671,32 +670,27 @@ pub(super) async fn append_in(
         .await?;
     let mut seqs = Vec::with_capacity(events.len());
     for batch in events.chunks(BATCH) {
-        let mut entries = Vec::with_capacity(batch.len());
-        let mut data = Vec::with_capacity(batch.len());
-        for event in batch {
-            let (e, text) = Entry::chain_with_text(seq, &hash, at, event);
-            (seq, hash) = (e.seq, e.hash.clone());
-            seqs.push(e.seq);
-            entries.push(e);
-            data.push(text);
-        }
-        let column = |f: fn(&Entry) -> &str| entries.iter().map(f).collect::<Vec<&str>>();
-        let ids = |f: fn(&Entry) -> Option<i64>| entries.iter().map(f).collect::<Vec<_>>();
+        let links: Vec<Link<'_>> = batch.iter().map(|event| chain.next(event)).collect();
+        seqs.extend(links.iter().map(|l| l.seq));
+        let column =
+            |f: for<'l> fn(&'l Link<'_>) -> &'l str| links.iter().map(f).collect::<Vec<&str>>();
+        let ids = |f: fn(&Link<'_>) -> Option<i64>| links.iter().map(f).collect::<Vec<_>>();
         let params: [&(dyn ToSql + Sync); 11] = [
-            &entries.iter().map(|e| e.seq).collect::<Vec<i64>>(),
-            &column(|e| &e.at),
-            &column(|e| &e.kind),
-            &column(|e| &e.actor),
-            &column(|e| &e.channel),
-            &ids(|e| e.finding_id),
-            &ids(|e| e.approval_id),
-            &ids(|e| e.action_id),
-            &data,
-            &column(|e| &e.prev_hash),
-            &column(|e| &e.hash),
+            &links.iter().map(|l| l.seq).collect::<Vec<i64>>(),
+            &vec![chain.at(); links.len()],
+            &column(|l| l.kind),
+            &column(|l| &l.actor),
+            &column(|l| &l.channel),
+            &ids(|l| l.finding_id),
+            &ids(|l| l.approval_id),
+            &ids(|l| l.action_id),
+            &column(|l| &l.data),
+            &column(|l| &l.prev_hash),
+            &column(|l| &l.hash),
         ];
         tx.execute(&insert, &params).await?;
     }
+    let (seq, hash) = chain.head();
     tx.execute(
         "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
         &[&seq, &hash],
@@ -1009,12 +1003,7 @@ async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOut
               WHERE f.id = u.id",
         )
         .await?;
-    let inserted: Vec<&Changed> = commit
-        .changes
-        .inserted
-        .iter()
-        .filter(|c| c.finding.is_some())
-        .collect();
+    let inserted = super::new_in_insert_order(&commit.changes);
     for batch in inserted.chunks(BATCH) {
         flush(tx, &mut events).await?;
         let existing: std::collections::HashMap<KeyHash, (i64, String)> = if has_findings {

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
+use super::sqlite_audit::FindingAudit;
 use super::{
     ActionOutcome, ActionRecord, ActionState, DecidedRun, NewAction, parse_json, sqlite_actions,
     sqlite_approvals,
@@ -17,8 +18,8 @@ use super::{
 use super::{CommandRecord, NewCommand, sqlite_commands};
 use super::{
     CommitOutcome, FindingFilter, RunCommit, RunRecord, SnapshotWrite, Store, StoreError,
-    finding_json, key_bytes, key_from_bytes, key_value, load_entries, parse_run_status,
-    parse_severity, parse_status, snapshot_write,
+    finding_json, key_bytes, key_from_bytes, load_entries, parse_run_status, parse_severity,
+    parse_status, snapshot_write,
 };
 use super::{
     MessageOutcome, MessageRecord, MessageState, NewApproval, NewMessage, RequestedRun,
@@ -48,6 +49,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         9,
         include_str!("migrations/sqlite/0009_findings_without_status_index.sql"),
+    ),
+    (
+        10,
+        include_str!("migrations/sqlite/0010_findings_severity_check.sql"),
     ),
 ];
 
@@ -124,11 +129,16 @@ fn open_blocking(path: &Path) -> Result<Connection, StoreError> {
     conn.execute_batch(
         // A 32 MiB page cache (the default is 2 MiB): a large run's commit touches findings
         // and audit pages all over the file, and spilling them mid-transaction costs twice.
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
+        // Foreign keys are enforced once migrations have run: a migration that rebuilds a
+        // table others refer to drops the old one first (SQLite's documented procedure),
+        // and `migrate` checks every reference before it commits.
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;
          PRAGMA cache_size = -32768;",
     )
     .map_err(|e| open_err(&e))?;
     migrate(&mut conn)?;
+    conn.execute_batch("PRAGMA foreign_keys = ON;")
+        .map_err(|e| open_err(&e))?;
     Ok(conn)
 }
 
@@ -156,6 +166,20 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
             params![version, ts(&Utc::now())],
         )?;
+    }
+    // Foreign keys are off while migrations run (see `open_blocking`): none may dangle after.
+    if current == known {
+        return Ok(tx.commit()?);
+    }
+    let dangling: Option<(String, Option<i64>, String)> = tx
+        .query_row("PRAGMA foreign_key_check", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    if let Some((table, rowid, parent)) = dangling {
+        return Err(StoreError::Database(format!(
+            "after migrations: a row of table {table} (rowid {rowid:?}) refers to a missing row of {parent}"
+        )));
     }
     tx.commit()?;
     Ok(())
@@ -698,45 +722,7 @@ fn finding_of_run(c: &Connection, run_id: i64, finding_id: i64) -> Result<Findin
         .ok_or_else(|| StoreError::Corrupt(format!("run {run_id}: finding {finding_id} missing")))
 }
 
-/// Appends `events` to the chain inside `tx` (which holds SQLite's write lock); returns their `seq`s.
-pub(super) fn append_in(tx: &Transaction<'_>, events: &[Event]) -> Result<Vec<i64>, StoreError> {
-    if events.is_empty() {
-        return Ok(Vec::new());
-    }
-    let (mut seq, mut hash): (i64, String) =
-        tx.query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
-    let at = Utc::now();
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO audit (seq, at, kind, actor, channel, finding_id, approval_id, action_id, data, prev_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    )?;
-    let mut seqs = Vec::with_capacity(events.len());
-    for event in events {
-        let (e, data) = Entry::chain_with_text(seq, &hash, at, event);
-        insert.execute(params![
-            e.seq,
-            e.at,
-            e.kind,
-            e.actor,
-            e.channel,
-            e.finding_id,
-            e.approval_id,
-            e.action_id,
-            data,
-            e.prev_hash,
-            e.hash
-        ])?;
-        seqs.push(e.seq);
-        (seq, hash) = (e.seq, e.hash);
-    }
-    tx.execute(
-        "UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1",
-        params![seq, hash],
-    )?;
-    Ok(seqs)
-}
+pub(super) use super::sqlite_audit::append_in;
 
 /// Open findings report the latest successful run as `last_seen`: the run saw them without rewriting them.
 const FINDING_SELECT: &str = "SELECT f.id, f.query, f.key_json, f.status, f.severity, f.first_seen,
@@ -853,15 +839,6 @@ fn claim_generation(
     }
 }
 
-/// Appends `events` once there are [`super::EVENT_BATCH`] of them: a large run's are never all in memory.
-fn flush(tx: &Transaction<'_>, events: &mut Vec<Event>) -> Result<(), StoreError> {
-    if events.len() >= super::EVENT_BATCH {
-        append_in(tx, events)?;
-        events.clear();
-    }
-    Ok(())
-}
-
 /// The stored snapshot of query `id`: (entries in its chunks, entries in its deltas, keys).
 fn snapshot_size(c: &Connection, id: i64) -> Result<(u64, u64, u64), StoreError> {
     let (chunk_bytes, delta_bytes, added): (i64, i64, i64) = c.query_row(
@@ -934,14 +911,26 @@ fn lookup_in_key_order<T>(
 }
 
 fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, StoreError> {
+    std::thread::scope(|scope| {
+        let mut audit = FindingAudit::new(scope, tx, &commit.run.query)?;
+        let mut outcome = commit_findings(tx, commit, &mut audit)?;
+        audit.finish(tx)?;
+        commit_after_findings(tx, commit, &mut outcome)?;
+        Ok(outcome)
+    })
+}
+
+/// The run's snapshot and findings; their audit entries go to `audit`.
+fn commit_findings<'scope, 'a: 'scope>(
+    tx: &Transaction<'_>,
+    commit: &'a RunCommit,
+    audit: &mut FindingAudit<'scope, '_, 'a>,
+) -> Result<CommitOutcome, StoreError> {
     let (query_id, previous_success) = claim_generation(tx, commit)?;
     let query = &commit.run.query;
     let observed = ts(&commit.run.started_at);
     let severity = commit.severity.as_str();
     let mut outcome = CommitOutcome::default();
-    let mut events = Vec::new();
-    let event =
-        |kind: Kind, id: i64, key: &str| Event::finding(kind, "scan", query, id, key_value(key));
     store_snapshot(tx, query_id, &commit.changes)?;
     // A query that never had a finding (a new one) needs no lookups.
     let has_findings: bool = tx.query_row(
@@ -961,11 +950,14 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
                     severity = ?2, row_json = ?3, row_hash = ?4, last_seen = ?5
              WHERE id = ?1",
         )?;
-        // New keys a finding already has (a resolved one comes back, or the first run after a
-        // reset), looked up in key order: (index in `inserted`, (id, resolved)), in index order.
+        // New keys (in `new_in_insert_order`); those a finding already has (a resolved one
+        // comes back, or the first run after a reset) are looked up in key order: (index in
+        // `new`, (id, resolved)), in index order.
+        let new = super::new_in_insert_order(&commit.changes);
         let mut known = if has_findings {
-            let keys = (commit.changes.inserted.iter().enumerate())
-                .filter(|(_, ch)| ch.finding.is_some())
+            let keys = new
+                .iter()
+                .enumerate()
                 .map(|(i, ch)| (ch.key_hash, i))
                 .collect();
             lookup_in_key_order(&mut find, query, keys, |r| {
@@ -976,11 +968,8 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
         };
         known.sort_unstable_by_key(|&(i, _)| i);
         let mut known = known.into_iter().peekable();
-        for (i, ch) in commit.changes.inserted.iter().enumerate() {
-            flush(tx, &mut events)?;
-            if ch.finding.is_none() {
-                continue;
-            }
+        for (i, ch) in new.into_iter().enumerate() {
+            audit.flush(tx)?;
             let key = key_bytes(ch.key_hash);
             let (key_json, row_json) = finding_json(ch)?;
             let existing = known.next_if(|(at, _)| *at == i).map(|(_, found)| found);
@@ -997,7 +986,7 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
                     ])?;
                     let id = tx.last_insert_rowid();
                     outcome.opened.push(id);
-                    events.push(event(Kind::FindingOpened, id, key_json));
+                    audit.push(Kind::FindingOpened, id, key_json);
                 }
                 Some((id, resolved)) => {
                     reopen.execute(params![
@@ -1009,7 +998,7 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
                     ])?;
                     if resolved {
                         outcome.reopened.push(id);
-                        events.push(event(Kind::FindingReopened, id, key_json));
+                        audit.push(Kind::FindingReopened, id, key_json);
                     } else {
                         outcome.refreshed += 1;
                     }
@@ -1045,12 +1034,12 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
              WHERE id = ?1 AND status = 'open'",
         )?;
         for (id, i) in updated {
-            flush(tx, &mut events)?;
+            audit.flush(tx)?;
             let ch = &commit.changes.updated[i];
             let (key_json, row_json) = finding_json(ch)?;
             if update_row.execute(params![id, row_json, ch.row_hash as i64, observed])? > 0 {
                 outcome.updated += 1;
-                events.push(event(Kind::FindingUpdated, id, key_json));
+                audit.push(Kind::FindingUpdated, id, key_json);
             }
         }
         let gone = finding_ids(
@@ -1063,13 +1052,13 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
              WHERE id = ?1 AND status = 'open' RETURNING key_json",
         )?;
         for (id, _) in gone {
-            flush(tx, &mut events)?;
+            audit.flush(tx)?;
             let resolved: Option<String> = resolve
                 .query_row(params![id, observed, previous_success], |r| r.get(0))
                 .optional()?;
             if let Some(key_json) = resolved {
                 outcome.resolved.push(id);
-                events.push(event(Kind::FindingResolved, id, &key_json));
+                audit.push(Kind::FindingResolved, id, key_json);
             }
         }
     }
@@ -1090,13 +1079,22 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
             "UPDATE findings SET status = 'resolved', resolved_at = ?2 WHERE id = ?1",
         )?;
         for (id, key_json) in unseen {
-            flush(tx, &mut events)?;
+            audit.flush(tx)?;
             resolve.execute(params![id, observed])?;
             outcome.resolved.push(id);
-            events.push(event(Kind::FindingResolved, id, &key_json));
+            audit.push(Kind::FindingResolved, id, key_json);
         }
     }
-    append_in(tx, &events)?;
+    Ok(outcome)
+}
+
+/// What follows a run's findings: remediation runs and messages for them, and the run record.
+fn commit_after_findings(
+    tx: &Transaction<'_>,
+    commit: &RunCommit,
+    outcome: &mut CommitOutcome,
+) -> Result<(), StoreError> {
+    let observed = ts(&commit.run.started_at);
     if let Some(remediation) = &commit.remediation {
         let ids: Vec<i64> = outcome
             .opened
@@ -1106,7 +1104,7 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
             .collect();
         sqlite_approvals::request_runs(tx, remediation, &ids, &observed, None)?;
     }
-    for (refs, messages) in super::finding_messages(commit, &outcome) {
+    for (refs, messages) in super::finding_messages(commit, outcome) {
         sqlite_messages::insert(
             tx,
             &messages,
@@ -1116,5 +1114,5 @@ fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, 
         )?;
     }
     outcome.run_id = insert_run(tx, &commit.run)?;
-    Ok(outcome)
+    Ok(())
 }
