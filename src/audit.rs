@@ -292,7 +292,6 @@ pub struct Chain {
     seq: i64,
     hash: String,
     at: String,
-    redactor: std::sync::Arc<crate::redact::Redactor>,
     buf: Vec<u8>,
 }
 
@@ -347,7 +346,6 @@ impl Chain {
             seq,
             hash,
             at: at.to_rfc3339_opts(SecondsFormat::Micros, true),
-            redactor: crate::redact::global(),
             buf: Vec::with_capacity(512),
         }
     }
@@ -364,14 +362,16 @@ impl Chain {
 
     /// Chains `event` as the next entry.
     pub fn next<'e>(&mut self, event: &'e Event) -> Link<'e> {
-        let data = if self.redactor.would_mask(&event.data) {
+        // Per entry: a secret learned while a long commit chains is masked from then on.
+        let redactor = crate::redact::global();
+        let data = if redactor.would_mask(&event.data) {
             let mut masked = event.data.clone();
-            self.redactor.json(&mut masked);
+            redactor.json(&mut masked);
             json_text(&masked)
         } else {
             json_text(&event.data)
         };
-        let actor = self.redactor.text(&event.actor);
+        let actor = redactor.text(&event.actor);
         let seq = self.seq + 1;
         let hash = Canonical {
             seq,

@@ -370,6 +370,23 @@ async fn large_commits(store: &dyn Store) {
     assert!(entries.iter().all(|e| e.data["query"] == "large"));
     let (head, _) = store.audit_head().await.unwrap();
     assert_eq!(head, seq_before + entries.len() as i64);
+
+    // After a reset every key is new again, and every one has a finding: in key-hash order
+    // too, each is matched to its own (the gone ones reopened, the rest refreshed).
+    store.reset_query("large").await.unwrap();
+    let rows: Vec<Vec<Value>> = (0..n + 10).map(|i| row(&format!("k{i}"), 0)).collect();
+    let again = commit(store, &q, &rows, 1).await;
+    assert_eq!(
+        (again.opened.len(), again.reopened.len(), again.refreshed),
+        (0, 5_500, (n + 10 - 5_500) as u64)
+    );
+    let (mut reopened, mut resolved) = (again.reopened.clone(), churn.resolved.clone());
+    reopened.sort();
+    resolved.sort();
+    assert_eq!(reopened, resolved);
+    let open = findings(store, &q, Some(Status::Open)).await;
+    assert_eq!(open.len(), n + 10);
+    assert!(open.iter().all(|f| f.row["v"] == 0), "every row refreshed");
 }
 
 /// Every change the suite made is in the audit trail, and the chain verifies up to the head.

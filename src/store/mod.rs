@@ -1454,7 +1454,6 @@ pub(crate) fn snapshot_write(
     }
 }
 
-/// The key and row of a changed key, as JSON text.
 /// From how many new keys on, a run's new findings are inserted in key-hash order.
 pub(crate) const KEY_ORDER_FROM: usize = 10_000;
 
@@ -1476,6 +1475,7 @@ pub(crate) fn new_in_insert_order(changes: &Changes) -> Vec<&Changed> {
     new
 }
 
+/// The key and row of a changed key, as JSON text.
 pub(crate) fn finding_json(ch: &Changed) -> Result<(&str, &str), StoreError> {
     let f = ch
         .finding

@@ -178,7 +178,8 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         .optional()?;
     if let Some((table, rowid, parent)) = dangling {
         return Err(StoreError::Database(format!(
-            "after migrations: a row of table {table} (rowid {rowid:?}) refers to a missing row of {parent}"
+            "after migrations: a row of table {table} (rowid {rowid:?}) refers to a missing row of {parent}; \
+             the store is left as it was: remove or repair that row (sqlite3 with PRAGMA foreign_key_check lists them all) and open it again"
         )));
     }
     tx.commit()?;
@@ -1115,4 +1116,27 @@ fn commit_after_findings(
     }
     outcome.run_id = insert_run(tx, &commit.run)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::open_blocking;
+
+    #[test]
+    fn foreign_keys_are_enforced_once_migrations_have_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_blocking(&dir.path().join("vigilo.db")).unwrap();
+        let on: i64 = conn
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(on, 1);
+        let err = conn
+            .execute(
+                "INSERT INTO remediation_runs (finding_id, remediation, state, requested_at, updated_at)
+                 VALUES (404, 'r', 'requested', 't', 't')",
+                [],
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("FOREIGN KEY"), "{err}");
+    }
 }

@@ -86,7 +86,8 @@ struct Chainer<'scope, 'a> {
 /// (a sixth of a 900,000-finding first run's commit), so once a commit has a full batch, a
 /// second thread chains each batch while this one writes the next batch's findings and then
 /// the entries chained. Entries are written in the order pushed, with the `seq`s and hashes
-/// chaining them alone would give; a commit with fewer events chains them itself. Nothing
+/// chaining them alone would give; a commit with fewer events chains them itself. Every
+/// entry is stamped with the time the commit began (one transaction, one time). Nothing
 /// else may append to the trail in `tx` between [`FindingAudit::new`] and
 /// [`FindingAudit::finish`].
 pub(super) struct FindingAudit<'scope, 'env, 'a> {
@@ -137,12 +138,19 @@ where
             None => self.start()?,
         };
         let chainer = self.chainer.insert(chainer);
-        if chainer.in_flight {
-            let links = chainer.chained.recv().map_err(|_| stopped())?;
+        let received = if chainer.in_flight {
+            chainer.chained.recv().ok()
+        } else {
+            None
+        };
+        if chainer.in_flight && received.is_none() || chainer.batches.send(batch).is_err() {
+            // The thread is gone: joined here, so its panic is an error, not a second panic.
+            return Err(self.chainer.take().map_or_else(stopped, Chainer::stopped));
+        }
+        chainer.in_flight = true;
+        if let Some(links) = received {
             insert(tx, &self.at, &links)?;
         }
-        chainer.batches.send(batch).map_err(|_| stopped())?;
-        chainer.in_flight = true;
         Ok(())
     }
 
@@ -175,7 +183,10 @@ where
                 }
                 drop(batches);
                 for _ in 0..(in_flight as usize + last as usize) {
-                    let links = chained.recv().map_err(|_| stopped())?;
+                    let Ok(links) = chained.recv() else {
+                        let _ = thread.join();
+                        return Err(stopped());
+                    };
                     insert(tx, &self.at, &links)?;
                 }
                 thread.join().map_err(|_| stopped())?
@@ -218,6 +229,17 @@ where
     }
 }
 
+impl Chainer<'_, '_> {
+    /// Waits for the thread, which stopped early, so its panic ends here.
+    fn stopped(self) -> StoreError {
+        drop((self.batches, self.chained));
+        let _ = self.thread.join();
+        stopped()
+    }
+}
+
 fn stopped() -> StoreError {
-    StoreError::Corrupt("the audit chaining thread stopped".into())
+    StoreError::Database(
+        "the audit chaining thread stopped; nothing of this run was committed".into(),
+    )
 }
