@@ -321,6 +321,21 @@ pub struct Link<'e> {
 }
 
 impl Link<'_> {
+    /// Its fields as hashed, stamped `at`.
+    fn canonical<'l>(&'l self, at: &'l str) -> Canonical<'l> {
+        Canonical {
+            seq: self.seq,
+            at,
+            kind: self.kind,
+            actor: &self.actor,
+            channel: &self.channel,
+            finding_id: self.finding_id,
+            approval_id: self.approval_id,
+            action_id: self.action_id,
+            prev_hash: &self.prev_hash,
+        }
+    }
+
     /// The same entry, owning its text.
     pub fn into_owned(self) -> Link<'static> {
         Link {
@@ -371,33 +386,21 @@ impl Chain {
         } else {
             json_text(&event.data)
         };
-        let actor = redactor.text(&event.actor);
-        let seq = self.seq + 1;
-        let hash = Canonical {
-            seq,
-            at: &self.at,
+        let mut link = Link {
+            seq: self.seq + 1,
             kind: event.kind.as_str(),
-            actor: &actor,
-            channel: &event.channel,
-            finding_id: event.finding_id,
-            approval_id: event.approval_id,
-            action_id: event.action_id,
-            prev_hash: &self.hash,
-        }
-        .hash(&mut self.buf, &data);
-        self.seq = seq;
-        Link {
-            seq,
-            kind: event.kind.as_str(),
-            actor,
+            actor: redactor.text(&event.actor),
             channel: Cow::Borrowed(&event.channel),
             finding_id: event.finding_id,
             approval_id: event.approval_id,
             action_id: event.action_id,
             data,
-            prev_hash: std::mem::replace(&mut self.hash, hash.clone()),
-            hash,
-        }
+            prev_hash: std::mem::take(&mut self.hash),
+            hash: String::new(),
+        };
+        link.hash = link.canonical(&self.at).hash(&mut self.buf, &link.data);
+        (self.seq, self.hash) = (link.seq, link.hash.clone());
+        link
     }
 }
 

@@ -168,19 +168,18 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         )?;
     }
     // Foreign keys are off while migrations run (see `open_blocking`): none may dangle after.
-    if current == known {
-        return Ok(tx.commit()?);
-    }
-    let dangling: Option<(String, Option<i64>, String)> = tx
-        .query_row("PRAGMA foreign_key_check", [], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .optional()?;
-    if let Some((table, rowid, parent)) = dangling {
-        return Err(StoreError::Database(format!(
-            "after migrations: a row of table {table} (rowid {rowid:?}) refers to a missing row of {parent}; \
-             the store is left as it was: remove or repair that row (sqlite3 with PRAGMA foreign_key_check lists them all) and open it again"
-        )));
+    if current < known {
+        let dangling: Option<(String, Option<i64>, String)> = tx
+            .query_row("PRAGMA foreign_key_check", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?;
+        if let Some((table, rowid, parent)) = dangling {
+            return Err(StoreError::Database(format!(
+                "after migrations: a row of table {table} (rowid {rowid:?}) refers to a missing row of {parent}; \
+                 the store is left as it was: remove or repair that row (sqlite3 with PRAGMA foreign_key_check lists them all) and open it again"
+            )));
+        }
     }
     tx.commit()?;
     Ok(())

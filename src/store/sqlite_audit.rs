@@ -165,38 +165,16 @@ where
                 if batch.is_empty() {
                     return Ok(());
                 }
-                let events: Vec<Event> = batch.into_iter().map(|e| self.event(e)).collect();
+                let events: Vec<Event> = (batch.into_iter())
+                    .map(|e| finding_event(self.query, e))
+                    .collect();
                 let links: Vec<Link<'_>> = events.iter().map(|e| chain.next(e)).collect();
                 insert(tx, &self.at, &links)?;
                 chain
             }
-            Some(chainer) => {
-                let Chainer {
-                    batches,
-                    chained,
-                    thread,
-                    in_flight,
-                } = chainer;
-                let last = !batch.is_empty();
-                if last {
-                    batches.send(batch).map_err(|_| stopped())?;
-                }
-                drop(batches);
-                for _ in 0..(in_flight as usize + last as usize) {
-                    let Ok(links) = chained.recv() else {
-                        let _ = thread.join();
-                        return Err(stopped());
-                    };
-                    insert(tx, &self.at, &links)?;
-                }
-                thread.join().map_err(|_| stopped())?
-            }
+            Some(chainer) => chainer.finish(batch, |links| insert(tx, &self.at, links))?,
         };
         set_head(tx, &chain)
-    }
-
-    fn event(&self, (kind, id, key): FindingEvent<'_>) -> Event {
-        Event::finding(kind, "scan", self.query, id, key_value(&key))
     }
 
     /// Starts the chaining thread with the chain.
@@ -209,10 +187,7 @@ where
             for batch in to_chain {
                 let links: Vec<Link<'static>> = batch
                     .into_iter()
-                    .map(|(kind, id, key)| {
-                        let event = Event::finding(kind, "scan", query, id, key_value(&key));
-                        chain.next(&event).into_owned()
-                    })
+                    .map(|e| chain.next(&finding_event(query, e)).into_owned())
                     .collect();
                 if done.send(links).is_err() {
                     break;
@@ -229,7 +204,47 @@ where
     }
 }
 
-impl Chainer<'_, '_> {
+/// The audit event of one finding event of `query`.
+fn finding_event(query: &str, (kind, id, key): FindingEvent<'_>) -> Event {
+    Event::finding(kind, "scan", query, id, key_value(&key))
+}
+
+impl<'a> Chainer<'_, 'a> {
+    /// Hands the thread its `last` batch, `write`s every batch chained and not yet written,
+    /// in order, and returns the chain once the thread is done. A thread that stopped early
+    /// is joined here, so its panic is an error, not a second panic.
+    fn finish(
+        self,
+        last: Vec<FindingEvent<'a>>,
+        mut write: impl FnMut(&[Link<'_>]) -> Result<(), StoreError>,
+    ) -> Result<Chain, StoreError> {
+        let Chainer {
+            batches,
+            chained,
+            thread,
+            in_flight,
+        } = self;
+        let mut pending = usize::from(in_flight);
+        let mut gone = false;
+        if !last.is_empty() {
+            gone = batches.send(last).is_err();
+            pending += 1;
+        }
+        drop(batches);
+        for _ in 0..pending {
+            let Ok(links) = chained.recv() else {
+                gone = true;
+                break;
+            };
+            write(&links)?;
+        }
+        let chain = thread.join().map_err(|_| stopped())?;
+        if gone {
+            return Err(stopped());
+        }
+        Ok(chain)
+    }
+
     /// Waits for the thread, which stopped early, so its panic ends here.
     fn stopped(self) -> StoreError {
         drop((self.batches, self.chained));
