@@ -1047,6 +1047,75 @@ async fn sqlite_findings_rebuilt_for_the_severity_check_keep_ids_and_references(
     assert_eq!(version, 9);
 }
 
+/// A PostgreSQL store from before migration 10 kept a finding's key and row as jsonb: once
+/// they are text, the finding reads back the same JSON (numbers, escapes and non-ASCII
+/// text included), and the next run updates it as usual.
+#[tokio::test]
+async fn postgres_findings_json_becomes_text_keeping_values() {
+    let db = common::PgDb::new("json_text").await;
+    let q = query("legacy", FirstRun::Insert);
+    let cols = vec!["id".to_string(), "v".to_string(), "age".to_string()];
+    let rows = vec![row("a", 1)];
+    let mut d = Diff::new(&q, &cols, None).unwrap();
+    d.push(rows[0].clone()).unwrap();
+    let key_hash = d.finish().unwrap().inserted[0].key_hash;
+    let stored_row = json!({"id": "a", "v": 1.25, "age": "x", "note": "é \"quoted\"\n", "big": 12345678901234567u64});
+    let mut sql = schema_before("postgres", 10);
+    sql += &format!(
+        "INSERT INTO findings (query, key_hash, key_json, status, severity, row_json, row_hash, first_seen, last_seen)
+         VALUES ('legacy', '\\x{}'::bytea, '{{\"id\": \"a\"}}', 'open', 'high', $json${}$json$, 5,
+                 '2026-01-01T00:00:00Z', '2026-01-02T00:00:00Z');",
+        key_hash
+            .to_be_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>(),
+        stored_row
+    );
+    db.execute(&sql).await;
+
+    let store = store::open(&StoreUrl::Postgres(db.url.clone()))
+        .await
+        .unwrap();
+    let found = store.findings(&FindingFilter::default()).await.unwrap();
+    assert_eq!(found.len(), 1);
+    let object = |v: Value| v.as_object().unwrap().clone();
+    assert_eq!(
+        (&found[0].key, &found[0].row),
+        (&object(json!({"id": "a"})), &object(stored_row))
+    );
+    let types: Vec<(String, String)> = db
+        .client()
+        .await
+        .query(
+            "SELECT column_name::text, data_type::text FROM information_schema.columns
+              WHERE table_name = 'findings' AND column_name IN ('key_json', 'row_json') ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("key_json".to_string(), "text".to_string()),
+            ("row_json".to_string(), "text".to_string())
+        ]
+    );
+    // The key the migrated finding was stored under is the key the diff computes: a run
+    // that sees the row refreshes that finding rather than opening another.
+    let c = diff(&*store, &q, &rows).await;
+    let outcome = try_commit(&*store, &q, c, 0).await.unwrap();
+    assert_eq!((outcome.opened.len(), outcome.refreshed), (0, 1));
+    let found = store.findings(&FindingFilter::default()).await.unwrap();
+    assert_eq!(
+        (found.len(), found[0].id, &found[0].row),
+        (1, 1, &object(json!({"id": "a", "v": 1, "age": 1})))
+    );
+}
+
 /// Runs that change a few keys store them as deltas on the snapshot, applied in order when
 /// it loads; once the deltas would outgrow a quarter of the snapshot, a run rewrites it whole.
 /// `deltas` counts the stored delta rows.

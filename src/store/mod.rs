@@ -12,6 +12,7 @@
 
 mod pg_actions;
 mod pg_approvals;
+mod pg_audit;
 mod pg_commands;
 mod pg_messages;
 pub mod postgres;

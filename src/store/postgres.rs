@@ -13,6 +13,8 @@ use futures::{StreamExt, pin_mut};
 use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
+use super::pg_audit::FindingAudit;
+pub(super) use super::pg_audit::append_in;
 use super::{
     ActionOutcome, ActionRecord, ActionState, DecidedRun, MessageOutcome, MessageRecord,
     MessageState, NewAction, NewApproval, NewMessage, RequestedRun, parse_json, pg_actions,
@@ -21,11 +23,11 @@ use super::{
 use super::{CommandRecord, NewCommand, pg_commands};
 use super::{
     CommitOutcome, FindingFilter, RunCommit, RunRecord, SnapshotWrite, Store, StoreError,
-    finding_json, key_bytes, key_from_bytes, key_value, load_entries, parse_run_status,
-    parse_severity, parse_status, snapshot_write,
+    finding_json, key_bytes, key_from_bytes, load_entries, parse_run_status, parse_severity,
+    parse_status, snapshot_write,
 };
 use crate::approval::{Approval, Refusal, Transition, Vote};
-use crate::audit::{Chain, Entry, Event, Kind, Link};
+use crate::audit::{Entry, Event, Kind};
 use crate::diff::{Changed, Changes, ENTRY_BYTES, KeyHash, Snapshot};
 use crate::finding::Finding;
 
@@ -60,6 +62,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         9,
         include_str!("migrations/postgres/0009_findings_without_status_index.sql"),
+    ),
+    (
+        10,
+        include_str!("migrations/postgres/0010_findings_json_as_text.sql"),
     ),
 ];
 
@@ -646,59 +652,6 @@ impl Store for PgStore {
     }
 }
 
-/// Appends `events` to the chain inside `tx`, holding the head row's lock until commit; returns their `seq`s.
-pub(super) async fn append_in(
-    tx: &Transaction<'_>,
-    events: &[Event],
-) -> Result<Vec<i64>, StoreError> {
-    if events.is_empty() {
-        return Ok(Vec::new());
-    }
-    let head = tx
-        .query_one(
-            "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
-            &[],
-        )
-        .await?;
-    let mut chain = Chain::new(head.get(0), head.get(1), Utc::now());
-    let insert = tx
-        .prepare_cached(
-            "INSERT INTO audit (seq, at, kind, actor, channel, finding_id, approval_id, action_id, data, prev_hash, hash)
-             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                  $6::bigint[], $7::bigint[], $8::bigint[], $9::text[], $10::text[], $11::text[])",
-        )
-        .await?;
-    let mut seqs = Vec::with_capacity(events.len());
-    for batch in events.chunks(BATCH) {
-        let links: Vec<Link<'_>> = batch.iter().map(|event| chain.next(event)).collect();
-        seqs.extend(links.iter().map(|l| l.seq));
-        let column =
-            |f: for<'l> fn(&'l Link<'_>) -> &'l str| links.iter().map(f).collect::<Vec<&str>>();
-        let ids = |f: fn(&Link<'_>) -> Option<i64>| links.iter().map(f).collect::<Vec<_>>();
-        let params: [&(dyn ToSql + Sync); 11] = [
-            &links.iter().map(|l| l.seq).collect::<Vec<i64>>(),
-            &vec![chain.at(); links.len()],
-            &column(|l| l.kind),
-            &column(|l| &l.actor),
-            &column(|l| &l.channel),
-            &ids(|l| l.finding_id),
-            &ids(|l| l.approval_id),
-            &ids(|l| l.action_id),
-            &column(|l| &l.data),
-            &column(|l| &l.prev_hash),
-            &column(|l| &l.hash),
-        ];
-        tx.execute(&insert, &params).await?;
-    }
-    let (seq, hash) = chain.head();
-    tx.execute(
-        "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
-        &[&seq, &hash],
-    )
-    .await?;
-    Ok(seqs)
-}
-
 /// The finding a claimed run is about.
 async fn finding_of_run<C: deadpool_postgres::GenericClient>(
     c: &C,
@@ -715,9 +668,9 @@ async fn finding_of_run<C: deadpool_postgres::GenericClient>(
 }
 
 /// Open findings report the latest successful run as `last_seen`: the run saw them without rewriting them.
-const FINDING_SELECT: &str = "SELECT f.id, f.query, f.key_json::text, f.status, f.severity, f.first_seen,
+const FINDING_SELECT: &str = "SELECT f.id, f.query, f.key_json, f.status, f.severity, f.first_seen,
        CASE WHEN f.status = 'open' AND qs.last_success_at > f.last_seen THEN qs.last_success_at ELSE f.last_seen END,
-       f.resolved_at, f.reopened, f.row_json::text
+       f.resolved_at, f.reopened, f.row_json
   FROM findings f LEFT JOIN query_state qs ON qs.name = f.query";
 
 fn read_finding(r: &tokio_postgres::Row) -> Result<Finding, StoreError> {
@@ -850,15 +803,6 @@ impl PgStore {
 /// Rows per batched statement (arrays bound as parameters and expanded with `unnest`).
 const BATCH: usize = 5_000;
 
-/// Appends `events` once there are [`super::EVENT_BATCH`] of them: a large run's are never all in memory.
-async fn flush(tx: &Transaction<'_>, events: &mut Vec<Event>) -> Result<(), StoreError> {
-    if events.len() >= super::EVENT_BATCH {
-        append_in(tx, events).await?;
-        events.clear();
-    }
-    Ok(())
-}
-
 /// The stored snapshot of query `id`: (entries in its chunks, entries in its deltas, keys).
 async fn snapshot_size(tx: &Transaction<'_>, id: i64) -> Result<(u64, u64, u64), StoreError> {
     let row = tx
@@ -967,9 +911,7 @@ async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOut
     let observed = commit.run.started_at;
     let severity = commit.severity.as_str();
     let mut outcome = CommitOutcome::default();
-    let mut events = Vec::new();
-    let event =
-        |kind: Kind, id: i64, key: &str| Event::finding(kind, "scan", query, id, key_value(key));
+    let mut audit = FindingAudit::new(query);
     store_snapshot(tx, query_id, &commit.changes).await?;
     // A query that never had a finding (a new one) needs no lookups.
     let has_findings: bool = tx
@@ -989,7 +931,7 @@ async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOut
     let open_new = tx
         .prepare_cached(
             "INSERT INTO findings (query, key_hash, key_json, status, severity, row_json, row_hash, first_seen, last_seen)
-             SELECT $1, k, kj::jsonb, 'open', $2, rj::jsonb, rh, $3, $3
+             SELECT $1, k, kj, 'open', $2, rj, rh, $3, $3
                FROM unnest($4::bytea[], $5::text[], $6::text[], $7::bigint[]) AS u(k, kj, rj, rh)
              RETURNING id, key_hash",
         )
@@ -998,14 +940,14 @@ async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOut
         .prepare_cached(
             "UPDATE findings f SET status = 'open', resolved_at = NULL,
                     reopened = f.reopened + CASE WHEN f.status = 'resolved' THEN 1 ELSE 0 END,
-                    severity = $1, row_json = u.rj::jsonb, row_hash = u.rh, last_seen = $2
+                    severity = $1, row_json = u.rj, row_hash = u.rh, last_seen = $2
                FROM unnest($3::bigint[], $4::text[], $5::bigint[]) AS u(id, rj, rh)
               WHERE f.id = u.id",
         )
         .await?;
     let inserted = super::new_in_insert_order(&commit.changes);
     for batch in inserted.chunks(BATCH) {
-        flush(tx, &mut events).await?;
+        audit.flush(tx).await?;
         let existing: std::collections::HashMap<KeyHash, (i64, String)> = if has_findings {
             tx.query(&find, &[query, &key_array(batch)])
                 .await?
@@ -1036,11 +978,11 @@ async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOut
             match (opened.get(&ch.key_hash), existing.get(&ch.key_hash)) {
                 (Some(&id), _) => {
                     outcome.opened.push(id);
-                    events.push(event(Kind::FindingOpened, id, key_json));
+                    audit.push(Kind::FindingOpened, id, key_json);
                 }
                 (None, Some((id, status))) if status == "resolved" => {
                     outcome.reopened.push(*id);
-                    events.push(event(Kind::FindingReopened, *id, key_json));
+                    audit.push(Kind::FindingReopened, *id, key_json);
                 }
                 (None, Some(_)) => outcome.refreshed += 1,
                 (None, None) => {
@@ -1055,7 +997,7 @@ async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOut
     // Changed rows: the open finding's row is updated.
     let update_rows = tx
         .prepare_cached(
-            "UPDATE findings f SET row_json = u.rj::jsonb, row_hash = u.rh, last_seen = $2
+            "UPDATE findings f SET row_json = u.rj, row_hash = u.rh, last_seen = $2
                FROM unnest($3::bytea[], $4::text[], $5::bigint[]) AS u(k, rj, rh)
               WHERE f.query = $1 AND f.key_hash = u.k AND f.status = 'open'
              RETURNING f.id, f.key_hash",
@@ -1068,7 +1010,7 @@ async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOut
         .filter(|c| c.finding.is_some())
         .collect();
     for batch in updated.chunks(BATCH) {
-        flush(tx, &mut events).await?;
+        audit.flush(tx).await?;
         let (k, _, rj, rh) = finding_arrays(batch)?;
         let ids = ids_by_key(
             &tx.query(&update_rows, &[query, &observed, &k, &rj, &rh])
@@ -1079,7 +1021,7 @@ async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOut
         for ch in batch {
             if let Some(&id) = ids.get(&ch.key_hash) {
                 outcome.updated += 1;
-                events.push(event(Kind::FindingUpdated, id, finding_json(ch)?.0));
+                audit.push(Kind::FindingUpdated, id, finding_json(ch)?.0);
             }
         }
     }
@@ -1088,27 +1030,27 @@ async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOut
     let resolve = tx
         .prepare_cached(
             "UPDATE findings SET status = 'resolved', resolved_at = $2, last_seen = coalesce($3, last_seen)
-             WHERE query = $1 AND key_hash = ANY($4) AND status = 'open' RETURNING id, key_json::text",
+             WHERE query = $1 AND key_hash = ANY($4) AND status = 'open' RETURNING id, key_json",
         )
         .await?;
     // Findings an UPDATE resolved (RETURNING id, key_json), recorded in id order.
     let record_resolved = |mut rows: Vec<tokio_postgres::Row>,
                            outcome: &mut CommitOutcome,
-                           events: &mut Vec<Event>| {
+                           audit: &mut FindingAudit| {
         rows.sort_by_key(|r| r.get::<_, i64>(0));
         for row in &rows {
             let id: i64 = row.get(0);
             outcome.resolved.push(id);
-            events.push(event(Kind::FindingResolved, id, row.get(1)));
+            audit.push(Kind::FindingResolved, id, row.get::<_, String>(1));
         }
     };
     for batch in commit.changes.deleted.chunks(BATCH) {
-        flush(tx, &mut events).await?;
+        audit.flush(tx).await?;
         let keys: Vec<Vec<u8>> = batch.iter().map(|k| key_bytes(*k).to_vec()).collect();
         let rows = tx
             .query(&resolve, &[query, &observed, &previous_success, &keys])
             .await?;
-        record_resolved(rows, &mut outcome, &mut events);
+        record_resolved(rows, &mut outcome, &mut audit);
     }
     if commit.changes.base_generation.is_none() && has_findings {
         // A first run (new query, or after `state reset`): open findings whose key it did not see are resolved.
@@ -1129,18 +1071,18 @@ async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOut
             }
         }
         for ids in unseen.chunks(BATCH) {
-            flush(tx, &mut events).await?;
+            audit.flush(tx).await?;
             let rows = tx
                 .query(
                     "UPDATE findings SET status = 'resolved', resolved_at = $2 WHERE id = ANY($1)
-                     RETURNING id, key_json::text",
+                     RETURNING id, key_json",
                     &[&ids, &observed],
                 )
                 .await?;
-            record_resolved(rows, &mut outcome, &mut events);
+            record_resolved(rows, &mut outcome, &mut audit);
         }
     }
-    append_in(tx, &events).await?;
+    audit.finish(tx).await?;
     if let Some(remediation) = &commit.remediation {
         let ids: Vec<i64> = outcome
             .opened

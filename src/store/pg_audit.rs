@@ -1,0 +1,204 @@
+//! PostgreSQL's audit trail writes: [`append_in`] for the events of one change, and
+//! [`FindingAudit`] for the many finding events of a run's commit, chained on a blocking
+//! thread while the server writes findings.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use deadpool_postgres::Transaction;
+use tokio::task::JoinHandle;
+use tokio_postgres::types::ToSql;
+
+use super::{EVENT_BATCH, StoreError, key_value};
+use crate::audit::{Chain, Event, Kind, Link};
+
+/// Rows per `INSERT` (arrays bound as parameters and expanded with `unnest`).
+const BATCH: usize = 5_000;
+
+/// The trail's head, locked until the transaction ends, and a chain from it stamping entries now.
+async fn chain_from_head(tx: &Transaction<'_>) -> Result<Chain, StoreError> {
+    let head = tx
+        .query_one(
+            "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
+            &[],
+        )
+        .await?;
+    Ok(Chain::new(head.get(0), head.get(1), Utc::now()))
+}
+
+/// Writes `links` (chained at `at`) to the trail, [`BATCH`] rows a statement.
+async fn insert(tx: &Transaction<'_>, at: &str, links: &[Link<'_>]) -> Result<(), StoreError> {
+    let statement = tx
+        .prepare_cached(
+            "INSERT INTO audit (seq, at, kind, actor, channel, finding_id, approval_id, action_id, data, prev_hash, hash)
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                  $6::bigint[], $7::bigint[], $8::bigint[], $9::text[], $10::text[], $11::text[])",
+        )
+        .await?;
+    for links in links.chunks(BATCH) {
+        let column =
+            |f: for<'l> fn(&'l Link<'_>) -> &'l str| links.iter().map(f).collect::<Vec<&str>>();
+        let ids = |f: fn(&Link<'_>) -> Option<i64>| links.iter().map(f).collect::<Vec<_>>();
+        let params: [&(dyn ToSql + Sync); 11] = [
+            &links.iter().map(|l| l.seq).collect::<Vec<i64>>(),
+            &vec![at; links.len()],
+            &column(|l| l.kind),
+            &column(|l| &l.actor),
+            &column(|l| &l.channel),
+            &ids(|l| l.finding_id),
+            &ids(|l| l.approval_id),
+            &ids(|l| l.action_id),
+            &column(|l| &l.data),
+            &column(|l| &l.prev_hash),
+            &column(|l| &l.hash),
+        ];
+        tx.execute(&statement, &params).await?;
+    }
+    Ok(())
+}
+
+/// Records `chain`'s last entry as the trail's head.
+async fn set_head(tx: &Transaction<'_>, chain: &Chain) -> Result<(), StoreError> {
+    let (seq, hash) = chain.head();
+    tx.execute(
+        "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
+        &[&seq, &hash],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Appends `events` to the chain inside `tx`, holding the head row's lock until commit; returns their `seq`s.
+pub(super) async fn append_in(
+    tx: &Transaction<'_>,
+    events: &[Event],
+) -> Result<Vec<i64>, StoreError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut chain = chain_from_head(tx).await?;
+    let links: Vec<Link<'_>> = events.iter().map(|e| chain.next(e)).collect();
+    insert(tx, chain.at(), &links).await?;
+    set_head(tx, &chain).await?;
+    Ok(links.iter().map(|l| l.seq).collect())
+}
+
+/// One finding event of a commit: (kind, finding id, key JSON).
+type FindingEvent = (Kind, i64, String);
+
+/// A batch being chained on a blocking thread, which hands the chain back with its entries.
+type Chaining = JoinHandle<(Chain, Vec<Link<'static>>)>;
+
+/// The finding events of one run's commit, written to the audit trail in batches of
+/// [`EVENT_BATCH`].
+///
+/// Building, masking and hashing the entries of a 900,000-finding first run costs seconds
+/// of CPU, which chained in line would leave the server idle. So each full batch is chained
+/// on a blocking thread while this task writes the batch chained before it and the next
+/// batch's findings: the server's work and the chaining overlap. Entries are written in the
+/// order pushed, with the `seq`s and hashes chaining them in line would give, and every one
+/// is stamped with the time the first was chained (one transaction, one time). The trail's
+/// head row is locked from the first write to the end of the transaction, and a commit with
+/// no events never locks it; nothing else may append to the trail in `tx` until
+/// [`FindingAudit::finish`].
+pub(super) struct FindingAudit {
+    query: Arc<str>,
+    batch: Vec<FindingEvent>,
+    /// The chain while no batch is being chained (then the blocking thread holds it); none
+    /// until the first write.
+    chain: Option<Chain>,
+    /// The time of every entry, once the chain has started.
+    at: String,
+    chaining: Option<Chaining>,
+}
+
+impl FindingAudit {
+    /// Finding events of `query`.
+    pub(super) fn new(query: &str) -> Self {
+        FindingAudit {
+            query: query.into(),
+            batch: Vec::new(),
+            chain: None,
+            at: String::new(),
+            chaining: None,
+        }
+    }
+
+    /// Adds the event `kind` of finding `id` with key `key` (JSON).
+    pub(super) fn push(&mut self, kind: Kind, id: i64, key: impl Into<String>) {
+        self.batch.push((kind, id, key.into()));
+    }
+
+    /// Once a batch is full: hands it to a blocking thread and writes the batch chained before it.
+    pub(super) async fn flush(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        if self.batch.len() < EVENT_BATCH {
+            return Ok(());
+        }
+        let chained = self.take_chained().await?;
+        let chain = self.take_chain(tx).await?;
+        let (query, batch) = (self.query.clone(), std::mem::take(&mut self.batch));
+        self.chaining = Some(tokio::task::spawn_blocking(move || {
+            chain_batch(chain, &query, batch)
+        }));
+        if let Some(links) = chained {
+            insert(tx, &self.at, &links).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes every event pushed and records the trail's new head.
+    pub(super) async fn finish(mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        if let Some(links) = self.take_chained().await? {
+            insert(tx, &self.at, &links).await?;
+        }
+        if self.chain.is_none() && self.batch.is_empty() {
+            return Ok(());
+        }
+        let chain = self.take_chain(tx).await?;
+        let (chain, links) = chain_batch(chain, &self.query, std::mem::take(&mut self.batch));
+        insert(tx, &self.at, &links).await?;
+        set_head(tx, &chain).await
+    }
+
+    /// The chain: from the trail's head, locking it, the first time.
+    async fn take_chain(&mut self, tx: &Transaction<'_>) -> Result<Chain, StoreError> {
+        if let Some(chain) = self.chain.take() {
+            return Ok(chain);
+        }
+        let chain = chain_from_head(tx).await?;
+        self.at = chain.at().to_string();
+        Ok(chain)
+    }
+
+    /// The entries of the batch being chained, once chained (the chain is back in `self.chain`).
+    async fn take_chained(&mut self) -> Result<Option<Vec<Link<'static>>>, StoreError> {
+        let Some(chaining) = self.chaining.take() else {
+            return Ok(None);
+        };
+        let (chain, links) = chaining.await.map_err(|_| stopped())?;
+        self.chain = Some(chain);
+        Ok(Some(links))
+    }
+}
+
+/// Chains `batch`, finding events of `query`, onto `chain`; returns the chain and the entries.
+fn chain_batch(
+    mut chain: Chain,
+    query: &str,
+    batch: Vec<FindingEvent>,
+) -> (Chain, Vec<Link<'static>>) {
+    let links = batch
+        .into_iter()
+        .map(|(kind, id, key)| {
+            let event = Event::finding(kind, "scan", query, id, key_value(&key));
+            chain.next(&event).into_owned()
+        })
+        .collect();
+    (chain, links)
+}
+
+fn stopped() -> StoreError {
+    StoreError::Database(
+        "the audit chaining task stopped; nothing of this run was committed".into(),
+    )
+}
