@@ -299,9 +299,9 @@ async fn reset(store: &dyn Store) {
     assert_eq!(store.reset_query("never_ran").await.unwrap(), 0);
 }
 
-/// Commits with more finding events than one audit batch (5,000; SQLite chains full batches
-/// on a second thread): every event is in the trail once, in the order the commit made
-/// them, and a run's new findings are numbered in key-hash order.
+/// Commits with more finding events than one audit batch (5,000; both stores chain full
+/// batches on a second thread): every event is in the trail once, in the order the commit
+/// made them, and a run's new findings are numbered in key-hash order.
 async fn large_commits(store: &dyn Store) {
     let q = query("large", FirstRun::Insert);
     let n = 11_234;
@@ -387,6 +387,30 @@ async fn large_commits(store: &dyn Store) {
     let open = findings(store, &q, Some(Status::Open)).await;
     assert_eq!(open.len(), n + 10);
     assert!(open.iter().all(|f| f.row["v"] == 0), "every row refreshed");
+
+    // One full batch and then a batch of gone keys that resolves nothing (they had no
+    // findings: the query's first run was a baseline): the full batch is handed on when the
+    // resolves begin and written at the end, with no event left after it, and the head
+    // still moves to its last entry.
+    let exact = query("exact", FirstRun::Baseline);
+    let baseline: Vec<Vec<Value>> = (0..100).map(|i| row(&format!("b{i}"), 0)).collect();
+    assert!(commit(store, &exact, &baseline, 2).await.opened.is_empty());
+    let (seq_before, _) = store.audit_head().await.unwrap();
+    let rows: Vec<Vec<Value>> = (0..5_000).map(|i| row(&format!("e{i}"), 0)).collect();
+    let out = commit(store, &exact, &rows, 1).await;
+    assert_eq!((out.opened.len(), out.resolved.len()), (5_000, 0));
+    let entries = store.audit_page(seq_before, 100_000).await.unwrap();
+    assert_eq!(entries.len(), 5_000);
+    assert!(
+        entries
+            .iter()
+            .all(|e| e.kind == "finding.opened" && e.data["query"] == "exact")
+    );
+    let last = &entries[4_999];
+    assert_eq!(
+        store.audit_head().await.unwrap(),
+        (last.seq, last.hash.clone())
+    );
 }
 
 /// Every change the suite made is in the audit trail, and the chain verifies up to the head.

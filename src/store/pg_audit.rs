@@ -9,11 +9,9 @@ use deadpool_postgres::Transaction;
 use tokio::task::JoinHandle;
 use tokio_postgres::types::ToSql;
 
+use super::postgres::BATCH;
 use super::{EVENT_BATCH, StoreError, key_value};
 use crate::audit::{Chain, Event, Kind, Link};
-
-/// Rows per `INSERT` (arrays bound as parameters and expanded with `unnest`).
-const BATCH: usize = 5_000;
 
 /// The trail's head, locked until the transaction ends, and a chain from it stamping entries now.
 async fn chain_from_head(tx: &Transaction<'_>) -> Result<Chain, StoreError> {
@@ -175,7 +173,7 @@ impl FindingAudit {
         let Some(chaining) = self.chaining.take() else {
             return Ok(None);
         };
-        let (chain, links) = chaining.await.map_err(|_| stopped())?;
+        let (chain, links) = chaining.await.map_err(|e| stopped(&e.to_string()))?;
         self.chain = Some(chain);
         Ok(Some(links))
     }
@@ -197,8 +195,9 @@ fn chain_batch(
     (chain, links)
 }
 
-fn stopped() -> StoreError {
-    StoreError::Database(
-        "the audit chaining task stopped; nothing of this run was committed".into(),
-    )
+/// The error of a commit whose chaining task stopped (`why`: a panic's message, say).
+fn stopped(why: &str) -> StoreError {
+    StoreError::Database(format!(
+        "the audit chaining task stopped ({why}); nothing of this run was committed"
+    ))
 }

@@ -801,7 +801,7 @@ impl PgStore {
 }
 
 /// Rows per batched statement (arrays bound as parameters and expanded with `unnest`).
-const BATCH: usize = 5_000;
+pub(super) const BATCH: usize = 5_000;
 
 /// The stored snapshot of query `id`: (entries in its chunks, entries in its deltas, keys).
 async fn snapshot_size(tx: &Transaction<'_>, id: i64) -> Result<(u64, u64, u64), StoreError> {
