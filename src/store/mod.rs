@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::approval::{Approval, OptionSpec, Refusal, Transition, Vote};
-use crate::audit::{Entry, Event};
+use crate::audit::{Chain, Entry, Event, Kind, Link};
 use crate::config::{Severity, StoreUrl};
 use crate::diff::{Changed, Changes, KeyHash, Snapshot};
 use crate::finding::{Finding, Status};
@@ -1169,6 +1169,33 @@ impl MessageOutcome {
 
 /// Audit events a commit keeps in memory before appending them (both stores).
 pub(crate) const EVENT_BATCH: usize = 5_000;
+
+/// One finding event of a commit: (kind, finding id, key JSON).
+pub(crate) type FindingEvent<K> = (Kind, i64, K);
+
+/// Chains `batch`, finding events of `query`, onto `chain` (on a second thread, in both
+/// stores' `FindingAudit`); returns the chain and the entries.
+pub(crate) fn chain_findings<K: AsRef<str>>(
+    mut chain: Chain,
+    query: &str,
+    batch: Vec<FindingEvent<K>>,
+) -> (Chain, Vec<Link<'static>>) {
+    let links = batch
+        .into_iter()
+        .map(|(kind, id, key)| {
+            let event = Event::finding(kind, "scan", query, id, key_value(key.as_ref()));
+            chain.next(&event).into_owned()
+        })
+        .collect();
+    (chain, links)
+}
+
+/// The error of a commit whose audit chaining thread stopped (`why`: a panic's message, say).
+pub(crate) fn chaining_stopped(why: &str) -> StoreError {
+    StoreError::Database(format!(
+        "the audit chaining thread stopped ({why}); nothing of this run was committed"
+    ))
+}
 
 /// The ids a queued message refers to.
 #[derive(Debug, Clone, Copy, Default)]

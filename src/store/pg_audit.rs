@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::types::ToSql;
 
 use super::postgres::BATCH;
-use super::{EVENT_BATCH, StoreError, key_value};
+use super::{EVENT_BATCH, FindingEvent, StoreError, chain_findings, chaining_stopped};
 use crate::audit::{Chain, Event, Kind, Link};
 
 /// The trail's head, locked until the transaction ends, and a chain from it stamping entries now.
@@ -81,9 +81,6 @@ pub(super) async fn append_in(
     Ok(links.iter().map(|l| l.seq).collect())
 }
 
-/// One finding event of a commit: (kind, finding id, key JSON).
-type FindingEvent = (Kind, i64, String);
-
 /// A batch being chained on a blocking thread, which hands the chain back with its entries.
 type Chaining = JoinHandle<(Chain, Vec<Link<'static>>)>;
 
@@ -101,7 +98,7 @@ type Chaining = JoinHandle<(Chain, Vec<Link<'static>>)>;
 /// [`FindingAudit::finish`].
 pub(super) struct FindingAudit {
     query: Arc<str>,
-    batch: Vec<FindingEvent>,
+    batch: Vec<FindingEvent<String>>,
     /// The chain while no batch is being chained (then the blocking thread holds it); none
     /// until the first write.
     chain: Option<Chain>,
@@ -136,7 +133,7 @@ impl FindingAudit {
         let chain = self.take_chain(tx).await?;
         let (query, batch) = (self.query.clone(), std::mem::take(&mut self.batch));
         self.chaining = Some(tokio::task::spawn_blocking(move || {
-            chain_batch(chain, &query, batch)
+            chain_findings(chain, &query, batch)
         }));
         if let Some(links) = chained {
             insert(tx, &self.at, &links).await?;
@@ -153,7 +150,7 @@ impl FindingAudit {
             return Ok(());
         }
         let chain = self.take_chain(tx).await?;
-        let (chain, links) = chain_batch(chain, &self.query, std::mem::take(&mut self.batch));
+        let (chain, links) = chain_findings(chain, &self.query, std::mem::take(&mut self.batch));
         insert(tx, &self.at, &links).await?;
         set_head(tx, &chain).await
     }
@@ -173,31 +170,10 @@ impl FindingAudit {
         let Some(chaining) = self.chaining.take() else {
             return Ok(None);
         };
-        let (chain, links) = chaining.await.map_err(|e| stopped(&e.to_string()))?;
+        let (chain, links) = chaining
+            .await
+            .map_err(|e| chaining_stopped(&e.to_string()))?;
         self.chain = Some(chain);
         Ok(Some(links))
     }
-}
-
-/// Chains `batch`, finding events of `query`, onto `chain`; returns the chain and the entries.
-fn chain_batch(
-    mut chain: Chain,
-    query: &str,
-    batch: Vec<FindingEvent>,
-) -> (Chain, Vec<Link<'static>>) {
-    let links = batch
-        .into_iter()
-        .map(|(kind, id, key)| {
-            let event = Event::finding(kind, "scan", query, id, key_value(&key));
-            chain.next(&event).into_owned()
-        })
-        .collect();
-    (chain, links)
-}
-
-/// The error of a commit whose chaining task stopped (`why`: a panic's message, say).
-fn stopped(why: &str) -> StoreError {
-    StoreError::Database(format!(
-        "the audit chaining task stopped ({why}); nothing of this run was committed"
-    ))
 }

@@ -912,7 +912,7 @@ fn lookup_in_key_order<T>(
 
 fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOutcome, StoreError> {
     std::thread::scope(|scope| {
-        let mut audit = FindingAudit::new(scope, tx, &commit.run.query)?;
+        let mut audit = FindingAudit::new(scope, &commit.run.query);
         let mut outcome = commit_findings(tx, commit, &mut audit)?;
         audit.finish(tx)?;
         commit_after_findings(tx, commit, &mut outcome)?;

@@ -3,13 +3,12 @@
 //! thread while the commit goes on writing findings.
 
 use std::borrow::Cow;
-use std::sync::mpsc;
 use std::thread::{Scope, ScopedJoinHandle};
 
 use chrono::Utc;
 use rusqlite::{Transaction, params};
 
-use super::{EVENT_BATCH, StoreError, key_value};
+use super::{EVENT_BATCH, FindingEvent, StoreError, chain_findings, chaining_stopped};
 use crate::audit::{Chain, Event, Kind, Link};
 
 const INSERT: &str = "INSERT INTO audit (seq, at, kind, actor, channel, finding_id, approval_id, action_id, data, prev_hash, hash)
@@ -67,59 +66,45 @@ pub(super) fn append_in(tx: &Transaction<'_>, events: &[Event]) -> Result<Vec<i6
     Ok(links.iter().map(|l| l.seq).collect())
 }
 
-/// One finding event of a commit: (kind, finding id, key JSON).
-type FindingEvent<'a> = (Kind, i64, Cow<'a, str>);
-
-/// The chaining thread: its batches in, their entries out, and the chain when it is done.
-struct Chainer<'scope, 'a> {
-    batches: mpsc::SyncSender<Vec<FindingEvent<'a>>>,
-    chained: mpsc::Receiver<Vec<Link<'static>>>,
-    thread: ScopedJoinHandle<'scope, Chain>,
-    /// Batches sent and not yet received back: at most one between calls.
-    in_flight: bool,
-}
+/// A batch being chained on a scoped thread, which hands the chain back with its entries.
+type Chaining<'scope> = ScopedJoinHandle<'scope, (Chain, Vec<Link<'static>>)>;
 
 /// The finding events of one run's commit, written to the audit trail in batches of
 /// [`EVENT_BATCH`].
 ///
 /// Building, masking and hashing an entry costs about as much CPU as SQLite's insert of it
-/// (a sixth of a 900,000-finding first run's commit), so once a commit has a full batch, a
-/// second thread chains each batch while this one writes the next batch's findings and then
-/// the entries chained. Entries are written in the order pushed, with the `seq`s and hashes
-/// chaining them alone would give; a commit with fewer events chains them itself. Every
-/// entry is stamped with the time the commit began (one transaction, one time). Nothing
-/// else may append to the trail in `tx` between [`FindingAudit::new`] and
-/// [`FindingAudit::finish`].
+/// (a sixth of a 900,000-finding first run's commit), so each full batch is chained on a
+/// second thread while this one writes the batch chained before it and the next batch's
+/// findings. Entries are written in the order pushed, with the `seq`s and hashes chaining
+/// them in line would give; a commit with fewer events chains them itself. Every entry is
+/// stamped with the time the first was chained (one transaction, one time). Nothing else
+/// may append to the trail in `tx` until [`FindingAudit::finish`].
 pub(super) struct FindingAudit<'scope, 'env, 'a> {
     scope: &'scope Scope<'scope, 'env>,
     query: &'a str,
-    at: String,
-    batch: Vec<FindingEvent<'a>>,
-    /// The chain until the thread starts (then the thread holds it).
+    batch: Vec<FindingEvent<Cow<'a, str>>>,
+    /// The chain while no batch is being chained (then the thread holds it); none until
+    /// the first write.
     chain: Option<Chain>,
-    chainer: Option<Chainer<'scope, 'a>>,
+    /// The time of every entry, once the chain has started.
+    at: String,
+    chaining: Option<Chaining<'scope>>,
 }
 
 impl<'scope, 'env, 'a> FindingAudit<'scope, 'env, 'a>
 where
     'a: 'scope,
 {
-    /// Finding events of `query`, chained from the trail's head in `tx`; a thread, once
-    /// needed, runs in `scope`.
-    pub(super) fn new(
-        scope: &'scope Scope<'scope, 'env>,
-        tx: &Transaction<'_>,
-        query: &'a str,
-    ) -> Result<Self, StoreError> {
-        let chain = chain_from_head(tx)?;
-        Ok(FindingAudit {
+    /// Finding events of `query`; a thread, once needed, runs in `scope`.
+    pub(super) fn new(scope: &'scope Scope<'scope, 'env>, query: &'a str) -> Self {
+        FindingAudit {
             scope,
             query,
-            at: chain.at().to_string(),
             batch: Vec::new(),
-            chain: Some(chain),
-            chainer: None,
-        })
+            chain: None,
+            at: String::new(),
+            chaining: None,
+        }
     }
 
     /// Adds the event `kind` of finding `id` with key `key` (JSON).
@@ -127,28 +112,19 @@ where
         self.batch.push((kind, id, key.into()));
     }
 
-    /// Writes what has been chained once a batch is full, and hands the batch on.
+    /// Once a batch is full: hands it to a thread and writes the batch chained before it.
     pub(super) fn flush(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
         if self.batch.len() < EVENT_BATCH {
             return Ok(());
         }
-        let batch = std::mem::take(&mut self.batch);
-        let chainer = match self.chainer.take() {
-            Some(c) => c,
-            None => self.start()?,
-        };
-        let chainer = self.chainer.insert(chainer);
-        let received = if chainer.in_flight {
-            chainer.chained.recv().ok()
-        } else {
-            None
-        };
-        if chainer.in_flight && received.is_none() || chainer.batches.send(batch).is_err() {
-            // The thread is gone: joined here, so its panic is an error, not a second panic.
-            return Err(self.chainer.take().map_or_else(stopped, Chainer::stopped));
-        }
-        chainer.in_flight = true;
-        if let Some(links) = received {
+        let chained = self.take_chained()?;
+        let chain = self.take_chain(tx)?;
+        let (query, batch) = (self.query, std::mem::take(&mut self.batch));
+        self.chaining = Some(
+            self.scope
+                .spawn(move || chain_findings(chain, query, batch)),
+        );
+        if let Some(links) = chained {
             insert(tx, &self.at, &links)?;
         }
         Ok(())
@@ -156,105 +132,38 @@ where
 
     /// Writes every event pushed and records the trail's new head.
     pub(super) fn finish(mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
-        let batch = std::mem::take(&mut self.batch);
-        let chain = match self.chainer.take() {
-            None => {
-                let Some(mut chain) = self.chain.take() else {
-                    return Err(stopped());
-                };
-                if batch.is_empty() {
-                    return Ok(());
-                }
-                let events: Vec<Event> = (batch.into_iter())
-                    .map(|e| finding_event(self.query, e))
-                    .collect();
-                let links: Vec<Link<'_>> = events.iter().map(|e| chain.next(e)).collect();
-                insert(tx, &self.at, &links)?;
-                chain
-            }
-            Some(chainer) => chainer.finish(batch, |links| insert(tx, &self.at, links))?,
-        };
+        if let Some(links) = self.take_chained()? {
+            insert(tx, &self.at, &links)?;
+        }
+        if self.chain.is_none() && self.batch.is_empty() {
+            return Ok(());
+        }
+        let chain = self.take_chain(tx)?;
+        let (chain, links) = chain_findings(chain, self.query, std::mem::take(&mut self.batch));
+        insert(tx, &self.at, &links)?;
         set_head(tx, &chain)
     }
 
-    /// Starts the chaining thread with the chain.
-    fn start(&mut self) -> Result<Chainer<'scope, 'a>, StoreError> {
-        let mut chain = self.chain.take().ok_or_else(stopped)?;
-        let (batches, to_chain) = mpsc::sync_channel::<Vec<FindingEvent<'a>>>(1);
-        let (done, chained) = mpsc::sync_channel(1);
-        let query = self.query;
-        let thread = self.scope.spawn(move || {
-            for batch in to_chain {
-                let links: Vec<Link<'static>> = batch
-                    .into_iter()
-                    .map(|e| chain.next(&finding_event(query, e)).into_owned())
-                    .collect();
-                if done.send(links).is_err() {
-                    break;
-                }
-            }
-            chain
-        });
-        Ok(Chainer {
-            batches,
-            chained,
-            thread,
-            in_flight: false,
-        })
-    }
-}
-
-/// The audit event of one finding event of `query`.
-fn finding_event(query: &str, (kind, id, key): FindingEvent<'_>) -> Event {
-    Event::finding(kind, "scan", query, id, key_value(&key))
-}
-
-impl<'a> Chainer<'_, 'a> {
-    /// Hands the thread its `last` batch, `write`s every batch chained and not yet written,
-    /// in order, and returns the chain once the thread is done. A thread that stopped early
-    /// is joined here, so its panic is an error, not a second panic.
-    fn finish(
-        self,
-        last: Vec<FindingEvent<'a>>,
-        mut write: impl FnMut(&[Link<'_>]) -> Result<(), StoreError>,
-    ) -> Result<Chain, StoreError> {
-        let Chainer {
-            batches,
-            chained,
-            thread,
-            in_flight,
-        } = self;
-        let mut pending = usize::from(in_flight);
-        let mut gone = false;
-        if !last.is_empty() {
-            gone = batches.send(last).is_err();
-            pending += 1;
+    /// The chain: from the trail's head the first time.
+    fn take_chain(&mut self, tx: &Transaction<'_>) -> Result<Chain, StoreError> {
+        if let Some(chain) = self.chain.take() {
+            return Ok(chain);
         }
-        drop(batches);
-        for _ in 0..pending {
-            let Ok(links) = chained.recv() else {
-                gone = true;
-                break;
-            };
-            write(&links)?;
-        }
-        let chain = thread.join().map_err(|_| stopped())?;
-        if gone {
-            return Err(stopped());
-        }
+        let chain = chain_from_head(tx)?;
+        self.at = chain.at().to_string();
         Ok(chain)
     }
 
-    /// Waits for the thread, which stopped early, so its panic ends here.
-    fn stopped(self) -> StoreError {
-        drop((self.batches, self.chained));
-        let _ = self.thread.join();
-        stopped()
+    /// The entries of the batch being chained, once chained (the chain is back in
+    /// `self.chain`). A thread that panicked is joined here, so its panic is an error.
+    fn take_chained(&mut self) -> Result<Option<Vec<Link<'static>>>, StoreError> {
+        let Some(chaining) = self.chaining.take() else {
+            return Ok(None);
+        };
+        let (chain, links) = chaining
+            .join()
+            .map_err(|_| chaining_stopped("it panicked"))?;
+        self.chain = Some(chain);
+        Ok(Some(links))
     }
-}
-
-fn stopped() -> StoreError {
-    StoreError::Database(
-        "the audit chaining thread stopped; nothing of this run was committed".into(),
-    )
 }
