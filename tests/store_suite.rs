@@ -1006,7 +1006,7 @@ async fn sqlite_findings_rebuilt_for_the_severity_check_keep_ids_and_references(
             r.get(0)
         })
         .unwrap();
-    assert_eq!(version, 10);
+    assert_eq!(version, 11);
     let table: String = conn
         .query_row(
             "SELECT sql FROM sqlite_schema WHERE name = 'findings'",
@@ -1138,6 +1138,96 @@ async fn postgres_findings_json_becomes_text_keeping_values() {
         (found.len(), found[0].id, &found[0].row),
         (1, 1, &object(json!({"id": "a", "v": 1, "age": 1})))
     );
+}
+
+/// A store from before migration 11 drops `audit_by_finding`, which no query read and every
+/// finding event wrote to: afterwards `audit` keeps only its primary key and the approval
+/// index, and a finding's audit entries read back and verify as before.
+async fn audit_by_finding_dropped(
+    dialect: &str,
+    url: StoreUrl,
+    run_sql: impl AsyncFnOnce(String),
+    audit_indexes: impl AsyncFnOnce() -> Vec<String>,
+    expected: &[&str],
+) {
+    let before = schema_before(dialect, 11);
+    assert!(before.contains("CREATE INDEX audit_by_finding"));
+    run_sql(before).await;
+    let store = store::open(&url).await.unwrap();
+    let q = query("dropped", FirstRun::Insert);
+    commit(&*store, &q, &[row("a", 1), row("b", 2)], 1).await;
+    commit(&*store, &q, &[row("a", 3)], 0).await;
+    let kinds: Vec<(String, Option<i64>)> = store::audit_entries(&*store)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| (e.kind.to_string(), e.finding_id))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("finding.opened".to_string(), Some(1)),
+            ("finding.opened".to_string(), Some(2)),
+            ("finding.updated".to_string(), Some(1)),
+            ("finding.resolved".to_string(), Some(2)),
+        ]
+    );
+    assert_eq!(store::verify_audit(&*store).await.unwrap(), Ok(4));
+    drop(store);
+    assert_eq!(audit_indexes().await, expected);
+}
+
+#[tokio::test]
+async fn sqlite_audit_by_finding_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vigilo.db");
+    audit_by_finding_dropped(
+        "sqlite",
+        StoreUrl::Sqlite(path.clone()),
+        async |sql| {
+            rusqlite::Connection::open(&path)
+                .unwrap()
+                .execute_batch(&sql)
+                .unwrap()
+        },
+        async || {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            let mut st = conn
+                .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'audit' ORDER BY name")
+                .unwrap();
+            st.query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        },
+        &["audit_by_approval"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_audit_by_finding_is_dropped() {
+    let db = common::PgDb::new("audit_index").await;
+    audit_by_finding_dropped(
+        "postgres",
+        StoreUrl::Postgres(db.url.clone()),
+        async |sql| db.execute(&sql).await,
+        async || {
+            db.client()
+                .await
+                .query(
+                    "SELECT indexname::text FROM pg_indexes WHERE tablename = 'audit' ORDER BY 1",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect()
+        },
+        &["audit_by_approval", "audit_pkey"],
+    )
+    .await;
 }
 
 /// Runs that change a few keys store them as deltas on the snapshot, applied in order when

@@ -67,6 +67,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         10,
         include_str!("migrations/postgres/0010_findings_json_as_text.sql"),
     ),
+    (
+        11,
+        include_str!("migrations/postgres/0011_audit_without_finding_index.sql"),
+    ),
 ];
 
 /// Advisory lock key that serializes migrations across processes ("vigilo" in ASCII).

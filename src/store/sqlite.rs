@@ -54,6 +54,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         10,
         include_str!("migrations/sqlite/0010_findings_severity_check.sql"),
     ),
+    (
+        11,
+        include_str!("migrations/sqlite/0011_audit_without_finding_index.sql"),
+    ),
 ];
 
 /// The SQLite state store.
