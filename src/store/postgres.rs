@@ -213,6 +213,7 @@ impl Store for PgStore {
     async fn commit_run(&self, commit: RunCommit) -> Result<CommitOutcome, StoreError> {
         let outcome: Result<CommitOutcome, StoreError> =
             in_tx!(self, tx => commit_in(&tx, &commit));
+        super::drop_aside(commit);
         let outcome = outcome?;
         self.analyze_if_grown(&outcome).await;
         Ok(outcome)

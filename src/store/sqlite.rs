@@ -240,7 +240,12 @@ impl Store for SqliteStore {
     }
 
     async fn commit_run(&self, commit: RunCommit) -> Result<CommitOutcome, StoreError> {
-        self.write(move |tx| commit_in(tx, &commit)).await
+        self.write(move |tx| {
+            let outcome = commit_in(tx, &commit);
+            super::drop_aside(commit);
+            outcome
+        })
+        .await
     }
 
     async fn record_failed_run(&self, run: &RunRecord) -> Result<i64, StoreError> {
