@@ -444,6 +444,38 @@ async fn audit_chain_covers_every_change(store: &dyn Store) {
     );
 }
 
+/// One append of events whose kind, actor and channel change from one to the next, and
+/// return to an earlier value: each is stored as given (SQLite keeps a value bound while
+/// the next entry shares it) and the trail still verifies.
+async fn mixed_appends(store: &dyn Store) {
+    use vigilo::audit::{Event, Kind};
+    let (seq_before, _) = store.audit_head().await.unwrap();
+    let event = |kind, actor: &str, channel: &str| Event {
+        actor: actor.into(),
+        approval_id: Some(7),
+        ..Event::system(kind, channel, json!({"n": 1}))
+    };
+    let given = [
+        (Kind::ApprovalVote, "alice", "slack"),
+        (Kind::ApprovalVote, "bob", "slack"),
+        (Kind::ApprovalVote, "bob", "web"),
+        (Kind::ApprovalDecided, "bob", "web"),
+        (Kind::ApprovalVote, "alice", "slack"),
+    ];
+    let events = given.iter().map(|&(k, a, c)| event(k, a, c)).collect();
+    let seqs = store.append_audit(events).await.unwrap();
+    assert_eq!(seqs.len(), given.len());
+    let entries = store.audit_page(seq_before, 100).await.unwrap();
+    let stored: Vec<(&str, &str, &str)> = entries
+        .iter()
+        .map(|e| (e.kind.as_str(), e.actor.as_str(), e.channel.as_str()))
+        .collect();
+    let expected: Vec<(&str, &str, &str)> =
+        given.iter().map(|&(k, a, c)| (k.as_str(), a, c)).collect();
+    assert_eq!(stored, expected);
+    assert!(store::verify_audit(store).await.unwrap().is_ok());
+}
+
 /// Requested runs are claimed by one owner at a time; a lost claim opens nothing.
 async fn claims(store: &dyn Store) {
     use std::time::Duration;
@@ -811,6 +843,7 @@ async fn suite(store: Arc<dyn Store>) {
     outbox(&*store).await;
     large_commits(&*store).await;
     audit_chain_covers_every_change(&*store).await;
+    mixed_appends(&*store).await;
     let all = store.findings(&FindingFilter::default()).await.unwrap();
     assert!(
         all.windows(2).all(|w| w[0].id < w[1].id),

@@ -954,6 +954,11 @@ fn commit_findings<'scope, 'a: 'scope>(
             "INSERT INTO findings (query, key_hash, key_json, status, severity, row_json, row_hash, first_seen, last_seen)
              VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6, ?7, ?7)",
         )?;
+        // The run's query, severity and time stay bound for every new finding (SQLite
+        // copies each text bound to it).
+        open_new.raw_bind_parameter(1, query)?;
+        open_new.raw_bind_parameter(4, severity)?;
+        open_new.raw_bind_parameter(7, &observed)?;
         let mut reopen = tx.prepare_cached(
             "UPDATE findings SET status = 'open', resolved_at = NULL, reopened = reopened + (status = 'resolved'),
                     severity = ?2, row_json = ?3, row_hash = ?4, last_seen = ?5
@@ -984,15 +989,11 @@ fn commit_findings<'scope, 'a: 'scope>(
             let existing = known.next_if(|(at, _)| *at == i).map(|(_, found)| found);
             match existing {
                 None => {
-                    open_new.execute(params![
-                        query,
-                        key,
-                        key_json,
-                        severity,
-                        row_json,
-                        ch.row_hash as i64,
-                        observed
-                    ])?;
+                    open_new.raw_bind_parameter(2, key)?;
+                    open_new.raw_bind_parameter(3, key_json)?;
+                    open_new.raw_bind_parameter(5, row_json)?;
+                    open_new.raw_bind_parameter(6, ch.row_hash as i64)?;
+                    open_new.raw_execute()?;
                     let id = tx.last_insert_rowid();
                     outcome.opened.push(id);
                     audit.push(Kind::FindingOpened, id, key_json);
