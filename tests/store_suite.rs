@@ -923,12 +923,11 @@ async fn legacy_snapshot_migrates(dialect: &str, url: StoreUrl, run_sql: impl As
         d.push(r.clone()).unwrap();
     }
     let first = d.finish().unwrap();
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let values: Vec<String> = first
         .inserted
         .iter()
         .map(|c| {
-            let key = hex(&c.key_hash.to_be_bytes());
+            let key = hex::encode(c.key_hash.to_be_bytes());
             match dialect {
                 "sqlite" => format!("(1, x'{key}', {})", c.row_hash as i64),
                 _ => format!("(1, '\\x{key}'::bytea, {})", c.row_hash as i64),
@@ -1122,11 +1121,7 @@ async fn postgres_findings_json_becomes_text_keeping_values() {
         "INSERT INTO findings (query, key_hash, key_json, status, severity, row_json, row_hash, first_seen, last_seen)
          VALUES ('legacy', '\\x{}'::bytea, '{{\"id\": \"a\"}}', 'open', 'high', $json${}$json$, 5,
                  '2026-01-01T00:00:00Z', '2026-01-02T00:00:00Z');",
-        key_hash
-            .to_be_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>(),
+        hex::encode(key_hash.to_be_bytes()),
         stored_row
     );
     db.execute(&sql).await;
