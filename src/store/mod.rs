@@ -1506,11 +1506,14 @@ pub(crate) fn new_in_insert_order(changes: &Changes) -> Vec<&Changed> {
     keyed.into_iter().map(|(_, ch)| ch).collect()
 }
 
+/// From how many new and changed keys on, a committed run is dropped by [`drop_aside`].
+const DROP_ASIDE_FROM: usize = 10_000;
+
 /// Drops a committed run where its caller need not wait: freeing a large run's rows (two
 /// strings for each of 900,000 new keys on a first run) takes a quarter of a second.
 pub(crate) fn drop_aside(commit: RunCommit) {
     let c = &commit.changes;
-    if c.inserted.len() + c.updated.len() < KEY_ORDER_FROM {
+    if c.inserted.len() + c.updated.len() < DROP_ASIDE_FROM {
         return;
     }
     // Should no thread start, the closure, and the run with it, is dropped here.
