@@ -1436,3 +1436,68 @@ async fn postgres_finding_updates_and_resolves_touch_no_index() {
         "{hot} of {updates} finding updates were HOT"
     );
 }
+
+/// New findings are loaded with `COPY`, which writes the ids it is given: they are taken
+/// from the identity's sequence, so two commits opening findings at once never share one,
+/// and an id the identity hands out later is past all of them.
+#[tokio::test]
+async fn postgres_copied_findings_take_their_ids_from_the_identity() {
+    let db = common::PgDb::new("copyids").await;
+    let store = store::open(&StoreUrl::Postgres(db.url.clone()))
+        .await
+        .unwrap();
+    let (a, b) = (
+        query("left", FirstRun::Insert),
+        query("right", FirstRun::Insert),
+    );
+    let rows =
+        |p: &str| -> Vec<Vec<Value>> { (0..6_000).map(|i| row(&format!("{p}{i}"), 0)).collect() };
+    let (left, right) = (rows("l"), rows("r"));
+    let (ca, cb) = tokio::join!(
+        diff(store.as_ref(), &a, &left),
+        diff(store.as_ref(), &b, &right)
+    );
+    let (oa, ob) = tokio::join!(
+        try_commit(store.as_ref(), &a, ca, 1),
+        try_commit(store.as_ref(), &b, cb, 1)
+    );
+    let (oa, ob) = (oa.unwrap(), ob.unwrap());
+    assert_eq!((oa.opened.len(), ob.opened.len()), (6_000, 6_000));
+    let mut ids: Vec<i64> = oa.opened.iter().chain(&ob.opened).copied().collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 12_000, "no id given twice");
+    for (q, opened) in [(&a, &oa.opened), (&b, &ob.opened)] {
+        let mut stored: Vec<i64> = findings(store.as_ref(), q, None)
+            .await
+            .iter()
+            .map(|f| f.id)
+            .collect();
+        let mut opened = opened.clone();
+        opened.sort();
+        stored.sort();
+        assert_eq!(
+            stored, opened,
+            "{}: the ids reported are the ids stored",
+            q.name
+        );
+    }
+    let next: i64 = db
+        .client()
+        .await
+        .query_one(
+            "INSERT INTO findings (query, key_hash, key_json, status, severity, row_json, row_hash, first_seen, last_seen)
+             VALUES ('later', '\\x00000000000000000000000000000000', '{}', 'open', 'low', '{}', 0, now(), now())
+             RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(next > ids[ids.len() - 1], "identity {next} after {ids:?}");
+    assert_eq!(
+        store::verify_audit(store.as_ref()).await.unwrap(),
+        Ok(12_000),
+        "both commits' entries chained"
+    );
+}

@@ -6,8 +6,8 @@ import os
 import re
 
 from . import steampipe
-from .common import (VIGILO, Result, fresh_dir, fresh_pg_db, log, median_timing, timed,
-                     write_project)
+from .common import (PG_ADMIN, VIGILO, Result, fresh_dir, fresh_pg_db, log, median_timing, psql,
+                     timed, write_project)
 
 SOURCE_DB = "vigilo_bench_source"
 STATE_DB = "vigilo_bench_state"
@@ -48,12 +48,22 @@ def baseline_cmd(url, query):
     return ["psql", "-X", "-q", url, "-c", f"\\copy ({query}) to '/dev/null'"]
 
 
+def settle():
+    """Waits out the writes a run before left behind: the kernel's dirty pages (`sync`) and
+    the PostgreSQL server's dirty buffers (`CHECKPOINT`). A first run writes over a gigabyte,
+    which a back-to-back next run would otherwise pay for; scans minutes apart never do."""
+    os.sync()
+    psql(PG_ADMIN, "CHECKPOINT")
+
+
 def paired(runs, baseline, measure, before=None):
-    """Runs baseline then measure, `runs` times; returns (median baseline, median measure, last output)."""
+    """Runs baseline then measure, `runs` times, each pair on a settled machine; returns
+    (median baseline, median measure, last output)."""
     base, meas, last = [], [], None
     for _ in range(runs):
         if before:
             before()
+        settle()
         base.append(timed(baseline))
         t, last = measure()
         meas.append(t)
@@ -72,19 +82,13 @@ def run(quick, runs):
     for backend in ["sqlite", "postgres"]:
         p = Project(backend, source, table)
 
-        def first(mode):
-            def go():
-                p.reset(mode)
-                return p.scan()
-            return go
-
         cases = []
         log(f"scan ({backend} state): first run, on_first_run = baseline")
         cases.append(("first run, baseline", 2.5, None,
-                      paired(runs, base_cmd, first("baseline"))))
+                      paired(runs, base_cmd, p.scan, before=lambda: p.reset("baseline"))))
         log(f"scan ({backend} state): first run, on_first_run = insert")
         cases.append(("first run, insert (every row a finding)", 6.0, None,
-                      paired(runs, base_cmd, first("insert"))))
+                      paired(runs, base_cmd, p.scan, before=lambda: p.reset("insert"))))
         log(f"scan ({backend} state): steady")
         cases.append(("steady (nothing changed)", 1.5, 150, paired(runs, base_cmd, p.scan)))
         log(f"scan ({backend} state): 1% changed, 1% new, 1% gone")
