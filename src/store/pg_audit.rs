@@ -27,9 +27,10 @@ async fn chain_from_head(tx: &Transaction<'_>) -> Result<Chain, StoreError> {
 
 /// Writes `links` (chained at `at`) to the trail with one binary `COPY`.
 ///
-/// `COPY` loads rows without the `unnest` path's per-statement materialization of its
-/// arrays: on a 900,000-finding first run, the server loaded the audit entries in about
-/// two thirds of the time `INSERT … SELECT FROM unnest(…)` took (BENCHMARKS.md).
+/// `COPY` loads rows without the `unnest` path's materialization of each batch's arrays;
+/// with new findings copied too ([`super::postgres`]), a 900,000-finding first run's
+/// commit took about four fifths of its time through `INSERT … SELECT FROM unnest(…)`
+/// (BENCHMARKS.md).
 async fn insert(tx: &Transaction<'_>, at: &str, links: &[Link<'_>]) -> Result<(), StoreError> {
     if links.is_empty() {
         return Ok(());

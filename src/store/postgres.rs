@@ -915,8 +915,8 @@ fn ids_by_key(
 /// their ids by key hash.
 ///
 /// The ids are taken from the identity's sequence first, which `COPY` then writes as given.
-/// On a 900,000-finding first run the server loaded the rows in about two thirds of the
-/// time `INSERT … SELECT FROM unnest(…) RETURNING` took (BENCHMARKS.md).
+/// With audit entries copied too, a 900,000-finding first run's commit took about four
+/// fifths of its time through `INSERT … SELECT FROM unnest(…) RETURNING` (BENCHMARKS.md).
 async fn open_new(
     tx: &Transaction<'_>,
     query: &str,
