@@ -880,22 +880,15 @@ fn key_array(batch: &[&Changed]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// The finding rows of `batch`: (key hashes, key JSON, row JSON, row hashes).
-type FindingArrays<'a> = (Vec<Vec<u8>>, Vec<&'a str>, Vec<&'a str>, Vec<i64>);
-
-fn finding_arrays<'a>(batch: &[&'a Changed]) -> Result<FindingArrays<'a>, StoreError> {
-    let mut arrays: FindingArrays<'a> = (
-        Vec::with_capacity(batch.len()),
-        Vec::with_capacity(batch.len()),
+/// The rows of `batch`, as bound to `text[]` and `bigint[]` parameters: (row JSON, row hashes).
+fn row_arrays<'a>(batch: &[&'a Changed]) -> Result<(Vec<&'a str>, Vec<i64>), StoreError> {
+    let mut arrays = (
         Vec::with_capacity(batch.len()),
         Vec::with_capacity(batch.len()),
     );
     for ch in batch {
-        let (key_json, row_json) = finding_json(ch)?;
-        arrays.0.push(key_bytes(ch.key_hash).to_vec());
-        arrays.1.push(key_json);
-        arrays.2.push(row_json);
-        arrays.3.push(ch.row_hash as i64);
+        arrays.0.push(finding_json(ch)?.1);
+        arrays.1.push(ch.row_hash as i64);
     }
     Ok(arrays)
 }
@@ -1030,7 +1023,7 @@ async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOut
             .partition(|c| !existing.contains_key(&c.key_hash));
         let opened = open_new(tx, query, severity, observed, &new).await?;
         if !old.is_empty() {
-            let (_, _, rj, rh) = finding_arrays(&old)?;
+            let (rj, rh) = row_arrays(&old)?;
             let ids: Vec<i64> = old.iter().map(|c| existing[&c.key_hash].0).collect();
             tx.execute(&reopen, &[&severity, &observed, &ids, &rj, &rh])
                 .await?;
@@ -1073,7 +1066,7 @@ async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOut
         .collect();
     for batch in updated.chunks(BATCH) {
         audit.flush(tx).await?;
-        let (k, _, rj, rh) = finding_arrays(batch)?;
+        let (k, (rj, rh)) = (key_array(batch), row_arrays(batch)?);
         let ids = ids_by_key(
             &tx.query(&update_rows, &[query, &observed, &k, &rj, &rh])
                 .await?,
