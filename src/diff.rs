@@ -231,25 +231,50 @@ pub enum DiffError {
 /// The finding-worthy data of an inserted or updated row, as compact JSON text.
 ///
 /// Text, not `serde_json::Map`: a first run can change every row, and a row as
-/// text costs its length; as a map it costs several times that.
+/// text costs its length; as a map it costs several times that. The key and the row share
+/// one allocation of exactly their length: a first run holds 900,000 of them until its
+/// commit, and each allocation and each string's capacity word cost memory the process
+/// touches for the first time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FindingRow {
-    /// The key as a JSON object (`{"access_key_id":"AKIA…"}`), columns in primary-key order.
-    pub key: String,
-    /// The whole row as a JSON object, columns in result order.
-    pub row: String,
+    /// The key's JSON, then the row's.
+    text: Box<str>,
+    /// Where the key ends and the row begins in `text`.
+    key_len: u32,
 }
 
 impl FindingRow {
+    /// The key's JSON followed by the row's in `text`, the key `key_len` bytes long.
+    fn joined(text: String, key_len: usize) -> FindingRow {
+        // A key longer than 4 GiB cannot come from a row PostgreSQL or SQLite returns
+        // (their values stop at 1 GiB and 2 GiB); the clamp only keeps the split on a
+        // character boundary should one appear.
+        let key_len = u32::try_from(key_len).unwrap_or(0);
+        FindingRow {
+            text: text.into_boxed_str(),
+            key_len,
+        }
+    }
+
+    /// The key as a JSON object (`{"access_key_id":"AKIA…"}`), columns in primary-key order.
+    pub fn key(&self) -> &str {
+        &self.text[..self.key_len as usize]
+    }
+
+    /// The whole row as a JSON object, columns in result order.
+    pub fn row(&self) -> &str {
+        &self.text[self.key_len as usize..]
+    }
+
     /// The key as a map.
     pub fn key_map(&self) -> Map<String, Value> {
         // Written by `Diff::json_object` from a column list and values, so always an object.
-        serde_json::from_str(&self.key).unwrap_or_default()
+        serde_json::from_str(self.key()).unwrap_or_default()
     }
 
     /// The row as a map.
     pub fn row_map(&self) -> Map<String, Value> {
-        serde_json::from_str(&self.row).unwrap_or_default()
+        serde_json::from_str(self.row()).unwrap_or_default()
     }
 }
 
@@ -326,6 +351,8 @@ impl Changes {
 pub struct Diff {
     query: String,
     columns: Vec<String>,
+    /// Each column's name as a JSON object's member name: `"name":`, written once.
+    members: Vec<String>,
     key_columns: Vec<usize>,
     hashed_columns: Vec<usize>,
     /// Key hash → row hash (| SEEN once seen this run); starts as the previous snapshot.
@@ -399,6 +426,10 @@ impl Diff {
         Ok(Diff {
             query: query.name.clone(),
             columns: columns.to_vec(),
+            members: columns
+                .iter()
+                .map(|c| format!("{}:", Value::from(c.as_str())))
+                .collect(),
             key_columns,
             hashed_columns,
             entries,
@@ -553,28 +584,34 @@ impl Diff {
             .join(", ")
     }
 
-    fn finding_row(&self, row: &Row) -> FindingRow {
-        FindingRow {
-            key: self.json_object(row, self.key_columns.iter().copied()),
-            row: self.json_object(row, 0..self.columns.len()),
-        }
+    fn finding_row(&mut self, row: &Row) -> FindingRow {
+        self.buf.clear();
+        self.json_object(row, false);
+        let key_len = self.buf.len();
+        self.json_object(row, true);
+        // serde_json writes UTF-8 only, and the braces and separators are ASCII.
+        let text = std::str::from_utf8(&self.buf).map_or_else(|_| String::new(), str::to_owned);
+        FindingRow::joined(text, key_len)
     }
 
-    /// `{"column":value,…}` for `indexes`, written straight from the values.
-    fn json_object(&self, row: &Row, indexes: impl Iterator<Item = usize>) -> String {
-        let mut buf = Vec::with_capacity(128);
+    /// Appends `{"column":value,…}` for the key's columns, or every column when `whole`, to
+    /// `buf`, written straight from the values.
+    fn json_object(&mut self, row: &Row, whole: bool) {
+        let buf = &mut self.buf;
         buf.push(b'{');
-        for (n, i) in indexes.enumerate() {
+        let mut member = |n: usize, i: usize| {
             if n > 0 {
                 buf.push(b',');
             }
-            let _ = serde_json::to_writer(&mut buf, &self.columns[i]);
-            buf.push(b':');
-            write_json(&mut buf, &row[i]);
+            buf.extend_from_slice(self.members[i].as_bytes());
+            write_json(buf, &row[i]);
+        };
+        if whole {
+            (0..self.columns.len()).for_each(|i| member(i, i));
+        } else {
+            (self.key_columns.iter().enumerate()).for_each(|(n, &i)| member(n, i));
         }
         buf.push(b'}');
-        // serde_json writes UTF-8 only, and the braces and separators are ASCII.
-        String::from_utf8(buf).unwrap_or_default()
     }
 }
 
@@ -733,10 +770,10 @@ mod tests {
         let c = run(&q, Some(&[r(1, "a", 1)]), &[r(1, "a", 1), r(1, "b", 1)]).unwrap();
         assert_eq!(counts(&c), (1, 0, 0));
         let f = c.inserted[0].finding.as_ref().unwrap();
-        assert_eq!(f.key, r#"{"id":1,"name":"b"}"#);
+        assert_eq!(f.key(), r#"{"id":1,"name":"b"}"#);
         assert_eq!(Value::Object(f.key_map()), json!({"id": 1, "name": "b"}));
         assert_eq!(f.row_map()["age"], json!(1));
-        assert_eq!(f.row, r#"{"id":1,"name":"b","age":1}"#);
+        assert_eq!(f.row(), r#"{"id":1,"name":"b","age":1}"#);
     }
 
     #[test]

@@ -250,11 +250,12 @@ impl RowDecoder {
 
     /// Converts one row.
     pub(crate) fn decode(&self, row: &tokio_postgres::Row) -> Result<Row, SourceError> {
-        self.converters
-            .iter()
-            .enumerate()
-            .map(|(index, converter)| self.decode_value(row, index, *converter))
-            .collect()
+        // Sized up front: collecting `Result`s gives no size hint, and the row would grow.
+        let mut values = Vec::with_capacity(self.converters.len());
+        for (index, converter) in self.converters.iter().enumerate() {
+            values.push(self.decode_value(row, index, *converter)?);
+        }
+        Ok(values)
     }
 
     /// Converts one value of a row.

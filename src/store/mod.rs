@@ -1528,7 +1528,7 @@ pub(crate) fn finding_json(ch: &Changed) -> Result<(&str, &str), StoreError> {
         .finding
         .as_ref()
         .ok_or_else(|| StoreError::Corrupt("changed row without its data".into()))?;
-    Ok((&f.key, &f.row))
+    Ok((f.key(), f.row()))
 }
 
 #[cfg(test)]
