@@ -1439,9 +1439,12 @@ async fn postgres_finding_updates_and_resolves_touch_no_index() {
 
 /// New findings are loaded with `COPY`, which writes the ids it is given: they are taken
 /// from the identity's sequence, so two commits opening findings at once never share one,
-/// and an id the identity hands out later is past all of them.
+/// and an id the identity hands out later is past all of them. Each commit opens more than
+/// one `COPY` carries (50,000), so each takes ids, copies findings and chains entries in
+/// two rounds while the other does the same.
 #[tokio::test]
 async fn postgres_copied_findings_take_their_ids_from_the_identity() {
+    const N: usize = 55_000;
     let db = common::PgDb::new("copyids").await;
     let store = store::open(&StoreUrl::Postgres(db.url.clone()))
         .await
@@ -1451,7 +1454,7 @@ async fn postgres_copied_findings_take_their_ids_from_the_identity() {
         query("right", FirstRun::Insert),
     );
     let rows =
-        |p: &str| -> Vec<Vec<Value>> { (0..6_000).map(|i| row(&format!("{p}{i}"), 0)).collect() };
+        |p: &str| -> Vec<Vec<Value>> { (0..N).map(|i| row(&format!("{p}{i}"), 0)).collect() };
     let (left, right) = (rows("l"), rows("r"));
     let (ca, cb) = tokio::join!(
         diff(store.as_ref(), &a, &left),
@@ -1462,11 +1465,11 @@ async fn postgres_copied_findings_take_their_ids_from_the_identity() {
         try_commit(store.as_ref(), &b, cb, 1)
     );
     let (oa, ob) = (oa.unwrap(), ob.unwrap());
-    assert_eq!((oa.opened.len(), ob.opened.len()), (6_000, 6_000));
+    assert_eq!((oa.opened.len(), ob.opened.len()), (N, N));
     let mut ids: Vec<i64> = oa.opened.iter().chain(&ob.opened).copied().collect();
     ids.sort();
     ids.dedup();
-    assert_eq!(ids.len(), 12_000, "no id given twice");
+    assert_eq!(ids.len(), 2 * N, "no id given twice");
     for (q, opened) in [(&a, &oa.opened), (&b, &ob.opened)] {
         let mut stored: Vec<i64> = findings(store.as_ref(), q, None)
             .await
@@ -1497,7 +1500,7 @@ async fn postgres_copied_findings_take_their_ids_from_the_identity() {
     assert!(next > ids[ids.len() - 1], "identity {next} after {ids:?}");
     assert_eq!(
         store::verify_audit(store.as_ref()).await.unwrap(),
-        Ok(12_000),
+        Ok(2 * N as i64),
         "both commits' entries chained"
     );
 }

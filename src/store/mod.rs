@@ -14,6 +14,7 @@ mod pg_actions;
 mod pg_approvals;
 mod pg_audit;
 mod pg_commands;
+mod pg_copy;
 mod pg_messages;
 pub mod postgres;
 pub mod sqlite;
@@ -1167,7 +1168,8 @@ impl MessageOutcome {
     }
 }
 
-/// Audit events a commit keeps in memory before appending them (both stores).
+/// Audit events SQLite's commit keeps in memory before appending them (PostgreSQL's go
+/// `pg_copy::ROWS_PER_COPY` at a time).
 pub(crate) const EVENT_BATCH: usize = 5_000;
 
 /// One finding event of a commit: (kind, finding id, key JSON).

@@ -6,12 +6,11 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use deadpool_postgres::Transaction;
-use futures::pin_mut;
 use tokio::task::JoinHandle;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
-use super::{EVENT_BATCH, FindingEvent, StoreError, chain_findings, chaining_stopped};
+use super::pg_copy::{CopyWriter, ROWS_PER_COPY};
+use super::{FindingEvent, StoreError, chain_findings, chaining_stopped};
 use crate::audit::{Chain, Event, Kind, Link};
 
 /// The trail's head, locked until the transaction ends, and a chain from it stamping entries now.
@@ -35,15 +34,10 @@ async fn insert(tx: &Transaction<'_>, at: &str, links: &[Link<'_>]) -> Result<()
     if links.is_empty() {
         return Ok(());
     }
-    let statement = tx
-        .prepare_cached(
-            "COPY audit (seq, at, kind, actor, channel, finding_id, approval_id, action_id, data, prev_hash, hash)
-             FROM STDIN (FORMAT binary)",
-        )
-        .await?;
-    let sink = tx.copy_in(&statement).await?;
-    let writer = BinaryCopyInWriter::new(
-        sink,
+    let mut writer = CopyWriter::start(
+        tx,
+        "COPY audit (seq, at, kind, actor, channel, finding_id, approval_id, action_id, data, prev_hash, hash)
+         FROM STDIN (FORMAT binary)",
         &[
             Type::INT8,
             Type::TEXT,
@@ -57,8 +51,8 @@ async fn insert(tx: &Transaction<'_>, at: &str, links: &[Link<'_>]) -> Result<()
             Type::TEXT,
             Type::TEXT,
         ],
-    );
-    pin_mut!(writer);
+    )
+    .await?;
     for l in links {
         let row: [&(dyn ToSql + Sync); 11] = [
             &l.seq,
@@ -73,7 +67,7 @@ async fn insert(tx: &Transaction<'_>, at: &str, links: &[Link<'_>]) -> Result<()
             &l.prev_hash,
             &l.hash,
         ];
-        writer.as_mut().write(&row).await?;
+        writer.write(&row).await?;
     }
     writer.finish().await?;
     Ok(())
@@ -109,7 +103,7 @@ pub(super) async fn append_in(
 type Chaining = JoinHandle<(Chain, Vec<Link<'static>>)>;
 
 /// The finding events of one run's commit, written to the audit trail in batches of
-/// [`EVENT_BATCH`].
+/// [`ROWS_PER_COPY`].
 ///
 /// Building, masking and hashing the entries of a 900,000-finding first run costs seconds
 /// of CPU, which chained in line would leave the server idle. So each full batch is chained
@@ -150,7 +144,7 @@ impl FindingAudit {
 
     /// Once a batch is full: hands it to a blocking thread and writes the batch chained before it.
     pub(super) async fn flush(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
-        if self.batch.len() < EVENT_BATCH {
+        if self.batch.len() < ROWS_PER_COPY {
             return Ok(());
         }
         let chained = self.take_chained().await?;

@@ -11,11 +11,11 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Transaction};
 use futures::{StreamExt, pin_mut};
 use tokio_postgres::NoTls;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::pg_audit::FindingAudit;
 pub(super) use super::pg_audit::append_in;
+use super::pg_copy::{CopyWriter, ROWS_PER_COPY};
 use super::{
     ActionOutcome, ActionRecord, ActionState, DecidedRun, MessageOutcome, MessageRecord,
     MessageState, NewAction, NewApproval, NewMessage, RequestedRun, parse_json, pg_actions,
@@ -929,14 +929,10 @@ async fn open_new(
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let copy = tx
-        .prepare_cached(
-            "COPY findings (id, query, key_hash, key_json, status, severity, row_json, row_hash, first_seen, last_seen)
-             FROM STDIN (FORMAT binary)",
-        )
-        .await?;
-    let writer = BinaryCopyInWriter::new(
-        tx.copy_in(&copy).await?,
+    let mut writer = CopyWriter::start(
+        tx,
+        "COPY findings (id, query, key_hash, key_json, status, severity, row_json, row_hash, first_seen, last_seen)
+         FROM STDIN (FORMAT binary)",
         &[
             Type::INT8,
             Type::TEXT,
@@ -949,8 +945,8 @@ async fn open_new(
             Type::TIMESTAMPTZ,
             Type::TIMESTAMPTZ,
         ],
-    );
-    pin_mut!(writer);
+    )
+    .await?;
     let mut opened = std::collections::HashMap::with_capacity(new.len());
     for (ch, id) in new.iter().zip(ids) {
         let (key_json, row_json) = finding_json(ch)?;
@@ -967,7 +963,7 @@ async fn open_new(
             &observed,
             &observed,
         ];
-        writer.as_mut().write(&row).await?;
+        writer.write(&row).await?;
         opened.insert(ch.key_hash, id);
     }
     writer.finish().await?;
@@ -1007,7 +1003,7 @@ async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOut
         )
         .await?;
     let inserted = super::new_in_insert_order(&commit.changes);
-    for batch in inserted.chunks(BATCH) {
+    for batch in inserted.chunks(ROWS_PER_COPY) {
         audit.flush(tx).await?;
         let existing: std::collections::HashMap<KeyHash, (i64, String)> = if has_findings {
             tx.query(&find, &[query, &key_array(batch)])
