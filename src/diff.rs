@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::ops::Range;
 
 use serde_json::{Map, Value};
 use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
@@ -361,6 +362,11 @@ pub struct Diff {
     buf: Vec<u8>,
     /// Rows hashed but not yet looked up: they are looked up [`PROBE_BATCH`] at a time.
     hashed: Vec<Hashed>,
+    /// The values of the rows in `hashed` as JSON, each written once: the key's hash, the
+    /// row's hash, a new finding's text and an error's description are all made of them.
+    encoded: Vec<u8>,
+    /// Where each value of `encoded` lies, row after row.
+    spans: Vec<Range<usize>>,
 }
 
 /// How many rows [`Diff`] hashes before it looks their keys up in the snapshot. A lookup in
@@ -372,7 +378,8 @@ const PROBE_BATCH: usize = 32;
 struct Hashed {
     key_hash: KeyHash,
     row_hash: u64,
-    row: Row,
+    /// Where its values' spans start in [`Diff::spans`].
+    first: usize,
     number: u64,
 }
 
@@ -440,25 +447,36 @@ impl Diff {
             },
             buf: Vec::with_capacity(256),
             hashed: Vec::with_capacity(PROBE_BATCH),
+            encoded: Vec::with_capacity(PROBE_BATCH * 256),
+            spans: Vec::with_capacity(PROBE_BATCH * columns.len()),
         })
     }
 
     /// Takes one row.
     pub fn push(&mut self, row: Row) -> Result<(), DiffError> {
         self.changes.rows += 1;
-        let key_hash = match self.key_hash(&row) {
-            Ok(k) => k,
-            Err(e) => {
-                // A duplicate among the rows before this one is the first error.
-                self.flush()?;
-                return Err(e);
-            }
-        };
-        let row_hash = self.row_hash(&row);
+        if let Some(&i) = self.key_columns.iter().find(|&&i| row[i].is_null()) {
+            // A duplicate among the rows before this one is the first error.
+            self.flush()?;
+            return Err(DiffError::NullKey {
+                query: self.query.clone(),
+                column: self.columns[i].clone(),
+                row_number: self.changes.rows,
+            });
+        }
+        let first = self.spans.len();
+        for value in &row {
+            let start = self.encoded.len();
+            write_json(&mut self.encoded, value);
+            self.spans.push(start..self.encoded.len());
+        }
+        drop(row);
+        let key_hash = self.key_hash(first);
+        let row_hash = self.row_hash(first);
         self.hashed.push(Hashed {
             key_hash,
             row_hash,
-            row,
+            first,
             number: self.changes.rows,
         });
         if self.hashed.len() == PROBE_BATCH {
@@ -480,6 +498,8 @@ impl Diff {
         std::hint::black_box(warm);
         let result = hashed.drain(..).try_for_each(|h| self.apply(h));
         self.hashed = hashed;
+        self.encoded.clear();
+        self.spans.clear();
         result
     }
 
@@ -488,20 +508,20 @@ impl Diff {
         let Hashed {
             key_hash,
             row_hash,
-            row,
+            first,
             number,
         } = hashed;
         match self.entries.get_mut(&key_hash) {
             Some(entry) if *entry & SEEN != 0 => Err(DiffError::DuplicateKey {
                 query: self.query.clone(),
-                key: self.describe_key(&row),
+                key: self.describe_key(first),
                 row_number: number,
             }),
             Some(entry) => {
                 let changed = *entry != row_hash;
                 *entry = row_hash | SEEN;
                 if changed {
-                    let finding = Some(self.finding_row(&row));
+                    let finding = Some(self.finding_row(first));
                     self.changes.updated.push(Changed {
                         key_hash,
                         row_hash,
@@ -512,7 +532,7 @@ impl Diff {
             }
             None => {
                 self.entries.insert(key_hash, row_hash | SEEN);
-                let finding = (!self.changes.baseline).then(|| self.finding_row(&row));
+                let finding = (!self.changes.baseline).then(|| self.finding_row(first));
                 self.changes.inserted.push(Changed {
                     key_hash,
                     row_hash,
@@ -546,65 +566,79 @@ impl Diff {
         Ok(self.changes)
     }
 
-    fn key_hash(&mut self, row: &Row) -> Result<KeyHash, DiffError> {
-        self.buf.clear();
-        self.buf.push(b'[');
+    /// Value `i` of the row whose spans start at `first`, as JSON.
+    fn value(&self, first: usize, i: usize) -> &[u8] {
+        &self.encoded[self.spans[first + i].clone()]
+    }
+
+    /// The key's hash: xxh3-128 of `[value,…]`, the key's values in primary-key order.
+    fn key_hash(&mut self, first: usize) -> KeyHash {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        buf.push(b'[');
         for (n, &i) in self.key_columns.iter().enumerate() {
-            let value = &row[i];
-            if value.is_null() {
-                return Err(DiffError::NullKey {
-                    query: self.query.clone(),
-                    column: self.columns[i].clone(),
-                    row_number: self.changes.rows,
-                });
-            }
             if n > 0 {
-                self.buf.push(b',');
+                buf.push(b',');
             }
-            write_json(&mut self.buf, value);
+            buf.extend_from_slice(self.value(first, i));
         }
-        self.buf.push(b']');
-        Ok(xxh3_128(&self.buf))
+        buf.push(b']');
+        let hash = xxh3_128(&buf);
+        self.buf = buf;
+        hash
     }
 
-    fn row_hash(&mut self, row: &Row) -> u64 {
-        self.buf.clear();
+    /// The row's hash: of its hashed columns' values, one after the other (JSON values
+    /// delimit themselves, so concatenation is unambiguous).
+    fn row_hash(&mut self, first: usize) -> u64 {
+        if self.hashed_columns.len() == self.columns.len() {
+            // Every column, in order: the row's values as they lie in `encoded`.
+            let last = first + self.columns.len() - 1;
+            return row_hash(&self.encoded[self.spans[first].start..self.spans[last].end]);
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
         for &i in &self.hashed_columns {
-            // JSON values delimit themselves, so concatenation is unambiguous.
-            write_json(&mut self.buf, &row[i]);
+            buf.extend_from_slice(self.value(first, i));
         }
-        row_hash(&self.buf)
+        let hash = row_hash(&buf);
+        self.buf = buf;
+        hash
     }
 
-    fn describe_key(&self, row: &Row) -> String {
+    fn describe_key(&self, first: usize) -> String {
         self.key_columns
             .iter()
-            .map(|&i| format!("{} = {}", self.columns[i], row[i]))
+            .map(|&i| {
+                let value = String::from_utf8_lossy(self.value(first, i));
+                format!("{} = {value}", self.columns[i])
+            })
             .collect::<Vec<_>>()
             .join(", ")
     }
 
-    fn finding_row(&mut self, row: &Row) -> FindingRow {
-        self.buf.clear();
-        self.json_object(row, false);
-        let key_len = self.buf.len();
-        self.json_object(row, true);
+    fn finding_row(&mut self, first: usize) -> FindingRow {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        self.json_object(&mut buf, first, false);
+        let key_len = buf.len();
+        self.json_object(&mut buf, first, true);
         // serde_json writes UTF-8 only, and the braces and separators are ASCII.
-        let text = std::str::from_utf8(&self.buf).map_or_else(|_| String::new(), str::to_owned);
+        let text = std::str::from_utf8(&buf).map_or_else(|_| String::new(), str::to_owned);
+        self.buf = buf;
         FindingRow::joined(text, key_len)
     }
 
     /// Appends `{"column":value,…}` for the key's columns, or every column when `whole`, to
-    /// `buf`, written straight from the values.
-    fn json_object(&mut self, row: &Row, whole: bool) {
-        let buf = &mut self.buf;
+    /// `buf`, from the row's values as written once.
+    fn json_object(&self, buf: &mut Vec<u8>, first: usize, whole: bool) {
         buf.push(b'{');
         let mut member = |n: usize, i: usize| {
             if n > 0 {
                 buf.push(b',');
             }
             buf.extend_from_slice(self.members[i].as_bytes());
-            write_json(buf, &row[i]);
+            buf.extend_from_slice(self.value(first, i));
         };
         if whole {
             (0..self.columns.len()).for_each(|i| member(i, i));
@@ -784,6 +818,47 @@ mod tests {
         assert_ne!(
             key_hash_of(&[json!("a,b")]),
             key_hash_of(&[json!("a"), json!("b")])
+        );
+    }
+
+    /// Stored snapshots hold these hashes: a diff that computed them differently would see
+    /// every row of every query as changed after an upgrade. The values were taken from
+    /// the diff as released; the rows mix escapes, non-ASCII text, numbers and NULL, a
+    /// composite key, and a column left out of the row hash.
+    #[test]
+    fn hashes_and_finding_text_are_stable() {
+        let q = query(&["name", "id"], &["age"], FirstRun::Insert);
+        let rows = [
+            vec![json!(7), json!("a\"b\\c\u{e9}\n"), json!(null)],
+            vec![json!(-1.5), json!("x"), json!([1, {"k": "v"}])],
+        ];
+        let c = run(&q, None, &rows).unwrap();
+        let got: Vec<(u128, u64, &str, &str)> = (c.inserted.iter())
+            .map(|ch| {
+                let f = ch.finding.as_ref().unwrap();
+                (ch.key_hash, ch.row_hash, f.key(), f.row())
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    0xad3619bb643c34efb33c08bc2264d34d,
+                    0x7ff1ce211e489dc2,
+                    r#"{"name":"a\"b\\cé\n","id":7}"#,
+                    r#"{"id":7,"name":"a\"b\\cé\n","age":null}"#
+                ),
+                (
+                    0x65526d7bf5fff45489c024e95063e0,
+                    0x62684bd206a7bb79,
+                    r#"{"name":"x","id":-1.5}"#,
+                    r#"{"id":-1.5,"name":"x","age":[1,{"k":"v"}]}"#
+                ),
+            ]
+        );
+        assert_eq!(
+            got[0].0,
+            key_hash_of(&[rows[0][1].clone(), rows[0][0].clone()])
         );
     }
 
