@@ -364,9 +364,41 @@ pub struct Diff {
     hashed: Vec<Hashed>,
     /// The values of the rows in `hashed` as JSON, each written once: the key's hash, the
     /// row's hash, a new finding's text and an error's description are all made of them.
-    encoded: Vec<u8>,
-    /// Where each value of `encoded` lies, row after row.
+    encoded: Encoded,
+}
+
+/// Rows' values as JSON, one after another, and where each lies.
+struct Encoded {
+    bytes: Vec<u8>,
     spans: Vec<Range<usize>>,
+}
+
+impl Encoded {
+    /// Appends `row`'s values; returns where its spans start (its first value's index).
+    fn push(&mut self, row: &Row) -> usize {
+        let first = self.spans.len();
+        for value in row {
+            let start = self.bytes.len();
+            write_json(&mut self.bytes, value);
+            self.spans.push(start..self.bytes.len());
+        }
+        first
+    }
+
+    /// Value `i` of the row whose spans start at `first`.
+    fn value(&self, first: usize, i: usize) -> &[u8] {
+        &self.bytes[self.spans[first + i].clone()]
+    }
+
+    /// Values `i` to `j` (inclusive) of that row, as they lie one after the other.
+    fn values(&self, first: usize, i: usize, j: usize) -> &[u8] {
+        &self.bytes[self.spans[first + i].start..self.spans[first + j].end]
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.spans.clear();
+    }
 }
 
 /// How many rows [`Diff`] hashes before it looks their keys up in the snapshot. A lookup in
@@ -378,7 +410,7 @@ const PROBE_BATCH: usize = 32;
 struct Hashed {
     key_hash: KeyHash,
     row_hash: u64,
-    /// Where its values' spans start in [`Diff::spans`].
+    /// Where its values' spans start in [`Diff::encoded`].
     first: usize,
     number: u64,
 }
@@ -447,8 +479,10 @@ impl Diff {
             },
             buf: Vec::with_capacity(256),
             hashed: Vec::with_capacity(PROBE_BATCH),
-            encoded: Vec::with_capacity(PROBE_BATCH * 256),
-            spans: Vec::with_capacity(PROBE_BATCH * columns.len()),
+            encoded: Encoded {
+                bytes: Vec::with_capacity(PROBE_BATCH * 256),
+                spans: Vec::with_capacity(PROBE_BATCH * columns.len()),
+            },
         })
     }
 
@@ -464,12 +498,7 @@ impl Diff {
                 row_number: self.changes.rows,
             });
         }
-        let first = self.spans.len();
-        for value in &row {
-            let start = self.encoded.len();
-            write_json(&mut self.encoded, value);
-            self.spans.push(start..self.encoded.len());
-        }
+        let first = self.encoded.push(&row);
         drop(row);
         let key_hash = self.key_hash(first);
         let row_hash = self.row_hash(first);
@@ -499,7 +528,6 @@ impl Diff {
         let result = hashed.drain(..).try_for_each(|h| self.apply(h));
         self.hashed = hashed;
         self.encoded.clear();
-        self.spans.clear();
         result
     }
 
@@ -566,26 +594,18 @@ impl Diff {
         Ok(self.changes)
     }
 
-    /// Value `i` of the row whose spans start at `first`, as JSON.
-    fn value(&self, first: usize, i: usize) -> &[u8] {
-        &self.encoded[self.spans[first + i].clone()]
-    }
-
     /// The key's hash: xxh3-128 of `[value,…]`, the key's values in primary-key order.
     fn key_hash(&mut self, first: usize) -> KeyHash {
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        buf.push(b'[');
+        self.buf.clear();
+        self.buf.push(b'[');
         for (n, &i) in self.key_columns.iter().enumerate() {
             if n > 0 {
-                buf.push(b',');
+                self.buf.push(b',');
             }
-            buf.extend_from_slice(self.value(first, i));
+            self.buf.extend_from_slice(self.encoded.value(first, i));
         }
-        buf.push(b']');
-        let hash = xxh3_128(&buf);
-        self.buf = buf;
-        hash
+        self.buf.push(b']');
+        xxh3_128(&self.buf)
     }
 
     /// The row's hash: of its hashed columns' values, one after the other (JSON values
@@ -593,24 +613,20 @@ impl Diff {
     fn row_hash(&mut self, first: usize) -> u64 {
         if self.hashed_columns.len() == self.columns.len() {
             // Every column, in order: the row's values as they lie in `encoded`.
-            let last = first + self.columns.len() - 1;
-            return row_hash(&self.encoded[self.spans[first].start..self.spans[last].end]);
+            return row_hash(self.encoded.values(first, 0, self.columns.len() - 1));
         }
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
+        self.buf.clear();
         for &i in &self.hashed_columns {
-            buf.extend_from_slice(self.value(first, i));
+            self.buf.extend_from_slice(self.encoded.value(first, i));
         }
-        let hash = row_hash(&buf);
-        self.buf = buf;
-        hash
+        row_hash(&self.buf)
     }
 
     fn describe_key(&self, first: usize) -> String {
         self.key_columns
             .iter()
             .map(|&i| {
-                let value = String::from_utf8_lossy(self.value(first, i));
+                let value = String::from_utf8_lossy(self.encoded.value(first, i));
                 format!("{} = {value}", self.columns[i])
             })
             .collect::<Vec<_>>()
@@ -618,27 +634,26 @@ impl Diff {
     }
 
     fn finding_row(&mut self, first: usize) -> FindingRow {
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        self.json_object(&mut buf, first, false);
-        let key_len = buf.len();
-        self.json_object(&mut buf, first, true);
+        self.buf.clear();
+        self.json_object(first, false);
+        let key_len = self.buf.len();
+        self.json_object(first, true);
         // serde_json writes UTF-8 only, and the braces and separators are ASCII.
-        let text = std::str::from_utf8(&buf).map_or_else(|_| String::new(), str::to_owned);
-        self.buf = buf;
+        let text = std::str::from_utf8(&self.buf).map_or_else(|_| String::new(), str::to_owned);
         FindingRow::joined(text, key_len)
     }
 
     /// Appends `{"column":value,…}` for the key's columns, or every column when `whole`, to
     /// `buf`, from the row's values as written once.
-    fn json_object(&self, buf: &mut Vec<u8>, first: usize, whole: bool) {
+    fn json_object(&mut self, first: usize, whole: bool) {
+        let (buf, members, encoded) = (&mut self.buf, &self.members, &self.encoded);
         buf.push(b'{');
         let mut member = |n: usize, i: usize| {
             if n > 0 {
                 buf.push(b',');
             }
-            buf.extend_from_slice(self.members[i].as_bytes());
-            buf.extend_from_slice(self.value(first, i));
+            buf.extend_from_slice(members[i].as_bytes());
+            buf.extend_from_slice(encoded.value(first, i));
         };
         if whole {
             (0..self.columns.len()).for_each(|i| member(i, i));

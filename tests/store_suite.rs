@@ -1497,7 +1497,11 @@ async fn postgres_copied_findings_take_their_ids_from_the_identity() {
         .await
         .unwrap()
         .get(0);
-    assert!(next > ids[ids.len() - 1], "identity {next} after {ids:?}");
+    let last = ids[ids.len() - 1];
+    assert!(
+        next > last,
+        "identity gave {next}, not past the last id copied, {last}"
+    );
     assert_eq!(
         store::verify_audit(store.as_ref()).await.unwrap(),
         Ok(2 * N as i64),

@@ -806,7 +806,8 @@ impl PgStore {
     }
 }
 
-/// Rows per batched statement: arrays bound as parameters and expanded with `unnest`, or a `COPY`.
+/// Rows per batched statement: arrays bound as parameters and expanded with `unnest` (a
+/// `COPY` carries `pg_copy::ROWS_PER_COPY`).
 pub(super) const BATCH: usize = 5_000;
 
 /// The stored snapshot of query `id`: (entries in its chunks, entries in its deltas, keys).
