@@ -195,8 +195,10 @@ impl Entry {
 
     /// What `hash` must be.
     pub fn compute_hash(&self) -> String {
-        self.canonical()
-            .hash(&mut Vec::new(), &self.data.to_string())
+        hex::encode(
+            self.canonical()
+                .hash(&mut Vec::new(), &self.data.to_string()),
+        )
     }
 
     fn canonical(&self) -> Canonical<'_> {
@@ -229,6 +231,18 @@ impl Entry {
         m.insert("prev_hash".into(), json!(self.prev_hash));
         // serde_json's Map is ordered by key (no preserve_order feature), so this is canonical.
         Value::Object(m).to_string()
+    }
+}
+
+/// Fills in the `prev_hash` of entries read in `seq` order. Stores keep only an entry's
+/// hash (its 32 bytes): its `prev_hash` is the hash of the entry before it in the trail,
+/// and `before` is the hash of the entry before the first (`None` when there is none:
+/// [`GENESIS`]). An edited, missing or reordered entry still fails [`Verifier::check`],
+/// since its stored hash was computed over the `prev_hash` it followed.
+pub fn link_read(entries: &mut [Entry], before: Option<&[u8]>) {
+    let mut prev = before.map_or_else(|| GENESIS.to_string(), hex::encode);
+    for e in entries {
+        e.prev_hash = std::mem::replace(&mut prev, e.hash.clone());
     }
 }
 
@@ -274,14 +288,16 @@ impl Canonical<'_> {
         out.push(b'}');
     }
 
-    /// SHA-256 (hex) of `prev_hash` and the canonical JSON, written into `buf` (cleared first).
-    fn hash(&self, buf: &mut Vec<u8>, data: &str) -> String {
+    /// SHA-256 of `prev_hash` (as hex) and the canonical JSON, written into `buf` (cleared first).
+    fn hash(&self, buf: &mut Vec<u8>, data: &str) -> [u8; 32] {
         buf.clear();
         self.write(buf, data);
         let mut h = Context::new(&SHA256);
         h.update(self.prev_hash.as_bytes());
         h.update(&buf[..]);
-        hex::encode(h.finish())
+        let mut digest = [0; 32];
+        digest.copy_from_slice(h.finish().as_ref());
+        digest
     }
 }
 
@@ -316,8 +332,10 @@ pub struct Link<'e> {
     pub data: String,
     /// The previous entry's hash.
     pub prev_hash: String,
-    /// This entry's hash.
+    /// This entry's hash, as hex.
     pub hash: String,
+    /// This entry's hash, as stored: its 32 bytes.
+    pub digest: [u8; 32],
 }
 
 impl Link<'_> {
@@ -349,6 +367,7 @@ impl Link<'_> {
             data: self.data,
             prev_hash: self.prev_hash,
             hash: self.hash,
+            digest: self.digest,
         }
     }
 }
@@ -397,8 +416,10 @@ impl Chain {
             data,
             prev_hash: std::mem::take(&mut self.hash),
             hash: String::new(),
+            digest: [0; 32],
         };
-        link.hash = link.canonical(&self.at).hash(&mut self.buf, &link.data);
+        link.digest = link.canonical(&self.at).hash(&mut self.buf, &link.data);
+        link.hash = hex::encode(link.digest);
         (self.seq, self.hash) = (link.seq, link.hash.clone());
         link
     }

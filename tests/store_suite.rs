@@ -889,6 +889,45 @@ async fn postgres_store_unreachable_is_a_clear_error() {
 
 /// SQL that builds the schema of the migrations before number `before` (and records them
 /// as applied), as a store of that age has it.
+/// (name, data type) of those of `columns` that `table` has in `db`, by name.
+async fn column_types(db: &common::PgDb, table: &str, columns: &[&str]) -> Vec<(String, String)> {
+    let columns: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
+    db.client()
+        .await
+        .query(
+            "SELECT column_name::text, data_type::text FROM information_schema.columns
+              WHERE table_name = $1 AND column_name = ANY($2) ORDER BY 1",
+            &[&table, &columns],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// Every row of `sql` on `conn`, each read by `read`.
+fn sqlite_all<T>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    read: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Vec<T> {
+    conn.prepare(sql)
+        .unwrap()
+        .query_map([], read)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// The number of the last migration of `dialect` (its files are numbered from 1, no gaps).
+fn latest_migration(dialect: &str) -> i64 {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("src/store/migrations")
+        .join(dialect);
+    std::fs::read_dir(dir).unwrap().count() as i64
+}
+
 fn schema_before(dialect: &str, before: usize) -> String {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("src/store/migrations")
@@ -1038,7 +1077,7 @@ async fn sqlite_findings_rebuilt_for_the_severity_check_keep_ids_and_references(
             r.get(0)
         })
         .unwrap();
-    assert_eq!(version, 11);
+    assert_eq!(version, latest_migration("sqlite"));
     let table: String = conn
         .query_row(
             "SELECT sql FROM sqlite_schema WHERE name = 'findings'",
@@ -1048,13 +1087,11 @@ async fn sqlite_findings_rebuilt_for_the_severity_check_keep_ids_and_references(
         .unwrap();
     assert!(table.contains("severity = 'critical'"), "{table}");
     // The remediation run still refers to finding 7, and the reference is still a foreign key.
-    let refs: Vec<(String, String)> = conn
-        .prepare("SELECT \"table\", \"from\" FROM pragma_foreign_key_list('remediation_runs')")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let refs: Vec<(String, String)> = sqlite_all(
+        &conn,
+        "SELECT \"table\", \"from\" FROM pragma_foreign_key_list('remediation_runs')",
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    );
     assert_eq!(refs, [("findings".to_string(), "finding_id".to_string())]);
     // A plain insert plan opens no ephemeral table for the CHECKs.
     let plan: Vec<String> = conn
@@ -1136,19 +1173,7 @@ async fn postgres_findings_json_becomes_text_keeping_values() {
         (&found[0].key, &found[0].row),
         (&object(json!({"id": "a"})), &object(stored_row))
     );
-    let types: Vec<(String, String)> = db
-        .client()
-        .await
-        .query(
-            "SELECT column_name::text, data_type::text FROM information_schema.columns
-              WHERE table_name = 'findings' AND column_name IN ('key_json', 'row_json') ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let types = column_types(&db, "findings", &["key_json", "row_json"]).await;
     assert_eq!(
         types,
         [
@@ -1507,4 +1532,138 @@ async fn postgres_copied_findings_take_their_ids_from_the_identity() {
         Ok(2 * N as i64),
         "both commits' entries chained"
     );
+}
+
+/// How a trail written before migration 12 was tampered with, if at all.
+#[derive(Clone, Copy, Debug)]
+enum OldTrail {
+    Intact,
+    /// Entry 2's kept `prev_hash` replaced: it no longer follows entry 1.
+    Relinked,
+    /// Entry 3's hash replaced by text that is not hex.
+    NotHex,
+}
+
+/// Three entries as a store before migration 12 kept them (hex `prev_hash` and `hash`),
+/// tampered with as `how` says, after the schema of `dialect` before that migration.
+fn old_trail(dialect: &str, how: OldTrail) -> (String, Vec<vigilo::audit::Entry>) {
+    use vigilo::audit::{Entry, Event, GENESIS, Kind};
+    let at = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let events = [
+        Event::system(Kind::ConfigLoaded, "cli", json!({"files": 3})),
+        Event::finding(Kind::FindingOpened, "scan", "q", 7, json!({"id": "a'b"})),
+        Event::finding(Kind::FindingResolved, "scan", "q", 7, json!({"id": "a'b"})),
+    ];
+    let mut entries: Vec<Entry> = Vec::new();
+    for e in &events {
+        let (seq, prev) = entries
+            .last()
+            .map_or((0, GENESIS.to_string()), |l| (l.seq, l.hash.clone()));
+        entries.push(Entry::chain(seq, &prev, at, e));
+    }
+    let mut sql = schema_before(dialect, 12);
+    let text = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let id = |v: Option<i64>| v.map_or("NULL".to_string(), |v| v.to_string());
+    for e in &entries {
+        let prev_hash = match how {
+            OldTrail::Relinked if e.seq == 2 => "ab".repeat(32),
+            _ => e.prev_hash.clone(),
+        };
+        let hash = match how {
+            OldTrail::NotHex if e.seq == 3 => "z".repeat(64),
+            _ => e.hash.clone(),
+        };
+        sql += &format!(
+            "INSERT INTO audit (seq, at, kind, actor, channel, finding_id, approval_id, action_id, data, prev_hash, hash)
+             VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {});\n",
+            e.seq,
+            text(&e.at),
+            text(&e.kind),
+            text(&e.actor),
+            text(&e.channel),
+            id(e.finding_id),
+            id(e.approval_id),
+            id(e.action_id),
+            text(&e.data.to_string()),
+            text(&prev_hash),
+            text(&hash),
+        );
+    }
+    sql += &format!(
+        "UPDATE audit_head SET seq = 3, hash = {} WHERE id = 1;\n",
+        text(&entries[2].hash)
+    );
+    (sql, entries)
+}
+
+/// After migration 12 an intact trail reads back entry for entry as it was shown before
+/// (each `prev_hash` now the hash of the entry before it, read from that entry, also across
+/// a page boundary) and verifies; a trail tampered with before the upgrade, in the column
+/// the upgrade drops or in the hex text, upgrades, and verification still names the
+/// tampered entry.
+async fn check_upgraded_trail(url: &StoreUrl, how: OldTrail, entries: &[vigilo::audit::Entry]) {
+    let store = store::open(url).await.unwrap();
+    let verified = store::verify_audit(&*store).await.unwrap();
+    match how {
+        OldTrail::Intact => {
+            assert_eq!(store::audit_entries(&*store).await.unwrap(), entries);
+            assert_eq!(store.audit_page(2, 5).await.unwrap(), entries[2..]);
+            assert_eq!(store.audit_page(1, 1).await.unwrap(), entries[1..2]);
+            assert_eq!(verified, Ok(3));
+        }
+        OldTrail::Relinked => assert_eq!(verified.map_err(|b| b.seq()), Err(2), "{how:?}"),
+        OldTrail::NotHex => assert_eq!(verified.map_err(|b| b.seq()), Err(3), "{how:?}"),
+    }
+    // New entries chain on from the upgraded head and are kept as bytes.
+    if let OldTrail::Intact = how {
+        let q = query("after_upgrade", FirstRun::Insert);
+        commit(&*store, &q, &[row("a", 1)], 1).await;
+        assert_eq!(store::verify_audit(&*store).await.unwrap(), Ok(4));
+    }
+}
+
+const OLD_TRAILS: [OldTrail; 3] = [OldTrail::Intact, OldTrail::Relinked, OldTrail::NotHex];
+
+#[tokio::test]
+async fn sqlite_audit_hashes_become_bytes_and_old_trails_verify_as_before() {
+    for how in OLD_TRAILS {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vigilo.db");
+        let (sql, entries) = old_trail("sqlite", how);
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch(&sql)
+            .unwrap();
+        check_upgraded_trail(&StoreUrl::Sqlite(path.clone()), how, &entries).await;
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let columns: Vec<String> = sqlite_all(
+            &conn,
+            "SELECT name FROM pragma_table_info('audit') ORDER BY cid",
+            |r| r.get(0),
+        );
+        assert!(!columns.contains(&"prev_hash".to_string()), "{columns:?}");
+        let kept: Vec<(String, i64)> = sqlite_all(
+            &conn,
+            "SELECT typeof(hash), length(hash) FROM audit ORDER BY seq",
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        );
+        assert!(
+            kept.iter().all(|(t, n)| t == "blob" && *n == 32),
+            "{how:?}: {kept:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn postgres_audit_hashes_become_bytes_and_old_trails_verify_as_before() {
+    for how in OLD_TRAILS {
+        let db = common::PgDb::new("audit_bytes").await;
+        let (sql, entries) = old_trail("postgres", how);
+        db.execute(&sql).await;
+        check_upgraded_trail(&StoreUrl::Postgres(db.url.clone()), how, &entries).await;
+        let columns = column_types(&db, "audit", &["prev_hash", "hash"]).await;
+        assert_eq!(columns, [("hash".to_string(), "bytea".to_string())]);
+    }
 }

@@ -36,7 +36,7 @@ async fn insert(tx: &Transaction<'_>, at: &str, links: &[Link<'_>]) -> Result<()
     }
     let mut writer = CopyWriter::start(
         tx,
-        "COPY audit (seq, at, kind, actor, channel, finding_id, approval_id, action_id, data, prev_hash, hash)
+        "COPY audit (seq, at, kind, actor, channel, finding_id, approval_id, action_id, data, hash)
          FROM STDIN (FORMAT binary)",
         &[
             Type::INT8,
@@ -48,13 +48,12 @@ async fn insert(tx: &Transaction<'_>, at: &str, links: &[Link<'_>]) -> Result<()
             Type::INT8,
             Type::INT8,
             Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
+            Type::BYTEA,
         ],
     )
     .await?;
     for l in links {
-        let row: [&(dyn ToSql + Sync); 11] = [
+        let row: [&(dyn ToSql + Sync); 10] = [
             &l.seq,
             &at,
             &l.kind,
@@ -64,8 +63,7 @@ async fn insert(tx: &Transaction<'_>, at: &str, links: &[Link<'_>]) -> Result<()
             &l.approval_id,
             &l.action_id,
             &l.data,
-            &l.prev_hash,
-            &l.hash,
+            &&l.digest[..],
         ];
         writer.write(&row).await?;
     }

@@ -28,7 +28,7 @@ use super::{
     parse_status, snapshot_write,
 };
 use crate::approval::{Approval, Refusal, Transition, Vote};
-use crate::audit::{Entry, Event, Kind};
+use crate::audit::{self, Entry, Event, Kind};
 use crate::diff::{Changed, Changes, ENTRY_BYTES, KeyHash, Snapshot};
 use crate::finding::Finding;
 
@@ -71,6 +71,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         11,
         include_str!("migrations/postgres/0011_audit_without_finding_index.sql"),
+    ),
+    (
+        12,
+        include_str!("migrations/postgres/0012_audit_hashes_as_bytea.sql"),
     ),
 ];
 
@@ -624,12 +628,13 @@ impl Store for PgStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = client
             .query(
-                "SELECT seq, at, kind, actor, channel, finding_id, approval_id, action_id, data, prev_hash, hash
+                "SELECT seq, at, kind, actor, channel, finding_id, approval_id, action_id, data, hash
                  FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
                 &[&after, &limit],
             )
             .await?;
-        rows.iter()
+        let mut entries = rows
+            .iter()
             .map(|r| {
                 Ok(Entry {
                     seq: r.get(0),
@@ -641,11 +646,23 @@ impl Store for PgStore {
                     approval_id: r.get(6),
                     action_id: r.get(7),
                     data: parse_json("audit data", r.get(8))?,
-                    prev_hash: r.get(9),
-                    hash: r.get(10),
+                    prev_hash: String::new(),
+                    hash: hex::encode(r.get::<_, &[u8]>(9)),
                 })
             })
-            .collect()
+            .collect::<Result<Vec<Entry>, StoreError>>()?;
+        let before: Option<Vec<u8>> = match entries.first() {
+            Some(first) => client
+                .query_opt(
+                    "SELECT hash FROM audit WHERE seq < $1 ORDER BY seq DESC LIMIT 1",
+                    &[&first.seq],
+                )
+                .await?
+                .map(|r| r.get(0)),
+            None => None,
+        };
+        audit::link_read(&mut entries, before.as_deref());
+        Ok(entries)
     }
 
     async fn audit_head(&self) -> Result<(i64, String), StoreError> {

@@ -26,7 +26,7 @@ use super::{
     sqlite_messages,
 };
 use crate::approval::{Approval, Refusal, Transition, Vote};
-use crate::audit::{Entry, Event, Kind};
+use crate::audit::{self, Entry, Event, Kind};
 use crate::diff::{Changes, ENTRY_BYTES, KeyHash, Snapshot};
 use crate::finding::Finding;
 
@@ -57,6 +57,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         11,
         include_str!("migrations/sqlite/0011_audit_without_finding_index.sql"),
+    ),
+    (
+        12,
+        include_str!("migrations/sqlite/0012_audit_hashes_as_blobs.sql"),
     ),
 ];
 
@@ -675,11 +679,12 @@ impl Store for SqliteStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.with(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT seq, at, kind, actor, channel, finding_id, approval_id, action_id, data, prev_hash, hash
+                "SELECT seq, at, kind, actor, channel, finding_id, approval_id, action_id, data, hash
                  FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![after, limit], |r| {
                 let data: String = r.get(8)?;
+                let hash: Vec<u8> = r.get(9)?;
                 Ok((
                     Entry {
                         seq: r.get(0)?,
@@ -691,18 +696,28 @@ impl Store for SqliteStore {
                         approval_id: r.get(6)?,
                         action_id: r.get(7)?,
                         data: serde_json::Value::Null,
-                        prev_hash: r.get(9)?,
-                        hash: r.get(10)?,
+                        prev_hash: String::new(),
+                        hash: hex::encode(hash),
                     },
                     data,
                 ))
             })?;
-            rows.map(|r| {
-                let (mut entry, data) = r?;
-                entry.data = parse_json("audit data", &data)?;
-                Ok(entry)
-            })
-            .collect()
+            let mut entries = rows
+                .map(|r| {
+                    let (mut entry, data) = r?;
+                    entry.data = parse_json("audit data", &data)?;
+                    Ok(entry)
+                })
+                .collect::<Result<Vec<Entry>, StoreError>>()?;
+            let before: Option<Vec<u8>> = match entries.first() {
+                Some(first) => c
+                    .prepare_cached("SELECT hash FROM audit WHERE seq < ?1 ORDER BY seq DESC LIMIT 1")?
+                    .query_row([first.seq], |r| r.get(0))
+                    .optional()?,
+                None => None,
+            };
+            audit::link_read(&mut entries, before.as_deref());
+            Ok(entries)
         })
         .await
     }

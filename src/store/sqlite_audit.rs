@@ -11,8 +11,8 @@ use rusqlite::{Transaction, params};
 use super::{EVENT_BATCH, FindingEvent, StoreError, chain_findings, chaining_stopped};
 use crate::audit::{Chain, Event, Kind, Link};
 
-const INSERT: &str = "INSERT INTO audit (seq, at, kind, actor, channel, finding_id, approval_id, action_id, data, prev_hash, hash)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+const INSERT: &str = "INSERT INTO audit (seq, at, kind, actor, channel, finding_id, approval_id, action_id, data, hash)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
 /// The chain's head as `audit_head` records it, and a chain from it stamping entries now.
 fn chain_from_head(tx: &Transaction<'_>) -> Result<Chain, StoreError> {
@@ -47,8 +47,7 @@ fn insert(tx: &Transaction<'_>, at: &str, links: &[Link<'_>]) -> Result<(), Stor
         insert.raw_bind_parameter(7, link.approval_id)?;
         insert.raw_bind_parameter(8, link.action_id)?;
         insert.raw_bind_parameter(9, &link.data)?;
-        insert.raw_bind_parameter(10, &link.prev_hash)?;
-        insert.raw_bind_parameter(11, &link.hash)?;
+        insert.raw_bind_parameter(10, &link.digest[..])?;
         insert.raw_execute()?;
         last = Some(link);
     }
