@@ -181,7 +181,7 @@ impl Entry {
             // The text was written from a Value a moment ago.
             data: serde_json::from_str(&link.data).unwrap_or(Value::Null),
             prev_hash: link.prev_hash,
-            hash: link.hash,
+            hash: hex::encode(link.digest),
         }
     }
 
@@ -332,9 +332,7 @@ pub struct Link<'e> {
     pub data: String,
     /// The previous entry's hash.
     pub prev_hash: String,
-    /// This entry's hash, as hex.
-    pub hash: String,
-    /// This entry's hash, as stored: its 32 bytes.
+    /// This entry's hash, as stored: its 32 bytes (shown as hex).
     pub digest: [u8; 32],
 }
 
@@ -366,7 +364,6 @@ impl Link<'_> {
             action_id: self.action_id,
             data: self.data,
             prev_hash: self.prev_hash,
-            hash: self.hash,
             digest: self.digest,
         }
     }
@@ -415,12 +412,10 @@ impl Chain {
             action_id: event.action_id,
             data,
             prev_hash: std::mem::take(&mut self.hash),
-            hash: String::new(),
             digest: [0; 32],
         };
         link.digest = link.canonical(&self.at).hash(&mut self.buf, &link.data);
-        link.hash = hex::encode(link.digest);
-        (self.seq, self.hash) = (link.seq, link.hash.clone());
+        (self.seq, self.hash) = (link.seq, hex::encode(link.digest));
         link
     }
 }
