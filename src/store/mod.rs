@@ -1508,6 +1508,25 @@ pub(crate) fn new_in_insert_order(changes: &Changes) -> Vec<&Changed> {
     keyed.into_iter().map(|(_, ch)| ch).collect()
 }
 
+/// How many rows ahead of a commit's loop [`prefetch`] asks for a finding's text.
+const PREFETCH_AHEAD: usize = 8;
+
+/// Asks the CPU for what a commit's loop over `new` (in key-hash order, so scattered in
+/// memory) reads `PREFETCH_AHEAD` rows from `i`: that finding's text, and the `Changed`
+/// twice as far ahead, whose pointer to its text the next calls read. Without it, each
+/// new finding of a first run waits for two cache misses on the one thread that writes.
+pub(crate) fn prefetch(new: &[&Changed], i: usize) {
+    if let Some(ch) = new.get(i + 2 * PREFETCH_AHEAD) {
+        crate::diff::prefetch(*ch);
+    }
+    if let Some(f) = new
+        .get(i + PREFETCH_AHEAD)
+        .and_then(|ch| ch.finding.as_ref())
+    {
+        f.prefetch();
+    }
+}
+
 /// From how many new and changed keys on, a committed run is dropped by [`drop_aside`].
 const DROP_ASIDE_FROM: usize = 10_000;
 

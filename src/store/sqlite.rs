@@ -997,7 +997,8 @@ fn commit_findings<'scope, 'a: 'scope>(
         };
         known.sort_unstable_by_key(|&(i, _)| i);
         let mut known = known.into_iter().peekable();
-        for (i, ch) in new.into_iter().enumerate() {
+        for (i, &ch) in new.iter().enumerate() {
+            super::prefetch(&new, i);
             audit.flush(tx)?;
             let key = key_bytes(ch.key_hash);
             let (key_json, row_json) = finding_json(ch)?;
