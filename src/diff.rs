@@ -280,7 +280,7 @@ impl FindingRow {
 
     /// Asks the CPU to start loading the text into its cache, for a loop that will read it
     /// a few rows from now (see [`crate::store::prefetch`]).
-    pub fn prefetch(&self) {
+    pub(crate) fn prefetch(&self) {
         for line in self.text.as_bytes().chunks(64) {
             prefetch(line.as_ptr());
         }
@@ -288,7 +288,7 @@ impl FindingRow {
 }
 
 /// Asks the CPU to load the cache line at `p`; a hint that changes no result.
-pub fn prefetch<T>(p: *const T) {
+pub(crate) fn prefetch<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch reads nothing the program sees and cannot fault, whatever the
     // address; SSE, which it needs, is part of every x86_64 CPU.

@@ -1168,10 +1168,6 @@ impl MessageOutcome {
     }
 }
 
-/// Audit events SQLite's commit keeps in memory before appending them (PostgreSQL's go
-/// `pg_copy::ROWS_PER_COPY` at a time).
-pub(crate) const EVENT_BATCH: usize = 5_000;
-
 /// One finding event of a commit: (kind, finding id, key JSON).
 pub(crate) type FindingEvent<K> = (Kind, i64, K);
 

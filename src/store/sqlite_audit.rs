@@ -8,8 +8,12 @@ use std::thread::{Scope, ScopedJoinHandle};
 use chrono::Utc;
 use rusqlite::{Transaction, params};
 
-use super::{EVENT_BATCH, FindingEvent, StoreError, chain_findings, chaining_stopped};
+use super::{FindingEvent, StoreError, chain_findings, chaining_stopped};
 use crate::audit::{Chain, Event, Kind, Link};
+
+/// Audit events the commit keeps in memory before appending them (PostgreSQL's go
+/// `pg_copy::ROWS_PER_COPY` at a time).
+const EVENT_BATCH: usize = 5_000;
 
 const INSERT: &str = "INSERT INTO audit (seq, at, kind, actor, channel, finding_id, approval_id, action_id, data, hash)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
