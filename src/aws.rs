@@ -183,6 +183,16 @@ struct Cached {
     identity: Option<Identity>,
 }
 
+/// The HTTPS client of the AWS SDK: hyper with rustls on ring, the one TLS stack vigilo builds
+/// (the SDK's default would add aws-lc-sys, compiled with cmake).
+pub fn https_client() -> aws_sdk_iam::config::SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
+}
+
 /// One `[connection.aws.NAME]`: its clients and its credential cache.
 pub struct Connection {
     config: AwsConnectionConfig,
@@ -194,17 +204,23 @@ pub struct Connection {
 
 impl Connection {
     async fn build(config: &AwsConnectionConfig) -> Connection {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .operation_timeout(OPERATION_TIMEOUT)
-                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-                .build(),
-        );
+        let http = https_client();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http.clone())
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .operation_timeout(OPERATION_TIMEOUT)
+                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                    .build(),
+            );
         if let Some(profile) = &config.profile {
             // A named profile is this connection's identity: unlike the bare chain, AWS_* credential
             // variables of the environment do not take precedence over it (as with `aws --profile`).
+            let provider_config =
+                aws_config::provider_config::ProviderConfig::default().with_http_client(http);
             loader = loader.profile_name(profile).credentials_provider(
                 aws_config::profile::ProfileFileCredentialsProvider::builder()
+                    .configure(&provider_config)
                     .profile_name(profile)
                     .build(),
             );

@@ -94,6 +94,7 @@ impl Moto {
             let sts = aws_sdk_sts::Client::from_conf(
                 aws_sdk_sts::Config::builder()
                     .behavior_version(BehaviorVersion::latest())
+                    .http_client(vigilo::aws::https_client())
                     .region(Region::new("us-east-1"))
                     .endpoint_url(self.url())
                     .credentials_provider(credentials.clone())
@@ -118,6 +119,7 @@ impl Moto {
         aws_sdk_iam::Client::from_conf(
             aws_sdk_iam::Config::builder()
                 .behavior_version(BehaviorVersion::latest())
+                .http_client(vigilo::aws::https_client())
                 .region(Region::new("us-east-1"))
                 .endpoint_url(self.url())
                 .credentials_provider(credentials)
