@@ -69,12 +69,12 @@ const BODY_EXCERPT: usize = 500;
 /// Renders the actions that `decision` triggers (`None`: the actions without `when`, for auto-remediation).
 pub fn render(
     remediation: &Remediation,
-    decision: Option<&str>,
+    decision: Option<&[String]>,
     ctx: &Value,
 ) -> Result<Vec<NewAction>, String> {
     let mut out = Vec::new();
     for (i, action) in remediation.actions.iter().enumerate() {
-        if action.when.as_deref() != decision {
+        if !remediation.runs_for(action.when.as_deref(), decision) {
             continue;
         }
         let position = i32::try_from(i).map_err(|_| "too many actions".to_string())?;

@@ -54,6 +54,79 @@ pub struct OptionSpec {
     pub style: Option<String>,
     /// Distinct approvers needed.
     pub required: u32,
+    /// Choosing it accepts the finding's risk for this long (`30d`) instead of fixing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept_for: Option<String>,
+}
+
+/// What kind of answer an approval takes (interface.md section 8).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputKind {
+    /// One option, as buttons.
+    #[default]
+    Button,
+    /// One option, from a list.
+    Select,
+    /// A set of options.
+    Multiselect,
+    /// Free text (options are only suggestions).
+    Text,
+}
+
+impl InputKind {
+    /// As written in `[approval] type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InputKind::Button => "button",
+            InputKind::Select => "select",
+            InputKind::Multiselect => "multiselect",
+            InputKind::Text => "text",
+        }
+    }
+
+    /// Parses `button`, `select`, `multiselect` or `text`.
+    pub fn parse(s: &str) -> Option<InputKind> {
+        match s {
+            "button" => Some(InputKind::Button),
+            "select" => Some(InputKind::Select),
+            "multiselect" => Some(InputKind::Multiselect),
+            "text" => Some(InputKind::Text),
+            _ => None,
+        }
+    }
+}
+
+/// The answer settings of an approval beside its options, fixed when it opens.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Input {
+    /// What kind of answer it takes.
+    #[serde(rename = "type", default)]
+    pub kind: InputKind,
+    /// Hint shown in an empty text field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placeholder: Option<String>,
+    /// A text answer must match this regular expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// For `text` and `multiselect`: distinct approvers who must give the identical answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<u32>,
+}
+
+/// Separates the values of a multiselect answer in its one-string form (`approval.value`).
+pub const VALUE_SEPARATOR: &str = ", ";
+
+/// The values an answer of an approval of `kind` carries: the option, the text, or the set.
+pub fn answer_values(kind: InputKind, answer: &str) -> Vec<String> {
+    match kind {
+        InputKind::Multiselect => answer
+            .split(VALUE_SEPARATOR)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+            .collect(),
+        _ => vec![answer.to_string()],
+    }
 }
 
 /// One vote.
@@ -73,6 +146,23 @@ pub struct Vote {
     /// Who on that channel (`slack:U0ALICE`, `unix:root`), when the channel tells (an addition).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    /// The value(s) answered: the option, the text, or a multiselect's set (in option order).
+    pub values: Vec<String>,
+}
+
+impl Vote {
+    /// A vote by `by` on `channel` now, answering `values` (one option, one text, or a set).
+    pub fn new(by: &str, values: Vec<String>, channel: &str) -> Vote {
+        Vote {
+            by: by.to_string(),
+            option: values.join(VALUE_SEPARATOR),
+            reason: None,
+            channel: channel.to_string(),
+            at: chrono::Utc::now(),
+            identity: None,
+            values,
+        }
+    }
 }
 
 /// An approval with its votes (interface.md section 5 shape, plus a few fields).
@@ -92,8 +182,11 @@ pub struct Approval {
     pub subject: String,
     /// Rendered prompt.
     pub prompt: String,
-    /// The options.
+    /// The options (for `text`, suggestions).
     pub options: Vec<OptionSpec>,
+    /// The kind of answer and its settings (`type`, `placeholder`, `pattern`, `required`).
+    #[serde(flatten)]
+    pub input: Input,
     /// Who may vote (groups expanded).
     pub approvers: Vec<String>,
     /// The ChatOps requester, who may not vote unless allowed.
@@ -113,6 +206,8 @@ pub struct Approval {
     pub decided_at: Option<DateTime<Utc>>,
     /// The approvers whose votes decided it (`vigilo` for `on_timeout`).
     pub decided_by: Vec<String>,
+    /// The decision's values (`approval.values`): one option, the text, or a multiselect's set.
+    pub values: Vec<String>,
     /// Every vote, in order.
     pub votes: Vec<Vote>,
 }
@@ -166,6 +261,26 @@ pub enum Refusal {
         option: String,
         /// What exists.
         options: String,
+    },
+    /// A text answer that does not match the approval's `pattern`.
+    #[error(
+        "{answer:?} does not match the pattern {pattern} that approval {id} requires; answer again"
+    )]
+    PatternMismatch {
+        /// The approval.
+        id: i64,
+        /// The required pattern.
+        pattern: String,
+        /// What was answered.
+        answer: String,
+    },
+    /// An answer of the wrong shape: none, several for a single choice, or empty text.
+    #[error("approval {id} {why}")]
+    BadAnswer {
+        /// The approval.
+        id: i64,
+        /// What is wrong and what it takes.
+        why: String,
     },
     /// A second vote.
     #[error("{by} already voted {option} on approval {id} at {at}; each approver votes once")]
@@ -249,18 +364,7 @@ impl Approval {
         if self.requested_by.as_deref() == Some(vote.by.as_str()) && !self.allow_self_approval {
             return Err(Refusal::SelfApproval { by: vote.by });
         }
-        let Some(option) = self.options.iter().find(|o| o.value == vote.option) else {
-            return Err(Refusal::UnknownOption {
-                id,
-                option: vote.option,
-                options: self
-                    .options
-                    .iter()
-                    .map(|o| o.value.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
-        };
+        let (vote, required) = self.normalize(vote)?;
         if let Some(earlier) = self.votes.iter().find(|v| v.by == vote.by) {
             return Err(Refusal::AlreadyVoted {
                 id,
@@ -269,21 +373,157 @@ impl Approval {
                 at: rfc3339(&earlier.at),
             });
         }
+        // Identical answers count together: the same option, the same text, the same set.
         let mut by: Vec<String> = self
             .votes
             .iter()
-            .filter(|v| v.option == option.value)
+            .filter(|v| v.option == vote.option)
             .map(|v| v.by.clone())
             .collect();
         by.push(vote.by.clone());
-        if by.len() as u32 >= option.required {
+        if by.len() as u32 >= required {
             Ok(Transition::VoteDecides {
-                option: option.value.clone(),
+                option: vote.option.clone(),
                 vote,
                 by,
             })
         } else {
             Ok(Transition::Vote(vote))
+        }
+    }
+
+    /// The option list as `a, b`.
+    fn option_list(&self) -> String {
+        self.options
+            .iter()
+            .map(|o| o.value.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Checks a vote's answer against the approval's input type and puts it in its one form
+    /// (a multiselect's values deduplicated and in option order; a text trimmed); returns it
+    /// with the number of identical answers that decide.
+    fn normalize(&self, mut vote: Vote) -> Result<(Vote, u32), Refusal> {
+        let id = self.id;
+        if vote.values.is_empty() && !vote.option.is_empty() {
+            vote.values = answer_values(self.input.kind, &vote.option);
+        }
+        let unknown = |option: &str| Refusal::UnknownOption {
+            id,
+            option: option.to_string(),
+            options: self.option_list(),
+        };
+        match self.input.kind {
+            InputKind::Button | InputKind::Select => {
+                let [value] = vote.values.as_slice() else {
+                    return Err(Refusal::BadAnswer {
+                        id,
+                        why: format!("takes exactly one option (one of: {})", self.option_list()),
+                    });
+                };
+                if !self.options.iter().any(|o| &o.value == value) {
+                    return Err(unknown(value));
+                }
+            }
+            InputKind::Multiselect => {
+                if vote.values.is_empty() {
+                    return Err(Refusal::BadAnswer {
+                        id,
+                        why: format!("takes one or more options (of: {})", self.option_list()),
+                    });
+                }
+                if let Some(bad) = vote
+                    .values
+                    .iter()
+                    .find(|v| !self.options.iter().any(|o| &o.value == *v))
+                {
+                    return Err(unknown(bad));
+                }
+                let chosen: Vec<&OptionSpec> = self
+                    .options
+                    .iter()
+                    .filter(|o| vote.values.contains(&o.value))
+                    .collect();
+                vote.values = chosen.iter().map(|o| o.value.clone()).collect();
+            }
+            InputKind::Text => {
+                let text = match vote.values.as_slice() {
+                    [one] => one.trim().to_string(),
+                    _ => {
+                        return Err(Refusal::BadAnswer {
+                            id,
+                            why: "takes one text answer".into(),
+                        });
+                    }
+                };
+                if text.is_empty() {
+                    return Err(Refusal::BadAnswer {
+                        id,
+                        why: "needs a non-empty text answer".into(),
+                    });
+                }
+                if let Some(pattern) = &self.input.pattern {
+                    // The pattern was checked when the project loaded; one that no longer
+                    // compiles refuses every answer rather than accepting any.
+                    let matches = regex::Regex::new(pattern).is_ok_and(|re| re.is_match(&text));
+                    if !matches {
+                        return Err(Refusal::PatternMismatch {
+                            id,
+                            pattern: pattern.clone(),
+                            answer: text,
+                        });
+                    }
+                }
+                vote.values = vec![text];
+            }
+        }
+        vote.option = vote.values.join(VALUE_SEPARATOR);
+        let required = self.threshold(&vote.values);
+        Ok((vote, required))
+    }
+
+    /// How many identical answers of `values` decide: the option's `required` for a single
+    /// choice; for a multiselect the larger of `[approval] required` and its options'; for a
+    /// text, `[approval] required`.
+    pub fn threshold(&self, values: &[String]) -> u32 {
+        let per_option = self
+            .options
+            .iter()
+            .filter(|o| values.contains(&o.value))
+            .map(|o| o.required)
+            .max();
+        let need = match self.input.kind {
+            InputKind::Button | InputKind::Select => per_option.unwrap_or(1),
+            InputKind::Multiselect => per_option
+                .unwrap_or(1)
+                .max(self.input.required.unwrap_or(1)),
+            InputKind::Text => self.input.required.unwrap_or(1),
+        };
+        need.max(1)
+    }
+
+    /// The option the decision chose, when it is one option (button, select).
+    pub fn decided_option(&self) -> Option<&OptionSpec> {
+        let decision = self.decision.as_deref()?;
+        match self.input.kind {
+            InputKind::Button | InputKind::Select => {
+                self.options.iter().find(|o| o.value == decision)
+            }
+            InputKind::Multiselect | InputKind::Text => None,
+        }
+    }
+
+    /// Fills the derived `values` of the approval and its votes from their one-string answers.
+    pub fn fill_values(&mut self) {
+        let kind = self.input.kind;
+        self.values = self
+            .decision
+            .as_deref()
+            .map(|d| answer_values(kind, d))
+            .unwrap_or_default();
+        for v in &mut self.votes {
+            v.values = answer_values(kind, &v.option);
         }
     }
 }
@@ -318,14 +558,17 @@ mod tests {
                     label: "Deactivate".into(),
                     style: Some("danger".into()),
                     required,
+                    accept_for: None,
                 },
                 OptionSpec {
                     value: "keep".into(),
                     label: "Keep".into(),
                     style: None,
                     required: 1,
+                    accept_for: None,
                 },
             ],
+            input: Input::default(),
             approvers: vec!["alice".into(), "bob".into(), "carol".into()],
             requested_by: None,
             allow_self_approval: false,
@@ -334,6 +577,7 @@ mod tests {
             on_timeout: None,
             decided_at: None,
             decided_by: vec![],
+            values: vec![],
             votes: vec![],
         }
     }
@@ -346,7 +590,12 @@ mod tests {
             channel: "cli".into(),
             at: Utc::now(),
             identity: None,
+            values: vec![],
         }
+    }
+
+    fn answer(by: &str, values: &[&str]) -> Vote {
+        Vote::new(by, values.iter().map(|v| v.to_string()).collect(), "cli")
     }
 
     /// Applies a transition the way the store does.
@@ -462,5 +711,93 @@ mod tests {
             a.vote(vote("bob", "keep")),
             Err(Refusal::Expired { .. })
         ));
+    }
+
+    #[test]
+    fn a_multiselect_decides_only_on_identical_sets() {
+        let mut a = approval(1);
+        a.input.kind = InputKind::Multiselect;
+        a.input.required = Some(2);
+        // Order and duplicates do not matter: the set is kept in option order.
+        let t = a
+            .vote(answer("alice", &["keep", "deactivate", "keep"]))
+            .unwrap();
+        let Transition::Vote(v) = &t else {
+            panic!("{t:?}")
+        };
+        assert_eq!(v.values, vec!["deactivate", "keep"]);
+        assert_eq!(v.option, "deactivate, keep");
+        apply(&mut a, t);
+        // A different set does not add to it.
+        let t = a.vote(answer("bob", &["deactivate"])).unwrap();
+        assert!(matches!(t, Transition::Vote(_)), "{t:?}");
+        apply(&mut a, t);
+        let t = a.vote(answer("carol", &["keep", "deactivate"])).unwrap();
+        assert!(
+            matches!(&t, Transition::VoteDecides { option, by, .. }
+                if option == "deactivate, keep" && by == &["alice", "carol"]),
+            "{t:?}"
+        );
+        let err = a.vote(answer("bob", &["nuke"])).unwrap_err();
+        assert!(matches!(err, Refusal::UnknownOption { .. }), "{err}");
+        let err = approval(1).vote(answer("bob", &[])).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Refusal::UnknownOption { .. } | Refusal::BadAnswer { .. }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_text_answer_must_match_the_pattern_and_agree() {
+        let mut a = approval(1);
+        a.input.kind = InputKind::Text;
+        a.input.pattern = Some("^team-[a-z]+$".into());
+        a.input.required = Some(2);
+        let err = a.vote(answer("alice", &["Payments"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "\"Payments\" does not match the pattern ^team-[a-z]+$ that approval 7 requires; answer again"
+        );
+        let err = a.vote(answer("alice", &["   "])).unwrap_err();
+        assert!(matches!(err, Refusal::BadAnswer { .. }), "{err}");
+        let t = a.vote(answer("alice", &[" team-data "])).unwrap();
+        assert!(
+            matches!(&t, Transition::Vote(v) if v.option == "team-data"),
+            "{t:?}"
+        );
+        apply(&mut a, t);
+        let t = a.vote(answer("bob", &["team-payments"])).unwrap();
+        assert!(
+            matches!(t, Transition::Vote(_)),
+            "a different text is another answer"
+        );
+        apply(&mut a, t);
+        let t = a.vote(answer("carol", &["team-data"])).unwrap();
+        assert!(
+            matches!(&t, Transition::VoteDecides { option, .. } if option == "team-data"),
+            "{t:?}"
+        );
+    }
+
+    #[test]
+    fn a_single_choice_takes_exactly_one_value() {
+        let a = approval(1);
+        let err = a
+            .vote(answer("alice", &["keep", "deactivate"]))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "approval 7 takes exactly one option (one of: deactivate, keep)"
+        );
+        let mut decided = approval(1);
+        decided.input.kind = InputKind::Multiselect;
+        decided.decision = Some("deactivate, keep".into());
+        decided.votes.push(vote("alice", "deactivate, keep"));
+        decided.fill_values();
+        assert_eq!(decided.values, vec!["deactivate", "keep"]);
+        assert_eq!(decided.votes[0].values, vec!["deactivate", "keep"]);
     }
 }

@@ -29,6 +29,10 @@ pub enum Kind {
     FindingResolved,
     /// A resolved finding's key came back.
     FindingReopened,
+    /// A decision accepted a finding's risk until a time (an option with `accept_for`).
+    FindingAccepted,
+    /// A finding's acceptance ran out while its row was still there: it is open again.
+    FindingAcceptanceExpired,
     /// An approval was requested.
     ApprovalRequested,
     /// Someone voted.
@@ -69,6 +73,8 @@ impl Kind {
             Kind::FindingUpdated => "finding.updated",
             Kind::FindingResolved => "finding.resolved",
             Kind::FindingReopened => "finding.reopened",
+            Kind::FindingAccepted => "finding.accepted",
+            Kind::FindingAcceptanceExpired => "finding.acceptance_expired",
             Kind::ApprovalRequested => "approval.requested",
             Kind::ApprovalVote => "approval.vote",
             Kind::ApprovalDecided => "approval.decided",

@@ -111,12 +111,20 @@ pub enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
-    /// Vote any option of an approval.
+    /// Answer an approval: one option, several (multiselect), or `--text` (text input).
     Respond {
         /// The approval's id.
         id: i64,
-        /// The option's value.
-        option: String,
+        /// The option's value (several for a multiselect).
+        #[arg(
+            value_name = "VALUE",
+            required_unless_present = "text",
+            conflicts_with = "text"
+        )]
+        values: Vec<String>,
+        /// The answer of a text input.
+        #[arg(long)]
+        text: Option<String>,
         /// Who votes: an `[approver.NAME]`.
         #[arg(long = "as", value_name = "NAME")]
         by: String,
@@ -234,6 +242,8 @@ pub enum StatusFilter {
     Open,
     /// Resolved findings.
     Resolved,
+    /// Findings whose risk is accepted for a while.
+    Accepted,
     /// Every finding.
     All,
 }
@@ -328,10 +338,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Respond {
             id,
-            option,
+            values,
+            text,
             by,
             reason,
-        } => vote(&dir, id, Choice::Option(&option), by, reason).await,
+        } => {
+            let values = text.map_or(values, |t| vec![t]);
+            vote(&dir, id, Choice::Values(values), by, reason).await
+        }
         Command::Retry { action_id } => retry(&dir, action_id).await,
         Command::Undo {
             action_id,
@@ -462,11 +476,11 @@ async fn approvals(dir: &Path, pending_only: bool, format: AuditFormat) -> Resul
 }
 
 /// What a vote command chose.
-enum Choice<'a> {
+enum Choice {
     /// `approve` or `deny`: that option, else the one that does (not) run actions.
     Shorthand(&'static str),
-    /// `respond ID OPTION`: exactly this option.
-    Option(&'a str),
+    /// `respond ID VALUE...` or `respond ID --text T`: exactly this answer.
+    Values(Vec<String>),
 }
 
 /// A usage error unless `by` is an `[approver.NAME]` of the project.
@@ -489,18 +503,19 @@ fn known_approver(project: &Project, by: &str) -> Result<()> {
 async fn vote(
     dir: &Path,
     id: i64,
-    choice: Choice<'_>,
+    choice: Choice,
     by: String,
     reason: Option<String>,
 ) -> Result<ExitCode> {
     let project = load(dir)?;
     known_approver(&project, &by)?;
     let store = open_settled(&project).await?;
-    let option = match (choice, store.approval(id).await?) {
-        (Choice::Option(option), _) | (Choice::Shorthand(option), None) => option.to_string(),
+    let values = match (choice, store.approval(id).await?) {
+        (Choice::Values(values), _) => values,
+        (Choice::Shorthand(option), None) => vec![option.to_string()],
         (Choice::Shorthand(word), Some(a)) => {
             match remediate::shorthand_option(&project, &a, word) {
-                Ok(option) => option,
+                Ok(option) => vec![option],
                 Err(why) => {
                     eprintln!("refused: {why}");
                     return Ok(ExitCode::from(1));
@@ -508,19 +523,13 @@ async fn vote(
             }
         }
     };
-    let option = option.as_str();
-    let ballot = Vote {
-        by: by.clone(),
-        option: option.to_string(),
-        reason,
-        channel: "cli".into(),
-        at: chrono::Utc::now(),
-        // The account that typed `--as NAME`.
-        identity: std::env::var("USER")
-            .or_else(|_| std::env::var("LOGNAME"))
-            .ok()
-            .map(|u| format!("unix:{u}")),
-    };
+    let mut ballot = Vote::new(&by, values, "cli");
+    ballot.reason = reason;
+    // The account that typed `--as NAME`.
+    ballot.identity = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .map(|u| format!("unix:{u}"));
     match store.vote(id, ballot).await? {
         Ok(Transition::VoteDecides {
             option, by: voters, ..
@@ -532,22 +541,22 @@ async fn vote(
             output::write_action_outcomes(&mut out, &ran)?;
             Ok(ExitCode::SUCCESS)
         }
-        Ok(_) => {
+        Ok(Transition::Vote(cast)) => {
+            let option = cast.option;
             let a = store.approval(id).await?;
             let (have, need) = a
                 .as_ref()
                 .map(|a| {
                     let have = a.votes.iter().filter(|v| v.option == option).count();
-                    let need = a
-                        .options
-                        .iter()
-                        .find(|o| o.value == option)
-                        .map_or(1, |o| o.required);
-                    (have, need)
+                    (have, a.threshold(&cast.values))
                 })
                 .unwrap_or((1, 1));
             println!("recorded {by}'s vote {option} on approval {id} ({have} of {need} needed)");
             Ok(ExitCode::SUCCESS)
+        }
+        Ok(Transition::TimeoutDecides { .. } | Transition::Expire) => {
+            eprintln!("refused: approval {id} ran out of time before this vote");
+            Ok(ExitCode::from(1))
         }
         Err(refusal) => {
             eprintln!("refused: {refusal}");
@@ -870,6 +879,7 @@ async fn findings(
     let status = match status {
         StatusFilter::Open => Some(Status::Open),
         StatusFilter::Resolved => Some(Status::Resolved),
+        StatusFilter::Accepted => Some(Status::Accepted),
         StatusFilter::All => None,
     };
     let list = store.findings(&FindingFilter { query, status }).await?;

@@ -237,6 +237,7 @@ pub async fn run(yes: bool) -> Result<ExitCode> {
                 channel: "cli".into(),
                 at: chrono::Utc::now(),
                 identity: None,
+                values: Vec::new(),
             };
             match store.vote(a.id, vote).await? {
                 Ok(Transition::VoteDecides { option, by, .. }) => {

@@ -674,14 +674,18 @@ mod tests {
                     label: "Deactivate".into(),
                     style: Some("danger".into()),
                     required: 2,
+                    accept_for: None,
                 },
                 OptionSpec {
                     value: "keep it".into(),
                     label: "Keep".into(),
                     style: None,
                     required: 1,
+                    accept_for: None,
                 },
             ],
+            input: Default::default(),
+            values: vec![],
             approvers: vec!["alice".into(), "bob".into()],
             requested_by: None,
             allow_self_approval: false,
@@ -753,6 +757,7 @@ mod tests {
             channel: "web".into(),
             at: chrono::Utc::now(),
             identity: None,
+            values: vec![],
         });
         let mail = request(&voted, None, &alice(Some("http://v/approvals/7?token=T")));
         assert!(mail.body.choices.is_empty());

@@ -14,6 +14,8 @@ pub enum Status {
     Open,
     /// The key left the result.
     Resolved,
+    /// The key is in the result, and its risk is accepted until `accepted_until`.
+    Accepted,
 }
 
 impl Status {
@@ -22,14 +24,16 @@ impl Status {
         match self {
             Status::Open => "open",
             Status::Resolved => "resolved",
+            Status::Accepted => "accepted",
         }
     }
 
-    /// Parses `open` or `resolved`.
+    /// Parses `open`, `resolved` or `accepted`.
     pub fn parse(s: &str) -> Option<Status> {
         match s {
             "open" => Some(Status::Open),
             "resolved" => Some(Status::Resolved),
+            "accepted" => Some(Status::Accepted),
             _ => None,
         }
     }
@@ -62,6 +66,13 @@ pub struct Finding {
     pub reopened: i64,
     /// The latest row.
     pub row: Map<String, Value>,
+    /// Until when its risk is accepted (accepted findings only).
+    #[serde(serialize_with = "ser_opt_time")]
+    pub accepted_until: Option<DateTime<Utc>>,
+    /// Who accepted it (accepted findings only).
+    pub accepted_by: Option<String>,
+    /// Why (accepted findings only).
+    pub accepted_reason: Option<String>,
 }
 
 /// Formats a time as RFC 3339 UTC, with fractional seconds only when present.

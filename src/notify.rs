@@ -106,12 +106,12 @@ pub fn for_notifier(
 pub fn for_decision(
     project: &Project,
     remediation: &Remediation,
-    decision: Option<&str>,
+    decision: Option<&[String]>,
     ctx: &Value,
 ) -> Result<Vec<NewMessage>, String> {
     let mut out = Vec::new();
     for (i, m) in remediation.messages.iter().enumerate() {
-        if m.when.as_deref() != decision {
+        if !remediation.runs_for(m.when.as_deref(), decision) {
             continue;
         }
         let text = template::render(&m.text, ctx)

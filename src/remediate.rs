@@ -155,11 +155,17 @@ pub async fn plan_decided(scanner: &Scanner, owner: &str) -> Result<Progress, Re
             continue;
         };
         let mut ctx = context(project, &run.finding);
-        let decision = run.approval.as_ref().and_then(|a| a.decision.clone());
+        let decision = run
+            .approval
+            .as_ref()
+            .filter(|a| a.decision.is_some())
+            .map(|a| a.values.clone());
         if let Some(a) = &run.approval {
             ctx["approval"] = json!({
                 "id": a.id,
                 "decision": a.decision,
+                "value": a.decision,
+                "values": a.values,
                 "decided_by": a.decided_by.join(", "),
                 "decided_at": a.decided_at.as_ref().map(crate::finding::rfc3339),
                 "votes": a.votes,
@@ -196,7 +202,7 @@ impl<'p> Plan<'p> {
     fn render(
         project: &Project,
         remediation: &'p Remediation,
-        decision: Option<&str>,
+        decision: Option<&[String]>,
         ctx: &Value,
         run_id: i64,
         finding: Finding,
@@ -480,6 +486,7 @@ pub async fn step(
     let (project, store) = (scanner.project().as_ref(), scanner.store().as_ref());
     release_dead_claims(store).await?;
     settle_due(store).await?;
+    expire_acceptances(project, store).await?;
     settle_started(store, owner, targets).await?;
     let mut progress = process_requested(scanner, owner).await?;
     progress
@@ -523,6 +530,38 @@ async fn give_up(
         progress.failed.push((run_id, error));
     }
     Ok(())
+}
+
+/// How many due acceptances one pass ends.
+const ACCEPTANCE_BATCH: usize = 100;
+
+/// Ends every acceptance whose time is up: the finding is open again (its row was in the
+/// query's latest result, or it would have resolved) and its query's remediation starts anew.
+/// Returns (finding id, new run id).
+pub async fn expire_acceptances(
+    project: &Project,
+    store: &dyn Store,
+) -> Result<Vec<(i64, Option<i64>)>, RemediateError> {
+    let now = Utc::now();
+    let mut out = Vec::new();
+    for due in store.due_acceptances(now, ACCEPTANCE_BATCH).await? {
+        let remediation = project
+            .queries
+            .get(&due.query)
+            .and_then(|q| q.remediation.as_deref());
+        if let Some(run) = store
+            .end_acceptance(due.finding_id, remediation, now)
+            .await?
+        {
+            tracing::info!(
+                finding = due.finding_id,
+                until = %crate::finding::rfc3339(&due.until),
+                "risk acceptance ended; the finding is open again"
+            );
+            out.push((due.finding_id, run));
+        }
+    }
+    Ok(out)
 }
 
 /// Applies the timeout of every pending approval whose deadline has passed.
@@ -578,8 +617,10 @@ fn new_approval(
                 label: o.label.clone(),
                 style: o.style.clone(),
                 required: o.required,
+                accept_for: o.accept_for.clone(),
             })
             .collect(),
+        input: a.input.clone(),
         approvers: expand_approvers(project, &a.approvers),
         requested_by: run.requested_by.clone(),
         allow_self_approval: a.allow_self_approval,
@@ -620,9 +661,12 @@ pub fn preview(
         resolved_at: None,
         reopened: 0,
         row: new.row.clone(),
+        accepted_until: None,
+        accepted_by: None,
+        accepted_reason: None,
     };
     let ctx = context(project, &finding);
-    let calls = |decision: Option<&str>| -> Vec<String> {
+    let calls = |decision: Option<&[String]>| -> Vec<String> {
         match action::render(remediation, decision, &ctx) {
             Err(e) => vec![format!("cannot render its actions: {e}")],
             Ok(actions) if actions.is_empty() => vec!["nothing is called".into()],
@@ -649,10 +693,17 @@ pub fn preview(
             ));
             for o in &a.options {
                 lines.extend(
-                    calls(Some(&o.value))
+                    calls(Some(std::slice::from_ref(&o.value)))
                         .into_iter()
                         .map(|c| format!("if {}: {c}", o.value)),
                 );
+            }
+            if a.input.kind == crate::approval::InputKind::Text {
+                // Actions without `when` run on any text; `approval.value` is the answer.
+                let any = remediation.actions.iter().any(|x| x.when.is_none());
+                if any {
+                    lines.push("on any text answer: the actions without `when` run".into());
+                }
             }
         }
     }
@@ -664,12 +715,22 @@ pub fn preview(
     lines.into_iter().map(|l| crate::redact::text(&l)).collect()
 }
 
-/// Whether choosing `option` runs any action of `remediation`.
-pub fn runs_actions(project: &Project, remediation: &str, option: &str) -> bool {
-    project
-        .remediations
-        .get(remediation)
-        .is_some_and(|r| r.actions.iter().any(|a| a.when.as_deref() == Some(option)))
+/// Whether the answer `decision` (an option, a text, or a multiselect's values joined) runs
+/// any action of `remediation`.
+pub fn runs_actions(project: &Project, remediation: &str, decision: &str) -> bool {
+    project.remediations.get(remediation).is_some_and(|r| {
+        let kind = r
+            .approval
+            .as_ref()
+            .map(|a| a.input.kind)
+            .unwrap_or_default();
+        let values = crate::approval::answer_values(kind, decision);
+        r.actions
+            .iter()
+            .any(|a| a.when.is_some() && r.runs_for(a.when.as_deref(), Some(&values)))
+            || (kind == crate::approval::InputKind::Text
+                && r.actions.iter().any(|a| a.when.is_none()))
+    })
 }
 
 /// The option `vigilo approve` (`word` = "approve") or `vigilo deny` ("deny") votes on `a`:

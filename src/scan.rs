@@ -308,7 +308,7 @@ impl Scanner {
                     key: f.key_map(),
                     row: f.row_map(),
                 }),
-                Some((_, Status::Open, _)) => {}
+                Some((_, Status::Open | Status::Accepted, _)) => {}
                 None => dry.opened.push(DryFinding {
                     id: None,
                     key: f.key_map(),
@@ -324,7 +324,9 @@ impl Scanner {
         let deleted: HashSet<KeyHash> = changes.deleted.into_iter().collect();
         for key in &deleted {
             match existing.get(key) {
-                Some((id, Status::Open, k)) => dry.resolved.push((*id, k.clone())),
+                Some((id, Status::Open | Status::Accepted, k)) => {
+                    dry.resolved.push((*id, k.clone()))
+                }
                 _ => dry.deleted_without_finding += 1,
             }
         }

@@ -250,6 +250,7 @@ async fn approval_vote(
         channel: "web".into(),
         at: Utc::now(),
         identity: None,
+        values: Vec::new(),
     };
     match s.store.vote(id, vote).await {
         Ok(Ok(Transition::VoteDecides { option, by, .. })) => s.message(
@@ -361,6 +362,7 @@ async fn dashboard_page(
     let status = match filter.status.as_deref() {
         None | Some("") | Some("open") => Some(Status::Open),
         Some("resolved") => Some(Status::Resolved),
+        Some("accepted") => Some(Status::Accepted),
         Some(_) => None,
     };
     let query = filter.query.clone().filter(|q| !q.is_empty());

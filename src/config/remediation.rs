@@ -14,6 +14,7 @@ use super::raw::{self, SpStr};
 use super::refs::{RefKind, Reference};
 use super::sections::parse_duration;
 use super::spans::FileCtx;
+use crate::approval::{Input, InputKind, VALUE_SEPARATOR};
 
 /// A loaded remediation.
 #[derive(Debug, Clone)]
@@ -53,8 +54,10 @@ pub struct ApprovalConfig {
     pub timeout: Option<Duration>,
     /// Option taken when time runs out.
     pub on_timeout: Option<String>,
-    /// Options; default approve (primary) and deny (danger).
+    /// Options; default approve (primary) and deny (danger). For `text`, suggestions.
     pub options: Vec<ApprovalOption>,
+    /// `type`, `placeholder`, `pattern` and the approval-wide `required`.
+    pub input: Input,
 }
 
 /// One choice of an approval.
@@ -68,6 +71,26 @@ pub struct ApprovalOption {
     pub style: Option<String>,
     /// Distinct approvers needed.
     pub required: u32,
+    /// `accept_for`: choosing it accepts the risk for this long, as written (`30d`).
+    pub accept_for: Option<String>,
+}
+
+impl Remediation {
+    /// Whether an action or message with `when` runs for a decision answering `values`
+    /// (`None`: no approval, auto-remediation). A `when` runs when it is the chosen value or
+    /// one of the chosen values; without `when`, an item runs without approval, and, for a
+    /// `text` approval, on any answer.
+    pub fn runs_for(&self, when: Option<&str>, values: Option<&[String]>) -> bool {
+        match (when, values) {
+            (None, None) => true,
+            (Some(_), None) => false,
+            (Some(w), Some(values)) => values.iter().any(|v| v == w),
+            (None, Some(_)) => self
+                .approval
+                .as_ref()
+                .is_some_and(|a| a.input.kind == InputKind::Text),
+        }
+    }
 }
 
 /// `[[action]]`.
@@ -152,6 +175,11 @@ struct RawApproval {
     timeout: Option<SpStr>,
     on_timeout: Option<SpStr>,
     options: Option<Spanned<Vec<Spanned<RawOption>>>>,
+    #[serde(rename = "type")]
+    kind: Option<SpStr>,
+    placeholder: Option<SpStr>,
+    pattern: Option<SpStr>,
+    required: Option<Spanned<u32>>,
 }
 
 /// One entry of `options = [...]`.
@@ -162,6 +190,7 @@ struct RawOption {
     label: Option<String>,
     style: Option<SpStr>,
     required: Option<Spanned<u32>>,
+    accept_for: Option<SpStr>,
 }
 
 /// `[[message]]` as written.
@@ -219,8 +248,8 @@ struct Parts {
     dry_run: Option<bool>,
     /// `None` inside: `[approval]` was there but broken.
     approval: Option<Option<ApprovalConfig>>,
-    /// The approval's options, when `[approval]` could be read (even if broken).
-    options: Option<Vec<ApprovalOption>>,
+    /// The approval's options and input type, when `[approval]` could be read (even if broken).
+    options: Option<(Vec<ApprovalOption>, InputKind)>,
     actions: Vec<(Range<usize>, Option<SpStr>, ActionKind)>,
     messages: Vec<(Range<usize>, RawMessage)>,
 }
@@ -300,10 +329,10 @@ pub(crate) fn parse(
     check_templates(ctx, &root, errors);
     let mut refs = Vec::new();
     let parts = parse_parts(ctx, root, &mut refs, errors);
-    let options = match (&parts.approval, &parts.options) {
-        (Some(_), Some(options)) => Some(options.as_slice()),
+    let (options, input_kind) = match (&parts.approval, &parts.options) {
+        (Some(_), Some((options, kind))) => (Some(options.as_slice()), *kind),
         (Some(_), None) => return None,
-        (None, _) => None,
+        (None, _) => (None, InputKind::Button),
     };
     let actions = parts
         .actions
@@ -311,7 +340,7 @@ pub(crate) fn parse(
         .enumerate()
         .filter_map(|(i, (span, when, kind))| {
             let path = format!("action[{i}]");
-            let when = check_when(ctx, (&path, &span), when, options, errors)?;
+            let when = check_when(ctx, (&path, &span), when, (options, input_kind), errors)?;
             Some(Action { when, kind })
         })
         .collect();
@@ -322,7 +351,7 @@ pub(crate) fn parse(
         .filter_map(|(i, (span, m))| {
             refs.push(reference(ctx, &m.notifier, RefKind::Notifier));
             let path = format!("message[{i}]");
-            let when = check_when(ctx, (&path, &span), m.when, options, errors)?;
+            let when = check_when(ctx, (&path, &span), m.when, (options, input_kind), errors)?;
             Some(MessageConfig {
                 when,
                 notifier: m.notifier.into_inner(),
@@ -447,7 +476,10 @@ fn approval(
     value: Spanned<DeValue<'_>>,
     refs: &mut Vec<Reference>,
     errors: &mut Vec<ConfigError>,
-) -> (Option<ApprovalConfig>, Option<Vec<ApprovalOption>>) {
+) -> (
+    Option<ApprovalConfig>,
+    Option<(Vec<ApprovalOption>, InputKind)>,
+) {
     let Some(raw) = raw::deserialize::<RawApproval>(ctx, value, "approval", errors) else {
         return (None, None);
     };
@@ -465,16 +497,18 @@ fn approval(
             .map_err(|e| errors.push(ctx.error(&t.span(), format!("approval.timeout: {e}"))))
             .ok()
     });
+    let input = approval_input(ctx, &raw, errors);
     let options = match raw.options {
+        None if input.kind == InputKind::Text => Vec::new(),
         None => default_options(),
-        Some(options) => approval_options(ctx, options, errors),
+        Some(options) => approval_options(ctx, options, input.kind, errors),
     };
     if let Some(on_timeout) = &raw.on_timeout {
         let path = "approval.on_timeout";
         check_option(ctx, path, on_timeout, &options, errors);
     }
     if errors.len() > before {
-        return (None, Some(options));
+        return (None, Some((options, input.kind)));
     }
     let config = ApprovalConfig {
         notifier: raw.notifier.into_inner(),
@@ -490,8 +524,10 @@ fn approval(
         timeout,
         on_timeout: raw.on_timeout.map(Spanned::into_inner),
         options: options.clone(),
+        input,
     };
-    (Some(config), Some(options))
+    let kind = config.input.kind;
+    (Some(config), Some((options, kind)))
 }
 
 /// `approve` (primary) and `deny` (danger), one vote each.
@@ -501,6 +537,7 @@ pub(crate) fn default_options() -> Vec<ApprovalOption> {
         label: label.into(),
         style: Some(style.into()),
         required: 1,
+        accept_for: None,
     };
     vec![
         option("approve", "Approve", "primary"),
@@ -512,6 +549,7 @@ pub(crate) fn default_options() -> Vec<ApprovalOption> {
 fn approval_options(
     ctx: &FileCtx,
     options: Spanned<Vec<Spanned<RawOption>>>,
+    kind: InputKind,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<ApprovalOption> {
     if options.get_ref().is_empty() {
@@ -551,14 +589,117 @@ fn approval_options(
                 format!("{path}.required: must be at least 1"),
             ));
         }
+        check_option_for_kind(ctx, &path, &raw, &value, kind, errors);
         out.push(ApprovalOption {
             label: raw.label.unwrap_or_else(|| value.clone()),
             value,
             style: raw.style.map(Spanned::into_inner),
             required: raw.required.map_or(1, Spanned::into_inner),
+            accept_for: raw.accept_for.map(Spanned::into_inner),
         });
     }
     out
+}
+
+/// `type`, `placeholder`, `pattern` and `required` of `[approval]`, checked together.
+fn approval_input(ctx: &FileCtx, raw: &RawApproval, errors: &mut Vec<ConfigError>) -> Input {
+    let kind = match &raw.kind {
+        None => InputKind::Button,
+        Some(k) => InputKind::parse(k.get_ref()).unwrap_or_else(|| {
+            let message = format!(
+                "approval.type: unknown type {:?}; expected button, select, multiselect or text",
+                k.get_ref()
+            );
+            errors.push(ctx.error(&k.span(), message));
+            InputKind::Button
+        }),
+    };
+    if let Some(pattern) = &raw.pattern {
+        if kind != InputKind::Text {
+            let message = format!(
+                "approval.pattern: only a text input has a pattern (this approval's type is {})",
+                kind.as_str()
+            );
+            errors.push(ctx.error(&pattern.span(), message));
+        } else if let Err(e) = regex::Regex::new(pattern.get_ref()) {
+            // regex's message spans several lines with a caret; its last line says what is wrong.
+            let why = e.to_string();
+            let why = why.lines().last().unwrap_or("invalid").trim().to_string();
+            let message = format!(
+                "approval.pattern: {:?} is not a valid regular expression: {why}",
+                pattern.get_ref()
+            );
+            errors.push(ctx.error(&pattern.span(), message));
+        }
+    }
+    if let Some(placeholder) = raw
+        .placeholder
+        .as_ref()
+        .filter(|_| kind == InputKind::Button)
+    {
+        let message = "approval.placeholder: buttons have no placeholder; it applies to select, multiselect and text";
+        errors.push(ctx.error(&placeholder.span(), message));
+    }
+    if let Some(required) = &raw.required {
+        if !matches!(kind, InputKind::Text | InputKind::Multiselect) {
+            let message = format!(
+                "approval.required: applies to text and multiselect inputs; for {} set `required` on each option",
+                kind.as_str()
+            );
+            errors.push(ctx.error(&required.span(), message));
+        } else if *required.get_ref() < 1 {
+            errors.push(ctx.error(&required.span(), "approval.required: must be at least 1"));
+        }
+    }
+    Input {
+        kind,
+        placeholder: raw.placeholder.as_ref().map(|p| p.get_ref().clone()),
+        pattern: raw.pattern.as_ref().map(|p| p.get_ref().clone()),
+        required: raw.required.as_ref().map(|r| *r.get_ref()),
+    }
+}
+
+/// What an option may carry for the approval's input type: a text input's options are only
+/// suggestions; `accept_for` is a duration on a single choice; a multiselect's values may not
+/// contain the separator of `approval.value`.
+fn check_option_for_kind(
+    ctx: &FileCtx,
+    path: &str,
+    raw: &RawOption,
+    value: &str,
+    kind: InputKind,
+    errors: &mut Vec<ConfigError>,
+) {
+    if kind == InputKind::Text {
+        let not_suggestion = [
+            raw.style.as_ref().map(|s| ("style", s.span())),
+            raw.required.as_ref().map(|r| ("required", r.span())),
+            raw.accept_for.as_ref().map(|a| ("accept_for", a.span())),
+        ];
+        for (key, span) in not_suggestion.into_iter().flatten() {
+            let message = format!(
+                "{path}.{key}: the options of a text input are suggestions (value and label only); set `required` on [approval]"
+            );
+            errors.push(ctx.error(&span, message));
+        }
+        return;
+    }
+    if let Some(accept_for) = &raw.accept_for {
+        if kind == InputKind::Multiselect {
+            let message = format!(
+                "{path}.accept_for: a multiselect answer is a set; accept_for applies to button and select options"
+            );
+            errors.push(ctx.error(&accept_for.span(), message));
+        } else if let Err(e) = parse_duration(accept_for.get_ref()) {
+            errors.push(ctx.error(&accept_for.span(), format!("{path}.accept_for: {e}")));
+        }
+    }
+    if kind == InputKind::Multiselect && value.contains(VALUE_SEPARATOR.trim_end()) {
+        let message = format!(
+            "{path}.value: {value:?} contains a comma, which separates a multiselect's values in approval.value"
+        );
+        errors.push(ctx.error(&raw.value.span(), message));
+    }
 }
 
 /// An error unless `name` is one of `options`.
@@ -597,9 +738,13 @@ fn check_when(
     ctx: &FileCtx,
     (path, item_span): (&str, &Range<usize>),
     when: Option<SpStr>,
-    options: Option<&[ApprovalOption]>,
+    (options, kind): (Option<&[ApprovalOption]>, InputKind),
     errors: &mut Vec<ConfigError>,
 ) -> Option<Option<String>> {
+    if options.is_some() && kind == InputKind::Text {
+        // A text answer is free: `when` names one answer, and no `when` runs on any.
+        return Some(when.map(Spanned::into_inner));
+    }
     match (when, options) {
         (None, None) => Some(None),
         (Some(when), None) => {

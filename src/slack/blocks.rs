@@ -166,8 +166,11 @@ mod tests {
                     label: format!("Option {i}"),
                     style: (i == 0).then(|| "danger".to_string()),
                     required: 1,
+                    accept_for: None,
                 })
                 .collect(),
+            input: Default::default(),
+            values: vec![],
             approvers: vec!["alice".into()],
             requested_by: None,
             allow_self_approval: false,

@@ -142,6 +142,7 @@ async fn vote(s: &AppState, cfg: &SlackConfig, id: i64, option: &str, user: &str
         channel: "slack".into(),
         at: Utc::now(),
         identity: Some(format!("slack:{user}")),
+        values: Vec::new(),
     };
     match s.store.vote(id, ballot).await {
         Ok(Ok(t)) => {

@@ -183,6 +183,24 @@ pub trait Store: Send + Sync {
     /// Answers when the store is reachable.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Accepted findings whose `accepted_until` is at or before `now`, oldest first.
+    async fn due_acceptances(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DueAcceptance>, StoreError>;
+
+    /// Ends finding `id`'s acceptance if it is still accepted and due at `now`: the finding is
+    /// open again, `finding.acceptance_expired` is appended, and a run of `remediation` (if
+    /// any) is requested, all in one transaction. Returns the new run's id (`Some(None)` when
+    /// there is no remediation), or `None` when another process got there first.
+    async fn end_acceptance(
+        &self,
+        id: i64,
+        remediation: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Option<i64>>, StoreError>;
+
     /// The query's snapshot; `None` when it has no successful run (its next run is a first run).
     async fn load_snapshot(&self, query: &str) -> Result<Option<Snapshot>, StoreError>;
 
@@ -970,6 +988,8 @@ pub struct NewApproval {
     pub prompt: String,
     /// Options with thresholds.
     pub options: Vec<OptionSpec>,
+    /// The kind of answer and its settings.
+    pub input: crate::approval::Input,
     /// Approver names, groups expanded.
     pub approvers: Vec<String>,
     /// The ChatOps requester.
@@ -1292,6 +1312,124 @@ pub(crate) fn transition_events(a: &Approval, t: &Transition, now: DateTime<Utc>
     }
 }
 
+/// What a decision accepts: the finding's risk until `until` (an option with `accept_for`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Acceptance {
+    /// When the acceptance ends.
+    pub until: DateTime<Utc>,
+    /// Who decided it (`alice, bob`; `vigilo` for `on_timeout`).
+    pub by: String,
+    /// The deciding voters' reasons, else the option's label.
+    pub reason: String,
+    /// The option chosen.
+    pub option: String,
+    /// Its `accept_for`, as written.
+    pub accept_for: String,
+}
+
+/// The acceptance that transition `t` of approval `a` decides, if its option has `accept_for`.
+pub(crate) fn acceptance_of(
+    a: &Approval,
+    t: &Transition,
+    now: DateTime<Utc>,
+) -> Option<Acceptance> {
+    let (option, by, reasons): (&str, Vec<String>, Vec<String>) = match t {
+        Transition::VoteDecides { vote, option, by } => {
+            let reasons = a
+                .votes
+                .iter()
+                .chain(std::iter::once(vote))
+                .filter(|v| &v.option == option && by.contains(&v.by))
+                .filter_map(|v| v.reason.clone())
+                .filter(|r| !r.trim().is_empty())
+                .collect();
+            (option, by.clone(), reasons)
+        }
+        Transition::TimeoutDecides { option } => (option, vec!["vigilo".into()], Vec::new()),
+        Transition::Vote(_) | Transition::Expire => return None,
+    };
+    if !matches!(
+        a.input.kind,
+        crate::approval::InputKind::Button | crate::approval::InputKind::Select
+    ) {
+        return None;
+    }
+    let spec = a.options.iter().find(|o| o.value == option)?;
+    let accept_for = spec.accept_for.clone()?;
+    let period = humantime::parse_duration(accept_for.trim()).ok()?;
+    let until = now + chrono::Duration::from_std(period).ok()?;
+    let reason = if reasons.is_empty() {
+        match t {
+            Transition::TimeoutDecides { .. } => format!("{} (on_timeout)", spec.label),
+            _ => spec.label.clone(),
+        }
+    } else {
+        reasons.join("; ")
+    };
+    Some(Acceptance {
+        until,
+        by: by.join(", "),
+        reason,
+        option: option.to_string(),
+        accept_for,
+    })
+}
+
+/// The `finding.accepted` entry of `acc`, decided on approval `a`.
+pub(crate) fn accepted_event(a: &Approval, acc: &Acceptance, channel: &str) -> Event {
+    Event {
+        kind: crate::audit::Kind::FindingAccepted,
+        actor: acc.by.clone(),
+        channel: channel.to_string(),
+        finding_id: Some(a.finding_id),
+        approval_id: Some(a.id),
+        action_id: None,
+        data: serde_json::json!({
+            "option": acc.option,
+            "accept_for": acc.accept_for,
+            "until": crate::finding::rfc3339(&acc.until),
+            "by": acc.by,
+            "reason": acc.reason,
+        }),
+    }
+}
+
+/// The `finding.acceptance_expired` entry of finding `id`, accepted until `until` by `by`.
+pub(crate) fn acceptance_expired_event(
+    id: i64,
+    until: DateTime<Utc>,
+    by: Option<String>,
+    reason: Option<String>,
+    run_id: Option<i64>,
+) -> Event {
+    Event {
+        kind: crate::audit::Kind::FindingAcceptanceExpired,
+        actor: "vigilo".into(),
+        channel: "scheduler".into(),
+        finding_id: Some(id),
+        approval_id: None,
+        action_id: None,
+        data: serde_json::json!({
+            "until": crate::finding::rfc3339(&until),
+            "accepted_by": by,
+            "accepted_reason": reason,
+            "status": "open",
+            "remediation_run": run_id,
+        }),
+    }
+}
+
+/// A finding whose acceptance has run out (`Store::due_acceptances`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueAcceptance {
+    /// The finding.
+    pub finding_id: i64,
+    /// Its query.
+    pub query: String,
+    /// When the acceptance ended.
+    pub until: DateTime<Utc>,
+}
+
 /// Where a transition leaves the approval: (status, decision, decided_by, run state).
 pub(crate) fn transition_result(
     t: &Transition,
@@ -1391,6 +1529,48 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
 }
 
 /// Serializes a value to store as JSON text.
+/// An approval's `options` column: a plain list for buttons (as stored before input types),
+/// or the list with the input settings of the other types.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum StoredOptions {
+    /// Buttons.
+    Plain(Vec<OptionSpec>),
+    /// Select, multiselect, text.
+    WithInput {
+        /// Type, placeholder, pattern, required.
+        input: crate::approval::Input,
+        /// The options (for text, suggestions).
+        options: Vec<OptionSpec>,
+    },
+}
+
+/// The `options` column of an approval with `input` and `options`.
+pub(crate) fn options_json(
+    input: &crate::approval::Input,
+    options: &[OptionSpec],
+) -> Result<String, StoreError> {
+    if *input == crate::approval::Input::default() {
+        return to_json(options);
+    }
+    to_json(&StoredOptions::WithInput {
+        input: input.clone(),
+        options: options.to_vec(),
+    })
+}
+
+/// An approval's input settings and options from its `options` column.
+pub(crate) fn parse_options(
+    json: &str,
+) -> Result<(crate::approval::Input, Vec<OptionSpec>), StoreError> {
+    Ok(
+        match parse_json::<StoredOptions>("approval options", json)? {
+            StoredOptions::Plain(options) => (Default::default(), options),
+            StoredOptions::WithInput { input, options } => (input, options),
+        },
+    )
+}
+
 pub(crate) fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("JSON: {e}")))
 }

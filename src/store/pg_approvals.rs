@@ -12,7 +12,7 @@ use super::{
     Claimed, MessageRefs, MessageState, NewApproval, StoreError, lease_end, parse_json, to_json,
     transition_events, transition_result,
 };
-use crate::approval::{Approval, OptionSpec, Refusal, Status, Transition, Vote};
+use crate::approval::{Approval, Refusal, Status, Transition, Vote};
 
 /// Creates a requested run for each finding (inside the scan's commit).
 pub(super) async fn request_runs(
@@ -80,7 +80,7 @@ pub(super) async fn open(
     if moved == 0 {
         return Ok(None);
     }
-    let options = to_json(&a.options)?;
+    let options = super::options_json(&a.input, &a.options)?;
     let approvers = to_json(&a.approvers)?;
     let params: [&(dyn ToSql + Sync); 12] = [
         &a.run_id,
@@ -152,9 +152,89 @@ pub(super) async fn apply(
         )
         .await?;
     }
-    append_in(tx, &transition_events(a, t, now)).await?;
+    let mut events = transition_events(a, t, now);
+    if let Some(acc) = super::acceptance_of(a, t, now) {
+        // Accepted only while the finding is still open: one that resolved meanwhile stays resolved.
+        let accepted = tx
+            .execute(
+                "UPDATE findings SET accepted_until = $2, accepted_by = $3, accepted_reason = $4
+                 WHERE id = $1 AND status = 'open'",
+                &[&a.finding_id, &acc.until, &acc.by, &acc.reason],
+            )
+            .await?;
+        if accepted == 1 {
+            events.push(super::accepted_event(a, &acc, channel_of(t)));
+        }
+    }
+    append_in(tx, &events).await?;
     super::pg_messages::follow_up(tx, a, t, now).await?;
     Ok(())
+}
+
+/// The channel a transition came through: the deciding vote's, or `timeout`.
+fn channel_of(t: &Transition) -> &str {
+    match t {
+        Transition::Vote(v) | Transition::VoteDecides { vote: v, .. } => &v.channel,
+        Transition::TimeoutDecides { .. } | Transition::Expire => "timeout",
+    }
+}
+
+/// Accepted findings due at `now`, oldest first.
+pub(super) async fn due_acceptances<C: GenericClient>(
+    c: &C,
+    now: DateTime<Utc>,
+    limit: usize,
+) -> Result<Vec<super::DueAcceptance>, StoreError> {
+    let rows = c
+        .query(
+            "SELECT id, query, accepted_until FROM findings
+             WHERE accepted_until IS NOT NULL AND accepted_until <= $1 AND status = 'open'
+             ORDER BY accepted_until, id LIMIT $2",
+            &[&now, &i64::try_from(limit).unwrap_or(i64::MAX)],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| super::DueAcceptance {
+            finding_id: r.get(0),
+            query: r.get(1),
+            until: r.get(2),
+        })
+        .collect())
+}
+
+/// Ends finding `id`'s acceptance if still due (see `Store::end_acceptance`).
+pub(super) async fn end_acceptance(
+    tx: &Transaction<'_>,
+    id: i64,
+    remediation: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Option<Option<i64>>, StoreError> {
+    let old = tx
+        .query_opt(
+            "UPDATE findings f SET accepted_until = NULL, accepted_by = NULL, accepted_reason = NULL
+               FROM (SELECT id, accepted_until, accepted_by, accepted_reason FROM findings
+                      WHERE id = $1 AND status = 'open' AND accepted_until IS NOT NULL
+                        AND accepted_until <= $2
+                      FOR UPDATE) old
+              WHERE f.id = old.id
+          RETURNING old.accepted_until, old.accepted_by, old.accepted_reason",
+            &[&id, &now],
+        )
+        .await?;
+    let Some(old) = old else {
+        return Ok(None);
+    };
+    let run = match remediation {
+        Some(r) => request_runs(tx, r, &[id], now, None)
+            .await?
+            .first()
+            .copied(),
+        None => None,
+    };
+    let event = super::acceptance_expired_event(id, old.get(0), old.get(1), old.get(2), run);
+    append_in(tx, &[event]).await?;
+    Ok(Some(run))
 }
 
 /// Votes on approval `id` inside `tx` (row locked): settles a due timeout first, then asks the state machine.
@@ -228,6 +308,7 @@ pub(super) async fn load<C: GenericClient>(
     };
     let mut a = read(&row)?;
     a.votes = votes(c, id).await?;
+    a.fill_values();
     Ok(Some(a))
 }
 
@@ -246,6 +327,7 @@ pub(super) async fn list<C: GenericClient>(
     for row in &rows {
         let mut a = read(row)?;
         a.votes = votes(c, a.id).await?;
+        a.fill_values();
         out.push(a);
     }
     Ok(out)
@@ -267,6 +349,7 @@ async fn votes<C: GenericClient>(c: &C, id: i64) -> Result<Vec<Vote>, StoreError
             channel: r.get(3),
             at: r.get(4),
             identity: r.get(5),
+            values: Vec::new(),
         })
         .collect())
 }
@@ -282,7 +365,8 @@ fn read(r: &tokio_postgres::Row) -> Result<Approval, StoreError> {
         decision: r.get(4),
         subject: r.get(5),
         prompt: r.get(6),
-        options: parse_json::<Vec<OptionSpec>>("approval options", r.get(7))?,
+        options: Vec::new(),
+        input: Default::default(),
         approvers: parse_json("approval JSON", r.get(8))?,
         requested_by: r.get(9),
         allow_self_approval: r.get(10),
@@ -291,6 +375,11 @@ fn read(r: &tokio_postgres::Row) -> Result<Approval, StoreError> {
         on_timeout: r.get(13),
         decided_at: r.get(14),
         decided_by: parse_json("approval JSON", r.get(15))?,
+        values: Vec::new(),
         votes: Vec::new(),
+    })
+    .and_then(|mut a: Approval| {
+        (a.input, a.options) = super::parse_options(r.get(7))?;
+        Ok(a)
     })
 }

@@ -76,6 +76,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         12,
         include_str!("migrations/postgres/0012_audit_hashes_as_bytea.sql"),
     ),
+    (
+        13,
+        include_str!("migrations/postgres/0013_risk_acceptance.sql"),
+    ),
 ];
 
 /// Advisory lock key that serializes migrations across processes ("vigilo" in ASCII).
@@ -180,6 +184,24 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn due_acceptances(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<super::DueAcceptance>, StoreError> {
+        let client = self.client().await?;
+        pg_approvals::due_acceptances(&client, now, limit).await
+    }
+
+    async fn end_acceptance(
+        &self,
+        id: i64,
+        remediation: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Option<i64>>, StoreError> {
+        in_tx!(self, tx => pg_approvals::end_acceptance(&tx, id, remediation, now))
+    }
+
     async fn load_snapshot(&self, query: &str) -> Result<Option<Snapshot>, StoreError> {
         let mut client = self.client().await?;
         // One snapshot of the database: the generation, deltas and chunks all of one commit.
@@ -235,7 +257,7 @@ impl Store for PgStore {
         let rows = client
             .query(
                 &format!(
-                    "{FINDING_SELECT} WHERE ($1::text IS NULL OR f.query = $1) AND ($2::text IS NULL OR f.status = $2)
+                    "{FINDING_SELECT} WHERE ($1::text IS NULL OR f.query = $1) AND ($2::text IS NULL OR {FINDING_STATUS} = $2)
                      ORDER BY f.id"
                 ),
                 &[&filter.query, &status],
@@ -256,7 +278,7 @@ impl Store for PgStore {
         let rows = client
             .query(
                 &format!(
-                    "{FINDING_SELECT} WHERE ($1::text IS NULL OR f.query = $1) AND ($2::text IS NULL OR f.status = $2)
+                    "{FINDING_SELECT} WHERE ($1::text IS NULL OR f.query = $1) AND ($2::text IS NULL OR {FINDING_STATUS} = $2)
                        AND f.id > $3 ORDER BY f.id LIMIT $4"
                 ),
                 &[&filter.query, &status, &after, &limit],
@@ -691,13 +713,23 @@ async fn finding_of_run<C: deadpool_postgres::GenericClient>(
 }
 
 /// Open findings report the latest successful run as `last_seen`: the run saw them without rewriting them.
-const FINDING_SELECT: &str = "SELECT f.id, f.query, f.key_json, f.status, f.severity, f.first_seen,
+/// An open finding with `accepted_until` set is `accepted` ([`FINDING_STATUS`]).
+const FINDING_SELECT: &str = "SELECT f.id, f.query, f.key_json,
+       CASE WHEN f.status = 'open' AND f.accepted_until IS NOT NULL THEN 'accepted' ELSE f.status END,
+       f.severity, f.first_seen,
        CASE WHEN f.status = 'open' AND qs.last_success_at > f.last_seen THEN qs.last_success_at ELSE f.last_seen END,
-       f.resolved_at, f.reopened, f.row_json
+       f.resolved_at, f.reopened, f.row_json, f.accepted_until, f.accepted_by, f.accepted_reason
   FROM findings f LEFT JOIN query_state qs ON qs.name = f.query";
 
+/// A finding's status as listed: `accepted` is an open finding with `accepted_until` set.
+const FINDING_STATUS: &str = "CASE WHEN f.status = 'open' AND f.accepted_until IS NOT NULL THEN 'accepted' ELSE f.status END";
+
 fn read_finding(r: &tokio_postgres::Row) -> Result<Finding, StoreError> {
+    let accepted = r.get::<_, &str>(3) == "accepted";
     Ok(Finding {
+        accepted_until: r.get::<_, Option<DateTime<Utc>>>(10).filter(|_| accepted),
+        accepted_by: r.get::<_, Option<String>>(11).filter(|_| accepted),
+        accepted_reason: r.get::<_, Option<String>>(12).filter(|_| accepted),
         id: r.get(0),
         query: r.get(1),
         key: parse_json("finding JSON", r.get(2))?,
@@ -1015,6 +1047,7 @@ async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOut
         .prepare_cached(
             "UPDATE findings f SET status = 'open', resolved_at = NULL,
                     reopened = f.reopened + CASE WHEN f.status = 'resolved' THEN 1 ELSE 0 END,
+                    accepted_until = CASE WHEN f.status = 'resolved' THEN NULL ELSE f.accepted_until END,
                     severity = $1, row_json = u.rj, row_hash = u.rh, last_seen = $2
                FROM unnest($3::bigint[], $4::text[], $5::bigint[]) AS u(id, rj, rh)
               WHERE f.id = u.id",

@@ -62,6 +62,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         12,
         include_str!("migrations/sqlite/0012_audit_hashes_as_blobs.sql"),
     ),
+    (
+        13,
+        include_str!("migrations/sqlite/0013_risk_acceptance.sql"),
+    ),
 ];
 
 /// The SQLite state store.
@@ -211,6 +215,26 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn due_acceptances(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<super::DueAcceptance>, StoreError> {
+        self.with(move |c| sqlite_approvals::due_acceptances(c, now, limit))
+            .await
+    }
+
+    async fn end_acceptance(
+        &self,
+        id: i64,
+        remediation: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Option<i64>>, StoreError> {
+        let remediation = remediation.map(str::to_string);
+        self.write(move |tx| sqlite_approvals::end_acceptance(tx, id, remediation.as_deref(), now))
+            .await
+    }
+
     async fn load_snapshot(&self, query: &str) -> Result<Option<Snapshot>, StoreError> {
         let query = query.to_string();
         self.with(move |c| {
@@ -261,7 +285,7 @@ impl Store for SqliteStore {
         let filter = filter.clone();
         self.with(move |c| {
             let mut stmt = c.prepare_cached(&format!(
-                "{FINDING_SELECT} WHERE (?1 IS NULL OR f.query = ?1) AND (?2 IS NULL OR f.status = ?2) ORDER BY f.id"
+                "{FINDING_SELECT} WHERE (?1 IS NULL OR f.query = ?1) AND (?2 IS NULL OR {FINDING_STATUS} = ?2) ORDER BY f.id"
             ))?;
             let rows = stmt.query_map(params![filter.query, filter.status.map(|s| s.as_str())], read_finding)?;
             rows.map(|r| r?).collect()
@@ -283,7 +307,7 @@ impl Store for SqliteStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.with(move |c| {
             let mut stmt = c.prepare_cached(&format!(
-                "{FINDING_SELECT} WHERE (?1 IS NULL OR f.query = ?1) AND (?2 IS NULL OR f.status = ?2) AND f.id > ?3
+                "{FINDING_SELECT} WHERE (?1 IS NULL OR f.query = ?1) AND (?2 IS NULL OR {FINDING_STATUS} = ?2) AND f.id > ?3
                  ORDER BY f.id LIMIT ?4"
             ))?;
             let rows = stmt.query_map(
@@ -749,10 +773,16 @@ fn finding_of_run(c: &Connection, run_id: i64, finding_id: i64) -> Result<Findin
 pub(super) use super::sqlite_audit::append_in;
 
 /// Open findings report the latest successful run as `last_seen`: the run saw them without rewriting them.
-const FINDING_SELECT: &str = "SELECT f.id, f.query, f.key_json, f.status, f.severity, f.first_seen,
+/// An open finding with `accepted_until` set is `accepted` ([`FINDING_STATUS`]).
+const FINDING_SELECT: &str = "SELECT f.id, f.query, f.key_json,
+       CASE WHEN f.status = 'open' AND f.accepted_until IS NOT NULL THEN 'accepted' ELSE f.status END,
+       f.severity, f.first_seen,
        CASE WHEN f.status = 'open' AND qs.last_success_at > f.last_seen THEN qs.last_success_at ELSE f.last_seen END,
-       f.resolved_at, f.reopened, f.row_json
+       f.resolved_at, f.reopened, f.row_json, f.accepted_until, f.accepted_by, f.accepted_reason
   FROM findings f LEFT JOIN query_state qs ON qs.name = f.query";
+
+/// A finding's status as listed: `accepted` is an open finding with `accepted_until` set.
+const FINDING_STATUS: &str = "CASE WHEN f.status = 'open' AND f.accepted_until IS NOT NULL THEN 'accepted' ELSE f.status END";
 
 fn read_finding(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Finding, StoreError>> {
     let key: String = r.get(2)?;
@@ -765,8 +795,18 @@ fn read_finding(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Finding, Store
     let id: i64 = r.get(0)?;
     let query: String = r.get(1)?;
     let reopened: i64 = r.get(8)?;
+    let accepted = status == "accepted";
+    let accepted_until: Option<String> = r.get(10)?;
+    let (accepted_by, accepted_reason): (Option<String>, Option<String>) = (r.get(11)?, r.get(12)?);
     Ok((|| {
         Ok(Finding {
+            accepted_until: accepted_until
+                .as_deref()
+                .filter(|_| accepted)
+                .map(parse_ts)
+                .transpose()?,
+            accepted_by: accepted_by.filter(|_| accepted),
+            accepted_reason: accepted_reason.filter(|_| accepted),
             id,
             query,
             key: parse_json("finding JSON", &key)?,
@@ -976,6 +1016,7 @@ fn commit_findings<'scope, 'a: 'scope>(
         open_new.raw_bind_parameter(7, &observed)?;
         let mut reopen = tx.prepare_cached(
             "UPDATE findings SET status = 'open', resolved_at = NULL, reopened = reopened + (status = 'resolved'),
+                    accepted_until = CASE WHEN status = 'resolved' THEN NULL ELSE accepted_until END,
                     severity = ?2, row_json = ?3, row_hash = ?4, last_seen = ?5
              WHERE id = ?1",
         )?;

@@ -10,7 +10,7 @@ use super::{
     Claimed, MessageRefs, MessageState, NewApproval, StoreError, lease_end, parse_json, to_json,
     transition_events, transition_result,
 };
-use crate::approval::{Approval, OptionSpec, Refusal, Status, Transition, Vote};
+use crate::approval::{Approval, Refusal, Status, Transition, Vote};
 use crate::audit::{Event, Kind};
 
 /// Creates a requested run for each finding (inside the scan's commit).
@@ -78,7 +78,7 @@ pub(super) fn open(
     if moved == 0 {
         return Ok(None);
     }
-    let options = to_json(&a.options)?;
+    let options = super::options_json(&a.input, &a.options)?;
     let approvers = to_json(&a.approvers)?;
     tx.execute(
         "INSERT INTO approvals (run_id, finding_id, remediation, status, subject, prompt, options, approvers,
@@ -165,9 +165,87 @@ pub(super) fn apply(
             params![a.id, run_state, ts(&now)],
         )?;
     }
-    append_in(tx, &transition_events(a, t, now))?;
+    let mut events = transition_events(a, t, now);
+    if let Some(acc) = super::acceptance_of(a, t, now) {
+        // Accepted only while the finding is still open: one that resolved meanwhile stays resolved.
+        let accepted = tx.execute(
+            "UPDATE findings SET accepted_until = ?2, accepted_by = ?3, accepted_reason = ?4
+             WHERE id = ?1 AND status = 'open'",
+            params![a.finding_id, ts(&acc.until), acc.by, acc.reason],
+        )?;
+        if accepted == 1 {
+            events.push(super::accepted_event(a, &acc, channel_of(t)));
+        }
+    }
+    append_in(tx, &events)?;
     super::sqlite_messages::follow_up(tx, a, t, now)?;
     Ok(())
+}
+
+/// The channel a transition came through: the deciding vote's, or `timeout`.
+fn channel_of(t: &Transition) -> &str {
+    match t {
+        Transition::Vote(v) | Transition::VoteDecides { vote: v, .. } => &v.channel,
+        Transition::TimeoutDecides { .. } | Transition::Expire => "timeout",
+    }
+}
+
+/// Accepted findings due at `now`, oldest first.
+pub(super) fn due_acceptances(
+    c: &Connection,
+    now: DateTime<Utc>,
+    limit: usize,
+) -> Result<Vec<super::DueAcceptance>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT id, query, accepted_until FROM findings
+         WHERE accepted_until IS NOT NULL AND accepted_until <= ?1 AND status = 'open'
+         ORDER BY accepted_until, id LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(
+        params![ts(&now), i64::try_from(limit).unwrap_or(i64::MAX)],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?)),
+    )?;
+    rows.map(|r| {
+        let (finding_id, query, until) = r?;
+        Ok(super::DueAcceptance {
+            finding_id,
+            query,
+            until: parse_ts(&until)?,
+        })
+    })
+    .collect()
+}
+
+/// Ends finding `id`'s acceptance if still due (see `Store::end_acceptance`).
+pub(super) fn end_acceptance(
+    tx: &Transaction<'_>,
+    id: i64,
+    remediation: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Option<Option<i64>>, StoreError> {
+    let at = ts(&now);
+    let old: Option<(String, Option<String>, Option<String>)> = tx
+        .query_row(
+            "SELECT accepted_until, accepted_by, accepted_reason FROM findings
+             WHERE id = ?1 AND status = 'open' AND accepted_until IS NOT NULL AND accepted_until <= ?2",
+            params![id, at],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((until, by, reason)) = old else {
+        return Ok(None);
+    };
+    tx.execute(
+        "UPDATE findings SET accepted_until = NULL, accepted_by = NULL, accepted_reason = NULL WHERE id = ?1",
+        [id],
+    )?;
+    let run = match remediation {
+        Some(r) => request_runs(tx, r, &[id], &at, None)?.first().copied(),
+        None => None,
+    };
+    let event = super::acceptance_expired_event(id, parse_ts(&until)?, by, reason, run);
+    append_in(tx, &[event])?;
+    Ok(Some(run))
 }
 
 /// Votes on approval `id` inside `tx`: settles a due timeout first, then asks the state machine.
@@ -228,6 +306,7 @@ pub(super) fn load(c: &Connection, id: i64) -> Result<Option<Approval>, StoreErr
         return Ok(None);
     };
     a.votes = votes(c, id)?;
+    a.fill_values();
     Ok(Some(a))
 }
 
@@ -242,6 +321,7 @@ pub(super) fn list(c: &Connection, pending_only: bool) -> Result<Vec<Approval>, 
         .collect::<Result<_, _>>()?;
     for a in &mut out {
         a.votes = votes(c, a.id)?;
+        a.fill_values();
     }
     Ok(out)
 }
@@ -269,6 +349,7 @@ fn votes(c: &Connection, id: i64) -> Result<Vec<Vote>, StoreError> {
             channel,
             at: parse_ts(&at)?,
             identity,
+            values: Vec::new(),
         })
     })
     .collect()
@@ -301,7 +382,8 @@ fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Approval, StoreError>>
             decision,
             subject,
             prompt,
-            options: parse_json::<Vec<OptionSpec>>("approval options", &options)?,
+            options: Vec::new(),
+            input: Default::default(),
             approvers: parse_json("approval JSON", &approvers)?,
             requested_by,
             allow_self_approval,
@@ -310,7 +392,12 @@ fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Approval, StoreError>>
             on_timeout,
             decided_at: decided_at.as_deref().map(parse_ts).transpose()?,
             decided_by: parse_json("approval JSON", &decided_by)?,
+            values: Vec::new(),
             votes: Vec::new(),
+        })
+        .and_then(|mut a: Approval| {
+            (a.input, a.options) = super::parse_options(&options)?;
+            Ok(a)
         })
     })())
 }
