@@ -55,7 +55,7 @@ pub struct OptionSpec {
     /// Distinct approvers needed.
     pub required: u32,
     /// Choosing it accepts the finding's risk for this long (`30d`) instead of fixing it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub accept_for: Option<String>,
 }
 
@@ -104,13 +104,13 @@ pub struct Input {
     #[serde(rename = "type", default)]
     pub kind: InputKind,
     /// Hint shown in an empty text field.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub placeholder: Option<String>,
     /// A text answer must match this regular expression.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub pattern: Option<String>,
     /// For `text` and `multiselect`: distinct approvers who must give the identical answer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub required: Option<u32>,
 }
 

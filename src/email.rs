@@ -40,7 +40,7 @@ use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::{Value, json};
 
-use crate::approval::{Approval, Status};
+use crate::approval::{Approval, InputKind, Status};
 use crate::config::{EmailConfig, Project, TlsMode};
 use crate::finding::Finding;
 use crate::notify::{self, Content};
@@ -339,16 +339,22 @@ fn value_text(v: &Value) -> String {
 fn request(a: &Approval, finding: Option<FindingView>, reader: &Reader) -> Mail {
     let mut notes = Vec::new();
     let mut choices = Vec::new();
-    let respond = |who: &str| {
-        format!(
-            "vigilo respond {} OPTION --as {who} (options: {})",
+    let respond = |who: &str| match a.input.kind {
+        InputKind::Text => format!("vigilo respond {} --text \"ANSWER\" --as {who}", a.id),
+        kind => format!(
+            "vigilo respond {} {} --as {who} (options: {})",
             a.id,
+            if kind == InputKind::Multiselect {
+                "OPTION..."
+            } else {
+                "OPTION"
+            },
             a.options
                 .iter()
                 .map(|o| o.value.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
-        )
+        ),
     };
     let voted = match reader {
         Reader::Approver { name, .. } => a.votes.iter().find(|v| &v.by == name),
@@ -375,19 +381,36 @@ fn request(a: &Approval, finding: Option<FindingView>, reader: &Reader) -> Mail 
                 link: Some(link),
             } => {
                 let sep = if link.contains('?') { '&' } else { '?' };
-                choices = a
-                    .options
-                    .iter()
-                    .map(|o| Choice {
-                        label: o.label.clone(),
-                        url: format!("{link}{sep}option={}", percent_encode(&o.value)),
-                        style: o.style.clone(),
-                    })
-                    .collect();
-                notes.push(
-                    "Each link opens a page where you confirm your choice; opening it changes nothing."
-                        .to_string(),
-                );
+                if matches!(a.input.kind, InputKind::Button | InputKind::Select) {
+                    choices = a
+                        .options
+                        .iter()
+                        .map(|o| Choice {
+                            label: o.label.clone(),
+                            url: format!("{link}{sep}option={}", percent_encode(&o.value)),
+                            style: o.style.clone(),
+                        })
+                        .collect();
+                    notes.push(
+                        "Each link opens a page where you confirm your choice; opening it changes nothing."
+                            .to_string(),
+                    );
+                } else {
+                    // Several choices or free text are given on the web page's form.
+                    choices = vec![Choice {
+                        label: if a.input.kind == InputKind::Text {
+                            "Answer on the approval page".into()
+                        } else {
+                            "Choose on the approval page".into()
+                        },
+                        url: link.clone(),
+                        style: Some("primary".into()),
+                    }];
+                    notes.push(
+                        "The link opens a page with the form; opening it changes nothing."
+                            .to_string(),
+                    );
+                }
                 notes.push(format!(
                     "These links vote as {name}: do not forward this message."
                 ));

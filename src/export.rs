@@ -1,8 +1,9 @@
 //! `vigilo audit export DIR`: one JSON file of evidence per decided or expired approval.
 //!
-//! Layout: `DIR/REMEDIATION/YYYY/MM/DD/APPROVAL_ID-APPROVED|DENIED|EXPIRED-HH-MM-SS.json`,
+//! Layout: `DIR/REMEDIATION/YYYY/MM/DD/APPROVAL_ID-APPROVED|DENIED|EXPIRED|ACCEPTED-HH-MM-SS.json`,
 //! dated by the decision (UTC). APPROVED when the winning option runs actions,
-//! DENIED when it runs none, EXPIRED when time ran out without `on_timeout`.
+//! DENIED when it runs none, EXPIRED when time ran out without `on_timeout`, ACCEPTED when
+//! the winning option accepted the finding's risk for a while (`accept_for`).
 //! Each file holds the approval with every vote, the finding, the actions'
 //! results and the approval's audit entries.
 
@@ -30,8 +31,12 @@ pub enum ExportError {
     },
 }
 
-/// The outcome word of a settled approval, or `None` while it is pending.
+/// The outcome word of a settled approval, or `None` while it is pending: ACCEPTED when the
+/// decision accepted the finding's risk (an option with `accept_for`), else [`outcome_of`].
 pub fn outcome(project: &Project, a: &Approval) -> Option<&'static str> {
+    if a.status == Status::Decided && a.decided_option().is_some_and(|o| o.accept_for.is_some()) {
+        return Some("ACCEPTED");
+    }
     outcome_of(project, &a.remediation, a.status, a.decision.as_deref())
 }
 

@@ -158,8 +158,41 @@ struct TokenQuery {
 #[derive(Deserialize)]
 struct VoteForm {
     token: String,
-    option: String,
+    /// The chosen option(s): one for buttons and select, several for a multiselect.
+    options: Vec<String>,
+    /// A text input's answer.
+    text: Option<String>,
     reason: Option<String>,
+}
+
+impl VoteForm {
+    /// Reads the form's fields; `option` may repeat (a multiselect's checkboxes).
+    fn parse(fields: Vec<(String, String)>) -> Result<VoteForm, String> {
+        let (mut token, mut options, mut text, mut reason) = (None, Vec::new(), None, None);
+        for (name, value) in fields {
+            match name.as_str() {
+                "token" => token = Some(value),
+                "option" => options.push(value),
+                "text" => text = Some(value),
+                "reason" => reason = Some(value),
+                _ => {}
+            }
+        }
+        Ok(VoteForm {
+            token: token.ok_or("the form has no token")?,
+            options,
+            text,
+            reason,
+        })
+    }
+
+    /// The answered values: the text, else the options.
+    fn values(&self) -> Vec<String> {
+        match &self.text {
+            Some(text) => vec![text.clone()],
+            None => self.options.clone(),
+        }
+    }
 }
 
 /// Checks a link token against `server.secret`; the error is the 403 page.
@@ -237,21 +270,25 @@ async fn approval_page(
 async fn approval_vote(
     State(s): State<AppState>,
     Path(id): Path<i64>,
-    Form(f): Form<VoteForm>,
+    Form(fields): Form<Vec<(String, String)>>,
 ) -> Response {
+    let f = match VoteForm::parse(fields) {
+        Ok(f) => f,
+        Err(why) => {
+            return s.message(
+                StatusCode::BAD_REQUEST,
+                "Vote refused",
+                why.as_str(),
+                Some(id),
+            );
+        }
+    };
     let grant = match grant(&s, Some(&f.token), id) {
         Ok(g) => g,
         Err(r) => return *r,
     };
-    let vote = Vote {
-        by: grant.approver.clone(),
-        option: f.option.clone(),
-        reason: f.reason.filter(|r| !r.trim().is_empty()),
-        channel: "web".into(),
-        at: Utc::now(),
-        identity: None,
-        values: Vec::new(),
-    };
+    let mut vote = Vote::new(&grant.approver, f.values(), "web");
+    vote.reason = f.reason.clone().filter(|r| !r.trim().is_empty());
     match s.store.vote(id, vote).await {
         Ok(Ok(Transition::VoteDecides { option, by, .. })) => s.message(
             StatusCode::OK,
@@ -262,12 +299,16 @@ async fn approval_vote(
             ),
             Some(id),
         ),
-        Ok(Ok(_)) => s.message(
+        Ok(Ok(t)) => s.message(
             StatusCode::OK,
             "Vote recorded",
             &format!(
-                "{} voted {}. More approvals are needed before anything runs.",
-                grant.approver, f.option
+                "{} answered {}. More approvals are needed before anything runs.",
+                grant.approver,
+                match &t {
+                    Transition::Vote(v) => v.option.as_str(),
+                    _ => "",
+                }
             ),
             Some(id),
         ),
@@ -384,6 +425,19 @@ async fn dashboard_page(
         }
     })
     .await?;
+    // Accepted risks are listed whatever the filter: who accepted what, why, until when.
+    let (mut accepted, mut accepted_total) = (Vec::new(), 0usize);
+    let accepted_filter = FindingFilter {
+        query: None,
+        status: Some(Status::Accepted),
+    };
+    crate::report::for_each(s.store.as_ref(), &accepted_filter, |f| {
+        accepted_total += 1;
+        if accepted.len() < DASHBOARD_FINDINGS {
+            accepted.push(f.clone());
+        }
+    })
+    .await?;
     let pending = s.store.approvals(true).await?;
     let votable: Vec<serde_json::Value> = pending
         .iter()
@@ -430,6 +484,8 @@ async fn dashboard_page(
         findings => Serde(&findings),
         matching,
         shown => findings.len(),
+        accepted => Serde(&accepted),
+        accepted_total,
         pending => Serde(&votable),
         actions => Serde(&actions),
         audit => Serde(&audit),

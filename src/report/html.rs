@@ -111,6 +111,29 @@ pub(super) async fn page(r: &Report<'_>, out: &mut dyn Write) -> Result<(), Repo
         writeln!(out, "</tr>")?;
     }
     writeln!(out, "</table>")?;
+    writeln!(out, "<h3 id=\"accepted\">Accepted risks</h3>")?;
+    if s.accepted.is_empty() {
+        writeln!(out, "<p>No finding's risk is accepted.</p>")?;
+    } else {
+        writeln!(
+            out,
+            "<table class=\"accepted\">\n<tr><th>Finding</th><th>Query</th><th>Severity</th><th>Key</th><th>Accepted until</th><th>By</th><th>Why</th></tr>"
+        )?;
+        for a in &s.accepted {
+            writeln!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                a.id,
+                e(&a.query),
+                a.severity,
+                e(&a.key.to_string()),
+                e(a.accepted_until.as_deref().unwrap_or("")),
+                e(a.accepted_by.as_deref().unwrap_or("")),
+                e(a.accepted_reason.as_deref().unwrap_or("")),
+            )?;
+        }
+        writeln!(out, "</table>")?;
+    }
 
     writeln!(out, "<h2>Queries</h2>")?;
     for q in &r.queries {

@@ -133,6 +133,27 @@ pub struct Summary {
     pub time_to_resolve: Durations,
     /// From request to decision, for approvals decided in the period.
     pub time_to_decision: Durations,
+    /// Findings whose risk is accepted now: who, why and until when.
+    pub accepted: Vec<AcceptedRisk>,
+}
+
+/// A finding whose risk is accepted for a while (interface.md section 8.1).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AcceptedRisk {
+    /// The finding.
+    pub id: i64,
+    /// Its query.
+    pub query: String,
+    /// Its severity.
+    pub severity: &'static str,
+    /// Its key columns.
+    pub key: Value,
+    /// Until when.
+    pub accepted_until: Option<String>,
+    /// Who accepted it.
+    pub accepted_by: Option<String>,
+    /// Why.
+    pub accepted_reason: Option<String>,
 }
 
 /// One day's open findings per severity (in [`SEVERITIES`] order).
@@ -203,6 +224,7 @@ pub fn word(outcome: Option<&str>) -> &'static str {
         None => "pending",
         Some("APPROVED") => "approved",
         Some("DENIED") => "denied",
+        Some("ACCEPTED") => "accepted",
         Some(_) => "expired",
     }
 }
@@ -265,6 +287,17 @@ impl<'a> Report<'a> {
                 if f.status == Status::Open {
                     *open.entry((f.query.clone(), sev)).or_default() += 1;
                     summary.open_total += 1;
+                }
+                if f.status == Status::Accepted {
+                    summary.accepted.push(AcceptedRisk {
+                        id: f.id,
+                        query: f.query.clone(),
+                        severity: f.severity.as_str(),
+                        key: Value::Object(f.key.clone()),
+                        accepted_until: f.accepted_until.as_ref().map(rfc3339),
+                        accepted_by: f.accepted_by.clone(),
+                        accepted_reason: f.accepted_reason.clone(),
+                    });
                 }
                 if in_period(f.first_seen, since) {
                     summary.new += 1;
@@ -437,6 +470,9 @@ impl<'a> Report<'a> {
             ),
             decided_by: d.map(|d| d.decided_by.join(", ")).unwrap_or_default(),
             decided_at: d.and_then(|d| d.decided_at.as_ref().map(rfc3339)),
+            accepted_until: f.accepted_until.as_ref().map(rfc3339),
+            accepted_by: f.accepted_by.clone(),
+            accepted_reason: f.accepted_reason.clone(),
         }
     }
 
@@ -525,6 +561,9 @@ impl<'a> Report<'a> {
                     f.remediation_state.to_string(),
                     f.decided_by.clone(),
                     f.decided_at.clone().unwrap_or_default(),
+                    f.accepted_until.clone().unwrap_or_default(),
+                    f.accepted_by.clone().unwrap_or_default(),
+                    f.accepted_reason.clone().unwrap_or_default(),
                 ])
                 .map_err(std::io::Error::other)
             })
@@ -536,7 +575,7 @@ impl<'a> Report<'a> {
 }
 
 /// The CSV report's columns, in order (stable: add at the end only).
-pub const CSV_HEADER: [&str; 13] = [
+pub const CSV_HEADER: [&str; 16] = [
     "id",
     "query",
     "title",
@@ -550,6 +589,9 @@ pub const CSV_HEADER: [&str; 13] = [
     "remediation_state",
     "decided_by",
     "decided_at",
+    "accepted_until",
+    "accepted_by",
+    "accepted_reason",
 ];
 
 impl From<csv::Error> for ReportError {
@@ -567,7 +609,7 @@ pub struct FindingRow {
     pub query: String,
     /// Its severity.
     pub severity: &'static str,
-    /// open | resolved.
+    /// open | resolved | accepted.
     pub status: &'static str,
     /// Its key columns.
     pub key: Value,
@@ -585,6 +627,12 @@ pub struct FindingRow {
     pub decided_by: String,
     /// When.
     pub decided_at: Option<String>,
+    /// Until when its risk is accepted (accepted findings).
+    pub accepted_until: Option<String>,
+    /// Who accepted it.
+    pub accepted_by: Option<String>,
+    /// Why.
+    pub accepted_reason: Option<String>,
 }
 
 /// An action as the report shows it.

@@ -90,6 +90,29 @@ pub(super) async fn markdown(r: &Report<'_>, out: &mut dyn Write) -> Result<(), 
     writeln!(out, "- Remediations: {}", counts(&s.remediations))?;
     writeln!(out, "- Actions: {}", counts(&s.actions))?;
 
+    writeln!(out, "\n### Accepted risks\n")?;
+    if s.accepted.is_empty() {
+        writeln!(out, "No finding's risk is accepted.")?;
+    } else {
+        writeln!(
+            out,
+            "| Finding | Query | Severity | Key | Accepted until | By | Why |\n|---|---|---|---|---|---|---|"
+        )?;
+        for a in &s.accepted {
+            writeln!(
+                out,
+                "| {} | `{}` | {} | {} | {} | {} | {} |",
+                a.id,
+                a.query,
+                a.severity,
+                cell(&a.key.to_string()),
+                a.accepted_until.as_deref().unwrap_or(""),
+                cell(a.accepted_by.as_deref().unwrap_or("")),
+                cell(a.accepted_reason.as_deref().unwrap_or("")),
+            )?;
+        }
+    }
+
     writeln!(out, "\n## Queries")?;
     for q in &r.queries {
         writeln!(out, "\n### {} (`{}`)\n", cell(&q.title), q.name)?;

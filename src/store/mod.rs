@@ -1275,7 +1275,7 @@ pub(crate) fn transition_events(a: &Approval, t: &Transition, now: DateTime<Utc>
             Kind::ApprovalVote,
             &v.by,
             &v.channel,
-            serde_json::json!({"option": v.option, "reason": v.reason, "identity": v.identity}),
+            serde_json::json!({"option": v.option, "values": v.values, "reason": v.reason, "identity": v.identity}),
         )
     };
     match t {
@@ -1286,7 +1286,7 @@ pub(crate) fn transition_events(a: &Approval, t: &Transition, now: DateTime<Utc>
                 Kind::ApprovalDecided,
                 &by.join(","),
                 &vote.channel,
-                serde_json::json!({"decision": option, "by": by, "via": "votes"}),
+                serde_json::json!({"decision": option, "values": crate::approval::answer_values(a.input.kind, option), "by": by, "via": "votes"}),
             ),
         ],
         Transition::TimeoutDecides { option } => vec![
