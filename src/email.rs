@@ -729,6 +729,29 @@ mod tests {
     }
 
     #[test]
+    fn several_choices_and_text_link_to_the_page_and_a_select_per_option() {
+        let link = "http://v/approvals/7?token=T";
+        let mut select = approval();
+        select.input.kind = InputKind::Select;
+        let mail = request(&select, None, &alice(Some(link)));
+        assert_eq!(mail.body.choices.len(), 2, "one link per option");
+        assert!(mail.body.choices[0].url.ends_with("&option=deactivate"));
+        for kind in [InputKind::Multiselect, InputKind::Text] {
+            let mut a = approval();
+            a.input.kind = kind;
+            let mail = request(&a, None, &alice(Some(link)));
+            assert_eq!(mail.body.choices.len(), 1, "{kind:?}");
+            assert_eq!(mail.body.choices[0].url, link, "the page's form, no option preset");
+            let text = request(&a, None, &alice(None)).body.text();
+            let expected = match kind {
+                InputKind::Text => "vigilo respond 7 --text \"ANSWER\" --as alice",
+                _ => "vigilo respond 7 OPTION... --as alice",
+            };
+            assert!(text.contains(expected), "{text}");
+        }
+    }
+
+    #[test]
     fn an_approver_gets_one_link_per_option() {
         let mail = request(
             &approval(),
