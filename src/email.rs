@@ -741,7 +741,10 @@ mod tests {
             a.input.kind = kind;
             let mail = request(&a, None, &alice(Some(link)));
             assert_eq!(mail.body.choices.len(), 1, "{kind:?}");
-            assert_eq!(mail.body.choices[0].url, link, "the page's form, no option preset");
+            assert_eq!(
+                mail.body.choices[0].url, link,
+                "the page's form, no option preset"
+            );
             let text = request(&a, None, &alice(None)).body.text();
             let expected = match kind {
                 InputKind::Text => "vigilo respond 7 --text \"ANSWER\" --as alice",
