@@ -335,8 +335,10 @@ impl Approval {
         }
     }
 
-    /// Decides what `vote` does, or why it is refused. A due approval must be timed out first.
-    pub fn vote(&self, vote: Vote) -> Result<Transition, Refusal> {
+    /// Whether `by` may vote on it now, whatever the answer: it is pending, `by` is an
+    /// approver, not the requester of their own remediation, and has not voted yet. The
+    /// checks [`Approval::vote`] makes before it looks at the answer.
+    pub fn may_vote(&self, by: &str) -> Result<(), Refusal> {
         let id = self.id;
         match self.status {
             Status::Decided => {
@@ -354,25 +356,31 @@ impl Approval {
             }
             Status::Pending => {}
         }
-        if !self.approvers.contains(&vote.by) {
+        if !self.approvers.iter().any(|a| a == by) {
             return Err(Refusal::NotAnApprover {
                 id,
-                by: vote.by,
+                by: by.to_string(),
                 approvers: self.approvers.join(", "),
             });
         }
-        if self.requested_by.as_deref() == Some(vote.by.as_str()) && !self.allow_self_approval {
-            return Err(Refusal::SelfApproval { by: vote.by });
+        if self.requested_by.as_deref() == Some(by) && !self.allow_self_approval {
+            return Err(Refusal::SelfApproval { by: by.to_string() });
         }
-        let (vote, required) = self.normalize(vote)?;
-        if let Some(earlier) = self.votes.iter().find(|v| v.by == vote.by) {
+        if let Some(earlier) = self.votes.iter().find(|v| v.by == by) {
             return Err(Refusal::AlreadyVoted {
                 id,
-                by: vote.by,
+                by: by.to_string(),
                 option: earlier.option.clone(),
                 at: rfc3339(&earlier.at),
             });
         }
+        Ok(())
+    }
+
+    /// Decides what `vote` does, or why it is refused. A due approval must be timed out first.
+    pub fn vote(&self, vote: Vote) -> Result<Transition, Refusal> {
+        self.may_vote(&vote.by)?;
+        let (vote, required) = self.normalize(vote)?;
         // Identical answers count together: the same option, the same text, the same set.
         let mut by: Vec<String> = self
             .votes
