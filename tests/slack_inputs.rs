@@ -375,7 +375,12 @@ async fn select_answers(port: u16, slack: &Slack, target: &Recorder, d: &Path) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|o| (o["value"].as_str().unwrap(), o["text"]["text"].as_str().unwrap()))
+        .map(|o| {
+            (
+                o["value"].as_str().unwrap(),
+                o["text"]["text"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         options,
@@ -399,13 +404,19 @@ async fn select_answers(port: u16, slack: &Slack, target: &Recorder, d: &Path) {
     };
 
     // Someone who is not an approver: told so, only them; nothing recorded.
-    assert_eq!(post(port, &choose("U0MALLORY", "team-data"), true).await.0, 200);
+    assert_eq!(
+        post(port, &choose("U0MALLORY", "team-data"), true).await.0,
+        200
+    );
     assert!(next_ephemeral(slack, "U0MALLORY", 0).contains("not an approver"));
     assert_eq!(approval(d, r.id)["votes"], json!([]));
 
     // Alice's choice decides; the outcome names it; the chosen owner reaches the action.
     let before = ephemerals(slack, "U0ALICE").len();
-    assert_eq!(post(port, &choose("U0ALICE", "team-data"), true).await.0, 200);
+    assert_eq!(
+        post(port, &choose("U0ALICE", "team-data"), true).await.0,
+        200
+    );
     let outcome = update_of(slack, &r.ts);
     assert!(
         outcome.contains("Decided: Data platform* by alice") && !outcome.contains("\"actions\""),
@@ -428,7 +439,12 @@ async fn select_answers(port: u16, slack: &Slack, target: &Recorder, d: &Path) {
     );
 
     // One vote each: a second choice is refused, to alice only.
-    assert_eq!(post(port, &choose("U0ALICE", "team-payments"), true).await.0, 200);
+    assert_eq!(
+        post(port, &choose("U0ALICE", "team-payments"), true)
+            .await
+            .0,
+        200
+    );
     let refusal = next_ephemeral(slack, "U0ALICE", before);
     assert!(refusal.contains("already decided"), "{refusal}");
     assert_eq!(approval(d, r.id)["votes"].as_array().unwrap().len(), 1);
@@ -455,13 +471,21 @@ async fn multiselect_answers(port: u16, slack: &Slack, target: &Recorder, d: &Pa
     let state = selection(&r, menu, &["ssh"]);
     let trigger = slack.trigger_id();
     assert_eq!(
-        post(port, &block_actions("U0ALICE", &r, change, state, &trigger), true).await.0,
+        post(
+            port,
+            &block_actions("U0ALICE", &r, change, state, &trigger),
+            true
+        )
+        .await
+        .0,
         200
     );
     // Submit with nothing selected: refused with the reason; then mallory, who is told.
     let before = ephemerals(slack, "U0ALICE").len();
     assert_eq!(
-        post(port, &press(slack, "U0ALICE", &r, submit, json!({})), true).await.0,
+        post(port, &press(slack, "U0ALICE", &r, submit, json!({})), true)
+            .await
+            .0,
         200
     );
     let empty = next_ephemeral(slack, "U0ALICE", before);
@@ -477,7 +501,12 @@ async fn multiselect_answers(port: u16, slack: &Slack, target: &Recorder, d: &Pa
         .enumerate()
     {
         let state = selection(&r, menu, values);
-        assert_eq!(post(port, &press(slack, user, &r, submit, state), true).await.0, 200);
+        assert_eq!(
+            post(port, &press(slack, user, &r, submit, state), true)
+                .await
+                .0,
+            200
+        );
         slack.wait_for(WAIT, &format!("vote {}", n + 1), |_| {
             approval(d, r.id)["votes"].as_array().unwrap().len() > n
         });
@@ -551,7 +580,12 @@ async fn text_answers(port: u16, slack: &Slack, target: &Recorder, d: &Path) {
     let opened = || slack.accepted("views.open");
 
     // Not an approver: told so; no form.
-    post(port, &press(slack, "U0MALLORY", &r, answer, json!({})), true).await;
+    post(
+        port,
+        &press(slack, "U0MALLORY", &r, answer, json!({})),
+        true,
+    )
+    .await;
     assert!(next_ephemeral(slack, "U0MALLORY", 0).contains("not an approver"));
     // A click whose trigger expired before vigilo exchanged it: Slack says so; alice is told.
     let before = ephemerals(slack, "U0ALICE").len();
@@ -579,7 +613,10 @@ async fn text_answers(port: u16, slack: &Slack, target: &Recorder, d: &Path) {
     assert_eq!(metadata["approval"], r.id);
     let shown = view["blocks"].to_string();
     assert!(shown.contains("Key k1 has no owner."), "{shown}");
-    assert!(shown.contains("`team-payments` (Payments)"), "suggestions: {shown}");
+    assert!(
+        shown.contains("`team-payments` (Payments)"),
+        "suggestions: {shown}"
+    );
     let input = view["blocks"]
         .as_array()
         .unwrap()
@@ -589,7 +626,12 @@ async fn text_answers(port: u16, slack: &Slack, target: &Recorder, d: &Path) {
         .clone();
     assert_eq!(input["element"]["type"], "plain_text_input");
     assert_eq!(input["element"]["placeholder"]["text"], "owner team");
-    assert!(input["hint"]["text"].as_str().unwrap().contains("^team-[a-z]+$"));
+    assert!(
+        input["hint"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("^team-[a-z]+$")
+    );
 
     // Not signed: 401, nothing recorded.
     let good = view_submission("U0ALICE", &view, "  team-ops ");
@@ -621,7 +663,10 @@ async fn text_answers(port: u16, slack: &Slack, target: &Recorder, d: &Path) {
     let outcome = update_of(slack, &r.ts);
     assert!(outcome.contains("Decided: team-ops* by alice"), "{outcome}");
     assert_eq!(bodies(target, "/ticket/k1", 1), ["owner=team-ops"]);
-    assert_eq!(audit_data(d, "approval.vote", r.id)[0]["option"], "team-ops");
+    assert_eq!(
+        audit_data(d, "approval.vote", r.id)[0]["option"],
+        "team-ops"
+    );
     assert_eq!(
         audit_data(d, "approval.decided", r.id)[0]["decision"],
         "team-ops"

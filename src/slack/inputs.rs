@@ -155,7 +155,8 @@ mod tests {
         let change = json!({"type": "multi_static_select", "action_id": CHOOSE, "block_id": block,
             "selected_options": [{"value": "ssh"}]});
         assert_eq!(click(&change, &state, block), Click::Nothing);
-        let submit = json!({"type": "button", "action_id": SUBMIT, "block_id": block, "value": SUBMIT});
+        let submit =
+            json!({"type": "button", "action_id": SUBMIT, "block_id": block, "value": SUBMIT});
         assert_eq!(
             click(&submit, &state, block),
             Click::Vote(vec!["ssh".into(), "rdp".into()])

@@ -5,10 +5,10 @@
 
 use serde_json::{Value, json};
 
+use super::Api;
 use super::blocks::{escape, plain};
 use super::inputs::{ballot, cut};
 use super::routes::{approver_of, ephemeral};
-use super::Api;
 use crate::approval::Approval;
 use crate::config::SlackConfig;
 use crate::server::AppState;
@@ -80,7 +80,14 @@ pub fn view(a: &Approval) -> Value {
 
 /// Opens approval `id`'s answer form for Slack user `user`, who clicked Answer in
 /// `channel`; tells them (only them) why not when they may not answer or Slack refuses.
-pub async fn open(s: &AppState, cfg: &SlackConfig, id: i64, user: &str, channel: &str, trigger: &str) {
+pub async fn open(
+    s: &AppState,
+    cfg: &SlackConfig,
+    id: i64,
+    user: &str,
+    channel: &str,
+    trigger: &str,
+) {
     let Some(approver) = approver_of(&s.project, user) else {
         let text = format!("<@{user}> is not an approver in vigilo; nothing was recorded.");
         return ephemeral(cfg, channel, user, &text).await;
@@ -127,7 +134,9 @@ pub async fn submit(s: &AppState, payload: &Value) -> Option<Value> {
         .and_then(|m| serde_json::from_str(m).ok())
         .unwrap_or_default();
     let Some(id) = metadata["approval"].as_i64() else {
-        return Some(refused("This form names no approval; open it again from the request."));
+        return Some(refused(
+            "This form names no approval; open it again from the request.",
+        ));
     };
     let user = payload["user"]["id"].as_str().unwrap_or_default();
     let Some(approver) = approver_of(&s.project, user) else {
@@ -138,7 +147,11 @@ pub async fn submit(s: &AppState, payload: &Value) -> Option<Value> {
     let text = view["state"]["values"][ANSWER_BLOCK][ANSWER_ACTION]["value"]
         .as_str()
         .unwrap_or_default();
-    match s.store.vote(id, ballot(approver, vec![text.to_string()], user)).await {
+    match s
+        .store
+        .vote(id, ballot(approver, vec![text.to_string()], user))
+        .await
+    {
         Ok(Ok(t)) => {
             tracing::info!(approval = id, approver, slack_user = user, transition = ?t, "answer from Slack");
             None

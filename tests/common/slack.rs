@@ -309,17 +309,22 @@ fn views_open(s: &mut Inner, body: &Value, now: Instant) -> (StatusCode, Value, 
     };
     let problems: Vec<&str> = [
         (view["type"] != "modal", "view.type must be modal"),
-        (!text_within(&view["title"], 24), "view.title: plain_text, at most 24 characters"),
+        (
+            !text_within(&view["title"], 24),
+            "view.title: plain_text, at most 24 characters",
+        ),
         (
             !view["submit"].is_null() && !text_within(&view["submit"], 24),
             "view.submit: plain_text, at most 24 characters",
         ),
         (
-            !view["blocks"].as_array().is_some_and(|b| b.len() <= 100),
+            view["blocks"].as_array().is_none_or(|b| b.len() > 100),
             "view.blocks: at most 100 blocks",
         ),
         (
-            view["private_metadata"].as_str().is_some_and(|m| m.len() > 3000),
+            view["private_metadata"]
+                .as_str()
+                .is_some_and(|m| m.len() > 3000),
             "view.private_metadata: at most 3000 characters",
         ),
         (
