@@ -335,8 +335,17 @@ impl Approval {
         }
     }
 
-    /// Decides what `vote` does, or why it is refused. A due approval must be timed out first.
-    pub fn vote(&self, vote: Vote) -> Result<Transition, Refusal> {
+    /// Whether `by` may vote on it now, whatever the answer: it is pending, `by` is an
+    /// approver, not the requester of their own remediation, and has not voted yet (the
+    /// checks [`Approval::vote`] makes besides the answer's).
+    pub fn may_vote(&self, by: &str) -> Result<(), Refusal> {
+        self.takes_votes_from(by)?;
+        self.not_voted_yet(by)
+    }
+
+    /// Refuses a vote by `by` unless it is pending, `by` is an approver, and not the
+    /// requester of their own remediation.
+    fn takes_votes_from(&self, by: &str) -> Result<(), Refusal> {
         let id = self.id;
         match self.status {
             Status::Decided => {
@@ -354,25 +363,37 @@ impl Approval {
             }
             Status::Pending => {}
         }
-        if !self.approvers.contains(&vote.by) {
+        if !self.approvers.iter().any(|a| a == by) {
             return Err(Refusal::NotAnApprover {
                 id,
-                by: vote.by,
+                by: by.to_string(),
                 approvers: self.approvers.join(", "),
             });
         }
-        if self.requested_by.as_deref() == Some(vote.by.as_str()) && !self.allow_self_approval {
-            return Err(Refusal::SelfApproval { by: vote.by });
+        if self.requested_by.as_deref() == Some(by) && !self.allow_self_approval {
+            return Err(Refusal::SelfApproval { by: by.to_string() });
         }
-        let (vote, required) = self.normalize(vote)?;
-        if let Some(earlier) = self.votes.iter().find(|v| v.by == vote.by) {
-            return Err(Refusal::AlreadyVoted {
-                id,
-                by: vote.by,
+        Ok(())
+    }
+
+    /// Refuses a second vote by `by`.
+    fn not_voted_yet(&self, by: &str) -> Result<(), Refusal> {
+        match self.votes.iter().find(|v| v.by == by) {
+            Some(earlier) => Err(Refusal::AlreadyVoted {
+                id: self.id,
+                by: by.to_string(),
                 option: earlier.option.clone(),
                 at: rfc3339(&earlier.at),
-            });
+            }),
+            None => Ok(()),
         }
+    }
+
+    /// Decides what `vote` does, or why it is refused. A due approval must be timed out first.
+    pub fn vote(&self, vote: Vote) -> Result<Transition, Refusal> {
+        self.takes_votes_from(&vote.by)?;
+        let (vote, required) = self.normalize(vote)?;
+        self.not_voted_yet(&vote.by)?;
         // Identical answers count together: the same option, the same text, the same set.
         let mut by: Vec<String> = self
             .votes
@@ -711,6 +732,24 @@ mod tests {
             a.vote(vote("bob", "keep")),
             Err(Refusal::Expired { .. })
         ));
+    }
+
+    #[test]
+    fn may_vote_says_what_vote_would_refuse_whatever_the_answer() {
+        let mut a = approval(2);
+        assert_eq!(a.may_vote("alice"), Ok(()));
+        assert!(matches!(
+            a.may_vote("mallory"),
+            Err(Refusal::NotAnApprover { .. })
+        ));
+        let t = a.vote(vote("alice", "deactivate")).unwrap();
+        apply(&mut a, t);
+        assert!(matches!(
+            a.may_vote("alice"),
+            Err(Refusal::AlreadyVoted { .. })
+        ));
+        a.status = Status::Expired;
+        assert!(matches!(a.may_vote("bob"), Err(Refusal::Expired { .. })));
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Block Kit for approvals: the request (subject, prompt, the finding's key, one button per
-//! option, or a menu beyond five) and the same message after the outcome, without buttons.
+//! option, or a menu beyond five; `inputs` builds the other input types' elements) and the
+//! same message after the outcome (with the chosen value(s) or text), without buttons.
 
 use serde_json::{Value, json};
 
-use crate::approval::{Approval, Status};
+use super::inputs;
+use crate::approval::{Approval, InputKind, Status, VALUE_SEPARATOR, answer_values};
 use crate::finding::{Finding, rfc3339};
 
 /// The `block_id` prefix of an approval's actions: `vigilo:approval:ID`.
@@ -25,7 +27,8 @@ pub fn escape(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
-fn plain(text: &str) -> Value {
+/// A `plain_text` text object.
+pub(crate) fn plain(text: &str) -> Value {
     json!({"type": "plain_text", "text": text, "emoji": true})
 }
 
@@ -80,7 +83,9 @@ pub fn request(a: &Approval, f: Option<&Finding>, title: Option<&str>) -> Value 
     }
     blocks.push(context(a, f, title));
     let block_id = format!("{APPROVAL_BLOCK}{}", a.id);
-    let elements: Vec<Value> = if a.options.len() <= MAX_BUTTONS {
+    let elements: Vec<Value> = if let Some(elements) = inputs::elements(a) {
+        elements
+    } else if a.options.len() <= MAX_BUTTONS {
         a.options
             .iter()
             .map(|o| {
@@ -97,17 +102,7 @@ pub fn request(a: &Approval, f: Option<&Finding>, title: Option<&str>) -> Value 
             })
             .collect()
     } else {
-        let options: Vec<Value> = a
-            .options
-            .iter()
-            .map(|o| json!({"text": plain(&o.label), "value": o.value}))
-            .collect();
-        vec![json!({
-            "type": "static_select",
-            "action_id": "vote",
-            "placeholder": plain("Choose…"),
-            "options": options,
-        })]
+        vec![inputs::select(a)]
     };
     blocks.push(json!({"type": "actions", "block_id": block_id, "elements": elements}));
     Value::Array(blocks)
@@ -121,11 +116,20 @@ pub fn outcome(a: &Approval, f: Option<&Finding>, title: Option<&str>) -> Value 
             .find(|o| o.value == value)
             .map_or_else(|| value.to_string(), |o| o.label.clone())
     };
+    // What was chosen: the option's label, each chosen option's, or the text as written.
+    let chosen = |decision: &str| match a.input.kind {
+        InputKind::Text => decision.to_string(),
+        kind => answer_values(kind, decision)
+            .iter()
+            .map(|v| label(v))
+            .collect::<Vec<_>>()
+            .join(VALUE_SEPARATOR),
+    };
     let when = a.decided_at.as_ref().map(rfc3339).unwrap_or_default();
     let line = match (a.status, &a.decision) {
         (Status::Decided, Some(d)) => format!(
             ":white_check_mark: *Decided: {}* by {} at {when}",
-            escape(&label(d)),
+            escape(&chosen(d)),
             escape(&a.decided_by.join(", "))
         ),
         (Status::Expired, _) => {

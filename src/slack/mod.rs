@@ -3,10 +3,14 @@
 //! outcome, messages threaded under it), and the pace Slack asks for.
 //!
 //! `routes` answers Slack's calls (`/slack/interactions`, `/slack/commands`), each checked
-//! by `signature`; `blocks` builds the Block Kit; `chatops` runs confirmed slash commands.
+//! by `signature`; `blocks` builds the Block Kit, `inputs` the menus of select and
+//! multiselect approvals and what their clicks mean, `modal` the answer form of text
+//! approvals; `chatops` runs confirmed slash commands.
 
 pub mod blocks;
 pub mod chatops;
+pub mod inputs;
+pub mod modal;
 pub mod routes;
 pub mod signature;
 

@@ -1,4 +1,5 @@
-//! Slack's calls to vigilo: button clicks (`POST /slack/interactions`) and slash commands
+//! Slack's calls to vigilo: button clicks and menu choices (`inputs`) and answer forms
+//! (`modal`) at `POST /slack/interactions`, and slash commands
 //! (`POST /slack/commands`). Every request is checked against each configured signing
 //! secret before anything is read; a bad or stale signature gets 401 and changes nothing.
 //! Clicks are acknowledged at once and handled after, as Slack asks (three seconds).
@@ -16,8 +17,8 @@ use serde_json::{Value, json};
 
 use super::blocks::APPROVAL_BLOCK;
 use super::chatops::{self, COMMAND_BLOCK};
-use super::{Api, signature};
-use crate::approval::Vote;
+use super::inputs::{self, Click, ballot};
+use super::{Api, modal, signature};
 use crate::config::{IntegrationConfig, Project, SlackConfig};
 use crate::server::AppState;
 
@@ -78,6 +79,12 @@ async fn interactions(State(s): State<AppState>, headers: HeaderMap, body: Bytes
         Ok(None) => return (StatusCode::BAD_REQUEST, "no payload").into_response(),
         Err(r) => return *r,
     };
+    if payload["type"] == "view_submission" {
+        return match modal::submit(&s, &payload).await {
+            Some(answer) => axum::Json(answer).into_response(),
+            None => StatusCode::OK.into_response(),
+        };
+    }
     tokio::spawn(async move { handle_click(s, cfg, payload).await });
     StatusCode::OK.into_response()
 }
@@ -115,11 +122,14 @@ async fn handle_click(s: AppState, cfg: SlackConfig, payload: Value) {
         .strip_prefix(APPROVAL_BLOCK)
         .and_then(|i| i.parse::<i64>().ok())
     {
-        let option = action["value"]
-            .as_str()
-            .or_else(|| action["selected_option"]["value"].as_str())
-            .unwrap_or_default();
-        vote(&s, &cfg, id, option, user, channel).await;
+        match inputs::click(action, &payload["state"], block) {
+            Click::Vote(values) => vote(&s, &cfg, id, values, user, channel).await,
+            Click::OpenForm => {
+                let trigger = payload["trigger_id"].as_str().unwrap_or_default();
+                modal::open(&s, &cfg, id, user, channel, trigger).await;
+            }
+            Click::Nothing => {}
+        }
     } else if let Some(id) = block
         .strip_prefix(COMMAND_BLOCK)
         .and_then(|i| i.parse::<i64>().ok())
@@ -130,21 +140,19 @@ async fn handle_click(s: AppState, cfg: SlackConfig, payload: Value) {
     }
 }
 
-async fn vote(s: &AppState, cfg: &SlackConfig, id: i64, option: &str, user: &str, channel: &str) {
+async fn vote(
+    s: &AppState,
+    cfg: &SlackConfig,
+    id: i64,
+    values: Vec<String>,
+    user: &str,
+    channel: &str,
+) {
     let Some(approver) = approver_of(&s.project, user) else {
         let text = format!("<@{user}> is not an approver in vigilo; nothing was recorded.");
         return ephemeral(cfg, channel, user, &text).await;
     };
-    let ballot = Vote {
-        by: approver.to_string(),
-        option: option.to_string(),
-        reason: None,
-        channel: "slack".into(),
-        at: Utc::now(),
-        identity: Some(format!("slack:{user}")),
-        values: Vec::new(),
-    };
-    match s.store.vote(id, ballot).await {
+    match s.store.vote(id, ballot(approver, values, user)).await {
         Ok(Ok(t)) => {
             tracing::info!(approval = id, approver, slack_user = user, transition = ?t, "vote from Slack")
         }

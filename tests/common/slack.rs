@@ -2,6 +2,10 @@
 //! answers: `chat.postMessage`, `chat.update`, `chat.postEphemeral` (JSON bodies, bearer bot
 //! token), `{"ok":true,"channel":…,"ts":…}` or `{"ok":false,"error":…}` (HTTP 200), and HTTP
 //! 429 with `Retry-After` when told to or when a channel is posted to faster than its limit.
+//! `views.open` exchanges a trigger id the stand-in minted for a click ([`Slack::trigger_id`]):
+//! once, within three seconds, or `invalid_trigger_id` / `exchanged_trigger_id` /
+//! `expired_trigger_id`, as Slack answers; a view that breaks Slack's modal limits is
+//! `invalid_arguments`.
 //! It records every request, and also takes `response_url` posts (`/response/ID`).
 //! Runs on its own thread and runtime, so tests may block while vigilo calls it.
 
@@ -53,6 +57,10 @@ struct Inner {
     last_post: HashMap<String, Instant>,
     min_interval: Option<Duration>,
     next_ts: u64,
+    /// Trigger ids minted for clicks: when, and whether already exchanged.
+    triggers: HashMap<String, (Instant, bool)>,
+    /// Views opened so far (their ids count up).
+    views: u64,
 }
 
 /// The stand-in.
@@ -132,6 +140,24 @@ impl Slack {
         self.inner.lock().unwrap().min_interval = Some(gap);
     }
 
+    /// A fresh `trigger_id` for a click payload, good for one `views.open` within three seconds.
+    pub fn trigger_id(&self) -> String {
+        let mut s = self.inner.lock().unwrap();
+        let n = s.triggers.len() + 1;
+        let id = format!("{n}.98765.abcd{n:08x}");
+        s.triggers.insert(id.clone(), (Instant::now(), false));
+        id
+    }
+
+    /// Makes trigger `id` as old as Slack's three seconds (the next `views.open` is
+    /// `expired_trigger_id`).
+    pub fn expire_trigger(&self, id: &str) {
+        let mut s = self.inner.lock().unwrap();
+        if let Some((minted, _)) = s.triggers.get_mut(id) {
+            *minted = Instant::now() - TRIGGER_TTL - Duration::from_millis(1);
+        }
+    }
+
     /// Waits until `pred` holds for the calls, or panics after `limit`.
     pub fn wait_for(&self, limit: Duration, what: &str, pred: impl Fn(&[Call]) -> bool) {
         let start = Instant::now();
@@ -198,6 +224,8 @@ async fn api(
             ),
             Fault::Error(code) => (StatusCode::OK, json!({"ok": false, "error": code}), None),
         }
+    } else if method == "views.open" {
+        views_open(&mut s, &body, now)
     } else if !s.channels.contains(&channel) {
         (
             StatusCode::OK,
@@ -253,6 +281,91 @@ async fn api(
         reply: reply.clone(),
     });
     answer(status, reply, retry)
+}
+
+/// How long a trigger id may be exchanged after its click.
+const TRIGGER_TTL: Duration = Duration::from_secs(3);
+
+/// `views.open`: exchanges the trigger for the view, as Slack does, and echoes the view
+/// with its id, state and hash.
+fn views_open(s: &mut Inner, body: &Value, now: Instant) -> (StatusCode, Value, Option<u64>) {
+    let refuse = |error: &str| (StatusCode::OK, json!({"ok": false, "error": error}), None);
+    let trigger = body["trigger_id"].as_str().unwrap_or_default();
+    match s.triggers.get_mut(trigger) {
+        None => return refuse("invalid_trigger_id"),
+        Some((_, true)) => return refuse("exchanged_trigger_id"),
+        Some((minted, _)) if now.duration_since(*minted) > TRIGGER_TTL => {
+            return refuse("expired_trigger_id");
+        }
+        Some((_, exchanged)) => *exchanged = true,
+    }
+    // Form bodies carry the view as a JSON string; JSON bodies as an object.
+    let view = match &body["view"] {
+        Value::String(text) => serde_json::from_str(text).unwrap_or(Value::Null),
+        other => other.clone(),
+    };
+    let text_within = |v: &Value, max: usize| {
+        v["type"] == "plain_text" && v["text"].as_str().is_some_and(|t| t.chars().count() <= max)
+    };
+    let problems: Vec<&str> = [
+        (view["type"] != "modal", "view.type must be modal"),
+        (
+            !text_within(&view["title"], 24),
+            "view.title: plain_text, at most 24 characters",
+        ),
+        (
+            !view["submit"].is_null() && !text_within(&view["submit"], 24),
+            "view.submit: plain_text, at most 24 characters",
+        ),
+        (
+            view["blocks"].as_array().is_none_or(|b| b.len() > 100),
+            "view.blocks: at most 100 blocks",
+        ),
+        (
+            view["private_metadata"]
+                .as_str()
+                .is_some_and(|m| m.len() > 3000),
+            "view.private_metadata: at most 3000 characters",
+        ),
+        (
+            view["callback_id"].as_str().is_some_and(|c| c.len() > 255),
+            "view.callback_id: at most 255 characters",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(bad, why)| bad.then_some(why))
+    .collect();
+    if !problems.is_empty() {
+        return (
+            StatusCode::OK,
+            json!({"ok": false, "error": "invalid_arguments", "response_metadata": {"messages": problems}}),
+            None,
+        );
+    }
+    s.views += 1;
+    let id = format!("V0{:08}", s.views);
+    let mut opened = view;
+    for (key, value) in [
+        ("id", json!(id)),
+        ("team_id", json!("T0TEAM")),
+        ("state", json!({"values": {}})),
+        ("hash", json!(format!("1700000000.{:08}", s.views))),
+        ("root_view_id", json!(id)),
+        ("previous_view_id", Value::Null),
+        ("app_id", json!("A0VIGILO")),
+        ("bot_id", json!("B0VIGILO")),
+        ("external_id", json!("")),
+        ("clear_on_close", json!(false)),
+        ("notify_on_close", json!(false)),
+    ] {
+        opened[key] = value;
+    }
+    for key in ["private_metadata", "callback_id"] {
+        if opened[key].is_null() {
+            opened[key] = json!("");
+        }
+    }
+    (StatusCode::OK, json!({"ok": true, "view": opened}), None)
 }
 
 async fn response_url(
