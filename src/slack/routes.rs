@@ -3,6 +3,10 @@
 //! (`POST /slack/commands`). Every request is checked against each configured signing
 //! secret before anything is read; a bad or stale signature gets 401 and changes nothing.
 //! Clicks are acknowledged at once and handled after, as Slack asks (three seconds).
+//!
+//! What an interaction or a command does does not depend on how it came: [`interaction`]
+//! and [`slash_command`] take the parsed payload and return the answer, for the signed
+//! HTTP routes here and for Socket Mode envelopes (`socket`) alike.
 
 use std::collections::HashMap;
 
@@ -79,14 +83,26 @@ async fn interactions(State(s): State<AppState>, headers: HeaderMap, body: Bytes
         Ok(None) => return (StatusCode::BAD_REQUEST, "no payload").into_response(),
         Err(r) => return *r,
     };
-    if payload["type"] == "view_submission" {
-        return match modal::submit(&s, &payload).await {
-            Some(answer) => axum::Json(answer).into_response(),
-            None => StatusCode::OK.into_response(),
-        };
+    match interaction(&s, &cfg, payload).await {
+        Some(answer) => axum::Json(answer).into_response(),
+        None => StatusCode::OK.into_response(),
     }
-    tokio::spawn(async move { handle_click(s, cfg, payload).await });
-    StatusCode::OK.into_response()
+}
+
+/// Handles one interaction payload (`block_actions`, `view_submission`, …) of `cfg`'s Slack
+/// app, however it arrived; returns the answer to give Slack at once (`None`: an empty
+/// acknowledgement; a `view_submission` may answer with `response_action` errors). Work that
+/// may outlast Slack's three seconds (votes, refusals, commands) runs after.
+pub async fn interaction(s: &AppState, cfg: &SlackConfig, payload: Value) -> Option<Value> {
+    match payload["type"].as_str() {
+        Some("view_submission") => modal::submit(s, &payload).await,
+        Some("block_actions") => {
+            let (s, cfg) = (s.clone(), cfg.clone());
+            tokio::spawn(async move { handle_click(s, cfg, payload).await });
+            None
+        }
+        _ => None,
+    }
 }
 
 /// The approver whose `slack` id is `user`.
@@ -108,9 +124,6 @@ pub(crate) async fn ephemeral(cfg: &SlackConfig, channel: &str, user: &str, text
 }
 
 async fn handle_click(s: AppState, cfg: SlackConfig, payload: Value) {
-    if payload["type"] != "block_actions" {
-        return;
-    }
     let action = &payload["actions"][0];
     let user = payload["user"]["id"].as_str().unwrap_or_default();
     let channel = payload["channel"]["id"]
@@ -181,12 +194,22 @@ async fn commands(State(s): State<AppState>, headers: HeaderMap, body: Bytes) ->
         Ok(f) => f,
         Err(r) => return *r,
     };
-    let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
+    let fields: serde_json::Map<String, Value> = fields
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    axum::Json(slash_command(&s, &cfg, &Value::Object(fields)).await).into_response()
+}
+
+/// Answers one slash command of `cfg`'s Slack app, however it arrived: `fields` holds
+/// Slack's fields (`text`, `user_id`, `channel_id`, `response_url`, …) as strings.
+pub async fn slash_command(s: &AppState, cfg: &SlackConfig, fields: &Value) -> Value {
+    let field = |k: &str| fields[k].as_str().unwrap_or_default();
     let request = chatops::Request {
         text: field("text"),
         user: field("user_id"),
         channel: field("channel_id"),
-        response_url: fields.get("response_url").map(String::as_str),
+        response_url: fields["response_url"].as_str(),
     };
-    axum::Json(chatops::request(&s, &cfg, &request).await).into_response()
+    chatops::request(s, cfg, &request).await
 }
