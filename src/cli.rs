@@ -917,6 +917,17 @@ async fn run_scheduler(dir: &Path) -> Result<ExitCode> {
             }
         });
     }
+    for (name, integration) in &project.integrations {
+        if let config::IntegrationConfig::Slack(cfg) = integration
+            && cfg.app_token.is_some()
+        {
+            let state =
+                crate::server::AppState::new(Arc::clone(&project), Arc::clone(scanner.store()));
+            let socket =
+                crate::slack::socket::run(state, name.clone(), cfg.clone(), shutdown.clone());
+            tokio::spawn(socket);
+        }
+    }
     let mut scheduler = tokio::spawn(crate::scheduler::run(scanner, shutdown.clone()));
     let mut signals = Signals::new()?;
     tokio::select! {

@@ -99,6 +99,7 @@ impl Project {
                 IntegrationConfig::Slack(s) => {
                     out.extend(
                         std::iter::once(&s.token)
+                            .chain(&s.app_token)
                             .chain(&s.signing_secret)
                             .map(|s| s.expose().to_string()),
                     );
@@ -265,11 +266,20 @@ impl IntegrationConfig {
     }
 }
 
+/// How a Slack bot token starts.
+pub const BOT_TOKEN_PREFIX: &str = "xoxb-";
+
+/// How a Slack app-level token starts.
+pub const APP_TOKEN_PREFIX: &str = "xapp-";
+
 /// `[integration.slack.NAME]`.
 #[derive(Debug, Clone)]
 pub struct SlackConfig {
-    /// Bot token.
+    /// Bot token (`xoxb-`).
     pub token: Secret,
+    /// App-level token (`xapp-`, scope `connections:write`): with it, `vigilo run` takes
+    /// interactions and commands over Socket Mode instead of waiting for Slack's requests.
+    pub app_token: Option<Secret>,
     /// Verifies requests from Slack.
     pub signing_secret: Option<Secret>,
     /// Web API base URL; default `https://slack.com/api`.

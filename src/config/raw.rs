@@ -63,6 +63,7 @@ pub(crate) struct RawAws {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSlack {
     pub token: SpStr,
+    pub app_token: Option<SpStr>,
     pub signing_secret: Option<String>,
     pub api_url: Option<String>,
     pub confirm_ttl: Option<SpStr>,

@@ -342,6 +342,28 @@ impl Merge<'_> {
             );
             return None;
         }
+        if raw.token.get_ref().starts_with(super::APP_TOKEN_PREFIX) {
+            let message = format!(
+                "{path}.token: this is an app-level token ({}…); it goes in app_token, and token takes the bot token ({}…)",
+                super::APP_TOKEN_PREFIX,
+                super::BOT_TOKEN_PREFIX
+            );
+            self.error(&raw.token.span(), message);
+            return None;
+        }
+        let app_token = match raw.app_token {
+            Some(t) if t.get_ref().is_empty() => None,
+            Some(t) if !t.get_ref().starts_with(super::APP_TOKEN_PREFIX) => {
+                let message = format!(
+                    "{path}.app_token: expected an app-level token ({}…, with the connections:write scope, from the app's Basic Information page)",
+                    super::APP_TOKEN_PREFIX
+                );
+                self.error(&t.span(), message);
+                return None;
+            }
+            Some(t) => Some(Secret::new(t.into_inner())),
+            None => None,
+        };
         let confirm_ttl = self
             .duration_or(
                 raw.confirm_ttl,
@@ -355,6 +377,7 @@ impl Merge<'_> {
             .ok()?;
         Some(SlackConfig {
             token: Secret::new(raw.token.into_inner()),
+            app_token,
             signing_secret: secret(raw.signing_secret),
             api_url: raw
                 .api_url

@@ -3,16 +3,19 @@
 //! outcome, messages threaded under it), and the pace Slack asks for.
 //!
 //! `routes` answers Slack's calls (`/slack/interactions`, `/slack/commands`), each checked
-//! by `signature`; `blocks` builds the Block Kit, `inputs` the menus of select and
-//! multiselect approvals and what their clicks mean, `modal` the answer form of text
-//! approvals; `chatops` runs confirmed slash commands.
+//! by `signature`, and `socket` takes the same calls over Socket Mode; `blocks` builds the
+//! Block Kit, `inputs` the menus of select and multiselect approvals and what their clicks
+//! mean, `modal` the answer form of text approvals; `chatops` runs confirmed slash commands;
+//! `scopes` lists the Web API methods vigilo calls and the scopes they need.
 
 pub mod blocks;
 pub mod chatops;
 pub mod inputs;
 pub mod modal;
 pub mod routes;
+pub mod scopes;
 pub mod signature;
+pub mod socket;
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
@@ -75,24 +78,90 @@ pub struct Api<'a> {
     cfg: &'a SlackConfig,
 }
 
+/// What a Web API call sends: JSON, or a form (Slack's read methods take no JSON).
+enum Body<'b> {
+    Json(&'b Value),
+    Form(&'b [(&'b str, &'b str)]),
+}
+
 impl<'a> Api<'a> {
-    /// The API with `cfg`'s token and `api_url`.
+    /// The API with `cfg`'s tokens and `api_url`.
     pub fn new(http: &'a reqwest::Client, cfg: &'a SlackConfig) -> Api<'a> {
         Api { http, cfg }
     }
 
     /// Calls `method` with a JSON body; `Ok` is Slack's answer when it says `ok: true`.
     pub async fn call(&self, method: &str, body: &Value) -> Result<Value, SlackError> {
+        Ok(self.request(method, Body::Json(body)).await?.0)
+    }
+
+    /// Calls `method` with form fields (`conversations.history`, `users.lookupByEmail`, …).
+    pub async fn call_form(
+        &self,
+        method: &str,
+        fields: &[(&str, &str)],
+    ) -> Result<Value, SlackError> {
+        Ok(self.request(method, Body::Form(fields)).await?.0)
+    }
+
+    /// `auth.test`: Slack's answer and the bot token's scopes (its `x-oauth-scopes` header).
+    pub async fn auth_test(&self) -> Result<(Value, Option<Vec<String>>), SlackError> {
+        let (answer, headers) = self.request("auth.test", Body::Form(&[])).await?;
+        let scopes = headers
+            .get("x-oauth-scopes")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            });
+        Ok((answer, scopes))
+    }
+
+    /// `apps.connections.open`: a Socket Mode WebSocket URL (good for one connection).
+    pub async fn open_connection(&self) -> Result<String, SlackError> {
+        let method = "apps.connections.open";
+        let (answer, _) = self.request(method, Body::Form(&[])).await?;
+        answer["url"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| SlackError::Transport {
+                method: method.to_string(),
+                message: "Slack's answer has no url".into(),
+            })
+    }
+
+    async fn request(
+        &self,
+        method: &str,
+        body: Body<'_>,
+    ) -> Result<(Value, reqwest::header::HeaderMap), SlackError> {
         let transport = |message: String| SlackError::Transport {
             method: method.to_string(),
             message,
         };
-        let response = self
+        let Some(known) = scopes::method(method) else {
+            return Err(transport(
+                "not in slack::scopes::METHODS; add it there with the scopes it needs".into(),
+            ));
+        };
+        let token = match known.token {
+            scopes::Token::Bot => &self.cfg.token,
+            scopes::Token::App => self.cfg.app_token.as_ref().ok_or_else(|| {
+                transport("needs an app-level token: set app_token (xapp-…)".into())
+            })?,
+        };
+        let request = self
             .http
             .post(format!("{}/{method}", self.cfg.api_url))
             .timeout(CALL_TIMEOUT)
-            .bearer_auth(self.cfg.token.expose())
-            .json(body)
+            .bearer_auth(token.expose());
+        let request = match body {
+            Body::Json(body) => request.json(body),
+            Body::Form(fields) => request.form(fields),
+        };
+        let response = request
             .send()
             .await
             .map_err(|e| transport(e.without_url().to_string()))?;
@@ -110,6 +179,7 @@ impl<'a> Api<'a> {
                 retry_after: Duration::from_secs(retry_after),
             });
         }
+        let headers = response.headers().clone();
         let text = response
             .text()
             .await
@@ -128,7 +198,7 @@ impl<'a> Api<'a> {
             ))
         })?;
         if answer["ok"] == true {
-            Ok(answer)
+            Ok((answer, headers))
         } else {
             Err(SlackError::Api {
                 method: method.to_string(),

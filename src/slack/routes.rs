@@ -169,6 +169,16 @@ async fn vote(
         Ok(Ok(t)) => {
             tracing::info!(approval = id, approver, slack_user = user, transition = ?t, "vote from Slack")
         }
+        Ok(Err(_)) if counted(s, id, approver, option).await => {
+            // The same click delivered again (Socket Mode retries, a double click): its vote
+            // stands as asked, so there is nothing to tell.
+            tracing::info!(
+                approval = id,
+                approver,
+                slack_user = user,
+                "a repeated vote from Slack; counted once"
+            );
+        }
         Ok(Err(refusal)) => {
             ephemeral(cfg, channel, user, &format!("Not recorded: {refusal}.")).await
         }
@@ -182,6 +192,17 @@ async fn vote(
             )
             .await;
         }
+    }
+}
+
+/// Whether approval `id` already holds `approver`'s vote for `option`.
+async fn counted(s: &AppState, id: i64, approver: &str, option: &str) -> bool {
+    match s.store.approval(id).await {
+        Ok(Some(a)) => a
+            .votes
+            .iter()
+            .any(|v| v.by == approver && v.option == option),
+        _ => false,
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod aws;
 pub mod recorder;
 pub mod slack;
+pub mod slack_socket;
 pub mod smtp;
 
 use std::path::{Path, PathBuf};

@@ -20,8 +20,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 
+use super::slack_socket as socket;
+
 /// The bot token the stand-in accepts.
 pub const BOT_TOKEN: &str = "xoxb-test-bot-token-0001";
+
+/// The app-level token the stand-in accepts (Socket Mode).
+pub const APP_TOKEN: &str = "xapp-1-test-app-token-0001";
 
 /// A request the stand-in received.
 #[derive(Debug, Clone)]
@@ -61,6 +66,12 @@ struct Inner {
     triggers: HashMap<String, (Instant, bool)>,
     /// Views opened so far (their ids count up).
     views: u64,
+    /// The bot token's scopes, as `auth.test` shows them.
+    scopes: Vec<String>,
+    /// Email → user id, for `users.lookupByEmail`.
+    users: HashMap<String, String>,
+    /// Socket Mode.
+    socket: Arc<Mutex<socket::State>>,
 }
 
 /// The stand-in.
@@ -69,6 +80,7 @@ pub struct Slack {
     /// Its port.
     pub port: u16,
     inner: Arc<Mutex<Inner>>,
+    sockets: Arc<Mutex<socket::State>>,
 }
 
 impl Slack {
@@ -82,7 +94,10 @@ impl Slack {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
+        let sockets = Arc::clone(&inner.lock().unwrap().socket);
+        let ws_listener = socket::bind(&sockets);
         let state = Arc::clone(&inner);
+        let serving = Arc::clone(&sockets);
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -90,6 +105,7 @@ impl Slack {
                 .build()
                 .unwrap();
             rt.block_on(async move {
+                tokio::spawn(socket::serve(ws_listener, serving));
                 let app = axum::Router::new()
                     .route("/api/{method}", post(api))
                     .route("/response/{id}", post(response_url))
@@ -98,7 +114,11 @@ impl Slack {
                 axum::serve(listener, app).await.unwrap();
             });
         });
-        Slack { port, inner }
+        Slack {
+            port,
+            inner,
+            sockets,
+        }
     }
 
     /// The `api_url` to configure.
@@ -158,6 +178,53 @@ impl Slack {
         }
     }
 
+    /// Sets the bot token's scopes that `auth.test` shows.
+    pub fn grant_scopes(&self, scopes: &[&str]) {
+        self.inner.lock().unwrap().scopes = scopes.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// Adds workspace members that `users.lookupByEmail` finds: `(email, user id)`.
+    pub fn add_users(&self, users: &[(&str, &str)]) {
+        let mut s = self.inner.lock().unwrap();
+        for (email, id) in users {
+            s.users.insert(email.to_string(), id.to_string());
+        }
+    }
+
+    /// The Socket Mode side: its connections, deliveries and acknowledgements.
+    pub fn socket(&self) -> std::sync::MutexGuard<'_, socket::State> {
+        self.sockets.lock().unwrap()
+    }
+
+    /// Sends an envelope of `kind` with `payload` once a Socket Mode connection is up;
+    /// returns its `envelope_id`.
+    pub fn send_envelope(&self, kind: &str, payload: Value) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(id) = self.socket().envelope(kind, payload.clone()) {
+                return id;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "Slack stand-in: no Socket Mode connection to send a {kind} envelope on"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until `n` Socket Mode connections have been accepted, one of them up.
+    pub fn wait_connections(&self, n: usize) {
+        let start = Instant::now();
+        while !(self.socket().connections.len() >= n && self.socket().connected()) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "Slack stand-in: {} Socket Mode connection(s), not {n}",
+                self.socket().connections.len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits until `pred` holds for the calls, or panics after `limit`.
     pub fn wait_for(&self, limit: Duration, what: &str, pred: impl Fn(&[Call]) -> bool) {
         let start = Instant::now();
@@ -184,13 +251,38 @@ fn answer(status: StatusCode, body: Value, retry_after: Option<u64>) -> Response
     r
 }
 
+/// Slack's methods that take the app-level token; every other one takes the bot token.
+const APP_TOKEN_METHODS: &[&str] = &["apps.connections.open"];
+
+/// The chat methods (the ones that scripted faults and channel checks apply to).
+const CHAT_METHODS: &[&str] = &["chat.postMessage", "chat.update", "chat.postEphemeral"];
+
+/// A request body as Slack reads it: JSON, or form fields (as a JSON object of strings).
+fn parse_body(headers: &HeaderMap, body: &[u8]) -> Value {
+    let form = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if form {
+        let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(body).unwrap_or_default();
+        Value::Object(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect(),
+        )
+    } else {
+        serde_json::from_slice(body).unwrap_or(Value::Null)
+    }
+}
+
 async fn api(
     State(state): State<Arc<Mutex<Inner>>>,
     Path(method): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let body = parse_body(&headers, &body);
     let mut s = state.lock().unwrap();
     let now = Instant::now();
     let auth = headers
@@ -198,19 +290,33 @@ async fn api(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let channel = body["channel"].as_str().unwrap_or("").to_string();
+    let chat = CHAT_METHODS.contains(&method.as_str());
+    let wants_app = APP_TOKEN_METHODS.contains(&method.as_str());
+    let (expected, other) = if wants_app {
+        (APP_TOKEN, BOT_TOKEN)
+    } else {
+        (BOT_TOKEN, APP_TOKEN)
+    };
+    let mut extra_headers: Vec<(&str, String)> = Vec::new();
     let (status, reply, retry) = if auth.is_empty() {
         (
             StatusCode::OK,
             json!({"ok": false, "error": "not_authed"}),
             None,
         )
-    } else if auth != format!("Bearer {BOT_TOKEN}") {
+    } else if auth == format!("Bearer {other}") {
+        (
+            StatusCode::OK,
+            json!({"ok": false, "error": "not_allowed_token_type"}),
+            None,
+        )
+    } else if auth != format!("Bearer {expected}") {
         (
             StatusCode::OK,
             json!({"ok": false, "error": "invalid_auth"}),
             None,
         )
-    } else if let Some(fault) = s.faults.pop_front() {
+    } else if let Some(fault) = chat.then(|| s.faults.pop_front()).flatten() {
         match fault {
             Fault::RateLimited(secs) => (
                 StatusCode::TOO_MANY_REQUESTS,
@@ -226,7 +332,7 @@ async fn api(
         }
     } else if method == "views.open" {
         views_open(&mut s, &body, now)
-    } else if !s.channels.contains(&channel) {
+    } else if chat && !s.channels.contains(&channel) {
         (
             StatusCode::OK,
             json!({"ok": false, "error": "channel_not_found"}),
@@ -266,6 +372,39 @@ async fn api(
                 let ts = format!("{}.{:06}", s.next_ts / 1_000_000, s.next_ts % 1_000_000);
                 (StatusCode::OK, json!({"ok": true, "message_ts": ts}), None)
             }
+            "apps.connections.open" => {
+                let url = s.socket.lock().unwrap().issue_url();
+                (StatusCode::OK, json!({"ok": true, "url": url}), None)
+            }
+            "auth.test" => {
+                extra_headers.push(("x-oauth-scopes", s.scopes.join(",")));
+                (
+                    StatusCode::OK,
+                    json!({"ok": true, "url": "https://test.slack.com/", "team": "Test", "user": "vigilo",
+                           "team_id": "T0TEAM", "user_id": "U0VIGILO", "bot_id": "B0VIGILO"}),
+                    None,
+                )
+            }
+            "users.lookupByEmail" => {
+                let email = body["email"].as_str().unwrap_or_default().to_string();
+                match s.users.get(&email) {
+                    Some(id) => (
+                        StatusCode::OK,
+                        json!({"ok": true, "user": {"id": id, "team_id": "T0TEAM", "profile": {"email": email}}}),
+                        None,
+                    ),
+                    None if email.is_empty() => (
+                        StatusCode::OK,
+                        json!({"ok": false, "error": "invalid_arguments"}),
+                        None,
+                    ),
+                    None => (
+                        StatusCode::OK,
+                        json!({"ok": false, "error": "users_not_found"}),
+                        None,
+                    ),
+                }
+            }
             _ => (
                 StatusCode::OK,
                 json!({"ok": false, "error": "unknown_method"}),
@@ -280,7 +419,11 @@ async fn api(
         answered: (status.as_u16(), reply["ok"] == true),
         reply: reply.clone(),
     });
-    answer(status, reply, retry)
+    let mut r = answer(status, reply, retry);
+    for (name, value) in extra_headers {
+        r.headers_mut().insert(name, value.parse().unwrap());
+    }
+    r
 }
 
 /// How long a trigger id may be exchanged after its click.
