@@ -39,6 +39,8 @@ pub enum Kind {
     ApprovalVote,
     /// An option reached its threshold.
     ApprovalDecided,
+    /// A vote was refused before the state machine saw it (a Slack user who is no approver).
+    ApprovalRefused,
     /// Time ran out.
     ApprovalExpired,
     /// An action was about to call its target.
@@ -78,6 +80,7 @@ impl Kind {
             Kind::ApprovalRequested => "approval.requested",
             Kind::ApprovalVote => "approval.vote",
             Kind::ApprovalDecided => "approval.decided",
+            Kind::ApprovalRefused => "approval.refused",
             Kind::ApprovalExpired => "approval.expired",
             Kind::ActionStarted => "action.started",
             Kind::ActionSucceeded => "action.succeeded",

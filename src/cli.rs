@@ -50,7 +50,17 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Load and check everything (config, queries, remediations, references, schedules, env); print a summary.
-    Validate,
+    Validate {
+        /// Also ask Slack: the tokens, their scopes, and the email-only approvers' Slack users.
+        #[arg(long)]
+        online: bool,
+    },
+    /// Slack app setup.
+    Slack {
+        /// What to do.
+        #[command(subcommand)]
+        command: SlackCommand,
+    },
     /// Run every enabled query on its schedule until SIGINT/SIGTERM (a second signal, or 30 s, ends it).
     Run,
     /// Run queries once now (default: all enabled), print inserted/updated/deleted per query.
@@ -177,6 +187,18 @@ pub enum Command {
         /// Approve every request instead of asking at the terminal.
         #[arg(long)]
         yes: bool,
+    },
+}
+
+/// `vigilo slack …`.
+#[derive(Debug, Subcommand)]
+pub enum SlackCommand {
+    /// Print the Slack app manifest (JSON, which Slack also takes as YAML): scopes, the /vigilo
+    /// command, interactivity over Socket Mode or at base_url's request URLs.
+    Manifest {
+        /// The `[integration.slack.NAME]` it is for (default: the only one).
+        #[arg(long, value_name = "NAME")]
+        integration: Option<String>,
     },
 }
 
@@ -316,7 +338,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         None => std::env::current_dir().context("cannot read the current directory")?,
     };
     match cli.command {
-        Command::Validate => validate(&dir),
+        Command::Validate { online } => validate(&dir, online).await,
+        Command::Slack {
+            command: SlackCommand::Manifest { integration },
+        } => slack_manifest(&dir, integration.as_deref()),
         Command::Run => run_scheduler(&dir).await,
         Command::Scan { dry_run, queries } => scan_cmd(&dir, dry_run, &queries).await,
         Command::Findings {
@@ -717,8 +742,51 @@ async fn audit_verify(dir: &Path) -> Result<ExitCode> {
     }
 }
 
-fn validate(dir: &Path) -> Result<ExitCode> {
+fn slack_manifest(dir: &Path, integration: Option<&str>) -> Result<ExitCode> {
+    use crate::slack::manifest;
+    let project = load(dir)?;
+    let chosen =
+        manifest::integration(&project, integration).map_err(|e| UsageError(e.to_string()))?;
+    let delivery = manifest::delivery(&project, chosen.as_ref().map(|(_, cfg)| *cfg));
+    let how = match &delivery {
+        manifest::Delivery::Socket => "Socket Mode (no inbound URL); create an app-level token with connections:write and set app_token".to_string(),
+        manifest::Delivery::RequestUrls(base) => format!("request URLs under {base}; set signing_secret"),
+    };
+    eprintln!(
+        "Slack app manifest for {}: {how}",
+        chosen.map_or_else(
+            || "this project".to_string(),
+            |(n, _)| format!("integration.slack.{n}")
+        )
+    );
+    let text = serde_json::to_string_pretty(&manifest::manifest(&delivery))?;
+    writeln!(crate::redact::stdout(), "{text}")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn validate(dir: &Path, online: bool) -> Result<ExitCode> {
     let p = load(dir)?;
+    validate_summary(&p)?;
+    let mut out = crate::redact::stdout();
+    let mut notes = crate::slack::check::offline(&p);
+    if online {
+        notes.extend(crate::slack::check::online(&p).await);
+    }
+    for note in &notes {
+        writeln!(out, "{note}")?;
+    }
+    let failed = notes
+        .iter()
+        .any(|n| matches!(n, crate::slack::check::Note::Error(_)));
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Prints what `p` holds.
+fn validate_summary(p: &Project) -> Result<()> {
     let names = |it: &mut dyn Iterator<Item = &String>| {
         let v: Vec<&str> = it.map(String::as_str).collect();
         if v.is_empty() {
@@ -784,7 +852,7 @@ fn validate(dir: &Path) -> Result<ExitCode> {
         config::StoreUrl::Postgres(_) => "postgres".to_string(),
     };
     writeln!(out, "state store: {state}")?;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// A progress bar on standard error for `n` queries, only on a terminal and outside CI.

@@ -489,6 +489,7 @@ mod tests {
             sent_at: None,
             result: None,
             error: None,
+            attempted_at: None,
         };
         let retry_in = |asked| match failed(&m, "e".into(), asked) {
             MessageOutcome::Failed {

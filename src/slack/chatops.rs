@@ -11,7 +11,8 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::blocks::escape;
-use super::routes::{approver_of, ephemeral};
+use super::people::{self, Person};
+use super::routes::ephemeral;
 use crate::config::SlackConfig;
 use crate::scan::Scanner;
 use crate::server::AppState;
@@ -42,7 +43,7 @@ fn reply(text: &str) -> Value {
 
 /// Answers a slash command: a refusal or usage, or the Confirm / Cancel prompt.
 pub async fn request(s: &AppState, cfg: &SlackConfig, r: &Request<'_>) -> Value {
-    let Some(approver) = approver_of(&s.project, r.user) else {
+    let Person::Approver(approver) = people::person(&s.project, cfg, r.user).await else {
         return reply(&format!(
             "Only vigilo's approvers may run its commands, and <@{}> is not one.",
             r.user
@@ -76,7 +77,7 @@ pub async fn request(s: &AppState, cfg: &SlackConfig, r: &Request<'_>) -> Value 
     let command = NewCommand {
         kind: kind.to_string(),
         argument: argument.clone(),
-        requested_by: approver.to_string(),
+        requested_by: approver.clone(),
         user_ref: r.user.to_string(),
         channel: Some(r.channel.to_string()),
         response_url: r.response_url.map(str::to_string),

@@ -10,8 +10,11 @@
 
 pub mod blocks;
 pub mod chatops;
+pub mod check;
 pub mod inputs;
+pub mod manifest;
 pub mod modal;
+pub mod people;
 pub mod routes;
 pub mod scopes;
 pub mod signature;
@@ -294,6 +297,80 @@ fn hold(integration: &str, channel: &str, wait: Duration) {
     );
 }
 
+/// The `event_type` of the metadata every post carries.
+pub const METADATA_EVENT: &str = "vigilo_message";
+
+/// How far around an earlier attempt's time a post of it is looked for (clocks differ).
+const LOOKUP_MARGIN: chrono::Duration = chrono::Duration::minutes(5);
+
+/// At most this many pages (of 200 messages) are read looking for an earlier post.
+const LOOKUP_PAGES: usize = 10;
+
+/// The message metadata of outbox message `id`.
+fn metadata(id: i64) -> Value {
+    json!({"event_type": METADATA_EVENT, "event_payload": {"message_id": id}})
+}
+
+/// A Slack `ts` for `t`.
+fn slack_ts(t: chrono::DateTime<chrono::Utc>) -> String {
+    format!("{}.{:06}", t.timestamp(), t.timestamp_subsec_micros())
+}
+
+/// The `ts` of outbox message `id` if it was posted to `channel` (in thread `thread`) around
+/// or after `since`: `conversations.history` (or `.replies` for a thread) over that window,
+/// with metadata.
+async fn find_posted(
+    api: &Api<'_>,
+    channel: &str,
+    thread: Option<&str>,
+    id: i64,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<String>, SlackError> {
+    let oldest = slack_ts(since - LOOKUP_MARGIN);
+    let latest = slack_ts(chrono::Utc::now() + LOOKUP_MARGIN);
+    let mut cursor = String::new();
+    for _ in 0..LOOKUP_PAGES {
+        let mut fields = vec![
+            ("channel", channel),
+            ("oldest", oldest.as_str()),
+            ("latest", latest.as_str()),
+            ("inclusive", "true"),
+            ("include_all_metadata", "true"),
+            ("limit", "200"),
+        ];
+        if !cursor.is_empty() {
+            fields.push(("cursor", cursor.as_str()));
+        }
+        let answer = match thread {
+            Some(ts) => {
+                fields.push(("ts", ts));
+                api.call_form("conversations.replies", &fields).await?
+            }
+            None => api.call_form("conversations.history", &fields).await?,
+        };
+        let found = answer["messages"].as_array().and_then(|messages| {
+            messages.iter().find_map(|message| {
+                let meta = &message["metadata"];
+                let ours = meta["event_type"] == METADATA_EVENT
+                    && meta["event_payload"]["message_id"].as_i64() == Some(id);
+                ours.then(|| message["ts"].as_str().map(str::to_string))
+                    .flatten()
+            })
+        });
+        if found.is_some() {
+            return Ok(found);
+        }
+        cursor = answer["response_metadata"]["next_cursor"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if cursor.is_empty() {
+            break;
+        }
+    }
+    Ok(None)
+}
+
 /// Where the approval request of `m`'s approval was posted on `m`'s integration and channel.
 async fn request_post(
     store: &dyn Store,
@@ -397,8 +474,39 @@ pub async fn send(
             ("chat.postMessage", body)
         }
     };
-    let body = crate::redact::json(body);
-    let answer = Api::new(http, cfg).call(method, &body).await;
+    let mut body = crate::redact::json(body);
+    let api = Api::new(http, cfg);
+    if method == "chat.postMessage" {
+        body["metadata"] = metadata(m.id);
+        let post_channel = body["channel"].as_str().unwrap_or(channel).to_string();
+        let thread = body["thread_ts"].as_str().map(str::to_string);
+        if let Some(since) = m.attempted_at {
+            // An earlier call may have reached Slack: adopt its post instead of posting again.
+            match find_posted(&api, &post_channel, thread.as_deref(), m.id, since).await {
+                Ok(Some(ts)) => {
+                    answered(&m.integration, channel);
+                    return Delivery::Sent(json!({
+                        "method": method,
+                        "channel": post_channel,
+                        "ts": ts,
+                        "adopted": true,
+                    }));
+                }
+                Ok(None) => {}
+                Err(e @ SlackError::Api { .. }) => tracing::warn!(message = m.id, error = %e,
+                    "cannot look for an earlier post of this message; posting it (it may show twice)"),
+                Err(e) => {
+                    answered(&m.integration, channel);
+                    return Delivery::failed(e.to_string());
+                }
+            }
+        }
+        if let Err(e) = store.begin_message_attempt(m.id, chrono::Utc::now()).await {
+            answered(&m.integration, channel);
+            return Delivery::failed(e.to_string());
+        }
+    }
+    let answer = api.call(method, &body).await;
     answered(&m.integration, channel);
     match answer {
         Ok(answer) => Delivery::Sent(json!({

@@ -22,7 +22,9 @@ use serde_json::{Value, json};
 use super::blocks::APPROVAL_BLOCK;
 use super::chatops::{self, COMMAND_BLOCK};
 use super::inputs::{self, Click, ballot};
+use super::people::{self, Person, Unresolved};
 use super::{Api, modal, signature};
+use crate::audit::{Event, Kind};
 use crate::config::{IntegrationConfig, Project, SlackConfig};
 use crate::server::AppState;
 
@@ -105,7 +107,7 @@ pub async fn interaction(s: &AppState, cfg: &SlackConfig, payload: Value) -> Opt
     }
 }
 
-/// The approver whose `slack` id is `user`.
+/// The approver whose `slack` id is `user` (the text answer form knows approvers by id only).
 pub(crate) fn approver_of<'p>(project: &'p Project, user: &str) -> Option<&'p str> {
     project
         .approvers
@@ -161,11 +163,19 @@ async fn vote(
     user: &str,
     channel: &str,
 ) {
-    let Some(approver) = approver_of(&s.project, user) else {
-        let text = format!("<@{user}> is not an approver in vigilo; nothing was recorded.");
-        return ephemeral(cfg, channel, user, &text).await;
+    let approver = match people::person(&s.project, cfg, user).await {
+        Person::Approver(name) => name,
+        Person::Stranger(unresolved) => {
+            refused(s, id, user, &unresolved).await;
+            let text = format!("<@{user}> is not an approver in vigilo; nothing was recorded.");
+            return ephemeral(cfg, channel, user, &text).await;
+        }
     };
-    match s.store.vote(id, ballot(approver, values, user)).await {
+    let approver = approver.as_str();
+    let ballot = ballot(approver, values, user);
+    let option = ballot.option.clone();
+    let option = option.as_str();
+    match s.store.vote(id, ballot).await {
         Ok(Ok(t)) => {
             tracing::info!(approval = id, approver, slack_user = user, transition = ?t, "vote from Slack")
         }
@@ -192,6 +202,30 @@ async fn vote(
             )
             .await;
         }
+    }
+}
+
+/// Records a click on approval `id` from Slack user `user`, who is no approver, with the
+/// approvers' addresses that named no Slack user (the likely reason when it was meant to count).
+async fn refused(s: &AppState, id: i64, user: &str, unresolved: &[Unresolved]) {
+    for u in unresolved {
+        tracing::warn!(approval = id, slack_user = user, "{u}");
+    }
+    let event = Event {
+        kind: Kind::ApprovalRefused,
+        actor: format!("slack:{user}"),
+        channel: "slack".into(),
+        finding_id: None,
+        approval_id: Some(id),
+        action_id: None,
+        data: json!({
+            "slack_user": user,
+            "reason": "not an approver",
+            "unresolved": unresolved.iter().map(Unresolved::to_json).collect::<Vec<_>>(),
+        }),
+    };
+    if let Err(e) = s.store.append_audit(vec![event]).await {
+        tracing::error!(approval = id, error = %e, "could not record a refused Slack click");
     }
 }
 

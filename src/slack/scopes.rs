@@ -54,6 +54,12 @@ pub const METHODS: &[Method] = &[
         why: "find a post whose earlier attempt may have reached Slack, so it is never posted twice (public and private channels)",
     },
     Method {
+        name: "conversations.replies",
+        token: Token::Bot,
+        scopes: &["channels:history", "groups:history"],
+        why: "the same, for a post in a request's thread",
+    },
+    Method {
         name: "users.lookupByEmail",
         token: Token::Bot,
         scopes: &["users:read", "users:read.email"],

@@ -378,6 +378,10 @@ pub trait Store: Send + Sync {
         lease: std::time::Duration,
     ) -> Result<bool, StoreError>;
 
+    /// Records, before the call, that a delivery call of pending message `id` begins at `at`
+    /// (the first such time is kept): a later attempt knows the message may be there already.
+    async fn begin_message_attempt(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError>;
+
     /// Records a delivery attempt of a message `owner` claimed, with `message.sent` or
     /// `message.failed`; false if the claim was lost.
     async fn finish_message(
@@ -1093,6 +1097,8 @@ pub struct MessageRecord {
     pub result: Option<serde_json::Value>,
     /// The last failure.
     pub error: Option<String>,
+    /// When the first delivery call began that may have reached the target (`None`: none has).
+    pub attempted_at: Option<DateTime<Utc>>,
 }
 
 /// How a delivery attempt ended.

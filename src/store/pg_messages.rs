@@ -63,6 +63,20 @@ pub(super) async fn release(
     Ok(())
 }
 
+/// Records that a delivery call of pending message `id` begins at `at` (the first such time is kept).
+pub(super) async fn begin_attempt(
+    tx: &Transaction<'_>,
+    id: i64,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE messages SET attempted_at = COALESCE(attempted_at, $2) WHERE id = $1 AND state = 'pending'",
+        &[&id, &at],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Extends `owner`'s claim on a pending message before it is sent; false if the claim is lost.
 pub(super) async fn renew(
     tx: &Transaction<'_>,
@@ -139,7 +153,7 @@ pub(super) async fn finish(
 
 const COLUMNS: &str =
     "id, event, finding_id, approval_id, run_id, notifier, integration, destination, text,
-       state, attempts, next_attempt_at, created_at, sent_at, result, error";
+       state, attempts, next_attempt_at, created_at, sent_at, result, error, attempted_at";
 
 /// Every message (of one approval, when given), by id.
 pub(super) async fn list<C: GenericClient>(
@@ -192,5 +206,6 @@ fn read(r: &tokio_postgres::Row) -> Result<MessageRecord, StoreError> {
             .map(|r| parse_json("message result", r))
             .transpose()?,
         error: r.get(15),
+        attempted_at: r.get(16),
     })
 }

@@ -80,6 +80,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         13,
         include_str!("migrations/postgres/0013_risk_acceptance.sql"),
     ),
+    (
+        15,
+        include_str!("migrations/postgres/0015_message_attempts_begun.sql"),
+    ),
 ];
 
 /// Advisory lock key that serializes migrations across processes ("vigilo" in ASCII).
@@ -576,6 +580,10 @@ impl Store for PgStore {
         limit: usize,
     ) -> Result<Vec<MessageRecord>, StoreError> {
         in_tx!(self, tx => pg_messages::claim(&tx, owner, Utc::now(), lease, limit))
+    }
+
+    async fn begin_message_attempt(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
+        in_tx!(self, tx => pg_messages::begin_attempt(&tx, id, at))
     }
 
     async fn renew_message_claim(

@@ -66,6 +66,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         13,
         include_str!("migrations/sqlite/0013_risk_acceptance.sql"),
     ),
+    (
+        15,
+        include_str!("migrations/sqlite/0015_message_attempts_begun.sql"),
+    ),
 ];
 
 /// The SQLite state store.
@@ -614,6 +618,11 @@ impl Store for SqliteStore {
     ) -> Result<Vec<MessageRecord>, StoreError> {
         let owner = owner.to_string();
         self.write(move |tx| sqlite_messages::claim(tx, &owner, Utc::now(), lease, limit))
+            .await
+    }
+
+    async fn begin_message_attempt(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.write(move |tx| sqlite_messages::begin_attempt(tx, id, at))
             .await
     }
 

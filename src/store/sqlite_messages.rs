@@ -56,6 +56,19 @@ pub(super) fn release(
     Ok(())
 }
 
+/// Records that a delivery call of pending message `id` begins at `at` (the first such time is kept).
+pub(super) fn begin_attempt(
+    tx: &Transaction<'_>,
+    id: i64,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE messages SET attempted_at = COALESCE(attempted_at, ?2) WHERE id = ?1 AND state = 'pending'",
+        params![id, ts(&at)],
+    )?;
+    Ok(())
+}
+
 /// Extends `owner`'s claim on a pending message before it is sent; false if the claim is lost.
 pub(super) fn renew(
     tx: &Transaction<'_>,
@@ -128,7 +141,7 @@ pub(super) fn finish(
 
 const COLUMNS: &str =
     "id, event, finding_id, approval_id, run_id, notifier, integration, destination, text,
-       state, attempts, next_attempt_at, created_at, sent_at, result, error";
+       state, attempts, next_attempt_at, created_at, sent_at, result, error, attempted_at";
 
 /// One message.
 pub(super) fn load(c: &Connection, id: i64) -> Result<Option<MessageRecord>, StoreError> {
@@ -170,6 +183,7 @@ fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<MessageRecord, StoreEr
     let created: String = r.get(12)?;
     let sent: Option<String> = r.get(13)?;
     let result: Option<String> = r.get(14)?;
+    let attempted: Option<String> = r.get(16)?;
     let (id, event, finding_id, approval_id, run_id, notifier, integration, text) = (
         r.get(0)?,
         r.get(1)?,
@@ -202,6 +216,7 @@ fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<MessageRecord, StoreEr
                 .map(|r| parse_json("message result", r))
                 .transpose()?,
             error,
+            attempted_at: attempted.as_deref().map(parse_ts).transpose()?,
         })
     })())
 }

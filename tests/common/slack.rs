@@ -72,6 +72,29 @@ struct Inner {
     users: HashMap<String, String>,
     /// Socket Mode.
     socket: Arc<Mutex<socket::State>>,
+    /// Every message posted, oldest first, as `conversations.history` shows it.
+    posts: Vec<Value>,
+    /// Hold the answer to the next accepted `chat.postMessage`.
+    hold: bool,
+    /// An answer is being held.
+    held: bool,
+}
+
+impl Inner {
+    /// A new message `ts`, as Slack makes them: the time it took the message (seconds and
+    /// microseconds), unique within the workspace.
+    fn new_ts(&mut self) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64;
+        self.next_ts = now.max(self.next_ts + 100);
+        format!(
+            "{}.{:06}",
+            self.next_ts / 1_000_000,
+            self.next_ts % 1_000_000
+        )
+    }
 }
 
 /// The stand-in.
@@ -88,7 +111,7 @@ impl Slack {
     pub fn start(channels: &[&str]) -> Slack {
         let inner = Arc::new(Mutex::new(Inner {
             channels: channels.iter().map(|c| c.to_string()).collect(),
-            next_ts: 1_700_000_000_000_100,
+            scopes: bot_scopes().into_iter().map(str::to_string).collect(),
             ..Inner::default()
         }));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -178,6 +201,28 @@ impl Slack {
         }
     }
 
+    /// Takes the next `chat.postMessage` (it is posted) but never answers it.
+    pub fn hold_next_post(&self) {
+        self.inner.lock().unwrap().hold = true;
+    }
+
+    /// Waits until a post is held (taken, not answered).
+    pub fn wait_held(&self) {
+        let start = Instant::now();
+        while !self.inner.lock().unwrap().held {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "Slack stand-in: no post to hold"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every message posted (`channel`, `ts`, `text`, `thread_ts`, `metadata`), oldest first.
+    pub fn posts(&self) -> Vec<Value> {
+        self.inner.lock().unwrap().posts.clone()
+    }
+
     /// Sets the bot token's scopes that `auth.test` shows.
     pub fn grant_scopes(&self, scopes: &[&str]) {
         self.inner.lock().unwrap().scopes = scopes.iter().map(|s| s.to_string()).collect();
@@ -251,11 +296,109 @@ fn answer(status: StatusCode, body: Value, retry_after: Option<u64>) -> Response
     r
 }
 
+/// The Web API methods the stand-in answers, with the scopes Slack's reference requires of a
+/// bot token for each (`apps.connections.open` takes an app-level token with
+/// `connections:write` instead). A method not listed is `unknown_method`.
+pub const METHOD_SCOPES: &[(&str, &[&str])] = &[
+    ("chat.postMessage", &["chat:write"]),
+    ("chat.update", &["chat:write"]),
+    ("chat.postEphemeral", &["chat:write"]),
+    // Public channels, and private ones the bot is in.
+    (
+        "conversations.history",
+        &["channels:history", "groups:history"],
+    ),
+    (
+        "conversations.replies",
+        &["channels:history", "groups:history"],
+    ),
+    // Slack grants users:read.email only together with users:read.
+    ("users.lookupByEmail", &["users:read", "users:read.email"]),
+    ("views.open", &[]),
+    ("auth.test", &[]),
+    ("apps.connections.open", &[]),
+];
+
+/// Every bot scope of [`METHOD_SCOPES`], and `commands` for a slash command.
+pub fn bot_scopes() -> std::collections::BTreeSet<&'static str> {
+    METHOD_SCOPES
+        .iter()
+        .flat_map(|(_, scopes)| scopes.iter().copied())
+        .chain(["commands"])
+        .collect()
+}
+
 /// Slack's methods that take the app-level token; every other one takes the bot token.
 const APP_TOKEN_METHODS: &[&str] = &["apps.connections.open"];
 
-/// The chat methods (the ones that scripted faults and channel checks apply to).
+/// The chat methods (the ones that scripted faults apply to).
 const CHAT_METHODS: &[&str] = &["chat.postMessage", "chat.update", "chat.postEphemeral"];
+
+/// The methods that name a channel that must exist.
+const CHANNEL_METHODS: &[&str] = &[
+    "chat.postMessage",
+    "chat.update",
+    "chat.postEphemeral",
+    "conversations.history",
+    "conversations.replies",
+];
+
+/// A Slack `ts` as a number, for comparisons.
+fn ts_value(ts: &str) -> f64 {
+    ts.parse().unwrap_or(0.0)
+}
+
+/// `conversations.history` / `.replies` as Slack documents them: the channel's top-level
+/// messages newest first (or a thread's, oldest first), within `oldest`..`latest` (inclusive
+/// only with `inclusive`), `metadata` only with `include_all_metadata`, `limit` a page
+/// (default 100), `cursor` from `response_metadata.next_cursor`.
+fn history(posts: &[Value], body: &Value, thread: Option<&str>) -> Value {
+    let arg = |k: &str| body[k].as_str().unwrap_or_default();
+    let inclusive = arg("inclusive") == "true" || arg("inclusive") == "1";
+    let oldest = (!arg("oldest").is_empty()).then(|| ts_value(arg("oldest")));
+    let latest = (!arg("latest").is_empty()).then(|| ts_value(arg("latest")));
+    let in_range = |ts: f64| {
+        oldest.is_none_or(|o| if inclusive { ts >= o } else { ts > o })
+            && latest.is_none_or(|l| if inclusive { ts <= l } else { ts < l })
+    };
+    let mut messages: Vec<Value> = posts
+        .iter()
+        .filter(|p| p["channel"] == body["channel"])
+        .filter(|p| match thread {
+            Some(t) => p["ts"] == t || p["thread_ts"] == t,
+            None => p.get("thread_ts").is_none(),
+        })
+        .filter(|p| in_range(ts_value(p["ts"].as_str().unwrap_or_default())))
+        .map(|p| {
+            let mut m = json!({"type": "message", "subtype": "bot_message", "bot_id": "B0VIGILO",
+                               "app_id": "A0VIGILO", "text": p["text"], "ts": p["ts"]});
+            if let Some(t) = p.get("thread_ts") {
+                m["thread_ts"] = t.clone();
+            }
+            if arg("include_all_metadata") == "true" && p.get("metadata").is_some() {
+                m["metadata"] = p["metadata"].clone();
+            }
+            m
+        })
+        .collect();
+    if thread.is_none() {
+        messages.reverse();
+    }
+    let limit = arg("limit").parse::<usize>().unwrap_or(100).clamp(1, 1000);
+    let start = arg("cursor")
+        .strip_prefix("offset:")
+        .and_then(|o| o.parse::<usize>().ok())
+        .unwrap_or(0);
+    let page: Vec<Value> = messages.iter().skip(start).take(limit).cloned().collect();
+    let more = start + page.len() < messages.len();
+    let next = if more {
+        format!("offset:{}", start + page.len())
+    } else {
+        String::new()
+    };
+    json!({"ok": true, "messages": page, "has_more": more,
+           "response_metadata": {"next_cursor": next}})
+}
 
 /// A request body as Slack reads it: JSON, or form fields (as a JSON object of strings).
 fn parse_body(headers: &HeaderMap, body: &[u8]) -> Value {
@@ -282,7 +425,22 @@ async fn api(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let body = parse_body(&headers, &body);
+    let (response, holding) = respond(&state, method, &headers, &body);
+    if holding {
+        // Slack took the post; its answer never leaves (the test kills vigilo meanwhile).
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    response
+}
+
+/// Slack's answer to a call of `method`, and whether to hold it.
+fn respond(
+    state: &Mutex<Inner>,
+    method: String,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> (Response, bool) {
+    let body = parse_body(headers, body);
     let mut s = state.lock().unwrap();
     let now = Instant::now();
     let auth = headers
@@ -298,7 +456,14 @@ async fn api(
         (BOT_TOKEN, APP_TOKEN)
     };
     let mut extra_headers: Vec<(&str, String)> = Vec::new();
-    let (status, reply, retry) = if auth.is_empty() {
+    let mut holding = false;
+    let (status, reply, retry) = if !METHOD_SCOPES.iter().any(|(m, _)| *m == method) {
+        (
+            StatusCode::OK,
+            json!({"ok": false, "error": "unknown_method"}),
+            None,
+        )
+    } else if auth.is_empty() {
         (
             StatusCode::OK,
             json!({"ok": false, "error": "not_authed"}),
@@ -332,7 +497,7 @@ async fn api(
         }
     } else if method == "views.open" {
         views_open(&mut s, &body, now)
-    } else if chat && !s.channels.contains(&channel) {
+    } else if CHANNEL_METHODS.contains(&method.as_str()) && !s.channels.contains(&channel) {
         (
             StatusCode::OK,
             json!({"ok": false, "error": "channel_not_found"}),
@@ -354,8 +519,20 @@ async fn api(
         match method.as_str() {
             "chat.postMessage" => {
                 s.last_post.insert(channel.clone(), now);
-                s.next_ts += 100;
-                let ts = format!("{}.{:06}", s.next_ts / 1_000_000, s.next_ts % 1_000_000);
+                let ts = s.new_ts();
+                let mut post = json!({"channel": channel, "ts": ts, "text": body["text"]});
+                if let Some(thread) = body.get("thread_ts") {
+                    post["thread_ts"] = thread.clone();
+                }
+                if let Some(metadata) = body.get("metadata") {
+                    post["metadata"] = metadata.clone();
+                }
+                s.posts.push(post);
+                if s.hold {
+                    s.hold = false;
+                    s.held = true;
+                    holding = true;
+                }
                 (
                     StatusCode::OK,
                     json!({"ok": true, "channel": channel, "ts": ts, "message": {"text": body["text"], "ts": ts}}),
@@ -368,10 +545,24 @@ async fn api(
                 None,
             ),
             "chat.postEphemeral" => {
-                s.next_ts += 100;
-                let ts = format!("{}.{:06}", s.next_ts / 1_000_000, s.next_ts % 1_000_000);
+                let ts = s.new_ts();
                 (StatusCode::OK, json!({"ok": true, "message_ts": ts}), None)
             }
+            "conversations.history" => (StatusCode::OK, history(&s.posts, &body, None), None),
+            "conversations.replies" => match body["ts"].as_str() {
+                Some(ts)
+                    if s.posts
+                        .iter()
+                        .any(|p| p["ts"] == ts && p["channel"] == body["channel"]) =>
+                {
+                    (StatusCode::OK, history(&s.posts, &body, Some(ts)), None)
+                }
+                _ => (
+                    StatusCode::OK,
+                    json!({"ok": false, "error": "thread_not_found"}),
+                    None,
+                ),
+            },
             "apps.connections.open" => {
                 let url = s.socket.lock().unwrap().issue_url();
                 (StatusCode::OK, json!({"ok": true, "url": url}), None)
@@ -423,7 +614,7 @@ async fn api(
     for (name, value) in extra_headers {
         r.headers_mut().insert(name, value.parse().unwrap());
     }
-    r
+    (r, holding)
 }
 
 /// How long a trigger id may be exchanged after its click.
