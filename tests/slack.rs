@@ -98,25 +98,7 @@ text = "Deactivated {{{{ row.id }}}}; approved by {{{{ approval.decided_by }}}}.
 "#,
         port = target.port
     );
-    let dir = common::project(&[
-        ("config/vigilo.toml", &config),
-        (
-            "queries/keys.sql",
-            "-- title: Stale keys\n-- primary_key: id\n-- remediation: deactivate\nselect id, owner from keys order by id\n",
-        ),
-        ("remediations/deactivate.toml", &remediation),
-    ]);
-    let db = rusqlite::Connection::open(dir.path().join("src.db")).unwrap();
-    db.execute_batch("create table keys (id text, owner text)")
-        .unwrap();
-    for i in 1..=keys {
-        db.execute(
-            "insert into keys values (?1, ?2)",
-            [format!("AKIA{i:04}"), format!("user{i}")],
-        )
-        .unwrap();
-    }
-    dir
+    common::slack::stale_keys_project(&config, &remediation, keys)
 }
 
 fn sqlite_state() -> (tempfile::TempDir, String) {

@@ -927,7 +927,16 @@ fn latest_migration(dialect: &str) -> i64 {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("src/store/migrations")
         .join(dialect);
-    std::fs::read_dir(dir).unwrap().count() as i64
+    // Versions are the files' numbers, which may have gaps.
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            e.unwrap().file_name().to_str().unwrap()[..4]
+                .parse::<i64>()
+                .unwrap()
+        })
+        .max()
+        .unwrap()
 }
 
 fn schema_before(dialect: &str, before: usize) -> String {

@@ -1,13 +1,15 @@
 //! A Slack Web API stand-in on a loopback port, speaking Slack's documented requests and
-//! answers: `chat.postMessage`, `chat.update`, `chat.postEphemeral` (JSON bodies, bearer bot
-//! token), `{"ok":true,"channel":…,"ts":…}` or `{"ok":false,"error":…}` (HTTP 200), and HTTP
-//! 429 with `Retry-After` when told to or when a channel is posted to faster than its limit.
+//! answers: `chat.postMessage`, `chat.update`, `chat.postEphemeral`, `conversations.history`
+//! and `.replies` (with message metadata), `users.lookupByEmail`, `auth.test`,
+//! `apps.connections.open` (JSON or form bodies, the bearer token of the kind each method
+//! takes), `{"ok":true,…}` or `{"ok":false,"error":…}` (HTTP 200), and HTTP 429 with
+//! `Retry-After` when told to or when a channel is posted to faster than its limit.
 //! `views.open` exchanges a trigger id the stand-in minted for a click ([`Slack::trigger_id`]):
 //! once, within three seconds, or `invalid_trigger_id` / `exchanged_trigger_id` /
 //! `expired_trigger_id`, as Slack answers; a view that breaks Slack's modal limits is
-//! `invalid_arguments`.
-//! It records every request, and also takes `response_url` posts (`/response/ID`).
-//! Runs on its own thread and runtime, so tests may block while vigilo calls it.
+//! `invalid_arguments`. It records every request, and also takes `response_url` posts
+//! (`/response/ID`); its Socket Mode side is `slack_socket`. Runs on its own thread and
+//! runtime, so tests may block while vigilo calls it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -716,6 +718,30 @@ async fn response_url(
         reply: Value::Null,
     });
     (StatusCode::OK, "ok").into_response()
+}
+
+/// A project of `config` and remediation `deactivate` whose query `keys` (SQLite `src.db`)
+/// finds `keys` stale access keys, `AKIA0001` of `user1` and on.
+pub fn stale_keys_project(config: &str, remediation: &str, keys: usize) -> tempfile::TempDir {
+    let dir = super::project(&[
+        ("config/vigilo.toml", config),
+        (
+            "queries/keys.sql",
+            "-- title: Stale keys\n-- primary_key: id\n-- remediation: deactivate\nselect id, owner from keys order by id\n",
+        ),
+        ("remediations/deactivate.toml", remediation),
+    ]);
+    let db = rusqlite::Connection::open(dir.path().join("src.db")).unwrap();
+    db.execute_batch("create table keys (id text, owner text)")
+        .unwrap();
+    for i in 1..=keys {
+        db.execute(
+            "insert into keys values (?1, ?2)",
+            [format!("AKIA{i:04}"), format!("user{i}")],
+        )
+        .unwrap();
+    }
+    dir
 }
 
 /// The signature Slack's own SDK (`slack_sdk.signature.SignatureVerifier`) gives `body`.
