@@ -4,7 +4,8 @@
 //! `apps.connections.open` (app-level token) gives a single-use WebSocket URL; Slack says
 //! `hello`, then sends envelopes (`interactive`, `slash_commands`, `events_api`), each
 //! acknowledged with its `envelope_id` (and, for a command or a `view_submission`, the answer
-//! as `payload`) before anything slow happens. What an envelope does is
+//! as `payload`, when ready within 2.5 s; else it goes to the `response_url`) before
+//! anything slow happens. What an envelope does is
 //! `routes::interaction` / `routes::slash_command`, exactly as for a signed HTTP request.
 //! A `disconnect` (`refresh_requested`, `warning`) opens a new connection at once; a dropped
 //! or silent connection, or a failed open, opens one after a growing pause. A click that
@@ -27,6 +28,9 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The longest pause between two attempts to connect.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// How long an envelope's answer may take to ride on its acknowledgement (Slack waits 3 s).
+const ANSWER_WITHIN: Duration = Duration::from_millis(2500);
 
 /// How often vigilo pings Slack when nothing else is sent.
 const PING_EVERY: Duration = Duration::from_secs(20);
@@ -168,11 +172,55 @@ async fn connection(
             tracing::info!(integration = name, envelope = id, retry, reason = ?envelope["retry_reason"], "Slack delivered an envelope again");
         }
         let mut ack = json!({"envelope_id": id});
-        if let Some(payload) = answer(state, cfg, &envelope).await {
+        if let Some(payload) = answer_in_time(state, cfg, envelope).await {
             ack["payload"] = payload;
         }
         if let Err(e) = ws.send(Message::Text(ack.to_string().into())).await {
             return Ended::Dropped(without_url(&e));
+        }
+    }
+}
+
+/// What an envelope does, and the answer to acknowledge it with, if it is ready within
+/// [`ANSWER_WITHIN`]; a later answer goes to the payload's `response_url` instead, so the
+/// acknowledgement always makes Slack's three seconds.
+async fn answer_in_time(state: &AppState, cfg: &SlackConfig, envelope: Value) -> Option<Value> {
+    let response_url = envelope["payload"]["response_url"]
+        .as_str()
+        .map(str::to_string);
+    let (state, cfg) = (state.clone(), cfg.clone());
+    let mut work = tokio::spawn(async move { answer(&state, &cfg, &envelope).await });
+    match tokio::time::timeout(ANSWER_WITHIN, &mut work).await {
+        Ok(Ok(payload)) => payload,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "handling a Socket Mode envelope failed");
+            None
+        }
+        Err(_) => {
+            tokio::spawn(async move {
+                if let (Ok(Some(payload)), Some(url)) = (work.await, response_url) {
+                    answer_later(&url, &payload).await;
+                }
+            });
+            None
+        }
+    }
+}
+
+/// Sends an answer that missed the acknowledgement to the envelope's `response_url`.
+async fn answer_later(url: &str, payload: &Value) {
+    let post = reqwest::Client::new()
+        .post(url)
+        .timeout(super::CALL_TIMEOUT)
+        .json(payload);
+    match post.send().await {
+        Ok(r) if r.status().is_success() => {}
+        Ok(r) => tracing::warn!(
+            status = r.status().as_u16(),
+            "Slack's response_url refused a late answer"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e.without_url(), "could not send a late answer to Slack's response_url")
         }
     }
 }
