@@ -298,8 +298,12 @@ fn init_logging(cli: &Cli) {
         (_, 1) | (Command::Run, 0) => "info",
         _ => "warn",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("vigilo={default},warn")));
+    // The AWS SDK warns at every step of a credential chain that finds nothing (with Debug dumps
+    // of each error); vigilo's own error says what failed and how to fix it. Its lines show at -vv.
+    let aws = if cli.verbose >= 2 { "debug" } else { "error" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("vigilo={default},aws={aws},warn"))
+    });
     // Colours only for a person at a terminal; logs collected from a pipe stay plain text.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()

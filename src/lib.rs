@@ -19,12 +19,16 @@
 //! - [`demo`]: `vigilo demo`, the whole loop in a temporary project.
 //! - [`server`]: the HTTP server of `vigilo run`: health, approval pages, API, dashboard.
 //! - [`token`]: HMAC-signed approval link tokens: one approval, one approver, until the deadline.
+//! - [`aws`]: the AWS connections and their IAM calls; [`aws_error`]: what an AWS failure means, in words.
+//! - [`cause`]: the network failure or innermost message under a client library's error.
 //! - [`cli`]: the command line.
 
 pub mod action;
 pub mod approval;
 pub mod audit;
 pub mod aws;
+pub mod aws_error;
+pub mod cause;
 pub mod cli;
 pub mod config;
 pub mod demo;

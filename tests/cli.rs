@@ -409,6 +409,28 @@ async fn run_schedules_repeatedly_never_overlaps_and_stops_cleanly_on_sigterm() 
     }
 }
 
+/// A source database nobody answers fails its query with one line: which database, where, what
+/// happened and what to check; the other queries run on.
+#[test]
+fn an_unreachable_database_names_itself_and_the_fix() {
+    let port = common::free_port();
+    let dir = common::project(&[
+        (
+            "config/vigilo.toml",
+            &format!(
+                "[state]\nurl = \"sqlite://state.db\"\n\n[database.inventory]\nurl = \"postgres://postgres@127.0.0.1:{port}/inventory\"\n"
+            ),
+        ),
+        ("queries/keys.sql", "-- primary_key: id\nselect 1 as id\n"),
+    ]);
+    let out = vigilo_env(dir.path(), &[], &["scan"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let expected = format!(
+        "database inventory: cannot connect: postgres://postgres@127.0.0.1:{port}/inventory: connection refused; is the server running, and is the url of [database.inventory] right?"
+    );
+    assert!(stdout(&out).contains(&expected), "{}", show(&out));
+}
+
 #[test]
 fn demo_runs_the_loop() {
     for args in [vec!["demo", "--yes"], vec!["demo"]] {
