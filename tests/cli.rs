@@ -409,6 +409,72 @@ async fn run_schedules_repeatedly_never_overlaps_and_stops_cleanly_on_sigterm() 
     }
 }
 
+/// `vigilo init DIR` writes a project that `vigilo validate` accepts as it is, whose query
+/// finds the Steampipe fixture's five stale keys and asks for each (its action a dry run);
+/// `--example` writes the repository's example project byte for byte; neither overwrites.
+#[tokio::test]
+async fn init_writes_a_project_that_validates_at_once() {
+    let db = fixture_db().await;
+    let root = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_vigilo"))
+            .args(args)
+            .current_dir(root.path())
+            .env("STEAMPIPE_URL", &db.url)
+            .env_remove("VIGILO_DIR")
+            .output()
+            .unwrap()
+    };
+
+    let out = run(&["init", "mine"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(stdout(&out).contains("vigilo validate"), "{}", show(&out));
+    let mine = root.path().join("mine");
+    let validated = run(&["--dir", "mine", "validate"]);
+    assert!(validated.status.success(), "{}", show(&validated));
+    let ignored = std::fs::read_to_string(mine.join(".gitignore")).unwrap();
+    assert!(ignored.lines().any(|l| l == "vigilo.db"), "{ignored}");
+    let scan = run(&["--dir", "mine", "scan"]);
+    assert!(scan.status.success(), "{}", show(&scan));
+    assert_eq!(
+        scan_row(&scan, "iam_access_key_stale")[1..4],
+        ["ok", "5", "5"]
+    );
+    assert!(
+        stdout(&scan).contains("5 approval(s) requested"),
+        "{}",
+        show(&scan)
+    );
+    assert!(
+        mine.join("vigilo.db").exists(),
+        "the state file .gitignore names"
+    );
+
+    let again = run(&["init", "mine"]);
+    assert_eq!(again.status.code(), Some(2), "{}", show(&again));
+    assert!(
+        String::from_utf8_lossy(&again.stderr)
+            .contains("already exists; vigilo init never overwrites a file"),
+        "{}",
+        show(&again)
+    );
+
+    let out = run(&["init", "--example", "example"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let example = root.path().join("example");
+    for dir in ["config", "queries", "remediations"] {
+        for f in common::files_under(&repo().join(dir)) {
+            assert_eq!(
+                std::fs::read(example.join(dir).join(&f)).ok(),
+                std::fs::read(repo().join(dir).join(&f)).ok(),
+                "{dir}/{f}"
+            );
+        }
+    }
+    let validated = run(&["--dir", "example", "validate"]);
+    assert!(validated.status.success(), "{}", show(&validated));
+}
+
 /// A source database nobody answers fails its query with one line: which database, where, what
 /// happened and what to check; the other queries run on.
 #[test]
