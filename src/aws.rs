@@ -76,14 +76,26 @@ pub struct Identity {
 pub struct Connections {
     configs: BTreeMap<String, AwsConnectionConfig>,
     built: tokio::sync::Mutex<HashMap<String, Arc<Connection>>>,
+    /// Connection name → credentials that stand in for its chain (the demo's static keys).
+    fixed: HashMap<String, Credentials>,
 }
 
 impl Connections {
     /// The connections of a project; nothing is resolved until one is used.
     pub fn new(configs: &BTreeMap<String, AwsConnectionConfig>) -> Connections {
+        Connections::with_credentials(configs, HashMap::new())
+    }
+
+    /// Connections whose named ones sign with the given credentials instead of resolving any
+    /// (`vigilo demo`, against its local IAM stand-in).
+    pub fn with_credentials(
+        configs: &BTreeMap<String, AwsConnectionConfig>,
+        fixed: HashMap<String, Credentials>,
+    ) -> Connections {
         Connections {
             configs: configs.clone(),
             built: tokio::sync::Mutex::new(HashMap::new()),
+            fixed,
         }
     }
 
@@ -104,7 +116,7 @@ impl Connections {
         if let Some(c) = built.get(name) {
             return Ok(Arc::clone(c));
         }
-        let c = Arc::new(Connection::build(config).await);
+        let c = Arc::new(Connection::build(config, self.fixed.get(name)).await);
         built.insert(name.to_string(), Arc::clone(&c));
         Ok(c)
     }
@@ -137,7 +149,7 @@ pub struct Connection {
 }
 
 impl Connection {
-    async fn build(config: &AwsConnectionConfig) -> Connection {
+    async fn build(config: &AwsConnectionConfig, fixed: Option<&Credentials>) -> Connection {
         let http = https_client();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .http_client(http.clone())
@@ -158,6 +170,9 @@ impl Connection {
                     .profile_name(profile)
                     .build(),
             );
+        }
+        if let Some(credentials) = fixed {
+            loader = loader.credentials_provider(credentials.clone());
         }
         if let Some(region) = &config.region {
             loader = loader.region(Region::new(region.clone()));

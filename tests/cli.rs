@@ -508,11 +508,7 @@ fn demo_runs_the_loop() {
             .unwrap();
         assert!(out.status.success(), "{args:?}: {}", show(&out));
         let s = stdout(&out);
-        assert_eq!(
-            scan_row(&out, "iam_access_key_stale")[1..4],
-            ["ok", "5", "5"],
-            "{s}"
-        );
+        assert_eq!(scan_row(&out, "stale_keys")[1..4], ["ok", "5", "5"], "{s}");
         assert!(s.contains("approval 5 requested"), "{s}");
         assert!(
             s.contains("approval 1: deactivate decided by alice, bob"),
@@ -521,14 +517,24 @@ fn demo_runs_the_loop() {
         for id in 1..=5 {
             assert!(s.contains(&format!("action {id} succeeded")), "{s}");
         }
-        assert_eq!(
-            s.matches("target received: POST /iam/update_access_key")
-                .count(),
-            5,
+        // The production action, through the SDK, against the IAM stand-in: each key read, then
+        // deactivated once, in the account of its connection.
+        assert_eq!(s.matches("IAM received: UpdateAccessKey").count(), 5, "{s}");
+        assert!(
+            s.contains("IAM received: UpdateAccessKey UserName=ci-bot AccessKeyId=AKIAEXAMPLE000000006 Status=Inactive"),
+            "{s}"
+        );
+        assert_eq!(s.matches("IAM received: ListAccessKeys").count(), 5, "{s}");
+        assert!(
+            s.contains(
+                "AKIAEXAMPLE000000006 of ci-bot in 222222222222 (aws_dev): Active -> Inactive"
+            ),
             "{s}"
         );
         assert!(s.contains("5 resolved"), "{s}");
         assert!(s.contains("audit trail intact"), "{s}");
+        let wide: Vec<&str> = s.lines().filter(|l| l.chars().count() > 100).collect();
+        assert!(wide.is_empty(), "lines wider than 100 columns: {wide:#?}");
     }
 }
 
