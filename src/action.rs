@@ -545,7 +545,7 @@ async fn http(client: &reqwest::Client, action: &ActionRecord) -> ActionOutcome 
         return ActionOutcome::Failed("http action without a url".into());
     };
     let mut request = client
-        .request(method, url)
+        .request(method.clone(), url)
         .timeout(HTTP_TIMEOUT)
         .header("Idempotency-Key", &action.idempotency_key)
         .header("User-Agent", concat!("vigilo/", env!("CARGO_PKG_VERSION")));
@@ -558,7 +558,7 @@ async fn http(client: &reqwest::Client, action: &ActionRecord) -> ActionOutcome 
         request = request.body(body.to_string());
     }
     match request.send().await {
-        Err(e) => ActionOutcome::Failed(format!("http {url}: {e}")),
+        Err(e) => ActionOutcome::Failed(format!("http {method} {url}: {}", crate::cause::http(&e))),
         Ok(response) => {
             let status = response.status();
             let body = response.text().await.unwrap_or_default();

@@ -20,10 +20,11 @@ use std::time::{Duration, Instant, SystemTime};
 use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
-use aws_sdk_iam::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_iam::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_iam::operation::RequestId;
 use aws_sdk_iam::types::StatusType;
 
+pub use crate::aws_error::AwsError;
 use crate::config::AwsConnectionConfig;
 
 /// IAM is global; its calls are signed for this region when a connection names none.
@@ -37,73 +38,6 @@ pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One attempt's limit within [`OPERATION_TIMEOUT`].
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// An AWS failure, with the service's error code where AWS answered.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum AwsError {
-    /// The row or action names a connection that is not configured.
-    #[error(
-        "no [connection.aws.{name}] is configured (configured: {configured}); vigilo never falls back to another account, so nothing was called"
-    )]
-    UnknownConnection {
-        /// The name asked for.
-        name: String,
-        /// The names there are.
-        configured: String,
-    },
-    /// AWS answered with an error.
-    #[error("AWS {operation} (connection {connection}): {code}: {message}")]
-    Service {
-        /// The connection.
-        connection: String,
-        /// The API operation, e.g. `UpdateAccessKey`.
-        operation: &'static str,
-        /// AWS's error code, e.g. `AccessDenied`.
-        code: String,
-        /// AWS's message.
-        message: String,
-    },
-    /// No answer: credentials, network, timeout.
-    #[error("AWS {operation} (connection {connection}): {detail}")]
-    Call {
-        /// The connection.
-        connection: String,
-        /// The API operation.
-        operation: &'static str,
-        /// What went wrong.
-        detail: String,
-    },
-}
-
-impl AwsError {
-    /// AWS's error code, when AWS answered with one.
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            AwsError::Service { code, .. } => Some(code),
-            _ => None,
-        }
-    }
-
-    fn from_sdk<E, R>(connection: &str, operation: &'static str, e: SdkError<E, R>) -> AwsError
-    where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
-    {
-        match e.code() {
-            Some(code) => AwsError::Service {
-                connection: connection.to_string(),
-                operation,
-                code: code.to_string(),
-                message: e.message().unwrap_or_default().to_string(),
-            },
-            None => AwsError::Call {
-                connection: connection.to_string(),
-                operation,
-                detail: DisplayErrorContext(&e).to_string(),
-            },
-        }
-    }
-}
 
 /// What `ListAccessKeys` says of one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,14 +76,26 @@ pub struct Identity {
 pub struct Connections {
     configs: BTreeMap<String, AwsConnectionConfig>,
     built: tokio::sync::Mutex<HashMap<String, Arc<Connection>>>,
+    /// Connection name → credentials that stand in for its chain (the demo's static keys).
+    fixed: HashMap<String, Credentials>,
 }
 
 impl Connections {
     /// The connections of a project; nothing is resolved until one is used.
     pub fn new(configs: &BTreeMap<String, AwsConnectionConfig>) -> Connections {
+        Connections::with_credentials(configs, HashMap::new())
+    }
+
+    /// Connections whose named ones sign with the given credentials instead of resolving any
+    /// (`vigilo demo`, against its local IAM stand-in).
+    pub fn with_credentials(
+        configs: &BTreeMap<String, AwsConnectionConfig>,
+        fixed: HashMap<String, Credentials>,
+    ) -> Connections {
         Connections {
             configs: configs.clone(),
             built: tokio::sync::Mutex::new(HashMap::new()),
+            fixed,
         }
     }
 
@@ -170,7 +116,7 @@ impl Connections {
         if let Some(c) = built.get(name) {
             return Ok(Arc::clone(c));
         }
-        let c = Arc::new(Connection::build(config).await);
+        let c = Arc::new(Connection::build(config, self.fixed.get(name)).await);
         built.insert(name.to_string(), Arc::clone(&c));
         Ok(c)
     }
@@ -203,7 +149,7 @@ pub struct Connection {
 }
 
 impl Connection {
-    async fn build(config: &AwsConnectionConfig) -> Connection {
+    async fn build(config: &AwsConnectionConfig, fixed: Option<&Credentials>) -> Connection {
         let http = https_client();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .http_client(http.clone())
@@ -224,6 +170,9 @@ impl Connection {
                     .profile_name(profile)
                     .build(),
             );
+        }
+        if let Some(credentials) = fixed {
+            loader = loader.credentials_provider(credentials.clone());
         }
         if let Some(region) = &config.region {
             loader = loader.region(Region::new(region.clone()));
@@ -313,15 +262,10 @@ impl Connection {
                     "no credentials provider is configured".into(),
                 ));
             };
-            return base.provide_credentials().await.map_err(|e| {
-                call(
-                    "credentials",
-                    format!(
-                        "no credentials from the standard chain: {}",
-                        DisplayErrorContext(&e)
-                    ),
-                )
-            });
+            return base
+                .provide_credentials()
+                .await
+                .map_err(|e| AwsError::from_credentials(&self.config, &e));
         };
         let out = self
             .sts
@@ -330,7 +274,7 @@ impl Connection {
             .role_session_name(session)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk(&self.config.name, "AssumeRole", e))?;
+            .map_err(|e| AwsError::from_sdk(&self.config, "AssumeRole", e))?;
         let c = out
             .credentials()
             .ok_or_else(|| call("AssumeRole", "STS answered without credentials".into()))?;
@@ -368,7 +312,7 @@ impl Connection {
             )
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk(&self.config.name, "GetCallerIdentity", e))?;
+            .map_err(|e| AwsError::from_sdk(&self.config, "GetCallerIdentity", e))?;
         let id = Identity {
             account: out.account().unwrap_or_default().to_string(),
             arn: out.arn().unwrap_or_default().to_string(),
@@ -412,7 +356,7 @@ impl Connection {
             let out = match result {
                 Ok(out) => out,
                 Err(e) if e.code() == Some("NoSuchEntity") => return Ok(None),
-                Err(e) => return Err(AwsError::from_sdk(self.name(), "ListAccessKeys", e)),
+                Err(e) => return Err(AwsError::from_sdk(&self.config, "ListAccessKeys", e)),
             };
             for k in out.access_key_metadata() {
                 if let Some(id) = k.access_key_id() {
@@ -478,12 +422,12 @@ impl Connection {
     where
         O: RequestId,
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
+        R: std::fmt::Debug + 'static,
     {
         match result {
             Ok(out) => Ok(Some(out.request_id().unwrap_or_default().to_string())),
             Err(e) if e.code() == Some("NoSuchEntity") => Ok(None),
-            Err(e) => Err(AwsError::from_sdk(self.name(), operation, e)),
+            Err(e) => Err(AwsError::from_sdk(&self.config, operation, e)),
         }
     }
 }
@@ -580,7 +524,7 @@ mod tests {
         assert_eq!(
             err.as_deref(),
             Some(
-                "no [connection.aws.aws_dev] is configured (configured: aws_prod); vigilo never falls back to another account, so nothing was called"
+                "no [connection.aws.aws_dev] is configured (configured: aws_prod): add it to config/aws.toml or correct the action's connection; vigilo never falls back to another account, so nothing was called"
             )
         );
     }

@@ -182,6 +182,15 @@ pub enum Command {
         #[command(subcommand)]
         command: Option<AuditCommand>,
     },
+    /// Start a project: a commented config, one query, one remediation, a .gitignore.
+    Init {
+        /// Where (created if needed; default: --dir or the current directory).
+        #[arg(value_name = "DIR")]
+        path: Option<PathBuf>,
+        /// Write the full example project instead (three queries, two databases, three AWS connections).
+        #[arg(long)]
+        example: bool,
+    },
     /// Show the whole loop in a temporary project with nothing else running.
     Demo {
         /// Approve every request instead of asking at the terminal.
@@ -320,8 +329,12 @@ fn init_logging(cli: &Cli) {
         (_, 1) | (Command::Run, 0) => "info",
         _ => "warn",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("vigilo={default},warn")));
+    // The AWS SDK warns at every step of a credential chain that finds nothing (with Debug dumps
+    // of each error); vigilo's own error says what failed and how to fix it. Its lines show at -vv.
+    let aws = if cli.verbose >= 2 { "debug" } else { "error" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("vigilo={default},aws={aws},warn"))
+    });
     // Colours only for a person at a terminal; logs collected from a pipe stay plain text.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
@@ -395,7 +408,45 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             query,
         } => report(&dir, format, output, since, query).await,
         Command::Demo { yes } => crate::demo::run(yes).await,
+        Command::Init { path, example } => init(&path.unwrap_or(dir), example),
     }
+}
+
+/// `vigilo init`: writes the project and says what to do next.
+fn init(dir: &Path, example: bool) -> Result<ExitCode> {
+    use crate::init::{Exists, Template};
+    let template = if example {
+        Template::Example
+    } else {
+        Template::Scaffold
+    };
+    let files = match crate::init::write(dir, template) {
+        Ok(files) => files,
+        Err(e) => match e.downcast::<Exists>() {
+            Ok(exists) => return Err(UsageError(exists.to_string()).into()),
+            Err(e) => return Err(e),
+        },
+    };
+    let mut out = std::io::stdout();
+    writeln!(out, "created a vigilo project in {}:", dir.display())?;
+    for f in files {
+        writeln!(out, "  {f}")?;
+    }
+    writeln!(out, "next:")?;
+    writeln!(out, "  cd {}", dir.display())?;
+    writeln!(
+        out,
+        "  vigilo validate                  # checks every file; errors as FILE:LINE"
+    )?;
+    writeln!(
+        out,
+        "  export STEAMPIPE_URL=postgres://steampipe:PASSWORD@127.0.0.1:9193/steampipe   # steampipe service start prints it"
+    )?;
+    writeln!(
+        out,
+        "  vigilo scan --dry-run            # what it would find and ask, changing nothing"
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn report(

@@ -1,26 +1,30 @@
 //! `vigilo demo`: the whole loop in a temporary project, with nothing else running.
 //!
 //! It writes a project whose source is a SQLite file shaped like Steampipe's
-//! `aws_iam_access_key` table, starts a small local HTTP server standing in for
-//! the remediation target (it records each request and marks the key Inactive
-//! in the inventory, as the AWS call would), scans, raises an approval per
-//! stale key, takes the decisions (at a prompt on a terminal, or all approved
-//! with `--yes`), runs the approved `http` actions, scans again to show the
-//! findings resolved, and prints the audit trail and its verification.
+//! `aws_iam_access_key` table and whose two AWS connections (`aws_prod`, `aws_dev`) point
+//! their `endpoint_url` at a local stand-in for the IAM Query API (`iam_standin`). It
+//! scans, raises an approval per stale key, takes the decisions (at a prompt on a terminal,
+//! or all approved with `--yes`), runs the approved `aws.iam.update_access_key` actions
+//! through the AWS SDK exactly as production does (signed with static demo credentials,
+//! the key read with ListAccessKeys first), scans again to show the findings resolved, and
+//! prints the audit trail and its verification, all within 100 columns.
 
+mod iam_standin;
+
+use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use aws_credential_types::Credentials;
 use rusqlite::{Connection, params};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::approval::{Transition, Vote};
 use crate::config;
 use crate::finding::Status;
-use crate::output::{self, Format};
+use crate::output;
 use crate::remediate;
 use crate::scan::{self, Scanner};
 use crate::store::{self, FindingFilter, Store};
@@ -38,11 +42,21 @@ from aws_iam_access_key
 where julianday('now') - julianday(create_date) > 90 and status = 'Active'
 ";
 
+/// The project's config; `PORT` is the IAM stand-in's port.
 const CONFIG: &str = "[state]
 url = \"sqlite://vigilo.db\"
 
 [database.inventory]
 url = \"sqlite://inventory.db\"
+
+# Each row names its account's connection (conn_name); both reach the local IAM stand-in.
+[connection.aws.aws_prod]
+endpoint_url = \"http://127.0.0.1:PORT\"
+region = \"us-east-1\"
+
+[connection.aws.aws_dev]
+endpoint_url = \"http://127.0.0.1:PORT\"
+region = \"us-east-1\"
 
 [notifier.security]
 notify = [{ integration = \"console\" }]
@@ -54,7 +68,7 @@ notify = [{ integration = \"console\" }]
 members = [\"alice\", \"bob\"]
 ";
 
-/// The remediation; `PORT` is the demo target's port.
+/// The remediation: the production action, in the account the row came from.
 const REMEDIATION: &str = r#"title = "Deactivate an expired IAM access key"
 
 [approval]
@@ -65,17 +79,28 @@ approvers = ["security"]
 timeout = "24h"
 options = [
   { value = "deactivate", label = "Deactivate", style = "danger", required = 2 },
-  { value = "keep", label = "Keep key active" },
+  { value = "keep", label = "Keep" },
 ]
 
 [[action]]
 when = "deactivate"
-type = "http"
-method = "POST"
-url = "http://127.0.0.1:PORT/iam/update_access_key"
-headers = { "Content-Type" = "application/json" }
-body = '{"user_name": "{{ row.user_name }}", "access_key_id": "{{ row.access_key_id }}", "status": "Inactive", "approved_by": "{{ approval.decided_by }}"}'
+type = "aws.iam.update_access_key"
+connection = "{{ row.conn_name }}"
+user_name = "{{ row.user_name }}"
+access_key_id = "{{ row.access_key_id }}"
+status = "Inactive"
 "#;
+
+/// Each connection's static demo credentials (access key id, secret), the account's digits in
+/// the key id: the stand-in tells the accounts apart by who signed.
+const CREDENTIALS: &[(&str, &str, &str)] = &[
+    (
+        "aws_prod",
+        "AKIADEMO111111111111",
+        "vigilo-demo-secret-prod",
+    ),
+    ("aws_dev", "AKIADEMO222222222222", "vigilo-demo-secret-dev"),
+];
 
 /// (access key id, user, status, age in days, account, connection) — the fixture's twelve keys.
 const KEYS: &[(&str, &str, &str, i64, &str, &str)] = &[
@@ -185,8 +210,8 @@ pub async fn run(yes: bool) -> Result<ExitCode> {
         .tempdir()
         .context("cannot create a temporary directory")?
         .keep();
-    let target = Target::start(dir.join("inventory.db")).await?;
-    write_project(&dir, target.port)?;
+    let iam = iam_standin::IamStandin::start(dir.join("inventory.db")).await?;
+    write_project(&dir, iam.port)?;
     let mut out = std::io::stdout();
     writeln!(out, "vigilo demo: a project in {}", dir.display())?;
     writeln!(
@@ -195,8 +220,12 @@ pub async fn run(yes: bool) -> Result<ExitCode> {
     )?;
     writeln!(
         out,
-        "  target: http://127.0.0.1:{} stands in for the AWS IAM API\n",
-        target.port
+        "  AWS: connections aws_prod and aws_dev call the IAM Query API at http://127.0.0.1:{}",
+        iam.port
+    )?;
+    writeln!(
+        out,
+        "       (a local stand-in; the calls go through the AWS SDK, signed, as in production)\n"
     )?;
 
     let project = Arc::new(config::load(&dir)?);
@@ -204,7 +233,17 @@ pub async fn run(yes: bool) -> Result<ExitCode> {
     let store = store::open(&project.state.url).await?;
     let scanner = Scanner::new(Arc::clone(&project), Arc::clone(&store))?;
     let queries = scan::select_queries(&project, &[]).map_err(anyhow::Error::msg)?;
-    let targets = crate::action::Targets::new(reqwest::Client::new(), &project.aws_connections);
+    let credentials: HashMap<String, Credentials> = CREDENTIALS
+        .iter()
+        .map(|(name, id, secret)| {
+            let c = Credentials::new(*id, *secret, None, None, "vigilo-demo");
+            (name.to_string(), c)
+        })
+        .collect();
+    let targets = crate::action::Targets {
+        http: reqwest::Client::new(),
+        aws: crate::aws::Connections::with_credentials(&project.aws_connections, credentials),
+    };
     let owner = remediate::owner();
 
     writeln!(
@@ -258,12 +297,12 @@ pub async fn run(yes: bool) -> Result<ExitCode> {
 
     writeln!(
         out,
-        "\n3. Act: each approved deactivation is sent to the target once."
+        "\n3. Act: each approved key is read (ListAccessKeys), then deactivated once."
     )?;
     let (_, ran) = remediate::step(&scanner, &owner, &targets).await?;
-    output::write_action_outcomes(&mut out, &ran)?;
-    for request in target.requests() {
-        writeln!(out, "   target received: {request}")?;
+    write_outcomes(&mut out, &ran)?;
+    for call in iam.calls() {
+        writeln!(out, "   IAM received: {call}")?;
     }
 
     writeln!(
@@ -276,11 +315,14 @@ pub async fn run(yes: bool) -> Result<ExitCode> {
         query: None,
         status: None,
     };
-    output::write_findings(&mut out, &store.findings(&all).await?, Format::Table)?;
+    write_findings(&mut out, &store.findings(&all).await?)?;
 
-    writeln!(out, "\n5. The audit trail, hash-chained:")?;
+    writeln!(
+        out,
+        "\n5. The audit trail, hash-chained (vigilo audit shows each entry's data):"
+    )?;
     let entries = store::audit_entries(store.as_ref()).await?;
-    output::write_audit(&mut out, &entries)?;
+    write_audit(&mut out, &entries)?;
     let verified = verify(store.as_ref()).await?;
     writeln!(out, "{verified}")?;
 
@@ -335,83 +377,86 @@ async fn verify(store: &dyn Store) -> Result<String> {
     })
 }
 
-/// The demo's stand-in for the IAM API: records each request and marks the key Inactive.
-struct Target {
-    port: u16,
-    seen: Arc<Mutex<Vec<String>>>,
-}
-
-impl Target {
-    async fn start(inventory: PathBuf) -> Result<Target> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let port = listener.local_addr()?.port();
-        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-        let record = Arc::clone(&seen);
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (record, inventory) = (Arc::clone(&record), inventory.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = serve(stream, &record, &inventory).await {
-                        tracing::warn!(error = %e, "demo target: bad request");
-                    }
-                });
+/// One line per action: what it did to which key.
+fn write_outcomes(out: &mut dyn Write, ran: &[(i64, store::ActionOutcome)]) -> Result<()> {
+    use store::ActionOutcome;
+    for (id, outcome) in ran {
+        match outcome {
+            ActionOutcome::Succeeded(r) => {
+                let s = |k: &str| r[k].as_str().unwrap_or("?").to_string();
+                writeln!(
+                    out,
+                    "   action {id} succeeded: {} of {} in {} ({}): {} -> {}",
+                    s("access_key_id"),
+                    s("user_name"),
+                    s("account"),
+                    s("connection"),
+                    s("previous_status"),
+                    s("status"),
+                )?;
             }
-        });
-        Ok(Target { port, seen })
-    }
-
-    fn requests(&self) -> Vec<String> {
-        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-}
-
-async fn serve(
-    stream: tokio::net::TcpStream,
-    seen: &Mutex<Vec<String>>,
-    inventory: &Path,
-) -> Result<()> {
-    let mut reader = BufReader::new(stream);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line).await?;
-    let (mut length, mut key) = (0usize, String::new());
-    loop {
-        let mut header = String::new();
-        reader.read_line(&mut header).await?;
-        let header = header.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':') {
-            match name.to_ascii_lowercase().as_str() {
-                "content-length" => length = value.trim().parse()?,
-                "idempotency-key" => key = value.trim().to_string(),
-                _ => {}
+            other => {
+                let mut line = Vec::new();
+                output::write_action_outcomes(&mut line, &[(*id, other.clone())])?;
+                write!(out, "   {}", String::from_utf8_lossy(&line))?;
             }
         }
     }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).await?;
-    let body: serde_json::Value = serde_json::from_slice(&body)?;
-    let id = body["access_key_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let status = body["status"].as_str().unwrap_or("Inactive").to_string();
-    Connection::open(inventory)?.execute(
-        "update aws_iam_access_key set status = ?2 where access_key_id = ?1",
-        params![id, status],
+    Ok(())
+}
+
+/// The findings, one short line each.
+fn write_findings(out: &mut dyn Write, findings: &[crate::finding::Finding]) -> Result<()> {
+    for f in findings {
+        let row = |k: &str| {
+            f.row
+                .get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or("?")
+                .to_string()
+        };
+        writeln!(
+            out,
+            "   finding {:>2}  {:<8}  {}  {:<8} {}",
+            f.id,
+            f.status.as_str(),
+            row("access_key_id"),
+            row("user_name"),
+            row("conn_name"),
+        )?;
+    }
+    Ok(())
+}
+
+/// The audit trail in columns that fit 100: sequence, kind, actor, what it is about, and the
+/// start of each entry's hash.
+fn write_audit(out: &mut dyn Write, entries: &[crate::audit::Entry]) -> Result<()> {
+    writeln!(
+        out,
+        "   {:>4}  {:<20} {:<14} {:<32} HASH",
+        "SEQ", "KIND", "ACTOR", "ABOUT"
     )?;
-    if let Ok(mut s) = seen.lock() {
-        s.push(format!(
-            "{} {} (Idempotency-Key {key})",
-            request_line.trim(),
-            body
-        ));
+    for e in entries {
+        let about = [
+            ("finding", e.finding_id),
+            ("approval", e.approval_id),
+            ("action", e.action_id),
+        ]
+        .iter()
+        .filter_map(|(what, id)| id.map(|id| format!("{what} {id}")))
+        .collect::<Vec<_>>()
+        .join(", ");
+        let actor: String = e.actor.chars().take(14).collect();
+        writeln!(
+            out,
+            "   {:>4}  {:<20} {:<14} {:<32} {}…",
+            e.seq,
+            e.kind,
+            actor,
+            about,
+            &e.hash[..e.hash.len().min(12)]
+        )?;
     }
-    reader
-        .get_mut()
-        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-        .await?;
     Ok(())
 }
 
@@ -419,11 +464,14 @@ fn write_project(dir: &Path, port: u16) -> Result<()> {
     std::fs::create_dir_all(dir.join("config"))?;
     std::fs::create_dir_all(dir.join("queries"))?;
     std::fs::create_dir_all(dir.join("remediations"))?;
-    std::fs::write(dir.join("config/vigilo.toml"), CONFIG)?;
-    std::fs::write(dir.join("queries/iam_access_key_stale.sql"), QUERY)?;
+    std::fs::write(
+        dir.join("config/vigilo.toml"),
+        CONFIG.replace("PORT", &port.to_string()),
+    )?;
+    std::fs::write(dir.join("queries/stale_keys.sql"), QUERY)?;
     std::fs::write(
         dir.join("remediations/deactivate_iam_access_key.toml"),
-        REMEDIATION.replace("PORT", &port.to_string()),
+        REMEDIATION,
     )?;
     let conn = Connection::open(dir.join("inventory.db"))?;
     conn.execute_batch(

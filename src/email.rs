@@ -187,9 +187,17 @@ fn smtp_error(name: &str, cfg: &EmailConfig, e: &lettre::transport::smtp::Error)
         TlsMode::None => "none",
     };
     let mut text = format!(
-        "email {name}: SMTP {}:{} (tls {mode}): {e}",
+        "email {name}: SMTP {}:{} (tls {mode}): ",
         cfg.host, cfg.port
     );
+    let connecting = e.status().is_none() && !e.is_tls() && !e.is_timeout();
+    match crate::cause::network(e).filter(|_| connecting) {
+        // lettre says "Connection error: Connection refused (os error 111)".
+        Some(words) => text.push_str(&format!(
+            "cannot connect ({words}); is the mail server running, and are host and port of [integration.{name}] right?"
+        )),
+        None => text.push_str(&e.to_string()),
+    }
     if e.to_string().contains("STARTTLS is not supported") {
         text.push_str(
             "; the server does not offer STARTTLS, and tls = \"required\" never sends in plain text",

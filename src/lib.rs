@@ -17,14 +17,19 @@
 //! - [`output`]: tables, JSON and CSV for the terminal.
 //! - [`template`]: minijinja templates of remediation files, checked at load, strict when rendered.
 //! - [`demo`]: `vigilo demo`, the whole loop in a temporary project.
+//! - [`init`]: `vigilo init`, a project to start from.
 //! - [`server`]: the HTTP server of `vigilo run`: health, approval pages, API, dashboard.
 //! - [`token`]: HMAC-signed approval link tokens: one approval, one approver, until the deadline.
+//! - [`aws`]: the AWS connections and their IAM calls; [`aws_error`]: what an AWS failure means, in words.
+//! - [`cause`]: the network failure or innermost message under a client library's error.
 //! - [`cli`]: the command line.
 
 pub mod action;
 pub mod approval;
 pub mod audit;
 pub mod aws;
+pub mod aws_error;
+pub mod cause;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -32,6 +37,7 @@ pub mod diff;
 pub mod email;
 pub mod export;
 pub mod finding;
+pub mod init;
 pub mod metrics;
 pub mod notify;
 pub mod output;

@@ -451,7 +451,7 @@ async fn webhook(
         .send()
         .await
         // Without the URL: a webhook URL often carries a secret.
-        .map_err(|e| format!("webhook {}: {}", m.integration, e.without_url()))?;
+        .map_err(|e| format!("webhook {}: {}", m.integration, crate::cause::http(&e)))?;
     let status = response.status();
     if status.is_success() {
         return Ok(json!({"status": status.as_u16()}));

@@ -51,6 +51,10 @@ impl AwsEnv {
         AwsEnv { _dir: dir, vars }
     }
 
+    fn remove(&mut self, k: &str) {
+        self.vars.retain(|(name, _)| name != k);
+    }
+
     fn set(&mut self, k: &str, v: &str) {
         self.vars.retain(|(name, _)| name != k);
         self.vars.push((k.into(), v.into()));
@@ -810,7 +814,7 @@ async fn each_row_acts_in_its_own_account_and_an_unknown_connection_touches_none
     let text = stdout(&out);
     assert!(
         text.contains(
-            "FAILED: no [connection.aws.acct_c] is configured (configured: acct_a, acct_b); vigilo never falls back to another account, so nothing was called"
+            "FAILED: no [connection.aws.acct_c] is configured (configured: acct_a, acct_b): add it to config/aws.toml or correct the action's connection; vigilo never falls back to another account, so nothing was called"
         ),
         "{}",
         show(&out)
@@ -1093,6 +1097,80 @@ async fn aws_errors_are_recorded_with_their_code_and_throttling_is_retried() {
         proxy.calls_of("UpdateAccessKey").len(),
         2,
         "a 5xx is retried"
+    );
+}
+
+/// What a person reads when an AWS action fails, on the terminal and in the audit trail: one
+/// line saying what failed, for which connection, and the fix; no SDK dump anywhere. No
+/// credentials, AWS's AccessDenied (who may not do what), and an endpoint nobody answers.
+#[tokio::test]
+async fn aws_failures_read_as_what_failed_where_and_the_fix() {
+    let mut w = world(None, "acct", "", &["ann", "ben", "cat"], "", None).await;
+    w.env.ok(w.dir.path(), &["scan"]);
+    let check = |env: &AwsEnv, key: &str, expected: &str| {
+        let id = approval_for(env, w.dir.path(), key);
+        let out = env.run(w.dir.path(), &["approve", &id, "--as", "alice"]);
+        let text = stdout(&out);
+        let line = text
+            .lines()
+            .find(|l| l.contains("FAILED"))
+            .unwrap_or_else(|| panic!("no FAILED line: {}", show(&out)));
+        let action = action_id(&text, "FAILED");
+        assert_eq!(
+            line,
+            format!("action {action} FAILED: {expected} (vigilo retry {action} runs it again)")
+        );
+        let failed = last_entry(&audit(env, w.dir.path()), "action.failed", &id);
+        assert_eq!(failed["data"]["error"], expected);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for dump in ["DispatchFailure", "ConnectorError", "Some(", " { "] {
+            assert!(!stderr.contains(dump), "{dump} in {stderr}");
+        }
+    };
+
+    let mut bare = AwsEnv::new(&[("STEAMPIPE_URL", w._db.url.as_str())]);
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+    ] {
+        bare.remove(var);
+    }
+    w.proxy.clear();
+    check(
+        &bare,
+        &w.keys[0],
+        "no AWS credentials for connection acct: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or `profile` in [connection.aws.acct]; nothing was called",
+    );
+    assert!(w.proxy.calls().is_empty(), "{:#?}", w.proxy.calls());
+
+    w.proxy.deny(
+        "UpdateAccessKey",
+        "User: arn:aws:iam::123456789012:user/vigilo is not authorized to perform: iam:UpdateAccessKey on resource: user ben because no identity-based policy allows the iam:UpdateAccessKey action",
+    );
+    check(
+        &w.env,
+        &w.keys[1],
+        "AWS UpdateAccessKey (connection acct): AccessDenied: arn:aws:iam::123456789012:user/vigilo may not perform iam:UpdateAccessKey on user ben (no identity-based policy allows the iam:UpdateAccessKey action); allow iam:UpdateAccessKey to arn:aws:iam::123456789012:user/vigilo in IAM",
+    );
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let aws = w.dir.path().join("config/aws.toml");
+    let moved = std::fs::read_to_string(&aws)
+        .unwrap()
+        .replace(&w.proxy.url(), &format!("http://127.0.0.1:{closed}"));
+    std::fs::write(&aws, moved).unwrap();
+    w.env.set("AWS_MAX_ATTEMPTS", "1");
+    check(
+        &w.env,
+        &w.keys[2],
+        &format!(
+            "AWS ListAccessKeys (connection acct): cannot reach http://127.0.0.1:{closed} (connection refused); is the endpoint up? check endpoint_url of [connection.aws.acct]"
+        ),
     );
 }
 

@@ -409,6 +409,94 @@ async fn run_schedules_repeatedly_never_overlaps_and_stops_cleanly_on_sigterm() 
     }
 }
 
+/// `vigilo init DIR` writes a project that `vigilo validate` accepts as it is, whose query
+/// finds the Steampipe fixture's five stale keys and asks for each (its action a dry run);
+/// `--example` writes the repository's example project byte for byte; neither overwrites.
+#[tokio::test]
+async fn init_writes_a_project_that_validates_at_once() {
+    let db = fixture_db().await;
+    let root = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_vigilo"))
+            .args(args)
+            .current_dir(root.path())
+            .env("STEAMPIPE_URL", &db.url)
+            .env_remove("VIGILO_DIR")
+            .output()
+            .unwrap()
+    };
+
+    let out = run(&["init", "mine"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(stdout(&out).contains("vigilo validate"), "{}", show(&out));
+    let mine = root.path().join("mine");
+    let validated = run(&["--dir", "mine", "validate"]);
+    assert!(validated.status.success(), "{}", show(&validated));
+    let ignored = std::fs::read_to_string(mine.join(".gitignore")).unwrap();
+    assert!(ignored.lines().any(|l| l == "vigilo.db"), "{ignored}");
+    let scan = run(&["--dir", "mine", "scan"]);
+    assert!(scan.status.success(), "{}", show(&scan));
+    assert_eq!(
+        scan_row(&scan, "iam_access_key_stale")[1..4],
+        ["ok", "5", "5"]
+    );
+    assert!(
+        stdout(&scan).contains("5 approval(s) requested"),
+        "{}",
+        show(&scan)
+    );
+    assert!(
+        mine.join("vigilo.db").exists(),
+        "the state file .gitignore names"
+    );
+
+    let again = run(&["init", "mine"]);
+    assert_eq!(again.status.code(), Some(2), "{}", show(&again));
+    assert!(
+        String::from_utf8_lossy(&again.stderr)
+            .contains("already exists; vigilo init never overwrites a file"),
+        "{}",
+        show(&again)
+    );
+
+    let out = run(&["init", "--example", "example"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let example = root.path().join("example");
+    for dir in ["config", "queries", "remediations"] {
+        for f in common::files_under(&repo().join(dir)) {
+            assert_eq!(
+                std::fs::read(example.join(dir).join(&f)).ok(),
+                std::fs::read(repo().join(dir).join(&f)).ok(),
+                "{dir}/{f}"
+            );
+        }
+    }
+    let validated = run(&["--dir", "example", "validate"]);
+    assert!(validated.status.success(), "{}", show(&validated));
+}
+
+/// A source database nobody answers fails its query with one line: which database, where, what
+/// happened and what to check; the other queries run on.
+#[test]
+fn an_unreachable_database_names_itself_and_the_fix() {
+    let port = common::free_port();
+    let dir = common::project(&[
+        (
+            "config/vigilo.toml",
+            &format!(
+                "[state]\nurl = \"sqlite://state.db\"\n\n[database.inventory]\nurl = \"postgres://postgres@127.0.0.1:{port}/inventory\"\n"
+            ),
+        ),
+        ("queries/keys.sql", "-- primary_key: id\nselect 1 as id\n"),
+    ]);
+    let out = vigilo_env(dir.path(), &[], &["scan"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let expected = format!(
+        "database inventory: cannot connect: postgres://postgres@127.0.0.1:{port}/inventory: connection refused; is the server running, and is the url of [database.inventory] right?"
+    );
+    assert!(stdout(&out).contains(&expected), "{}", show(&out));
+}
+
 #[test]
 fn demo_runs_the_loop() {
     for args in [vec!["demo", "--yes"], vec!["demo"]] {
@@ -420,11 +508,7 @@ fn demo_runs_the_loop() {
             .unwrap();
         assert!(out.status.success(), "{args:?}: {}", show(&out));
         let s = stdout(&out);
-        assert_eq!(
-            scan_row(&out, "iam_access_key_stale")[1..4],
-            ["ok", "5", "5"],
-            "{s}"
-        );
+        assert_eq!(scan_row(&out, "stale_keys")[1..4], ["ok", "5", "5"], "{s}");
         assert!(s.contains("approval 5 requested"), "{s}");
         assert!(
             s.contains("approval 1: deactivate decided by alice, bob"),
@@ -433,14 +517,24 @@ fn demo_runs_the_loop() {
         for id in 1..=5 {
             assert!(s.contains(&format!("action {id} succeeded")), "{s}");
         }
-        assert_eq!(
-            s.matches("target received: POST /iam/update_access_key")
-                .count(),
-            5,
+        // The production action, through the SDK, against the IAM stand-in: each key read, then
+        // deactivated once, in the account of its connection.
+        assert_eq!(s.matches("IAM received: UpdateAccessKey").count(), 5, "{s}");
+        assert!(
+            s.contains("IAM received: UpdateAccessKey UserName=ci-bot AccessKeyId=AKIAEXAMPLE000000006 Status=Inactive"),
+            "{s}"
+        );
+        assert_eq!(s.matches("IAM received: ListAccessKeys").count(), 5, "{s}");
+        assert!(
+            s.contains(
+                "AKIAEXAMPLE000000006 of ci-bot in 222222222222 (aws_dev): Active -> Inactive"
+            ),
             "{s}"
         );
         assert!(s.contains("5 resolved"), "{s}");
         assert!(s.contains("audit trail intact"), "{s}");
+        let wide: Vec<&str> = s.lines().filter(|l| l.chars().count() > 100).collect();
+        assert!(wide.is_empty(), "lines wider than 100 columns: {wide:#?}");
     }
 }
 

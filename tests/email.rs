@@ -584,3 +584,22 @@ async fn without_a_secret_approvers_are_told_how_to_decide() {
         mail[0].text
     );
 }
+
+/// An SMTP server nobody answers: the failure names the integration, the server, what happened
+/// and what to check, on one line.
+#[tokio::test]
+async fn an_smtp_server_refusing_connections_is_named_with_the_fix() {
+    let port = common::free_port();
+    let dir = notice_project(
+        &format!("host = \"127.0.0.1\"\nport = {port}\ntls = \"none\""),
+        "ops@example.com",
+    );
+    let (sent, failed) = scan_and_audit(dir.path(), &[]);
+    assert!(sent.is_empty(), "{sent:#?}");
+    assert_eq!(
+        failed[0]["data"]["error"],
+        format!(
+            "email email.default: SMTP 127.0.0.1:{port} (tls none): cannot connect (connection refused); is the mail server running, and are host and port of [integration.email.default] right?"
+        )
+    );
+}

@@ -843,3 +843,39 @@ async fn an_expired_request_is_updated() {
     assert!(!blocks.contains("\"actions\""), "{blocks}");
     assert!(target.seen().is_empty());
 }
+
+/// Slack's answers to a setup that is not right yet read as what failed, on which integration,
+/// and the fix: a token Slack does not accept (`invalid_auth`), and a channel it does not know.
+#[tokio::test]
+async fn a_wrong_token_or_channel_says_how_to_fix_it() {
+    let slack = Slack::start(&[CHANNEL]);
+    let target = Recorder::start();
+    let failures = |from: &str, to: &str| {
+        let (_state, url) = sqlite_state();
+        let dir = project(&url, &slack, &target, "1ms", 1);
+        let config = dir.path().join("config/vigilo.toml");
+        let text = std::fs::read_to_string(&config).unwrap().replace(from, to);
+        std::fs::write(&config, text).unwrap();
+        ok(dir.path(), &["scan"]);
+        audit(dir.path())
+            .iter()
+            .filter(|e| e["kind"] == "message.failed")
+            .map(|e| e["data"]["error"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        failures(BOT_TOKEN, "xoxb-a-token-slack-does-not-know"),
+        [
+            "slack.main: slack chat.postMessage: invalid_auth; Slack refused the token: set the integration's `token` to the app's bot token (xoxb-…, under OAuth & Permissions)"
+        ]
+    );
+    assert_eq!(
+        failures(
+            &format!("channel = \"{CHANNEL}\""),
+            "channel = \"C0NOSUCH\""
+        ),
+        [
+            "slack.main: slack chat.postMessage: channel_not_found; no such channel, or the bot cannot see it: use the channel's ID (C0…) and invite the bot (/invite @APP)"
+        ]
+    );
+}

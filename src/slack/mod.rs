@@ -40,7 +40,7 @@ const BODY_EXCERPT: usize = 200;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SlackError {
     /// Slack answered `{"ok": false, "error": …}`.
-    #[error("slack {method}: {error}")]
+    #[error("slack {method}: {error}{}", fix(error))]
     Api {
         /// The method called.
         method: String,
@@ -73,6 +73,21 @@ pub enum SlackError {
         /// What went wrong.
         message: String,
     },
+}
+
+/// What to do about the Slack error codes of a setup that is not right yet (`; …`), or nothing.
+fn fix(code: &str) -> &'static str {
+    match code {
+        "invalid_auth" | "not_authed" | "account_inactive" | "token_revoked" | "token_expired" => {
+            "; Slack refused the token: set the integration's `token` to the app's bot token (xoxb-…, under OAuth & Permissions)"
+        }
+        "channel_not_found" => {
+            "; no such channel, or the bot cannot see it: use the channel's ID (C0…) and invite the bot (/invite @APP)"
+        }
+        "not_in_channel" => "; invite the bot to the channel (/invite @APP)",
+        "missing_scope" => "; give the app the chat:write scope and reinstall it",
+        _ => "",
+    }
 }
 
 /// The Web API of one `[integration.slack.NAME]`.
@@ -167,7 +182,7 @@ impl<'a> Api<'a> {
         let response = request
             .send()
             .await
-            .map_err(|e| transport(e.without_url().to_string()))?;
+            .map_err(|e| transport(crate::cause::http(&e)))?;
         let status = response.status();
         if status.as_u16() == 429 {
             let retry_after = response
@@ -186,7 +201,7 @@ impl<'a> Api<'a> {
         let text = response
             .text()
             .await
-            .map_err(|e| transport(e.without_url().to_string()))?;
+            .map_err(|e| transport(crate::cause::http(&e)))?;
         if !status.is_success() {
             return Err(SlackError::Http {
                 method: method.to_string(),
@@ -527,7 +542,7 @@ pub async fn send(
                 retry_after: Some(retry_after),
             }
         }
-        Err(e) => Delivery::failed(e.to_string()),
+        Err(e) => Delivery::failed(format!("{}: {e}", m.integration)),
     }
 }
 

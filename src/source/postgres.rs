@@ -45,11 +45,29 @@ impl PgContext {
         }
     }
 
-    /// A pool checkout failure, as [`SourceError::Connect`].
+    /// A pool checkout failure, as [`SourceError::Connect`], with what to check.
     fn pool_error(&self, error: PoolError) -> SourceError {
+        let database = &self.database;
         match error {
-            PoolError::Backend(e) => self.connect_error(driver_message(&e)),
-            PoolError::Timeout(_) => self.connect_error("timed out connecting"),
+            PoolError::Backend(e) => {
+                let fix = match e.code() {
+                    Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION)
+                    | Some(&SqlState::INVALID_PASSWORD) => {
+                        format!("check the user and password in the url of [database.{database}]")
+                    }
+                    Some(&SqlState::INVALID_CATALOG_NAME) => {
+                        format!("check the database name in the url of [database.{database}]")
+                    }
+                    Some(_) => format!("check the url of [database.{database}]"),
+                    None => format!(
+                        "is the server running, and is the url of [database.{database}] right?"
+                    ),
+                };
+                self.connect_error(format!("{}; {fix}", driver_message(&e)))
+            }
+            PoolError::Timeout(_) => self.connect_error(format!(
+                "timed out connecting; is the server running, and is the url of [database.{database}] right?"
+            )),
             other => self.connect_error(other),
         }
     }
@@ -78,7 +96,8 @@ impl PgContext {
 /// position, detail and hint.
 fn driver_message(error: &tokio_postgres::Error) -> String {
     let Some(db) = error.as_db_error() else {
-        return error.to_string();
+        // tokio-postgres says only "error connecting to server"; the reason is underneath.
+        return crate::cause::network(error).unwrap_or_else(|| crate::cause::summary(error));
     };
     let mut message = format!(
         "{}: {} (SQLSTATE {})",

@@ -118,7 +118,12 @@ impl PgStore {
             .build()
             .map_err(|e| open_err(e.to_string()))?;
         let store = PgStore { pool };
-        let mut client = store.client().await.map_err(|e| open_err(e.to_string()))?;
+        let mut client = store.pool.get().await.map_err(|e| {
+            let why = crate::cause::network(&e).unwrap_or_else(|| crate::cause::summary(&e));
+            open_err(format!(
+                "{why}; is the server running, and is the url of [state] right?"
+            ))
+        })?;
         migrate(&mut client).await?;
         Ok(store)
     }

@@ -195,6 +195,8 @@ pub struct Fault {
     pub code: String,
     pub times: usize,
     pub after_forwarding: bool,
+    /// The error's message; `None`: one naming the proxy and echoing the session token.
+    pub message: Option<String>,
 }
 
 /// A recording, fault-injecting HTTP proxy in front of one moto server.
@@ -273,6 +275,18 @@ impl Proxy {
         self.push(action, status, code, 1, true);
     }
 
+    /// Answers the next call of `action` with 403 AccessDenied and AWS's `message`.
+    pub fn deny(&self, action: &str, message: &str) {
+        self.faults.lock().unwrap().push(Fault {
+            action: action.into(),
+            status: 403,
+            code: "AccessDenied".into(),
+            times: 1,
+            after_forwarding: false,
+            message: Some(message.into()),
+        });
+    }
+
     fn push(&self, action: &str, status: u16, code: &str, times: usize, after_forwarding: bool) {
         self.faults.lock().unwrap().push(Fault {
             action: action.into(),
@@ -280,6 +294,7 @@ impl Proxy {
             code: code.into(),
             times,
             after_forwarding,
+            message: None,
         });
     }
 
@@ -354,9 +369,15 @@ async fn forward(
             .get("x-amz-security-token")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("none");
+        let message = f.message.clone().unwrap_or_else(|| {
+            format!(
+                "injected by the test proxy: {} (session token {token})",
+                f.code
+            )
+        });
         let xml = format!(
-            "<ErrorResponse xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\"><Error><Type>{kind}</Type><Code>{}</Code><Message>injected by the test proxy: {} (session token {token})</Message></Error><RequestId>proxy-fault</RequestId></ErrorResponse>",
-            f.code, f.code
+            "<ErrorResponse xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\"><Error><Type>{kind}</Type><Code>{}</Code><Message>{message}</Message></Error><RequestId>proxy-fault</RequestId></ErrorResponse>",
+            f.code
         );
         (f.status, "text/xml".to_string(), xml)
     };
