@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use super::Api;
 use super::blocks::{escape, plain};
 use super::inputs::{ballot, cut};
-use super::routes::{approver_of, ephemeral};
+use super::people::{self, Person};
+use super::routes::ephemeral;
 use crate::approval::Approval;
 use crate::config::SlackConfig;
 use crate::server::AppState;
@@ -88,10 +89,15 @@ pub async fn open(
     channel: &str,
     trigger: &str,
 ) {
-    let Some(approver) = approver_of(&s.project, user) else {
-        let text = format!("<@{user}> is not an approver in vigilo; nothing was recorded.");
-        return ephemeral(cfg, channel, user, &text).await;
+    // By configured Slack id, or an email-only approver found through users.lookupByEmail.
+    let approver = match people::person(&s.project, cfg, user).await {
+        Person::Approver(name) => name,
+        Person::Stranger(_) => {
+            let text = format!("<@{user}> is not an approver in vigilo; nothing was recorded.");
+            return ephemeral(cfg, channel, user, &text).await;
+        }
     };
+    let approver = approver.as_str();
     let a = match s.store.approval(id).await {
         Ok(Some(a)) => a,
         Ok(None) => {
@@ -124,7 +130,7 @@ fn refused(why: &str) -> Value {
 /// Handles a `view_submission` of `cfg`'s Slack app: votes with the form's text. Returns
 /// the answer to give Slack at once: `None` (an empty 200) closes the form; `errors` keeps
 /// it open with the reason nothing was recorded.
-pub async fn submit(s: &AppState, payload: &Value) -> Option<Value> {
+pub async fn submit(s: &AppState, cfg: &SlackConfig, payload: &Value) -> Option<Value> {
     let view = &payload["view"];
     if view["callback_id"] != CALLBACK_ID {
         return None;
@@ -139,11 +145,15 @@ pub async fn submit(s: &AppState, payload: &Value) -> Option<Value> {
         ));
     };
     let user = payload["user"]["id"].as_str().unwrap_or_default();
-    let Some(approver) = approver_of(&s.project, user) else {
-        return Some(refused(
-            "You are not an approver in vigilo; nothing was recorded.",
-        ));
+    let approver = match people::person(&s.project, cfg, user).await {
+        Person::Approver(name) => name,
+        Person::Stranger(_) => {
+            return Some(refused(
+                "You are not an approver in vigilo; nothing was recorded.",
+            ));
+        }
     };
+    let approver = approver.as_str();
     let text = view["state"]["values"][ANSWER_BLOCK][ANSWER_ACTION]["value"]
         .as_str()
         .unwrap_or_default();

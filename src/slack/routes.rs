@@ -97,7 +97,7 @@ async fn interactions(State(s): State<AppState>, headers: HeaderMap, body: Bytes
 /// may outlast Slack's three seconds (votes, refusals, commands) runs after.
 pub async fn interaction(s: &AppState, cfg: &SlackConfig, payload: Value) -> Option<Value> {
     match payload["type"].as_str() {
-        Some("view_submission") => modal::submit(s, &payload).await,
+        Some("view_submission") => modal::submit(s, cfg, &payload).await,
         Some("block_actions") => {
             let (s, cfg) = (s.clone(), cfg.clone());
             tokio::spawn(async move { handle_click(s, cfg, payload).await });
@@ -105,15 +105,6 @@ pub async fn interaction(s: &AppState, cfg: &SlackConfig, payload: Value) -> Opt
         }
         _ => None,
     }
-}
-
-/// The approver whose `slack` id is `user` (the text answer form knows approvers by id only).
-pub(crate) fn approver_of<'p>(project: &'p Project, user: &str) -> Option<&'p str> {
-    project
-        .approvers
-        .values()
-        .find(|a| a.slack.as_deref() == Some(user))
-        .map(|a| a.name.as_str())
 }
 
 /// Tells `user` (only them) why nothing changed.
