@@ -1,0 +1,436 @@
+//! The AWS remediation catalog against moto_server, through the `vigilo` binary, one table row
+//! per typed action: a dry run calls nothing; the change happens once; a target already as
+//! wanted gets no write call; a target that is gone is skipped; a SIGKILL right after the call
+//! is settled by reading; undo restores what was read (or is refused where AWS cannot). Targets
+//! are seeded and checked with boto3, an AWS client independent of vigilo's; a recording proxy
+//! in front of moto counts vigilo's calls. Then `aws.api`, two accounts, and the example
+//! project's queries on Steampipe-shaped tables.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::aws::{Moto, Proxy, boto};
+use common::{show, vigilo_env};
+use serde_json::Value;
+
+/// The credentials vigilo runs with; none may appear in any output.
+const SECRET_KEY: &str = "vigilo-catalog-secret-access-key-77d2";
+
+/// Known credentials, no host AWS config, no IMDS; plus `extra`.
+fn aws_env(home: &Path, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let none = |f: &str| home.join(f).display().to_string();
+    let mut vars: Vec<(String, String)> = vec![
+        ("AWS_ACCESS_KEY_ID".into(), "AKIAVIGILOCATALOG001".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), SECRET_KEY.into()),
+        ("AWS_CONFIG_FILE".into(), none("no-aws-config")),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE".into(),
+            none("no-aws-credentials"),
+        ),
+        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+    ];
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    vars
+}
+
+fn pairs(vars: &[(String, String)]) -> Vec<(&str, &str)> {
+    vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// Runs vigilo; asserts success and that the secret key never shows; returns stdout.
+fn ok(dir: &Path, env: &[(String, String)], args: &[&str]) -> String {
+    let out = vigilo_env(dir, &pairs(env), args);
+    assert!(out.status.success(), "{args:?}: {}", show(&out));
+    no_secret(&out);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn no_secret(out: &Output) {
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains(SECRET_KEY), "the secret key leaked: {all}");
+}
+
+/// One typed action of the catalog and how to seed and check its target with boto3. Python
+/// snippets see `i` (seed), or `name` and `extra` (the row), and set `out`.
+struct Case {
+    /// The action type.
+    kind: &'static str,
+    /// Its parameters in the remediation (templates over `row.name` and `row.extra`).
+    params: &'static str,
+    /// The write operation the proxy counts.
+    write: &'static str,
+    /// The start of its dry-run line.
+    call: &'static str,
+    /// Creates a target not as wanted: `out = {'name': …, 'extra': …}`.
+    seed: &'static str,
+    /// `out` = the target's state in a word.
+    state: &'static str,
+    /// Makes the target as wanted, directly.
+    make_wanted: &'static str,
+    /// Removes the target.
+    remove: &'static str,
+    /// States before and after the action, and after its undo (None: undo is refused).
+    before: &'static str,
+    after: &'static str,
+    undone: Option<&'static str>,
+}
+
+const DELETE_LOGIN_PROFILE: Case = Case {
+    kind: "aws.iam.delete_login_profile",
+    params: "user_name = \"{{ row.name }}\"",
+    write: "DeleteLoginProfile",
+    call: "iam:DeleteLoginProfile UserName=user-a",
+    seed: "n = 'user-' + i\niam.create_user(UserName=n)\niam.create_login_profile(UserName=n, Password='Catalog-pw-1!')\nout = {'name': n, 'extra': ''}",
+    state: "try:\n    iam.get_login_profile(UserName=name)\n    out = 'password'\nexcept iam.exceptions.NoSuchEntityException:\n    out = 'none'",
+    make_wanted: "iam.delete_login_profile(UserName=name)",
+    remove: "iam.delete_login_profile(UserName=name)\niam.delete_user(UserName=name)",
+    before: "password",
+    after: "none",
+    undone: None,
+};
+
+const DETACH_USER_POLICY: Case = Case {
+    kind: "aws.iam.detach_user_policy",
+    params: "user_name = \"{{ row.name }}\"\npolicy_arn = \"{{ row.extra }}\"",
+    write: "DetachUserPolicy",
+    call: "iam:DetachUserPolicy UserName=user-a PolicyArn=arn:aws:iam::123456789012:policy/p-a",
+    seed: "n = 'user-' + i\niam.create_user(UserName=n)\ndoc = json.dumps({'Version': '2012-10-17', 'Statement': [{'Effect': 'Allow', 'Action': 's3:ListBucket', 'Resource': '*'}]})\narn = iam.create_policy(PolicyName='p-' + i, PolicyDocument=doc)['Policy']['Arn']\niam.attach_user_policy(UserName=n, PolicyArn=arn)\nout = {'name': n, 'extra': arn}",
+    state: "out = 'attached' if any(p['PolicyArn'] == extra for p in iam.list_attached_user_policies(UserName=name)['AttachedPolicies']) else 'detached'",
+    make_wanted: "iam.detach_user_policy(UserName=name, PolicyArn=extra)",
+    remove: "iam.detach_user_policy(UserName=name, PolicyArn=extra)\niam.delete_user(UserName=name)",
+    before: "attached",
+    after: "detached",
+    undone: Some("attached"),
+};
+
+const PUT_BUCKET_VERSIONING: Case = Case {
+    kind: "aws.s3.put_bucket_versioning",
+    params: "bucket = \"{{ row.name }}\"\nstatus = \"Enabled\"",
+    write: "PutBucketVersioning",
+    call: "s3:PutBucketVersioning Bucket=bucket-a VersioningConfiguration.Status=Enabled",
+    seed: "n = 'bucket-' + i\ns3.create_bucket(Bucket=n)\nout = {'name': n, 'extra': ''}",
+    state: "out = s3.get_bucket_versioning(Bucket=name).get('Status', 'never')",
+    make_wanted: "s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={'Status': 'Enabled'})",
+    remove: "s3.delete_bucket(Bucket=name)",
+    before: "never",
+    after: "Enabled",
+    undone: Some("Suspended"),
+};
+
+const PUT_PUBLIC_ACCESS_BLOCK: Case = Case {
+    kind: "aws.s3.put_public_access_block",
+    // A templated boolean: the row's `extra` is "true".
+    params: "bucket = \"{{ row.name }}\"\nblock_public_policy = \"{{ row.extra }}\"",
+    write: "PutPublicAccessBlock",
+    call: "s3:PutPublicAccessBlock Bucket=bucket-a PublicAccessBlockConfiguration.BlockPublicAcls=true",
+    seed: "n = 'bucket-' + i\ns3.create_bucket(Bucket=n)\nout = {'name': n, 'extra': 'true'}",
+    state: "try:\n    c = s3.get_public_access_block(Bucket=name)['PublicAccessBlockConfiguration']\n    out = 'blocked' if all(c.values()) else 'partial'\nexcept s3.exceptions.ClientError as e:\n    assert e.response['Error']['Code'] == 'NoSuchPublicAccessBlockConfiguration', e\n    out = 'none'",
+    make_wanted: "s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration={'BlockPublicAcls': True, 'IgnorePublicAcls': True, 'BlockPublicPolicy': True, 'RestrictPublicBuckets': True})",
+    remove: "s3.delete_bucket(Bucket=name)",
+    before: "none",
+    after: "blocked",
+    undone: Some("none"),
+};
+
+const TAG_BUCKET: Case = Case {
+    kind: "aws.s3.tag_bucket",
+    params: "bucket = \"{{ row.name }}\"\ntags = { owner = \"security\" }",
+    write: "PutBucketTagging",
+    call: "s3:PutBucketTagging Bucket=bucket-a Tags {owner=security}",
+    seed: "n = 'bucket-' + i\ns3.create_bucket(Bucket=n)\ns3.put_bucket_tagging(Bucket=n, Tagging={'TagSet': [{'Key': 'team', 'Value': 'web'}]})\nout = {'name': n, 'extra': ''}",
+    state: "try:\n    out = ','.join(sorted(t['Key'] + '=' + t['Value'] for t in s3.get_bucket_tagging(Bucket=name)['TagSet']))\nexcept s3.exceptions.ClientError as e:\n    assert e.response['Error']['Code'] == 'NoSuchTagSet', e\n    out = ''",
+    make_wanted: "s3.put_bucket_tagging(Bucket=name, Tagging={'TagSet': [{'Key': 'team', 'Value': 'web'}, {'Key': 'owner', 'Value': 'security'}]})",
+    remove: "s3.delete_bucket(Bucket=name)",
+    before: "team=web",
+    after: "owner=security,team=web",
+    undone: Some("team=web"),
+};
+
+const REVOKE_INGRESS: Case = Case {
+    kind: "aws.ec2.revoke_security_group_ingress",
+    // A templated integer: the row's `extra` is "22".
+    params: "group_id = \"{{ row.name }}\"\nprotocol = \"tcp\"\nfrom_port = \"{{ row.extra }}\"\nto_port = 22\ncidr = \"0.0.0.0/0\"",
+    write: "RevokeSecurityGroupIngress",
+    call: "ec2:RevokeSecurityGroupIngress GroupId=sg-",
+    seed: "g = ec2.create_security_group(GroupName='g-' + i, Description='d')['GroupId']\nec2.authorize_security_group_ingress(GroupId=g, IpPermissions=[{'IpProtocol': 'tcp', 'FromPort': 22, 'ToPort': 22, 'IpRanges': [{'CidrIp': '0.0.0.0/0', 'Description': 'ssh'}]}])\nout = {'name': g, 'extra': '22'}",
+    state: "perms = ec2.describe_security_groups(GroupIds=[name])['SecurityGroups'][0]['IpPermissions']\nout = 'closed'\nfor p in perms:\n    for r in p.get('IpRanges', []):\n        if p.get('FromPort') == 22 and r['CidrIp'] == '0.0.0.0/0':\n            out = 'open:' + r.get('Description', '')",
+    make_wanted: "ec2.revoke_security_group_ingress(GroupId=name, IpPermissions=[{'IpProtocol': 'tcp', 'FromPort': 22, 'ToPort': 22, 'IpRanges': [{'CidrIp': '0.0.0.0/0'}]}])",
+    remove: "ec2.delete_security_group(GroupId=name)",
+    before: "open:ssh",
+    after: "closed",
+    undone: Some("open:ssh"),
+};
+
+const STOP_INSTANCE: Case = Case {
+    kind: "aws.ec2.stop_instance",
+    params: "instance_id = \"{{ row.name }}\"",
+    write: "StopInstances",
+    call: "ec2:StopInstances InstanceId.1=i-",
+    seed: "ami = ec2.describe_images()['Images'][0]['ImageId']\nr = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1)\nout = {'name': r['Instances'][0]['InstanceId'], 'extra': ''}",
+    state: "out = ec2.describe_instances(InstanceIds=[name])['Reservations'][0]['Instances'][0]['State']['Name']",
+    make_wanted: "ec2.stop_instances(InstanceIds=[name])",
+    remove: "ec2.terminate_instances(InstanceIds=[name])",
+    before: "running",
+    after: "stopped",
+    undone: Some("running"),
+};
+
+/// A project whose query lists `targets(id, name, extra)` rows of a SQLite database, each
+/// remediated after approval by one `kind` action on the proxy's endpoint.
+fn project(proxy: &Proxy, kind: &str, params: &str) -> tempfile::TempDir {
+    let config = format!(
+        "[state]\nurl = \"sqlite://state.db\"\n\n[database.src]\nurl = \"sqlite://src.db\"\n\n\
+         [notifier.ops]\nnotify = [{{ integration = \"console\" }}]\n\n[approver.alice]\n[approver.bob]\n\n\
+         [connection.aws.default]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n",
+        proxy.url()
+    );
+    let remediation = format!(
+        "recheck = false\n\n[approval]\nnotifier = \"ops\"\napprovers = [\"alice\", \"bob\"]\nsubject = \"Fix {{{{ row.id }}}}\"\n\n\
+         [[action]]\nwhen = \"approve\"\ntype = \"{kind}\"\n{params}\n"
+    );
+    let dir = common::project(&[
+        ("config/vigilo.toml", &config),
+        (
+            "queries/targets.sql",
+            "-- database: src\n-- primary_key: id\n-- remediation: fix\nselect id, name, extra from targets order by id\n",
+        ),
+        ("remediations/fix.toml", &remediation),
+    ]);
+    rusqlite::Connection::open(dir.path().join("src.db"))
+        .unwrap()
+        .execute_batch("create table targets (id text, name text, extra text)")
+        .unwrap();
+    dir
+}
+
+fn add_row(dir: &Path, id: &str, name: &str, extra: &str) {
+    rusqlite::Connection::open(dir.join("src.db"))
+        .unwrap()
+        .execute("insert into targets values (?1, ?2, ?3)", [id, name, extra])
+        .unwrap();
+}
+
+/// The id of the approval of row `id`.
+fn approval_of(dir: &Path, env: &[(String, String)], id: &str) -> String {
+    let all: Vec<Value> = serde_json::from_str(&ok(
+        dir,
+        env,
+        &["approvals", "--status", "all", "--format", "json"],
+    ))
+    .unwrap();
+    all.iter()
+        .find(|a| a["subject"] == format!("Fix {id}"))
+        .unwrap_or_else(|| panic!("no approval for {id}: {all:#?}"))["id"]
+        .to_string()
+}
+
+/// The id in the first `action ID WORD` line of an output.
+fn action_id(out: &str, word: &str) -> String {
+    out.lines()
+        .find_map(|l| {
+            let (id, rest) = l.strip_prefix("action ")?.split_once(' ')?;
+            rest.starts_with(word).then(|| id.to_string())
+        })
+        .unwrap_or_else(|| panic!("no `action ID {word}` line in:\n{out}"))
+}
+
+/// Starts `vigilo approve` paused at `point` and SIGKILLs it there.
+fn approve_and_kill(dir: &Path, env: &[(String, String)], approval: &str, point: &str) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vigilo"))
+        .arg("--dir")
+        .arg(dir)
+        .args(["approve", approval, "--as", "alice"])
+        .envs(pairs(env))
+        .env("VIGILO_PAUSE_AT", point)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let start = Instant::now();
+    loop {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        if line.contains(&format!("paused at {point}")) {
+            break;
+        }
+        assert!(
+            !line.is_empty() && start.elapsed() < Duration::from_secs(60),
+            "vigilo never paused at {point}"
+        );
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// The whole contract of one typed action, on four targets: `a` is changed (then undone), `b`
+/// is already as wanted, `c` is gone, `d` is cut off by a SIGKILL right after the call.
+async fn catalog_case(case: &Case) {
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto.url());
+    let url = moto.url();
+    let home = tempfile::tempdir().unwrap();
+    let env = aws_env(home.path(), &[]);
+    let dir = project(&proxy, case.kind, case.params);
+    let d = dir.path();
+    let mut rows = Vec::new();
+    for id in ["a", "b", "c", "d"] {
+        let seeded = boto(&url, None, &format!("i = {id:?}\n{}", case.seed));
+        let (name, extra) = (
+            seeded["name"].as_str().unwrap().to_string(),
+            seeded["extra"].as_str().unwrap().to_string(),
+        );
+        add_row(d, id, &name, &extra);
+        rows.push((id, name, extra));
+    }
+    let row = |id: &str| rows.iter().find(|r| r.0 == id).unwrap().clone();
+    let state = |id: &str| {
+        let (_, name, extra) = row(id);
+        boto(
+            &url,
+            None,
+            &format!("name = {name:?}\nextra = {extra:?}\n{}", case.state),
+        )
+        .as_str()
+        .unwrap()
+        .to_string()
+    };
+    let on_target = |id: &str, snippet: &str| {
+        let (_, name, extra) = row(id);
+        boto(
+            &url,
+            None,
+            &format!("name = {name:?}\nextra = {extra:?}\n{snippet}"),
+        );
+    };
+    let writes = |id: &str| {
+        let name = row(id).1;
+        proxy
+            .calls_of(case.write)
+            .iter()
+            .filter(|c| c.names(&name))
+            .count()
+    };
+    for id in ["a", "b", "c", "d"] {
+        assert_eq!(state(id), case.before, "{}: seeded {id}", case.kind);
+    }
+
+    // A dry run prints the exact call and calls nothing at all.
+    let dry = ok(d, &env, &["scan", "--dry-run"]);
+    assert!(
+        dry.contains(&format!("if approve: would call {}", case.call)),
+        "{}: {dry}",
+        case.kind
+    );
+    assert!(proxy.calls().is_empty(), "{:#?}", proxy.calls());
+    ok(d, &env, &["scan"]);
+
+    // The change happens once.
+    let out = ok(
+        d,
+        &env,
+        &["approve", &approval_of(d, &env, "a"), "--as", "alice"],
+    );
+    let changed = action_id(&out, "succeeded");
+    assert_eq!(state("a"), case.after, "{}: {out}", case.kind);
+    assert_eq!(writes("a"), 1, "{}", case.kind);
+
+    // Already as wanted: no write call.
+    on_target("b", case.make_wanted);
+    let out = ok(
+        d,
+        &env,
+        &["approve", &approval_of(d, &env, "b"), "--as", "alice"],
+    );
+    assert!(out.contains("no change needed"), "{}: {out}", case.kind);
+    assert_eq!(writes("b"), 0, "{}", case.kind);
+
+    // Gone: skipped, no write call.
+    on_target("c", case.remove);
+    let out = ok(
+        d,
+        &env,
+        &["approve", &approval_of(d, &env, "c"), "--as", "alice"],
+    );
+    action_id(&out, "skipped");
+    assert_eq!(writes("c"), 0, "{}", case.kind);
+
+    // Killed right after the call: the next vigilo reads the target and does not call again.
+    approve_and_kill(d, &env, &approval_of(d, &env, "d"), "action.after_call");
+    assert_eq!(writes("d"), 1, "{}", case.kind);
+    ok(d, &env, &["scan"]);
+    assert_eq!(state("d"), case.after, "{}", case.kind);
+    assert_eq!(writes("d"), 1, "{}: settled by reading", case.kind);
+    let audit = ok(d, &env, &["audit", "--format", "json"]);
+    assert!(
+        audit.contains("settled after a restart by reading"),
+        "{}: {audit}",
+        case.kind
+    );
+
+    // Undo puts back what was read, or is refused.
+    let undo = vigilo_env(
+        d,
+        &pairs(&env),
+        &["undo", &changed, "--as", "bob", "--reason", "test"],
+    );
+    no_secret(&undo);
+    match case.undone {
+        Some(undone) => {
+            assert!(undo.status.success(), "{}: {}", case.kind, show(&undo));
+            assert_eq!(state("a"), undone, "{}: {}", case.kind, show(&undo));
+        }
+        None => {
+            assert_eq!(undo.status.code(), Some(1), "{}", show(&undo));
+            assert!(
+                String::from_utf8_lossy(&undo.stderr).contains("not reversible"),
+                "{}",
+                show(&undo)
+            );
+            assert_eq!(state("a"), case.after);
+        }
+    }
+    assert!(ok(d, &env, &["audit", "verify"]).contains("intact"));
+}
+
+#[tokio::test]
+async fn delete_login_profile_follows_the_catalog_contract() {
+    catalog_case(&DELETE_LOGIN_PROFILE).await;
+}
+
+#[tokio::test]
+async fn detach_user_policy_follows_the_catalog_contract() {
+    catalog_case(&DETACH_USER_POLICY).await;
+}
+
+#[tokio::test]
+async fn put_bucket_versioning_follows_the_catalog_contract() {
+    catalog_case(&PUT_BUCKET_VERSIONING).await;
+}
+
+#[tokio::test]
+async fn put_public_access_block_follows_the_catalog_contract() {
+    catalog_case(&PUT_PUBLIC_ACCESS_BLOCK).await;
+}
+
+#[tokio::test]
+async fn tag_bucket_follows_the_catalog_contract() {
+    catalog_case(&TAG_BUCKET).await;
+}
+
+#[tokio::test]
+async fn revoke_security_group_ingress_follows_the_catalog_contract() {
+    catalog_case(&REVOKE_INGRESS).await;
+}
+
+#[tokio::test]
+async fn stop_instance_follows_the_catalog_contract() {
+    catalog_case(&STOP_INSTANCE).await;
+}
