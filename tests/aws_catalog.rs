@@ -182,14 +182,25 @@ const STOP_INSTANCE: Case = Case {
     undone: Some("running"),
 };
 
+/// `[connection.aws.NAME]` reaching `proxy`.
+fn connection(name: &str, proxy: &Proxy) -> String {
+    format!(
+        "[connection.aws.{name}]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n",
+        proxy.url()
+    )
+}
+
 /// A project whose query lists `targets(id, name, extra)` rows of a SQLite database, each
 /// remediated after approval by one `kind` action on the proxy's endpoint.
 fn project(proxy: &Proxy, kind: &str, params: &str) -> tempfile::TempDir {
+    project_with(&connection("default", proxy), kind, params)
+}
+
+/// [`project`] with these connections.
+fn project_with(connections: &str, kind: &str, params: &str) -> tempfile::TempDir {
     let config = format!(
         "[state]\nurl = \"sqlite://state.db\"\n\n[database.src]\nurl = \"sqlite://src.db\"\n\n\
-         [notifier.ops]\nnotify = [{{ integration = \"console\" }}]\n\n[approver.alice]\n[approver.bob]\n\n\
-         [connection.aws.default]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n",
-        proxy.url()
+         [notifier.ops]\nnotify = [{{ integration = \"console\" }}]\n\n[approver.alice]\n[approver.bob]\n\n{connections}"
     );
     let remediation = format!(
         "recheck = false\n\n[approval]\nnotifier = \"ops\"\napprovers = [\"alice\", \"bob\"]\nsubject = \"Fix {{{{ row.id }}}}\"\n\n\
@@ -433,4 +444,224 @@ async fn revoke_security_group_ingress_follows_the_catalog_contract() {
 #[tokio::test]
 async fn stop_instance_follows_the_catalog_contract() {
     catalog_case(&STOP_INSTANCE).await;
+}
+
+/// `aws.api` signs any Query-protocol call with the connection's credentials: EC2's CreateTags
+/// tags the group in moto; AccessDenied fails the action with AWS's code and is not retried;
+/// throttling is retried; a call cut off by a crash is `unknown` and not repeated; the dry run
+/// prints the call and calls nothing.
+#[tokio::test]
+async fn aws_api_calls_a_query_api_and_records_awss_error_code() {
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto.url());
+    let url = moto.url();
+    let home = tempfile::tempdir().unwrap();
+    let env = aws_env(home.path(), &[]);
+    let params = "service = \"ec2\"\naction = \"CreateTags\"\nversion = \"2016-11-15\"\n\
+                  params = { \"ResourceId.1\" = \"{{ row.name }}\", \"Tag.1.Key\" = \"owner\", \"Tag.1.Value\" = \"{{ row.extra }}\" }";
+    let dir = project(&proxy, "aws.api", params);
+    let d = dir.path();
+    let mut groups = Vec::new();
+    for id in ["a", "b", "c", "d"] {
+        let g = boto(
+            &url,
+            None,
+            &format!(
+                "out = ec2.create_security_group(GroupName='g-{id}', Description='d')['GroupId']"
+            ),
+        );
+        let g = g.as_str().unwrap().to_string();
+        add_row(d, id, &g, &format!("team-{id}"));
+        groups.push(g);
+    }
+    let owner = |g: &str| {
+        boto(
+            &url,
+            None,
+            &format!(
+                "tags = ec2.describe_tags(Filters=[{{'Name': 'resource-id', 'Values': [{g:?}]}}])['Tags']\nout = [t['Value'] for t in tags if t['Key'] == 'owner']"
+            ),
+        )
+    };
+    let tags_of = |g: &str| {
+        proxy
+            .calls_of("CreateTags")
+            .iter()
+            .filter(|c| c.names(g))
+            .count()
+    };
+
+    let dry = ok(d, &env, &["scan", "--dry-run"]);
+    assert!(
+        dry.contains(&format!(
+            "if approve: would call ec2:CreateTags Version=2016-11-15 ResourceId.1={} Tag.1.Key=owner Tag.1.Value=team-a (connection default",
+            groups[0]
+        )),
+        "{dry}"
+    );
+    assert!(proxy.calls().is_empty(), "{:#?}", proxy.calls());
+    ok(d, &env, &["scan"]);
+
+    let out = ok(
+        d,
+        &env,
+        &["approve", &approval_of(d, &env, "a"), "--as", "alice"],
+    );
+    assert!(out.contains("\"operation\":\"ec2:CreateTags\""), "{out}");
+    assert_eq!(owner(&groups[0]), serde_json::json!(["team-a"]));
+    assert_eq!(tags_of(&groups[0]), 1);
+
+    proxy.fail("CreateTags", 403, "AccessDenied", 1);
+    let denied = vigilo_env(
+        d,
+        &pairs(&env),
+        &["approve", &approval_of(d, &env, "b"), "--as", "alice"],
+    );
+    no_secret(&denied);
+    let text = String::from_utf8_lossy(&denied.stdout);
+    assert!(
+        text.contains("FAILED: AWS ec2:CreateTags (connection default): AccessDenied: injected by the test proxy"),
+        "{}",
+        show(&denied)
+    );
+    assert_eq!(tags_of(&groups[1]), 1, "AccessDenied is not retried");
+    assert_eq!(owner(&groups[1]), serde_json::json!([]));
+
+    proxy.fail("CreateTags", 400, "Throttling", 1);
+    ok(
+        d,
+        &env,
+        &["approve", &approval_of(d, &env, "c"), "--as", "alice"],
+    );
+    assert_eq!(tags_of(&groups[2]), 2, "throttling is retried");
+    assert_eq!(owner(&groups[2]), serde_json::json!(["team-c"]));
+
+    approve_and_kill(d, &env, &approval_of(d, &env, "d"), "action.after_call");
+    ok(d, &env, &["scan"]);
+    assert_eq!(
+        tags_of(&groups[3]),
+        1,
+        "a call cut off by a crash is not repeated"
+    );
+    let audit = ok(d, &env, &["audit", "--format", "json"]);
+    assert!(
+        audit.contains("\"outcome\": \"unknown\"")
+            || audit.contains("whether the target received it is unknown"),
+        "{audit}"
+    );
+    assert!(ok(d, &env, &["audit", "verify"]).contains("intact"));
+}
+
+/// Each row acts through its own connection: two moto servers (two accounts) with a bucket of
+/// the same name, and only the named one changes; an unknown connection touches neither.
+#[tokio::test]
+async fn two_accounts_keep_their_actions_apart() {
+    let (moto_a, moto_b) = (Moto::start(), Moto::start());
+    let (proxy_a, proxy_b) = (Proxy::start(&moto_a.url()), Proxy::start(&moto_b.url()));
+    let home = tempfile::tempdir().unwrap();
+    let env = aws_env(home.path(), &[]);
+    let connections = format!(
+        "{}\n{}",
+        connection("acct_a", &proxy_a),
+        connection("acct_b", &proxy_b)
+    );
+    let dir = project_with(
+        &connections,
+        "aws.s3.put_bucket_versioning",
+        "connection = \"{{ row.extra }}\"\nbucket = \"{{ row.name }}\"\nstatus = \"Enabled\"",
+    );
+    let d = dir.path();
+    for moto in [&moto_a, &moto_b] {
+        boto(&moto.url(), None, "s3.create_bucket(Bucket='shared')");
+    }
+    add_row(d, "x", "shared", "acct_b");
+    add_row(d, "y", "shared", "acct_c");
+    ok(d, &env, &["scan"]);
+    let versioning = |moto: &Moto| {
+        boto(
+            &moto.url(),
+            None,
+            "out = s3.get_bucket_versioning(Bucket='shared').get('Status', 'never')",
+        )
+    };
+
+    ok(
+        d,
+        &env,
+        &["approve", &approval_of(d, &env, "x"), "--as", "alice"],
+    );
+    assert_eq!(versioning(&moto_b), "Enabled");
+    assert_eq!(versioning(&moto_a), "never");
+    assert!(proxy_a.calls().is_empty(), "{:#?}", proxy_a.calls());
+    assert_eq!(proxy_b.calls_of("PutBucketVersioning").len(), 1);
+
+    let unknown = vigilo_env(
+        d,
+        &pairs(&env),
+        &["approve", &approval_of(d, &env, "y"), "--as", "alice"],
+    );
+    assert!(
+        String::from_utf8_lossy(&unknown.stdout)
+            .contains("no [connection.aws.acct_c] is configured"),
+        "{}",
+        show(&unknown)
+    );
+    assert!(proxy_a.calls().is_empty());
+    assert_eq!(proxy_b.calls_of("PutBucketVersioning").len(), 1);
+}
+
+/// `vigilo validate` checks each action's parameters by its type, with FILE:LINE.
+#[test]
+fn validate_checks_each_actions_parameters_by_its_type() {
+    let remediation = "[[action]]
+type = \"aws.s3.put_bucket_versioning\"
+bukket = \"b\"
+status = \"Enabled\"
+
+[[action]]
+type = \"aws.ec2.revoke_security_group_ingress\"
+protocol = \"tcp\"
+cidr = \"0.0.0.0/0\"
+
+[[action]]
+type = \"aws.ec2.revoke_security_group_ingress\"
+group_id = \"sg-1\"
+protocol = \"tcpp\"
+from_port = 22
+to_port = 70000
+cidr = \"0.0.0.0/33\"
+
+[[action]]
+type = \"aws.s3.put_bucket_versioning\"
+bucket = \"b\"
+status = \"On\"
+
+[[action]]
+type = \"aws.s3.put_public_access_block\"
+bucket = \"b\"
+block_public_acls = \"yes\"
+restrict_public_buckets = \"{{ row.strict }}\"
+";
+    let dir = common::project(&[
+        ("config/vigilo.toml", "[connection.aws.default]\n"),
+        ("remediations/r.toml", remediation),
+    ]);
+    let out = common::vigilo(dir.path(), &["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for line in [
+        "remediations/r.toml:3: action[0]: unknown key `bukket` for action type \"aws.s3.put_bucket_versioning\", expected one of `when`, `type`, `connection`, `region`, `bucket`, `status`",
+        "remediations/r.toml:6: action[1]: missing key `group_id`",
+        "remediations/r.toml:14: action[2].protocol: must be tcp, udp, icmp, icmpv6, -1 (all) or a protocol number, not \"tcpp\"",
+        "remediations/r.toml:16: action[2].to_port: must be a port from 0 to 65535 (or -1), not 70000",
+        "remediations/r.toml:17: action[2].cidr: \"0.0.0.0/33\" is not an IPv4 or IPv6 CIDR",
+        "remediations/r.toml:22: action[3].status: must be Enabled or Suspended (or a template), not \"On\"",
+        "remediations/r.toml:27: action[4].block_public_acls: must be true or false (or a template), not \"yes\"",
+    ] {
+        assert!(err.contains(line), "missing {line:?} in:\n{err}");
+    }
+    assert!(
+        !err.contains("restrict_public_buckets"),
+        "a template is checked when it renders: {err}"
+    );
 }
