@@ -665,3 +665,117 @@ restrict_public_buckets = \"{{ row.strict }}\"
         "a template is checked when it renders: {err}"
     );
 }
+
+/// The repository's example project: its queries, on the Steampipe-shaped fixture tables,
+/// raise findings whose approved remediations leave moto compliant, each in the account its
+/// row names (aws_prod = 111111111111, aws_dev = 222222222222, through their roles), and
+/// nothing more: the other rules of the groups stay.
+#[tokio::test]
+async fn example_project_findings_are_fixed_in_moto_after_approval() {
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto.url());
+    let url = moto.url();
+    let open_world = "[{'IpProtocol': 'tcp', 'FromPort': 22, 'ToPort': 22, 'IpRanges': [{'CidrIp': '0.0.0.0/0'}]}, {'IpProtocol': 'tcp', 'FromPort': 443, 'ToPort': 443, 'IpRanges': [{'CidrIp': '0.0.0.0/0'}]}]";
+    let bastion = boto(
+        &url,
+        Some("111111111111"),
+        &format!(
+            "iam.create_user(UserName='bob')\niam.create_login_profile(UserName='bob', Password='Fixture-pw-1!')\n\
+             s3.create_bucket(Bucket='prod-artifacts')\ns3.create_bucket(Bucket='prod-new')\n\
+             g = ec2.create_security_group(GroupName='bastion', Description='d')['GroupId']\n\
+             ec2.authorize_security_group_ingress(GroupId=g, IpPermissions={open_world})\nout = g"
+        ),
+    );
+    let windows = boto(
+        &url,
+        Some("222222222222"),
+        "iam.create_user(UserName='frank')\niam.create_login_profile(UserName='frank', Password='Fixture-pw-2!')\n\
+         s3w = boto3.client('s3', **{**kw, 'region_name': 'eu-west-1'})\n\
+         s3w.create_bucket(Bucket='dev-scratch', CreateBucketConfiguration={'LocationConstraint': 'eu-west-1'})\n\
+         ec2w = boto3.client('ec2', **{**kw, 'region_name': 'eu-west-1'})\n\
+         g = ec2w.create_security_group(GroupName='windows', Description='d')['GroupId']\n\
+         ec2w.authorize_security_group_ingress(GroupId=g, IpPermissions=[{'IpProtocol': 'tcp', 'FromPort': 3389, 'ToPort': 3389, 'Ipv6Ranges': [{'CidrIpv6': '::/0'}]}, {'IpProtocol': 'tcp', 'FromPort': 22, 'ToPort': 22, 'IpRanges': [{'CidrIp': '10.0.0.0/8'}]}])\nout = g",
+    );
+    let (bastion, windows) = (bastion.as_str().unwrap(), windows.as_str().unwrap());
+
+    let db = common::PgDb::new("catalog_example").await;
+    db.execute(&common::steampipe_fixture()).await;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    db.execute(
+        &std::fs::read_to_string(repo.join("tests/fixtures/steampipe_more_tables.sql")).unwrap(),
+    )
+    .await;
+    db.execute(&format!(
+        "update aws_vpc_security_group_rule set group_id = case group_id when 'sg-00000000000000a01' then '{bastion}' else '{windows}' end"
+    ))
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let state_url = format!("sqlite://{}", state.path().join("state.db").display());
+    let home = tempfile::tempdir().unwrap();
+    let env = aws_env(
+        home.path(),
+        &[
+            ("STEAMPIPE_URL", db.url.as_str()),
+            ("VIGILO_STATE_URL", state_url.as_str()),
+            ("AWS_ENDPOINT_URL", proxy.url().as_str()),
+        ],
+    );
+    ok(repo, &env, &["scan"]);
+    // Versioning's first run was a baseline: a bucket created since is a finding.
+    db.execute(
+        "insert into aws_s3_bucket (name, region, account_id, versioning_enabled, block_public_acls, block_public_policy, ignore_public_acls, restrict_public_buckets, _ctx)
+         values ('prod-new', 'us-east-1', '111111111111', false, true, true, true, true, '{\"connection_name\": \"aws_prod\"}')",
+    )
+    .await;
+    ok(repo, &env, &["scan", "s3_bucket_versioning_disabled"]);
+
+    let approvals: Vec<Value> =
+        serde_json::from_str(&ok(repo, &env, &["approvals", "--format", "json"])).unwrap();
+    let subjects = [
+        "Remove the console password of bob?".to_string(),
+        "Remove the console password of frank?".to_string(),
+        "Enable versioning of bucket prod-new?".to_string(),
+        "Block public access to bucket dev-scratch?".to_string(),
+        format!("Revoke tcp 22-22 from 0.0.0.0/0 on {bastion}?"),
+        format!("Revoke tcp 3389-3389 from ::/0 on {windows}?"),
+    ];
+    for subject in &subjects {
+        let id = approvals
+            .iter()
+            .find(|a| a["subject"] == subject.as_str())
+            .unwrap_or_else(|| panic!("no approval {subject:?}: {approvals:#?}"))["id"]
+            .to_string();
+        let out = ok(repo, &env, &["approve", &id, "--as", "alice"]);
+        action_id(&out, "succeeded");
+    }
+
+    let prod = boto(
+        &url,
+        Some("111111111111"),
+        &format!(
+            "perms = ec2.describe_security_groups(GroupIds=['{bastion}'])['SecurityGroups'][0]['IpPermissions']\n\
+             try:\n    iam.get_login_profile(UserName='bob')\n    password = True\nexcept iam.exceptions.NoSuchEntityException:\n    password = False\n\
+             out = {{'password': password, 'versioning': s3.get_bucket_versioning(Bucket='prod-new').get('Status'), 'ports': sorted(p['FromPort'] for p in perms)}}"
+        ),
+    );
+    assert_eq!(
+        prod,
+        serde_json::json!({"password": false, "versioning": "Enabled", "ports": [443]})
+    );
+    let dev = boto(
+        &url,
+        Some("222222222222"),
+        &format!(
+            "ec2w = boto3.client('ec2', **{{**kw, 'region_name': 'eu-west-1'}})\n\
+             perms = ec2w.describe_security_groups(GroupIds=['{windows}'])['SecurityGroups'][0]['IpPermissions']\n\
+             try:\n    iam.get_login_profile(UserName='frank')\n    password = True\nexcept iam.exceptions.NoSuchEntityException:\n    password = False\n\
+             block = s3.get_public_access_block(Bucket='dev-scratch')['PublicAccessBlockConfiguration']\n\
+             out = {{'password': password, 'blocked': all(block.values()), 'ports': sorted(p['FromPort'] for p in perms)}}"
+        ),
+    );
+    assert_eq!(
+        dev,
+        serde_json::json!({"password": false, "blocked": true, "ports": [22]})
+    );
+    assert!(ok(repo, &env, &["audit", "verify"]).contains("intact"));
+}
