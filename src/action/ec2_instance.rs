@@ -10,11 +10,33 @@ use super::ec2_security_group::EC2_VERSION;
 use super::params::{self, Param, Params};
 use super::read_first::{Aws, Found, ReadFirst, Written, gone_on};
 
-/// `aws.ec2.stop_instance`.
-pub struct StopInstance;
+/// `aws.ec2.stop_instance` or `aws.ec2.start_instance` (what undoes a stop, and the reverse).
+pub struct InstanceAction {
+    /// Its type.
+    name: &'static str,
+    /// The EC2 action that changes the state.
+    operation: &'static str,
+    /// The states that need no change.
+    wanted: &'static [&'static str],
+    /// The type that reverses it.
+    reverse: &'static str,
+}
 
-/// `aws.ec2.start_instance` (what undoes a stop).
-pub struct StartInstance;
+/// `aws.ec2.stop_instance`.
+pub const STOP: InstanceAction = InstanceAction {
+    name: "aws.ec2.stop_instance",
+    operation: "StopInstances",
+    wanted: &["stopped", "stopping"],
+    reverse: "aws.ec2.start_instance",
+};
+
+/// `aws.ec2.start_instance`.
+pub const START: InstanceAction = InstanceAction {
+    name: "aws.ec2.start_instance",
+    operation: "StartInstances",
+    wanted: &["running", "pending"],
+    reverse: "aws.ec2.stop_instance",
+};
 
 const PARAMS: &[Param] = &[
     params::CONNECTION,
@@ -81,9 +103,9 @@ fn state_in(p: &Params<'_>, state: &Value, states: &[&str]) -> Option<String> {
 }
 
 #[async_trait::async_trait]
-impl ReadFirst for StopInstance {
+impl ReadFirst for InstanceAction {
     fn name(&self) -> &'static str {
-        "aws.ec2.stop_instance"
+        self.name
     }
 
     fn params(&self) -> &'static [Param] {
@@ -92,13 +114,14 @@ impl ReadFirst for StopInstance {
 
     fn call(&self, p: &Params<'_>) -> String {
         format!(
-            "ec2:StopInstances InstanceId.1={}",
+            "ec2:{} InstanceId.1={}",
+            self.operation,
             p.opt_text("instance_id").unwrap_or_default()
         )
     }
 
     fn operation(&self) -> &'static str {
-        "StopInstances"
+        self.operation
     }
 
     async fn read(&self, aws: &Aws<'_>, p: &Params<'_>) -> Result<Found, String> {
@@ -106,7 +129,7 @@ impl ReadFirst for StopInstance {
     }
 
     fn as_wanted(&self, p: &Params<'_>, state: &Value) -> Result<Option<String>, String> {
-        Ok(state_in(p, state, &["stopped", "stopping"]))
+        Ok(state_in(p, state, self.wanted))
     }
 
     async fn write(
@@ -115,58 +138,12 @@ impl ReadFirst for StopInstance {
         p: &Params<'_>,
         _before: &Value,
     ) -> Result<Written, String> {
-        write(aws, p, "StopInstances").await
+        write(aws, p, self.operation).await
     }
 
     fn undo(&self, p: &Params<'_>, _before: &Value) -> Result<(&'static str, Value), String> {
         Ok((
-            "aws.ec2.start_instance",
-            json!({"instance_id": p.values["instance_id"]}),
-        ))
-    }
-}
-
-#[async_trait::async_trait]
-impl ReadFirst for StartInstance {
-    fn name(&self) -> &'static str {
-        "aws.ec2.start_instance"
-    }
-
-    fn params(&self) -> &'static [Param] {
-        PARAMS
-    }
-
-    fn call(&self, p: &Params<'_>) -> String {
-        format!(
-            "ec2:StartInstances InstanceId.1={}",
-            p.opt_text("instance_id").unwrap_or_default()
-        )
-    }
-
-    fn operation(&self) -> &'static str {
-        "StartInstances"
-    }
-
-    async fn read(&self, aws: &Aws<'_>, p: &Params<'_>) -> Result<Found, String> {
-        read(aws, p).await
-    }
-
-    fn as_wanted(&self, p: &Params<'_>, state: &Value) -> Result<Option<String>, String> {
-        Ok(state_in(p, state, &["running", "pending"]))
-    }
-
-    async fn write(
-        &self,
-        aws: &Aws<'_>,
-        p: &Params<'_>,
-        _before: &Value,
-    ) -> Result<Written, String> {
-        write(aws, p, "StartInstances").await
-    }
-
-    fn undo(&self, p: &Params<'_>, _before: &Value) -> Result<(&'static str, Value), String> {
-        Ok((
-            "aws.ec2.stop_instance",
+            self.reverse,
             json!({"instance_id": p.values["instance_id"]}),
         ))
     }

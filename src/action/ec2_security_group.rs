@@ -17,11 +17,18 @@ use crate::aws::xml::Element;
 /// EC2's API version.
 pub(super) const EC2_VERSION: &str = "2016-11-15";
 
-/// `aws.ec2.revoke_security_group_ingress`.
-pub struct RevokeIngress;
+/// `aws.ec2.revoke_security_group_ingress` or `aws.ec2.authorize_security_group_ingress`
+/// (what undoes a revoke).
+pub struct IngressAction {
+    /// Authorize (true) or revoke.
+    authorize: bool,
+}
 
-/// `aws.ec2.authorize_security_group_ingress` (what undoes a revoke).
-pub struct AuthorizeIngress;
+/// `aws.ec2.revoke_security_group_ingress`.
+pub const REVOKE: IngressAction = IngressAction { authorize: false };
+
+/// `aws.ec2.authorize_security_group_ingress`.
+pub const AUTHORIZE: IngressAction = IngressAction { authorize: true };
 
 const PARAMS: &[Param] = &[
     params::CONNECTION,
@@ -278,9 +285,13 @@ fn check(name: &str, value: &Value) -> Result<Option<Value>, String> {
 }
 
 #[async_trait::async_trait]
-impl ReadFirst for RevokeIngress {
+impl ReadFirst for IngressAction {
     fn name(&self) -> &'static str {
-        "aws.ec2.revoke_security_group_ingress"
+        if self.authorize {
+            "aws.ec2.authorize_security_group_ingress"
+        } else {
+            "aws.ec2.revoke_security_group_ingress"
+        }
     }
 
     fn params(&self) -> &'static [Param] {
@@ -292,11 +303,15 @@ impl ReadFirst for RevokeIngress {
     }
 
     fn call(&self, p: &Params<'_>) -> String {
-        line("RevokeSecurityGroupIngress", p)
+        line(self.operation(), p)
     }
 
     fn operation(&self) -> &'static str {
-        "RevokeSecurityGroupIngress"
+        if self.authorize {
+            "AuthorizeSecurityGroupIngress"
+        } else {
+            "RevokeSecurityGroupIngress"
+        }
     }
 
     async fn read(&self, aws: &Aws<'_>, p: &Params<'_>) -> Result<Found, String> {
@@ -304,9 +319,13 @@ impl ReadFirst for RevokeIngress {
     }
 
     fn as_wanted(&self, p: &Params<'_>, state: &Value) -> Result<Option<String>, String> {
-        Ok((state["rule"] == json!(false)).then(|| {
+        Ok((state["rule"] == json!(self.authorize)).then(|| {
             let words = Rule::of(p).map(|r| r.words()).unwrap_or_default();
-            format!("no rule allows {words}")
+            if self.authorize {
+                format!("a rule allows {words}")
+            } else {
+                format!("no rule allows {words}")
+            }
         }))
     }
 
@@ -316,65 +335,17 @@ impl ReadFirst for RevokeIngress {
         p: &Params<'_>,
         before: &Value,
     ) -> Result<Written, String> {
-        write(
-            aws,
-            p,
-            "RevokeSecurityGroupIngress",
-            &["InvalidPermission.NotFound"],
-            before,
-        )
-        .await
+        let gone: &[&str] = if self.authorize {
+            &[]
+        } else {
+            &["InvalidPermission.NotFound"]
+        };
+        write(aws, p, self.operation(), gone, before).await
     }
 
     fn undo(&self, p: &Params<'_>, before: &Value) -> Result<(&'static str, Value), String> {
-        Ok(("aws.ec2.authorize_security_group_ingress", same(p, before)))
-    }
-}
-
-#[async_trait::async_trait]
-impl ReadFirst for AuthorizeIngress {
-    fn name(&self) -> &'static str {
-        "aws.ec2.authorize_security_group_ingress"
-    }
-
-    fn params(&self) -> &'static [Param] {
-        PARAMS
-    }
-
-    fn check(&self, name: &str, value: &Value) -> Result<Option<Value>, String> {
-        check(name, value)
-    }
-
-    fn call(&self, p: &Params<'_>) -> String {
-        line("AuthorizeSecurityGroupIngress", p)
-    }
-
-    fn operation(&self) -> &'static str {
-        "AuthorizeSecurityGroupIngress"
-    }
-
-    async fn read(&self, aws: &Aws<'_>, p: &Params<'_>) -> Result<Found, String> {
-        read(aws, p).await
-    }
-
-    fn as_wanted(&self, p: &Params<'_>, state: &Value) -> Result<Option<String>, String> {
-        Ok((state["rule"] == json!(true)).then(|| {
-            let words = Rule::of(p).map(|r| r.words()).unwrap_or_default();
-            format!("a rule allows {words}")
-        }))
-    }
-
-    async fn write(
-        &self,
-        aws: &Aws<'_>,
-        p: &Params<'_>,
-        before: &Value,
-    ) -> Result<Written, String> {
-        write(aws, p, "AuthorizeSecurityGroupIngress", &[], before).await
-    }
-
-    fn undo(&self, p: &Params<'_>, before: &Value) -> Result<(&'static str, Value), String> {
-        Ok(("aws.ec2.revoke_security_group_ingress", same(p, before)))
+        let reverse = if self.authorize { REVOKE } else { AUTHORIZE };
+        Ok((reverse.name(), same(p, before)))
     }
 }
 

@@ -30,11 +30,17 @@ pub const CURRENT_STATUS_AT: &str = "current_status_at";
 /// How long after its recheck a row's [`CURRENT_STATUS`] is taken instead of reading the key.
 pub const CURRENT_STATUS_FOR: Duration = Duration::from_secs(60);
 
-/// `aws.iam.update_access_key`: sets a key's status.
-pub struct UpdateAccessKey;
+/// `aws.iam.update_access_key` (sets a key's status) or `aws.iam.delete_access_key`.
+pub struct KeyActionType {
+    /// Update (true) or delete.
+    update: bool,
+}
 
-/// `aws.iam.delete_access_key`: deletes a key.
-pub struct DeleteAccessKey;
+/// `aws.iam.update_access_key`.
+pub const UPDATE: KeyActionType = KeyActionType { update: true };
+
+/// `aws.iam.delete_access_key`.
+pub const DELETE: KeyActionType = KeyActionType { update: false };
 
 const UPDATE_PARAMS: &[Param] = &[
     params::CONNECTION,
@@ -51,13 +57,21 @@ const DELETE_PARAMS: &[Param] = &[
 ];
 
 #[async_trait::async_trait]
-impl ActionType for UpdateAccessKey {
+impl ActionType for KeyActionType {
     fn name(&self) -> &'static str {
-        UPDATE_ACCESS_KEY
+        if self.update {
+            UPDATE_ACCESS_KEY
+        } else {
+            DELETE_ACCESS_KEY
+        }
     }
 
     fn params(&self) -> &'static [Param] {
-        UPDATE_PARAMS
+        if self.update {
+            UPDATE_PARAMS
+        } else {
+            DELETE_PARAMS
+        }
     }
 
     fn check(&self, name: &str, value: &Value) -> Result<Option<Value>, String> {
@@ -76,17 +90,30 @@ impl ActionType for UpdateAccessKey {
         connections: &BTreeMap<String, AwsConnectionConfig>,
     ) -> String {
         let s = |k: &str| params[k].as_str().unwrap_or_default().to_string();
+        let call = if self.update {
+            format!(
+                "iam:UpdateAccessKey UserName={} AccessKeyId={} Status={}",
+                s("user_name"),
+                s("access_key_id"),
+                s("status")
+            )
+        } else {
+            format!(
+                "iam:DeleteAccessKey UserName={} AccessKeyId={}",
+                s("user_name"),
+                s("access_key_id")
+            )
+        };
         format!(
-            "iam:UpdateAccessKey UserName={} AccessKeyId={} Status={} ({})",
-            s("user_name"),
-            s("access_key_id"),
-            s("status"),
+            "{call} ({})",
             aws::describe_connection(connections.get(&s("connection")), &s("connection"))
         )
     }
 
     fn group(&self, params: &Value) -> Option<String> {
-        user_group(params)
+        let connection = params["connection"].as_str()?;
+        let user = params["user_name"].as_str()?;
+        Some(format!("{connection}/{user}"))
     }
 
     async fn prepare(&self, targets: &Targets, action: &ActionRecord, pass: &mut Pass) -> Prepared {
@@ -112,6 +139,11 @@ impl ActionType for UpdateAccessKey {
 
     fn undo(&self, original: &ActionRecord) -> Result<(&'static str, Value), String> {
         let id = original.id;
+        if !self.update {
+            return Err(format!(
+                "action {id} is a {DELETE_ACCESS_KEY} action; a deleted key cannot be restored, so it is not reversible"
+            ));
+        }
         let result = original.result.as_ref().unwrap_or(&Value::Null);
         let status = original.params["status"].as_str().unwrap_or_default();
         let previous = match result["previous_status"].as_str() {
@@ -136,70 +168,6 @@ impl ActionType for UpdateAccessKey {
         params["status"] = Value::String(previous.to_string());
         Ok((UPDATE_ACCESS_KEY, params))
     }
-}
-
-#[async_trait::async_trait]
-impl ActionType for DeleteAccessKey {
-    fn name(&self) -> &'static str {
-        DELETE_ACCESS_KEY
-    }
-
-    fn params(&self) -> &'static [Param] {
-        DELETE_PARAMS
-    }
-
-    fn describe(
-        &self,
-        params: &Value,
-        connections: &BTreeMap<String, AwsConnectionConfig>,
-    ) -> String {
-        let s = |k: &str| params[k].as_str().unwrap_or_default().to_string();
-        format!(
-            "iam:DeleteAccessKey UserName={} AccessKeyId={} ({})",
-            s("user_name"),
-            s("access_key_id"),
-            aws::describe_connection(connections.get(&s("connection")), &s("connection"))
-        )
-    }
-
-    fn group(&self, params: &Value) -> Option<String> {
-        user_group(params)
-    }
-
-    async fn prepare(&self, targets: &Targets, action: &ActionRecord, pass: &mut Pass) -> Prepared {
-        prepare_with(targets, action, pass.get::<KeyReads>()).await
-    }
-
-    async fn execute(
-        &self,
-        targets: &Targets,
-        action: &ActionRecord,
-        observed: Option<Value>,
-    ) -> ActionOutcome {
-        key_call(targets, action, observed).await
-    }
-
-    fn note(&self, pass: &mut Pass, action: &ActionRecord, outcome: &ActionOutcome) {
-        pass.get::<KeyReads>().note(action, outcome);
-    }
-
-    async fn settle(&self, targets: &Targets, action: &ActionRecord) -> Settlement {
-        settle_key(targets, action).await
-    }
-
-    fn undo(&self, original: &ActionRecord) -> Result<(&'static str, Value), String> {
-        Err(format!(
-            "action {} is a {DELETE_ACCESS_KEY} action; a deleted key cannot be restored, so it cannot be undone",
-            original.id
-        ))
-    }
-}
-
-/// Key actions of one user run in order, sharing one read of the user's keys.
-fn user_group(params: &Value) -> Option<String> {
-    let connection = params["connection"].as_str()?;
-    let user = params["user_name"].as_str()?;
-    Some(format!("{connection}/{user}"))
 }
 
 /// The AWS parameters of a key action, checked.

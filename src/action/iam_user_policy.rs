@@ -13,11 +13,17 @@ use super::params::{self, Param, Params};
 use super::read_first::{Aws, Found, ReadFirst, Written};
 use crate::aws::AwsError;
 
-/// `aws.iam.detach_user_policy`.
-pub struct DetachUserPolicy;
+/// `aws.iam.detach_user_policy` or `aws.iam.attach_user_policy` (what undoes a detach).
+pub struct PolicyAction {
+    /// Attach (true) or detach.
+    attach: bool,
+}
 
-/// `aws.iam.attach_user_policy` (what undoes a detach).
-pub struct AttachUserPolicy;
+/// `aws.iam.detach_user_policy`.
+pub const DETACH: PolicyAction = PolicyAction { attach: false };
+
+/// `aws.iam.attach_user_policy`.
+pub const ATTACH: PolicyAction = PolicyAction { attach: true };
 
 const PARAMS: &[Param] = &[
     params::CONNECTION,
@@ -125,9 +131,13 @@ fn written<
 }
 
 #[async_trait::async_trait]
-impl ReadFirst for DetachUserPolicy {
+impl ReadFirst for PolicyAction {
     fn name(&self) -> &'static str {
-        "aws.iam.detach_user_policy"
+        if self.attach {
+            "aws.iam.attach_user_policy"
+        } else {
+            "aws.iam.detach_user_policy"
+        }
     }
 
     fn params(&self) -> &'static [Param] {
@@ -135,11 +145,15 @@ impl ReadFirst for DetachUserPolicy {
     }
 
     fn call(&self, p: &Params<'_>) -> String {
-        line("DetachUserPolicy", p)
+        line(self.operation(), p)
     }
 
     fn operation(&self) -> &'static str {
-        "DetachUserPolicy"
+        if self.attach {
+            "AttachUserPolicy"
+        } else {
+            "DetachUserPolicy"
+        }
     }
 
     async fn read(&self, aws: &Aws<'_>, p: &Params<'_>) -> Result<Found, String> {
@@ -147,7 +161,7 @@ impl ReadFirst for DetachUserPolicy {
     }
 
     fn as_wanted(&self, p: &Params<'_>, state: &Value) -> Result<Option<String>, String> {
-        Ok((state["attached"] == json!(false)).then(|| words(p, false)))
+        Ok((state["attached"] == json!(self.attach)).then(|| words(p, self.attach)))
     }
 
     async fn write(
@@ -161,71 +175,32 @@ impl ReadFirst for DetachUserPolicy {
             .iam(&aws.session)
             .await
             .map_err(|e| e.to_string())?;
-        let answer = iam
-            .detach_user_policy()
-            .user_name(p.text("user_name")?)
-            .policy_arn(p.text("policy_arn")?)
-            .customize()
-            .config_override(with)
-            .send()
-            .await;
-        written(aws, p, "DetachUserPolicy", answer)
+        let (user, arn) = (p.text("user_name")?, p.text("policy_arn")?);
+        if self.attach {
+            let answer = iam
+                .attach_user_policy()
+                .user_name(user)
+                .policy_arn(arn)
+                .customize()
+                .config_override(with)
+                .send()
+                .await;
+            written(aws, p, "AttachUserPolicy", answer)
+        } else {
+            let answer = iam
+                .detach_user_policy()
+                .user_name(user)
+                .policy_arn(arn)
+                .customize()
+                .config_override(with)
+                .send()
+                .await;
+            written(aws, p, "DetachUserPolicy", answer)
+        }
     }
 
     fn undo(&self, p: &Params<'_>, _before: &Value) -> Result<(&'static str, Value), String> {
-        Ok(("aws.iam.attach_user_policy", same(p)))
-    }
-}
-
-#[async_trait::async_trait]
-impl ReadFirst for AttachUserPolicy {
-    fn name(&self) -> &'static str {
-        "aws.iam.attach_user_policy"
-    }
-
-    fn params(&self) -> &'static [Param] {
-        PARAMS
-    }
-
-    fn call(&self, p: &Params<'_>) -> String {
-        line("AttachUserPolicy", p)
-    }
-
-    fn operation(&self) -> &'static str {
-        "AttachUserPolicy"
-    }
-
-    async fn read(&self, aws: &Aws<'_>, p: &Params<'_>) -> Result<Found, String> {
-        read(aws, p).await
-    }
-
-    fn as_wanted(&self, p: &Params<'_>, state: &Value) -> Result<Option<String>, String> {
-        Ok((state["attached"] == json!(true)).then(|| words(p, true)))
-    }
-
-    async fn write(
-        &self,
-        aws: &Aws<'_>,
-        p: &Params<'_>,
-        _before: &Value,
-    ) -> Result<Written, String> {
-        let (iam, with) = aws
-            .connection
-            .iam(&aws.session)
-            .await
-            .map_err(|e| e.to_string())?;
-        let answer = iam
-            .attach_user_policy()
-            .user_name(p.text("user_name")?)
-            .policy_arn(p.text("policy_arn")?)
-            .customize()
-            .config_override(with)
-            .send()
-            .await;
-        written(aws, p, "AttachUserPolicy", answer)
-    }
-
-    fn undo(&self, p: &Params<'_>, _before: &Value) -> Result<(&'static str, Value), String> {
-        Ok(("aws.iam.detach_user_policy", same(p)))
+        let reverse = if self.attach { DETACH } else { ATTACH };
+        Ok((reverse.name(), same(p)))
     }
 }

@@ -55,19 +55,19 @@ use read_first::Typed;
 static TYPES: &[&dyn ActionType] = &[
     &http::Http,
     &aws_api::AwsApi,
-    &iam_access_key::UpdateAccessKey,
-    &iam_access_key::DeleteAccessKey,
+    &iam_access_key::UPDATE,
+    &iam_access_key::DELETE,
     &Typed(iam_login_profile::DeleteLoginProfile),
-    &Typed(iam_user_policy::DetachUserPolicy),
-    &Typed(iam_user_policy::AttachUserPolicy),
+    &Typed(iam_user_policy::DETACH),
+    &Typed(iam_user_policy::ATTACH),
     &Typed(s3_versioning::PutBucketVersioning),
     &Typed(s3_public_access_block::PutPublicAccessBlock),
     &Typed(s3_public_access_block::DeletePublicAccessBlock),
     &Typed(s3_tagging::TagBucket),
-    &Typed(ec2_security_group::RevokeIngress),
-    &Typed(ec2_security_group::AuthorizeIngress),
-    &Typed(ec2_instance::StopInstance),
-    &Typed(ec2_instance::StartInstance),
+    &Typed(ec2_security_group::REVOKE),
+    &Typed(ec2_security_group::AUTHORIZE),
+    &Typed(ec2_instance::STOP),
+    &Typed(ec2_instance::START),
 ];
 
 /// The type named `name`.
