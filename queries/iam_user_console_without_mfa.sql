@@ -3,6 +3,7 @@
 -- schedule: 0 */6 * * *
 -- primary_key: user_arn
 -- ignore_columns: password_last_used
+-- remediation: remove_console_password
 -- severity: critical
 --
 -- CIS AWS Foundations 1.10: MFA for every IAM user with a console password.

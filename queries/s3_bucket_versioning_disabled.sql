@@ -3,6 +3,7 @@
 -- schedule: daily
 -- primary_key: account_id, name
 -- on_first_run: baseline
+-- remediation: enable_bucket_versioning
 -- severity: medium
 --
 -- Versioning protects objects from overwrites and deletion. The first run only

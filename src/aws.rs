@@ -27,6 +27,9 @@ use aws_sdk_iam::types::StatusType;
 pub use crate::aws_error::AwsError;
 use crate::config::AwsConnectionConfig;
 
+pub mod signed;
+pub mod xml;
+
 /// IAM is global; its calls are signed for this region when a connection names none.
 const IAM_REGION: &str = "us-east-1";
 
@@ -146,6 +149,12 @@ pub struct Connection {
     sts: aws_sdk_sts::Client,
     base: Option<SharedCredentialsProvider>,
     cache: tokio::sync::Mutex<HashMap<String, Cached>>,
+    /// The region calls are signed for when an action names none.
+    region: String,
+    /// `endpoint_url`, or `AWS_ENDPOINT_URL` (what the SDK clients use), for [`signed`] calls.
+    endpoint_url: Option<String>,
+    /// For the calls signed with SigV4 by vigilo itself ([`signed`]).
+    http: reqwest::Client,
 }
 
 impl Connection {
@@ -195,7 +204,7 @@ impl Connection {
         );
         let sts = aws_sdk_sts::Client::from_conf(
             aws_sdk_sts::config::Builder::from(&sdk)
-                .region(region)
+                .region(region.clone())
                 .build(),
         );
         tracing::debug!(connection = %config.name, "AWS connection built");
@@ -205,7 +214,18 @@ impl Connection {
             sts,
             base: sdk.credentials_provider(),
             cache: tokio::sync::Mutex::new(HashMap::new()),
+            region: region.to_string(),
+            endpoint_url: sdk.endpoint_url().map(str::to_string),
+            http: reqwest::Client::builder()
+                .timeout(ATTEMPT_TIMEOUT)
+                .build()
+                .unwrap_or_default(),
         }
+    }
+
+    /// The connection's settings, as configured.
+    pub fn config(&self) -> &AwsConnectionConfig {
+        &self.config
     }
 
     /// The connection's name.
@@ -224,7 +244,7 @@ impl Connection {
 
     /// Credentials for `session` (the STS session name when the connection assumes a role),
     /// from the cache while they are younger than `ttl` and not about to expire.
-    async fn credentials(&self, session: &str) -> Result<Credentials, AwsError> {
+    pub(crate) async fn credentials(&self, session: &str) -> Result<Credentials, AwsError> {
         let key = self.cache_key(session);
         let mut cache = self.cache.lock().await;
         let now = Instant::now();
@@ -325,6 +345,15 @@ impl Connection {
 
     fn with(&self, credentials: Credentials) -> aws_sdk_iam::config::Builder {
         aws_sdk_iam::config::Builder::default().credentials_provider(credentials)
+    }
+
+    /// The IAM client and the config override that brings `session`'s credentials to a call.
+    pub async fn iam(
+        &self,
+        session: &str,
+    ) -> Result<(&aws_sdk_iam::Client, aws_sdk_iam::config::Builder), AwsError> {
+        let credentials = self.credentials(session).await?;
+        Ok((&self.iam, self.with(credentials)))
     }
 
     /// The status of `user`'s key `key_id` (`ListAccessKeys`, every page).

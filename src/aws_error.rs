@@ -117,28 +117,8 @@ impl AwsError {
         let name = connection.name.clone();
         if let Some(code) = e.code() {
             let message = cause::one_line(e.message().unwrap_or_default());
-            if DENIED.contains(&code) {
-                return AwsError::Denied {
-                    connection: name,
-                    operation,
-                    code: code.to_string(),
-                    explanation: denied(operation, &message, &connection.name),
-                };
-            }
-            let advice = if THROTTLED.contains(&code) {
-                "; AWS still throttled it after the SDK's retries: try again later".to_string()
-            } else if matches!(&e, SdkError::ServiceError(_)) && server_error(code) {
-                "; AWS failed it on every retry: try again later".to_string()
-            } else {
-                String::new()
-            };
-            return AwsError::Service {
-                connection: name,
-                operation,
-                code: code.to_string(),
-                message,
-                advice,
-            };
+            let retried_5xx = matches!(&e, SdkError::ServiceError(_)) && server_error(code);
+            return AwsError::answered(&name, operation, code, &message, retried_5xx);
         }
         if let Some(c) = credentials_error(&e) {
             return no_credentials(connection, c);
@@ -166,6 +146,40 @@ impl AwsError {
             connection: name,
             operation,
             detail,
+        }
+    }
+
+    /// AWS answered `operation` on `connection` with error `code`: a denial names who lacks
+    /// which permission; throttling, and a server error (`server_error`) that outlived the
+    /// retries, say to try again later.
+    pub fn answered(
+        connection: &str,
+        operation: &'static str,
+        code: &str,
+        message: &str,
+        server_error: bool,
+    ) -> AwsError {
+        if DENIED.contains(&code) {
+            return AwsError::Denied {
+                connection: connection.to_string(),
+                operation,
+                code: code.to_string(),
+                explanation: denied(operation, message, connection),
+            };
+        }
+        let advice = if THROTTLED.contains(&code) {
+            "; AWS still throttled it after the SDK's retries: try again later".to_string()
+        } else if server_error {
+            "; AWS failed it on every retry: try again later".to_string()
+        } else {
+            String::new()
+        };
+        AwsError::Service {
+            connection: connection.to_string(),
+            operation,
+            code: code.to_string(),
+            message: message.to_string(),
+            advice,
         }
     }
 

@@ -243,6 +243,7 @@ pub async fn run(yes: bool) -> Result<ExitCode> {
     let targets = crate::action::Targets {
         http: reqwest::Client::new(),
         aws: crate::aws::Connections::with_credentials(&project.aws_connections, credentials),
+        aws_configs: project.aws_connections.clone(),
     };
     let owner = remediate::owner();
 

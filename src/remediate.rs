@@ -404,16 +404,16 @@ pub async fn execute_pending(
 ) -> Result<Vec<(i64, ActionOutcome)>, RemediateError> {
     use futures::StreamExt;
     let lease = action_lease();
-    // Actions on one AWS user run in order, sharing one read of the user's keys; different
-    // users' actions (and every other action) run side by side, at most ACTION_CONCURRENCY.
+    // Actions of one group (an AWS user's keys) run in order, sharing one read; different
+    // groups (and every other action) run side by side, at most ACTION_CONCURRENCY.
     let mut groups: Vec<Vec<ActionRecord>> = Vec::new();
-    let mut group_of_user: HashMap<(String, String), usize> = HashMap::new();
+    let mut group_index: HashMap<String, usize> = HashMap::new();
     for a in store.claim_actions(owner, lease, CLAIM_BATCH).await? {
-        match action::KeyReads::user_of(&a) {
-            Some(user) => match group_of_user.get(&user) {
+        match action::group_of(&a) {
+            Some(group) => match group_index.get(&group) {
                 Some(&g) => groups[g].push(a),
                 None => {
-                    group_of_user.insert(user, groups.len());
+                    group_index.insert(group, groups.len());
                     groups.push(vec![a]);
                 }
             },
@@ -434,7 +434,7 @@ pub async fn execute_pending(
     Ok(done)
 }
 
-/// Runs claimed actions one after another (the actions of one AWS user, or a single action).
+/// Runs claimed actions one after another (the actions of one group, or a single action).
 async fn execute_group(
     store: &dyn Store,
     owner: &str,
@@ -442,12 +442,12 @@ async fn execute_group(
     lease: Duration,
     group: Vec<ActionRecord>,
 ) -> Result<Vec<(i64, ActionOutcome)>, RemediateError> {
-    let mut reads = action::KeyReads::default();
+    let mut pass = action::Pass::default();
     let mut done = Vec::new();
     for a in group {
         pause_point("action.before_start");
         // Read first (an AWS key's status): what is already done or gone is not called.
-        let prepared = action::prepare_with(targets, &a, &mut reads).await;
+        let prepared = action::prepare(targets, &a, &mut pass).await;
         let observed = match &prepared {
             action::Prepared::Call(observed) => observed.clone().map(crate::redact::json),
             action::Prepared::Done(_) => None,
@@ -469,7 +469,7 @@ async fn execute_group(
             }
             _ => tracing::info!(action = a.id, kind = %a.kind, "action finished"),
         }
-        reads.note(&a, &outcome);
+        action::note(&mut pass, &a, &outcome);
         store.finish_action(a.id, outcome.clone()).await?;
         done.push((a.id, outcome));
     }

@@ -4,8 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use vigilo::config::{
-    ActionKind, DatabaseUrl, FirstRun, IntegrationConfig, Project, Severity, StoreUrl, TlsMode,
-    load,
+    DatabaseUrl, FirstRun, IntegrationConfig, Project, Severity, StoreUrl, TlsMode, load,
 };
 
 /// Writes `files` (relative path, contents) into a new temporary project.
@@ -490,30 +489,17 @@ fn a_full_project_loads_with_its_values_and_defaults() {
         ("Keep key active", None, 1)
     );
     assert_eq!(r.actions.len(), 2);
-    match &r.actions[0].kind {
-        ActionKind::AwsUpdateAccessKey {
-            connection, status, ..
-        } => {
-            assert_eq!(
-                (connection.as_str(), status.as_str()),
-                ("{{ row.conn_name }}", "Inactive")
-            );
-        }
-        other => panic!("{other:?}"),
-    }
-    match &r.actions[1].kind {
-        ActionKind::Http {
-            method,
-            headers,
-            body,
-            ..
-        } => {
-            assert_eq!(method, "POST");
-            assert_eq!(headers["Authorization"], "Bearer x");
-            assert!(body.is_none());
-        }
-        other => panic!("{other:?}"),
-    }
+    let (update, http) = (&r.actions[0], &r.actions[1]);
+    assert_eq!(update.kind, "aws.iam.update_access_key");
+    assert_eq!(
+        (update.text("connection"), update.text("status")),
+        (Some("{{ row.conn_name }}"), Some("Inactive"))
+    );
+    assert_eq!(http.kind, "http");
+    assert_eq!(http.text("method"), Some("POST"));
+    let headers = http.params["headers"].as_table().unwrap();
+    assert_eq!(headers["Authorization"], "Bearer x");
+    assert!(http.text("body").is_none());
     assert_eq!(r.messages[0].when.as_deref(), Some("deactivate"));
     assert_eq!(
         r.path,
@@ -559,10 +545,8 @@ fn default_approval_options_are_approve_and_deny() {
         ]
     );
     assert_eq!(a.subject, "r");
-    match &r.actions[0].kind {
-        ActionKind::AwsDeleteAccessKey { connection, .. } => assert_eq!(connection, "default"),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(r.actions[0].kind, "aws.iam.delete_access_key");
+    assert_eq!(r.actions[0].text("connection"), Some("default"));
 }
 
 #[test]

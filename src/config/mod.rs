@@ -22,9 +22,7 @@ use std::time::Duration;
 
 pub use errors::{ConfigError, ConfigErrors};
 pub use load::load;
-pub use remediation::{
-    Action, ActionKind, ApprovalConfig, ApprovalOption, MessageConfig, Remediation,
-};
+pub use remediation::{Action, ApprovalConfig, ApprovalOption, MessageConfig, Remediation};
 
 use crate::schedule::Schedule;
 

@@ -14,6 +14,7 @@ use super::raw::{self, SpStr};
 use super::refs::{RefKind, Reference};
 use super::sections::parse_duration;
 use super::spans::FileCtx;
+use crate::action::{ActionType, Kind, Need, ParamValue};
 use crate::approval::{Input, InputKind, VALUE_SEPARATOR};
 
 /// A loaded remediation.
@@ -98,47 +99,17 @@ impl Remediation {
 pub struct Action {
     /// The option that triggers it; `None`: runs without approval.
     pub when: Option<String>,
-    /// What it does.
-    pub kind: ActionKind,
+    /// Its type (`aws.iam.update_access_key`, `http`, …), a registered [`crate::action::ActionType`].
+    pub kind: String,
+    /// Its parameters as written, checked against the type's (strings are templates).
+    pub params: BTreeMap<String, ParamValue>,
 }
 
-/// The action types; every string field is a template.
-#[derive(Debug, Clone)]
-pub enum ActionKind {
-    /// `aws.iam.update_access_key`.
-    AwsUpdateAccessKey {
-        /// `[connection.aws.NAME]` template; default `default`.
-        connection: String,
-        /// IAM user name template.
-        user_name: String,
-        /// Access key ID template.
-        access_key_id: String,
-        /// `Active` or `Inactive` (template).
-        status: String,
-        /// The key's status as the finding's row shows it (template, e.g. `{{ row.status }}`):
-        /// taken instead of reading the key when `recheck` has just confirmed the row.
-        current_status: Option<String>,
-    },
-    /// `aws.iam.delete_access_key`.
-    AwsDeleteAccessKey {
-        /// `[connection.aws.NAME]` template; default `default`.
-        connection: String,
-        /// IAM user name template.
-        user_name: String,
-        /// Access key ID template.
-        access_key_id: String,
-    },
-    /// `http`.
-    Http {
-        /// URL template.
-        url: String,
-        /// HTTP method; default POST.
-        method: String,
-        /// Header templates.
-        headers: BTreeMap<String, String>,
-        /// Body template.
-        body: Option<String>,
-    },
+impl Action {
+    /// A string parameter as written (a template), if given.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.params.get(name).and_then(ParamValue::as_text)
+    }
 }
 
 /// `[[message]]`.
@@ -158,11 +129,6 @@ pub struct MessageConfig {
 
 /// The keys a remediation file may have at its top level.
 const TOP_KEYS: &str = "title, recheck, dry_run, approval, action, message";
-/// The action types.
-const ACTION_TYPES: &str = "aws.iam.update_access_key, aws.iam.delete_access_key, http";
-/// HTTP methods an `http` action may use.
-const HTTP_METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
-
 /// `[approval]` as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -202,44 +168,8 @@ struct RawMessage {
     text: String,
 }
 
-/// `[[action]] type = "aws.iam.update_access_key"`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawUpdateKey {
-    when: Option<SpStr>,
-    #[serde(rename = "type")]
-    _type: String,
-    connection: Option<SpStr>,
-    user_name: String,
-    access_key_id: String,
-    status: SpStr,
-    current_status: Option<String>,
-}
-
-/// `[[action]] type = "aws.iam.delete_access_key"`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDeleteKey {
-    when: Option<SpStr>,
-    #[serde(rename = "type")]
-    _type: String,
-    connection: Option<SpStr>,
-    user_name: String,
-    access_key_id: String,
-}
-
-/// `[[action]] type = "http"`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHttp {
-    when: Option<SpStr>,
-    #[serde(rename = "type")]
-    _type: String,
-    url: String,
-    method: Option<SpStr>,
-    headers: Option<BTreeMap<String, String>>,
-    body: Option<String>,
-}
+/// An action's type and its parameters as written.
+type TypedParams = (String, BTreeMap<String, ParamValue>);
 
 /// A remediation whose sections parsed, before `when` is checked.
 struct Parts {
@@ -250,7 +180,7 @@ struct Parts {
     approval: Option<Option<ApprovalConfig>>,
     /// The approval's options and input type, when `[approval]` could be read (even if broken).
     options: Option<(Vec<ApprovalOption>, InputKind)>,
-    actions: Vec<(Range<usize>, Option<SpStr>, ActionKind)>,
+    actions: Vec<(Range<usize>, Option<SpStr>, TypedParams)>,
     messages: Vec<(Range<usize>, RawMessage)>,
 }
 
@@ -297,9 +227,9 @@ fn check_templates(
                     };
                     for (k, v) in table {
                         let k = k.get_ref().as_ref();
-                        if k == "headers" {
-                            for (h, hv) in v.get_ref().as_table().into_iter().flatten() {
-                                check(format!("action[{i}].headers.{}", h.get_ref()), hv);
+                        if let Some(entries) = v.get_ref().as_table() {
+                            for (h, hv) in entries {
+                                check(format!("action[{i}].{k}.{}", h.get_ref()), hv);
                             }
                         } else if !ACTION_SETTINGS.contains(&k) {
                             check(format!("action[{i}].{k}"), v);
@@ -338,10 +268,10 @@ pub(crate) fn parse(
         .actions
         .into_iter()
         .enumerate()
-        .filter_map(|(i, (span, when, kind))| {
+        .filter_map(|(i, (span, when, (kind, params)))| {
             let path = format!("action[{i}]");
             let when = check_when(ctx, (&path, &span), when, (options, input_kind), errors)?;
-            Some(Action { when, kind })
+            Some(Action { when, kind, params })
         })
         .collect();
     let messages = parts
@@ -770,126 +700,151 @@ fn check_when(
     }
 }
 
-/// One `[[action]]`: its `when` and what it does.
+/// One `[[action]]`: its `when`, its type and its parameters, checked by the type's
+/// component: unknown and missing keys, kinds, and each literal value.
 fn action(
     ctx: &FileCtx,
     item: Spanned<DeValue<'_>>,
     path: &str,
     refs: &mut Vec<Reference>,
     errors: &mut Vec<ConfigError>,
-) -> Option<(Option<SpStr>, ActionKind)> {
+) -> Option<(Option<SpStr>, TypedParams)> {
     let span = item.span();
-    // A connection named literally (or the default) must be configured; a template is checked when it renders.
-    let mut connection = |given: Option<SpStr>| {
-        let name = given.unwrap_or_else(|| SpStr::new(span.clone(), "default".into()));
-        if !name.get_ref().contains("{{") {
-            refs.push(reference(ctx, &name, RefKind::AwsConnection));
-        }
-        name.into_inner()
+    let Some(table) = item.get_ref().as_table() else {
+        let found = item.get_ref().type_str();
+        errors.push(ctx.error(&span, format!("{path}: expected a table, found {found}")));
+        return None;
     };
-    let type_value = item.get_ref().get("type").cloned();
-    let Some(kind) = type_value
-        .as_ref()
-        .and_then(|t| t.get_ref().as_str().map(str::to_string))
-    else {
+    let type_value = table.get("type");
+    let Some(kind) = type_value.and_then(|t| t.get_ref().as_str()) else {
+        let types = crate::action::type_names();
         errors.push(ctx.error(
             &span,
-            format!("{path}: missing key `type` (one of: {ACTION_TYPES})"),
+            format!("{path}: missing key `type` (one of: {types})"),
         ));
         return None;
     };
-    let before = errors.len();
-    let parsed = match kind.as_str() {
-        "aws.iam.update_access_key" => update_key(ctx, item, path, errors).map(|(when, r)| {
-            let kind = ActionKind::AwsUpdateAccessKey {
-                connection: connection(r.connection),
-                user_name: r.user_name,
-                access_key_id: r.access_key_id,
-                status: r.status.into_inner(),
-                current_status: r.current_status,
-            };
-            (when, kind)
-        }),
-        "aws.iam.delete_access_key" => raw::deserialize::<RawDeleteKey>(ctx, item, path, errors)
-            .map(|r| {
-                let kind = ActionKind::AwsDeleteAccessKey {
-                    connection: connection(r.connection),
-                    user_name: r.user_name,
-                    access_key_id: r.access_key_id,
-                };
-                (r.when, kind)
-            }),
-        "http" => http(ctx, item, path, errors),
-        other => {
-            let span = type_value.map_or(span, |t| t.span());
-            let message = format!(
-                "{path}.type: unknown action type {other:?}; expected one of: {ACTION_TYPES}"
-            );
-            errors.push(ctx.error(&span, message));
-            return None;
-        }
+    let Some(ty) = crate::action::lookup(kind) else {
+        let span = type_value.map_or(span, |t| t.span());
+        let message = format!(
+            "{path}.type: unknown action type {kind:?}; expected one of: {}",
+            crate::action::type_names()
+        );
+        errors.push(ctx.error(&span, message));
+        return None;
     };
-    for e in &mut errors[before..] {
-        if e.message.contains(": unknown key `") {
-            e.message = e.message.replacen(
-                ", expected",
-                &format!(" for action type {kind:?}, expected"),
-                1,
+    let before = errors.len();
+    let expected: Vec<String> = ["when", "type"]
+        .into_iter()
+        .chain(ty.params().iter().map(|p| p.name))
+        .map(|k| format!("`{k}`"))
+        .collect();
+    for (key, _) in table {
+        let key_name: &str = key.get_ref();
+        if key_name != "when"
+            && key_name != "type"
+            && !ty.params().iter().any(|p| p.name == key_name)
+        {
+            let message = format!(
+                "{path}: unknown key `{key_name}` for action type {kind:?}, expected one of {}",
+                expected.join(", ")
             );
+            errors.push(ctx.error(&key.span(), message));
         }
     }
-    parsed
-}
-
-/// `aws.iam.update_access_key`.
-fn update_key(
-    ctx: &FileCtx,
-    item: Spanned<DeValue<'_>>,
-    path: &str,
-    errors: &mut Vec<ConfigError>,
-) -> Option<(Option<SpStr>, RawUpdateKey)> {
-    let mut r: RawUpdateKey = raw::deserialize(ctx, item, path, errors)?;
-    let status = r.status.get_ref();
-    if !status.contains("{{") && status != "Active" && status != "Inactive" {
-        let message =
-            format!("{path}.status: must be Active or Inactive (or a template), not {status:?}");
-        errors.push(ctx.error(&r.status.span(), message));
+    if errors.len() > before {
         return None;
     }
-    Some((r.when.take(), r))
+    let when = match table.get("when") {
+        None => None,
+        Some(w) => Some(SpStr::new(
+            w.span(),
+            raw::deserialize(ctx, w.clone(), &format!("{path}.when"), errors)?,
+        )),
+    };
+    let mut params = BTreeMap::new();
+    for spec in ty.params() {
+        let key = format!("{path}.{}", spec.name);
+        let Some(value) = table.get(spec.name) else {
+            match spec.need {
+                Need::Required => {
+                    errors.push(ctx.error(&span, format!("{path}: missing key `{}`", spec.name)));
+                }
+                Need::Default(d) => {
+                    if spec.name == "connection" {
+                        refs.push(reference(
+                            ctx,
+                            &SpStr::new(span.clone(), d.into()),
+                            RefKind::AwsConnection,
+                        ));
+                    }
+                    params.insert(spec.name.to_string(), ParamValue::Text(d.into()));
+                }
+                Need::Optional => {}
+            }
+            continue;
+        };
+        if let Some(given) = param_value(ctx, ty, spec.kind, (&key, spec.name), value, errors) {
+            let literal = given.as_text().filter(|n| !n.contains("{{"));
+            if let Some(name) = literal.filter(|_| spec.name == "connection") {
+                refs.push(reference(
+                    ctx,
+                    &SpStr::new(value.span(), name.into()),
+                    RefKind::AwsConnection,
+                ));
+            }
+            params.insert(spec.name.to_string(), given);
+        }
+    }
+    (errors.len() == before).then(|| (when, (kind.to_string(), params)))
 }
 
-/// `http`.
-fn http(
+/// One parameter's value, of its kind, with a literal checked (and normalized) by its type.
+fn param_value(
     ctx: &FileCtx,
-    item: Spanned<DeValue<'_>>,
-    path: &str,
+    ty: &dyn ActionType,
+    kind: Kind,
+    (key, name): (&str, &str),
+    value: &Spanned<DeValue<'_>>,
     errors: &mut Vec<ConfigError>,
-) -> Option<(Option<SpStr>, ActionKind)> {
-    let r: RawHttp = raw::deserialize(ctx, item, path, errors)?;
-    let method = match &r.method {
-        None => "POST".to_string(),
-        Some(m) => {
-            let upper = m.get_ref().to_ascii_uppercase();
-            if !HTTP_METHODS.contains(&upper.as_str()) {
-                let message = format!(
-                    "{path}.method: unsupported method {:?}; expected one of: {}",
-                    m.get_ref(),
-                    HTTP_METHODS.join(", ")
-                );
-                errors.push(ctx.error(&m.span(), message));
-                return None;
-            }
-            upper
+) -> Option<ParamValue> {
+    let given = match (kind, value.get_ref()) {
+        (Kind::Table, _) => ParamValue::Table(raw::deserialize(ctx, value.clone(), key, errors)?),
+        (_, DeValue::String(s)) => ParamValue::Text(s.to_string()),
+        (Kind::Bool, _) => ParamValue::Bool(raw::deserialize(ctx, value.clone(), key, errors)?),
+        (Kind::Int, _) => ParamValue::Int(raw::deserialize(ctx, value.clone(), key, errors)?),
+        (Kind::Text, _) => ParamValue::Text(raw::deserialize(ctx, value.clone(), key, errors)?),
+    };
+    let literal = match &given {
+        ParamValue::Text(t) if t.contains("{{") => return Some(given),
+        ParamValue::Text(t) => crate::action::params::coerce(kind, t),
+        ParamValue::Bool(b) => serde_json::Value::Bool(*b),
+        ParamValue::Int(n) => serde_json::Value::from(*n),
+        ParamValue::Table(_) => return Some(given),
+    };
+    let wrong_kind = match (kind, &literal) {
+        (Kind::Bool, serde_json::Value::String(s)) => {
+            Some(format!("must be true or false (or a template), not {s:?}"))
         }
+        (Kind::Int, serde_json::Value::String(s)) => {
+            Some(format!("must be an integer (or a template), not {s:?}"))
+        }
+        _ => None,
     };
-    let kind = ActionKind::Http {
-        url: r.url,
-        method,
-        headers: r.headers.unwrap_or_default(),
-        body: r.body,
+    let checked = match wrong_kind {
+        Some(e) => Err(e),
+        None => ty.check(name, &literal),
     };
-    Some((r.when, kind))
+    match checked {
+        Err(e) => {
+            errors.push(ctx.error(&value.span(), format!("{key}: {e}")));
+            None
+        }
+        Ok(Some(serde_json::Value::String(normal))) if matches!(given, ParamValue::Text(_)) => {
+            Some(ParamValue::Text(normal))
+        }
+        Ok(_) => Some(given),
+    }
 }
 
 #[cfg(test)]
@@ -932,9 +887,15 @@ mod tests {
                 "[[action]]\ntype = \"aws.s3.delete\"\n\n[[action]]\nurl = \"x\"\n\n[[action]]\ntype = \"http\"\n"
             ),
             [
-                "remediations/r.toml:2: action[0].type: unknown action type \"aws.s3.delete\"; expected one of: aws.iam.update_access_key, aws.iam.delete_access_key, http",
-                "remediations/r.toml:4: action[1]: missing key `type` (one of: aws.iam.update_access_key, aws.iam.delete_access_key, http)",
-                "remediations/r.toml:7: action[2]: missing key `url`",
+                format!(
+                    "remediations/r.toml:2: action[0].type: unknown action type \"aws.s3.delete\"; expected one of: {}",
+                    crate::action::type_names()
+                ),
+                format!(
+                    "remediations/r.toml:4: action[1]: missing key `type` (one of: {})",
+                    crate::action::type_names()
+                ),
+                "remediations/r.toml:7: action[2]: missing key `url`".to_string(),
             ]
         );
     }

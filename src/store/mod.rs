@@ -778,42 +778,22 @@ pub(crate) fn run_failed_event(run: (i64, i64, &str, Option<i64>), error: &str) 
     }
 }
 
-/// The parameters of the action that reverses `original` (an `aws.iam.update_access_key` that
-/// changed a key's status), given the other actions of its run; the refusal says why not.
+/// The type and parameters of the action that reverses `original` (its type's undo, see
+/// [`crate::action::undo`]), given the other actions of its run; the refusal says why not.
 pub(crate) fn undo_params(
     original: &ActionRecord,
     run_actions: &[ActionRecord],
     by: &str,
     reason: &str,
-) -> Result<serde_json::Value, String> {
+) -> Result<(String, serde_json::Value), String> {
     let id = original.id;
-    if original.kind != "aws.iam.update_access_key" {
-        return Err(format!(
-            "action {id} is a {} action; only aws.iam.update_access_key actions can be undone",
-            original.kind
-        ));
-    }
     if original.state != ActionState::Succeeded {
         return Err(format!(
             "action {id} is {}; only a succeeded action can be undone",
             original.state.as_str()
         ));
     }
-    let result = original.result.as_ref().unwrap_or(&serde_json::Value::Null);
-    let status = original.params["status"].as_str().unwrap_or_default();
-    let previous = match result["previous_status"].as_str() {
-        Some(p) if !p.is_empty() => p,
-        _ => {
-            return Err(format!(
-                "action {id} did not record the key's previous status, so it cannot be reversed"
-            ));
-        }
-    };
-    if result.get("no_change").is_some() || previous == status {
-        return Err(format!(
-            "action {id} changed nothing (the key was already {status}); there is nothing to undo"
-        ));
-    }
+    let (kind, mut params) = crate::action::undo(original)?;
     if let Some(earlier) = run_actions
         .iter()
         .find(|a| a.params["undo_of"].as_i64() == Some(id))
@@ -825,17 +805,10 @@ pub(crate) fn undo_params(
             earlier.id
         ));
     }
-    let mut params = original.params.clone();
-    // What the finding's row said before the original action is not the key's status now.
-    if let Some(p) = params.as_object_mut() {
-        p.remove(crate::action::CURRENT_STATUS);
-        p.remove(crate::action::CURRENT_STATUS_AT);
-    }
-    params["status"] = serde_json::Value::String(previous.to_string());
     params["undo_of"] = serde_json::json!(id);
     params["undo_by"] = serde_json::json!(by);
     params["undo_reason"] = serde_json::json!(reason);
-    Ok(params)
+    Ok((kind.to_string(), params))
 }
 
 /// What a message held for a run is marked with when action `id` of the run is undone.

@@ -369,7 +369,7 @@ pub(super) async fn undo(
         .iter()
         .map(read)
         .collect::<Result<Vec<_>, _>>()?;
-    let params = match super::undo_params(&original, &siblings, by, reason) {
+    let (kind, params) = match super::undo_params(&original, &siblings, by, reason) {
         Ok(p) => p,
         Err(refusal) => return Ok(Err(refusal)),
     };
@@ -383,7 +383,7 @@ pub(super) async fn undo(
                 &original.approval_id,
                 &original.finding_id,
                 &position,
-                &original.kind,
+                &kind,
                 &params.to_string(),
                 &idempotency_key(original.run_id, position),
             ],

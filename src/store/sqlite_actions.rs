@@ -348,7 +348,7 @@ pub(super) fn undo(
         let rows = stmt.query_map([original.run_id], read)?;
         rows.map(|r| r?).collect::<Result<_, _>>()?
     };
-    let params = match super::undo_params(&original, &siblings, by, reason) {
+    let (kind, params) = match super::undo_params(&original, &siblings, by, reason) {
         Ok(p) => p,
         Err(refusal) => return Ok(Err(refusal)),
     };
@@ -361,7 +361,7 @@ pub(super) fn undo(
             original.approval_id,
             original.finding_id,
             position,
-            original.kind,
+            kind,
             params.to_string(),
             idempotency_key(original.run_id, position),
         ],

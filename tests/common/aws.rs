@@ -184,6 +184,17 @@ pub struct Call {
     pub status: u16,
     /// The body returned.
     pub response: String,
+    /// The request's path and query (S3's bucket is in the path).
+    pub path: String,
+}
+
+impl Call {
+    /// Whether the call names `target` (a bucket, group, instance or user) in its parameters or path.
+    pub fn names(&self, target: &str) -> bool {
+        self.params.values().any(|v| v == target)
+            || self.path.split(['/', '?']).any(|segment| segment == target)
+            || self.params.get("body").is_some_and(|b| b.contains(target))
+    }
 }
 
 /// An error the proxy answers for the next `times` calls of `action`: instead of forwarding,
@@ -340,7 +351,15 @@ async fn forward(
             .unwrap_or_default()
             .into_iter()
             .collect();
-    let action = params.get("Action").cloned().unwrap_or_default();
+    let mut params = params;
+    let action = match params.get("Action") {
+        Some(a) => a.clone(),
+        None => {
+            // S3's REST calls name their operation by method and subresource.
+            params.insert("body".into(), String::from_utf8_lossy(&body).into_owned());
+            rest_operation(parts.method.as_str(), parts.uri.query().unwrap_or_default())
+        }
+    };
     let akid = parts
         .headers
         .get("authorization")
@@ -418,6 +437,7 @@ async fn forward(
         akid,
         status,
         response: response.clone(),
+        path: parts.uri.to_string(),
     });
     (
         axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::BAD_GATEWAY),
@@ -425,4 +445,51 @@ async fn forward(
         response,
     )
         .into_response()
+}
+
+/// The name of an S3 REST operation on a bucket subresource, as AWS names it.
+fn rest_operation(method: &str, query: &str) -> String {
+    let sub = query.split(['&', '=']).next().unwrap_or_default();
+    let name = match (method, sub) {
+        ("GET", "versioning") => "GetBucketVersioning",
+        ("PUT", "versioning") => "PutBucketVersioning",
+        ("GET", "publicAccessBlock") => "GetPublicAccessBlock",
+        ("PUT", "publicAccessBlock") => "PutPublicAccessBlock",
+        ("DELETE", "publicAccessBlock") => "DeletePublicAccessBlock",
+        ("GET", "tagging") => "GetBucketTagging",
+        ("PUT", "tagging") => "PutBucketTagging",
+        ("DELETE", "tagging") => "DeleteBucketTagging",
+        _ => return format!("{method} ?{sub}"),
+    };
+    name.to_string()
+}
+
+/// Runs Python with boto3 (from the test venv) against moto at `url`, in `account` (None:
+/// moto's default account): `code` sees clients `iam`, `ec2`, `s3` and sets `out`, which comes
+/// back as JSON. An independent AWS client for seeding and checking what vigilo did.
+pub fn boto(url: &str, account: Option<&str>, code: &str) -> serde_json::Value {
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "the AWS tests need boto3 in {}: run scripts/test, which installs the Python test tools (moto[server])",
+        python.display()
+    );
+    let script = format!(
+        "import boto3, json, sys\n\
+url, account = sys.argv[1], sys.argv[2]\n\
+kw = dict(endpoint_url=url, region_name='us-east-1', aws_access_key_id='AKIASEEDSEEDSEED0000', aws_secret_access_key='seed-secret')\n\
+if account:\n    c = boto3.client('sts', **kw).assume_role(RoleArn=f'arn:aws:iam::{{account}}:role/test-seed', RoleSessionName='test-seed')['Credentials']\n    kw.update(aws_access_key_id=c['AccessKeyId'], aws_secret_access_key=c['SecretAccessKey'], aws_session_token=c['SessionToken'])\n\
+iam, ec2, s3 = boto3.client('iam', **kw), boto3.client('ec2', **kw), boto3.client('s3', **kw)\n\
+out = None\n{code}\nprint(json.dumps(out, default=str))\n"
+    );
+    let output = Command::new(python)
+        .args(["-c", &script, url, account.unwrap_or("")])
+        .output()
+        .expect("run python");
+    assert!(
+        output.status.success(),
+        "boto3 failed:\n{code}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("boto3 printed JSON")
 }

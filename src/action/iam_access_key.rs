@@ -1,22 +1,19 @@
-//! Actions: rendering a remediation's `[[action]]`s for a decision, and running one.
+//! `aws.iam.update_access_key` and `aws.iam.delete_access_key`: an IAM user's access key.
 //!
-//! Only this module calls targets. The executor in `remediate` first lets
-//! [`prepare_with`] read the target (an AWS key's status: already as wanted, or gone,
-//! means nothing is called), marks the action started (committed, with what was
-//! read) before calling [`execute`], and records the outcome after, so a crash in
-//! between leaves evidence instead of a silent repeat. [`settle_started`] decides
-//! what such evidence means after a restart: an AWS key is read again, an http
-//! target cannot be asked.
+//! Both read the user's keys first (`ListAccessKeys`, once per user and pass through
+//! [`KeyReads`]): a key already as wanted succeeds with "no change needed", a key or user that
+//! is gone is skipped. After a crash the key is read again. An update is undone by setting the
+//! status read before it; a deletion cannot be undone.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::{ActionType, Kind, Need, Param, Pass, Prepared, Settlement, Targets, params};
 use crate::aws::{self, KeyState};
-use crate::config::{ActionKind, AwsConnectionConfig, Remediation};
-use crate::store::{ActionOutcome, ActionRecord, NewAction};
-use crate::template;
+use crate::config::AwsConnectionConfig;
+use crate::store::{ActionOutcome, ActionRecord};
 
 /// The `aws.iam.update_access_key` action type.
 pub const UPDATE_ACCESS_KEY: &str = "aws.iam.update_access_key";
@@ -33,152 +30,143 @@ pub const CURRENT_STATUS_AT: &str = "current_status_at";
 /// How long after its recheck a row's [`CURRENT_STATUS`] is taken instead of reading the key.
 pub const CURRENT_STATUS_FOR: Duration = Duration::from_secs(60);
 
-/// What actions reach: an HTTP client and the AWS connections, each built once and reused.
-pub struct Targets {
-    /// For http actions, webhooks and chat APIs.
-    pub http: reqwest::Client,
-    /// `[connection.aws.NAME]`s.
-    pub aws: aws::Connections,
+/// `aws.iam.update_access_key` (sets a key's status) or `aws.iam.delete_access_key`.
+pub struct KeyActionType {
+    /// Update (true) or delete.
+    update: bool,
 }
 
-impl Targets {
-    /// The targets of a project's actions.
-    pub fn new(http: reqwest::Client, aws: &BTreeMap<String, AwsConnectionConfig>) -> Targets {
-        Targets {
-            http,
-            aws: aws::Connections::new(aws),
+/// `aws.iam.update_access_key`.
+pub const UPDATE: KeyActionType = KeyActionType { update: true };
+
+/// `aws.iam.delete_access_key`.
+pub const DELETE: KeyActionType = KeyActionType { update: false };
+
+const UPDATE_PARAMS: &[Param] = &[
+    params::CONNECTION,
+    Param::text("user_name"),
+    Param::text("access_key_id"),
+    Param::text("status"),
+    Param::new(CURRENT_STATUS, Kind::Text, Need::Optional),
+];
+
+const DELETE_PARAMS: &[Param] = &[
+    params::CONNECTION,
+    Param::text("user_name"),
+    Param::text("access_key_id"),
+];
+
+#[async_trait::async_trait]
+impl ActionType for KeyActionType {
+    fn name(&self) -> &'static str {
+        if self.update {
+            UPDATE_ACCESS_KEY
+        } else {
+            DELETE_ACCESS_KEY
         }
     }
-}
 
-/// What reading the target before an action found.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Prepared {
-    /// Call it; what was read is kept with the started action (for settling and undo).
-    Call(Option<Value>),
-    /// Nothing to call: the outcome is known already (no change needed, gone, or an error).
-    Done(ActionOutcome),
-}
-
-/// How long an http action may take.
-pub const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How much of a response body is kept in the record.
-const BODY_EXCERPT: usize = 500;
-
-/// Renders the actions that `decision` triggers (`None`: the actions without `when`, for auto-remediation).
-pub fn render(
-    remediation: &Remediation,
-    decision: Option<&[String]>,
-    ctx: &Value,
-) -> Result<Vec<NewAction>, String> {
-    let mut out = Vec::new();
-    for (i, action) in remediation.actions.iter().enumerate() {
-        if !remediation.runs_for(action.when.as_deref(), decision) {
-            continue;
+    fn params(&self) -> &'static [Param] {
+        if self.update {
+            UPDATE_PARAMS
+        } else {
+            DELETE_PARAMS
         }
-        let position = i32::try_from(i).map_err(|_| "too many actions".to_string())?;
-        let r = |field: &str, source: &str| {
-            template::render(source, ctx).map_err(|e| format!("action[{i}].{field}: {e}"))
-        };
-        let (kind, params) = match &action.kind {
-            ActionKind::Http {
-                url,
-                method,
-                headers,
-                body,
-            } => {
-                let mut rendered_headers = serde_json::Map::new();
-                for (name, value) in headers {
-                    rendered_headers.insert(
-                        name.clone(),
-                        Value::String(r(&format!("headers.{name}"), value)?),
-                    );
-                }
-                (
-                    "http",
-                    json!({
-                        "method": method,
-                        "url": r("url", url)?,
-                        "headers": rendered_headers,
-                        "body": body.as_deref().map(|b| r("body", b)).transpose()?,
-                    }),
-                )
-            }
-            ActionKind::AwsUpdateAccessKey {
-                connection,
-                user_name,
-                access_key_id,
-                status,
-                current_status,
-            } => {
-                let mut params = json!({
-                    "connection": r("connection", connection)?,
-                    "user_name": r("user_name", user_name)?,
-                    "access_key_id": r("access_key_id", access_key_id)?,
-                    "status": r("status", status)?,
-                });
-                if let Some(current) = current_status {
-                    params[CURRENT_STATUS] = json!(r(CURRENT_STATUS, current)?);
-                }
-                ("aws.iam.update_access_key", params)
-            }
-            ActionKind::AwsDeleteAccessKey {
-                connection,
-                user_name,
-                access_key_id,
-            } => (
-                "aws.iam.delete_access_key",
-                json!({
-                    "connection": r("connection", connection)?,
-                    "user_name": r("user_name", user_name)?,
-                    "access_key_id": r("access_key_id", access_key_id)?,
-                }),
-            ),
-        };
-        out.push(NewAction {
-            position,
-            kind: kind.to_string(),
-            params,
-            skip: None,
-        });
     }
-    Ok(out)
-}
 
-/// The exact call an action makes, in one line (what `dry_run` prints and records), with where
-/// an AWS call would go.
-pub fn describe(
-    kind: &str,
-    params: &Value,
-    connections: &BTreeMap<String, AwsConnectionConfig>,
-) -> String {
-    let s = |k: &str| params[k].as_str().unwrap_or_default().to_string();
-    match kind {
-        "http" => {
-            let mut line = format!("{} {}", s("method"), s("url"));
-            if let Some(h) = params["headers"].as_object().filter(|h| !h.is_empty()) {
-                line.push_str(&format!(" headers {}", Value::Object(h.clone())));
-            }
-            if let Some(body) = params["body"].as_str() {
-                line.push_str(&format!(" body {}", Value::String(body.to_string())));
-            }
-            line
+    fn check(&self, name: &str, value: &Value) -> Result<Option<Value>, String> {
+        let status = value.as_str().unwrap_or_default();
+        if name == "status" && status != "Active" && status != "Inactive" {
+            return Err(format!(
+                "must be Active or Inactive (or a template), not {status:?}"
+            ));
         }
-        UPDATE_ACCESS_KEY => format!(
-            "iam:UpdateAccessKey UserName={} AccessKeyId={} Status={} ({})",
-            s("user_name"),
-            s("access_key_id"),
-            s("status"),
+        Ok(None)
+    }
+
+    fn describe(
+        &self,
+        params: &Value,
+        connections: &BTreeMap<String, AwsConnectionConfig>,
+    ) -> String {
+        let s = |k: &str| params[k].as_str().unwrap_or_default().to_string();
+        let call = if self.update {
+            format!(
+                "iam:UpdateAccessKey UserName={} AccessKeyId={} Status={}",
+                s("user_name"),
+                s("access_key_id"),
+                s("status")
+            )
+        } else {
+            format!(
+                "iam:DeleteAccessKey UserName={} AccessKeyId={}",
+                s("user_name"),
+                s("access_key_id")
+            )
+        };
+        format!(
+            "{call} ({})",
             aws::describe_connection(connections.get(&s("connection")), &s("connection"))
-        ),
-        DELETE_ACCESS_KEY => format!(
-            "iam:DeleteAccessKey UserName={} AccessKeyId={} ({})",
-            s("user_name"),
-            s("access_key_id"),
-            aws::describe_connection(connections.get(&s("connection")), &s("connection"))
-        ),
-        other => format!("{other} {params}"),
+        )
+    }
+
+    fn group(&self, params: &Value) -> Option<String> {
+        let connection = params["connection"].as_str()?;
+        let user = params["user_name"].as_str()?;
+        Some(format!("{connection}/{user}"))
+    }
+
+    async fn prepare(&self, targets: &Targets, action: &ActionRecord, pass: &mut Pass) -> Prepared {
+        prepare_with(targets, action, pass.get::<KeyReads>()).await
+    }
+
+    async fn execute(
+        &self,
+        targets: &Targets,
+        action: &ActionRecord,
+        observed: Option<Value>,
+    ) -> ActionOutcome {
+        key_call(targets, action, observed).await
+    }
+
+    fn note(&self, pass: &mut Pass, action: &ActionRecord, outcome: &ActionOutcome) {
+        pass.get::<KeyReads>().note(action, outcome);
+    }
+
+    async fn settle(&self, targets: &Targets, action: &ActionRecord) -> Settlement {
+        settle_key(targets, action).await
+    }
+
+    fn undo(&self, original: &ActionRecord) -> Result<(&'static str, Value), String> {
+        let id = original.id;
+        if !self.update {
+            return Err(format!(
+                "action {id} is a {DELETE_ACCESS_KEY} action; a deleted key cannot be restored, so it is not reversible"
+            ));
+        }
+        let result = original.result.as_ref().unwrap_or(&Value::Null);
+        let status = original.params["status"].as_str().unwrap_or_default();
+        let previous = match result["previous_status"].as_str() {
+            Some(p) if !p.is_empty() => p,
+            _ => {
+                return Err(format!(
+                    "action {id} did not record the key's previous status, so it cannot be reversed"
+                ));
+            }
+        };
+        if result.get("no_change").is_some() || previous == status {
+            return Err(format!(
+                "action {id} changed nothing (the key was already {status}); there is nothing to undo"
+            ));
+        }
+        let mut params = original.params.clone();
+        // What the finding's row said before the original action is not the key's status now.
+        if let Some(p) = params.as_object_mut() {
+            p.remove(CURRENT_STATUS);
+            p.remove(CURRENT_STATUS_AT);
+        }
+        params["status"] = Value::String(previous.to_string());
+        Ok((UPDATE_ACCESS_KEY, params))
     }
 }
 
@@ -288,22 +276,13 @@ impl KeyReads {
             }
         }
     }
-
-    /// Which user an action is about, if it is a key action: actions of one user run in order.
-    pub fn user_of(action: &ActionRecord) -> Option<(String, String)> {
-        KeyAction::of(action).ok().map(|k| k.user_ref())
-    }
 }
 
 /// Reads the target before an action starts. AWS key actions list the user's keys (once per
 /// pass through `reads`): a key already as wanted succeeds with "no change needed", a key or
 /// user that is gone is skipped, and nothing is called in either case. Other actions are
 /// called as they are.
-pub async fn prepare_with(
-    targets: &Targets,
-    action: &ActionRecord,
-    reads: &mut KeyReads,
-) -> Prepared {
+async fn prepare_with(targets: &Targets, action: &ActionRecord, reads: &mut KeyReads) -> Prepared {
     if action.kind != UPDATE_ACCESS_KEY && action.kind != DELETE_ACCESS_KEY {
         return Prepared::Call(None);
     }
@@ -401,19 +380,6 @@ fn rechecked_status(action: &ActionRecord, k: &KeyAction<'_>, reads: &KeyReads) 
         .then(|| current.to_string())
 }
 
-/// Runs one action against its target (after [`prepare_with`] said to call it, with what it read).
-pub async fn execute(
-    targets: &Targets,
-    action: &ActionRecord,
-    observed: Option<Value>,
-) -> ActionOutcome {
-    match action.kind.as_str() {
-        "http" => http(&targets.http, action).await,
-        UPDATE_ACCESS_KEY | DELETE_ACCESS_KEY => key_call(targets, action, observed).await,
-        other => ActionOutcome::Failed(format!("unknown action type {other}; nothing was called")),
-    }
-}
-
 /// UpdateAccessKey or DeleteAccessKey, once.
 async fn key_call(
     targets: &Targets,
@@ -457,30 +423,6 @@ async fn key_call(
         )),
         Err(e) => ActionOutcome::Failed(e.to_string()),
     }
-}
-
-/// How an action left `started` by a process that is gone is settled.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Settlement {
-    /// It ends so.
-    Outcome(ActionOutcome),
-    /// Reading the target showed the call did not take effect: it fails with this reason and runs again.
-    Rerun(String),
-}
-
-/// Settles an action left started by a process that is gone. An AWS key action reads the key:
-/// already as wanted means the call took effect (succeeded, not called again), still as before
-/// means it did not (it runs again), unreadable means unknown. An http target cannot be asked:
-/// unknown, for a person to check and `vigilo retry`.
-pub async fn settle_started(targets: &Targets, action: &ActionRecord) -> Settlement {
-    if action.kind == UPDATE_ACCESS_KEY || action.kind == DELETE_ACCESS_KEY {
-        return settle_key(targets, action).await;
-    }
-    Settlement::Outcome(ActionOutcome::Unknown(format!(
-        "vigilo stopped after starting this {} action (attempt {}); whether the target received it is unknown. \
-         Check the target, then run `vigilo retry {}` if it did not happen (the retry sends the same Idempotency-Key {})",
-        action.kind, action.attempts, action.id, action.idempotency_key
-    )))
 }
 
 async fn settle_key(targets: &Targets, action: &ActionRecord) -> Settlement {
@@ -533,52 +475,4 @@ async fn settle_key(targets: &Targets, action: &ActionRecord) -> Settlement {
             ))))
         }
     }
-}
-
-async fn http(client: &reqwest::Client, action: &ActionRecord) -> ActionOutcome {
-    let p = &action.params;
-    let method = p["method"].as_str().unwrap_or("POST");
-    let Ok(method) = reqwest::Method::from_bytes(method.as_bytes()) else {
-        return ActionOutcome::Failed(format!("invalid HTTP method {method:?}"));
-    };
-    let Some(url) = p["url"].as_str() else {
-        return ActionOutcome::Failed("http action without a url".into());
-    };
-    let mut request = client
-        .request(method.clone(), url)
-        .timeout(HTTP_TIMEOUT)
-        .header("Idempotency-Key", &action.idempotency_key)
-        .header("User-Agent", concat!("vigilo/", env!("CARGO_PKG_VERSION")));
-    if let Some(headers) = p["headers"].as_object() {
-        for (name, value) in headers {
-            request = request.header(name, value.as_str().unwrap_or_default());
-        }
-    }
-    if let Some(body) = p["body"].as_str() {
-        request = request.body(body.to_string());
-    }
-    match request.send().await {
-        Err(e) => ActionOutcome::Failed(format!("http {method} {url}: {}", crate::cause::http(&e))),
-        Ok(response) => {
-            let status = response.status();
-            let body = response.text().await.unwrap_or_default();
-            let excerpt: String = body.chars().take(BODY_EXCERPT).collect();
-            if status.is_success() {
-                ActionOutcome::Succeeded(json!({"status": status.as_u16(), "body": excerpt}))
-            } else {
-                ActionOutcome::Failed(format!("http {url}: HTTP {}: {excerpt}", status.as_u16()))
-            }
-        }
-    }
-}
-
-/// Whether the process named by `owner` (`host:pid`) is certainly gone: same host, and no such process.
-pub fn owner_is_gone(owner: &str) -> bool {
-    let Some((host, pid)) = owner.rsplit_once(':') else {
-        return false;
-    };
-    host == crate::remediate::hostname()
-        && pid.parse::<u32>().is_ok_and(|pid| {
-            pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
-        })
 }
