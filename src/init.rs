@@ -132,16 +132,48 @@ const EXAMPLE: &[(&str, &str)] = &[
         include_str!("../queries/iam_user_console_without_mfa.sql"),
     ),
     (
+        "queries/s3_bucket_public_access_not_blocked.sql",
+        include_str!("../queries/s3_bucket_public_access_not_blocked.sql"),
+    ),
+    (
         "queries/s3_bucket_versioning_disabled.sql",
         include_str!("../queries/s3_bucket_versioning_disabled.sql"),
+    ),
+    (
+        "queries/s3_bucket_without_owner_tag.sql",
+        include_str!("../queries/s3_bucket_without_owner_tag.sql"),
+    ),
+    (
+        "queries/vpc_security_group_open_admin_ports.sql",
+        include_str!("../queries/vpc_security_group_open_admin_ports.sql"),
     ),
     (
         "remediations/README.md",
         include_str!("../remediations/README.md"),
     ),
     (
+        "remediations/block_bucket_public_access.toml",
+        include_str!("../remediations/block_bucket_public_access.toml"),
+    ),
+    (
         "remediations/deactivate_iam_access_key.toml",
         include_str!("../remediations/deactivate_iam_access_key.toml"),
+    ),
+    (
+        "remediations/enable_bucket_versioning.toml",
+        include_str!("../remediations/enable_bucket_versioning.toml"),
+    ),
+    (
+        "remediations/remove_console_password.toml",
+        include_str!("../remediations/remove_console_password.toml"),
+    ),
+    (
+        "remediations/revoke_open_admin_port.toml",
+        include_str!("../remediations/revoke_open_admin_port.toml"),
+    ),
+    (
+        "remediations/tag_bucket_owner.toml",
+        include_str!("../remediations/tag_bucket_owner.toml"),
     ),
     (".gitignore", GITIGNORE),
 ];

@@ -748,6 +748,55 @@ async fn example_project_findings_are_fixed_in_moto_after_approval() {
         let out = ok(repo, &env, &["approve", &id, "--as", "alice"]);
         action_id(&out, "succeeded");
     }
+    // The owner-tag select: the chosen team becomes the tag; the other bucket's risk is accepted.
+    let asked = |bucket: &str| {
+        approvals
+            .iter()
+            .find(|a| a["subject"] == format!("Who owns S3 bucket {bucket}?"))
+            .unwrap_or_else(|| panic!("no owner question for {bucket}: {approvals:#?}"))["id"]
+            .to_string()
+    };
+    let out = ok(
+        repo,
+        &env,
+        &[
+            "respond",
+            &asked("prod-artifacts"),
+            "team-data",
+            "--as",
+            "bob",
+        ],
+    );
+    action_id(&out, "succeeded");
+    let out = ok(
+        repo,
+        &env,
+        &[
+            "respond",
+            &asked("dev-scratch"),
+            "accept",
+            "--as",
+            "bob",
+            "--reason",
+            "scratch bucket",
+        ],
+    );
+    assert!(out.contains("decided: accept"), "{out}");
+    let accepted: Vec<Value> = serde_json::from_str(&ok(
+        repo,
+        &env,
+        &["findings", "--status", "accepted", "--format", "json"],
+    ))
+    .unwrap();
+    assert_eq!(accepted.len(), 1, "{accepted:#?}");
+    assert_eq!(accepted[0]["key"]["name"], "dev-scratch");
+    assert_eq!(accepted[0]["accepted_reason"], "scratch bucket");
+    let tags = boto(
+        &url,
+        Some("111111111111"),
+        "out = {t['Key']: t['Value'] for t in s3.get_bucket_tagging(Bucket='prod-artifacts')['TagSet']}",
+    );
+    assert_eq!(tags, serde_json::json!({"owner": "team-data"}));
 
     let prod = boto(
         &url,
