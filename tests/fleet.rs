@@ -145,86 +145,122 @@ fn vigilo_env_listen(dir: &Path, args: &[&str]) -> std::process::Output {
     common::vigilo_env(dir, &[("VIGILO_LISTEN", "127.0.0.1:0")], args)
 }
 
-async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
-    client.query_one(sql, &[]).await.unwrap().get(0)
+/// The state store as the tests read it, in SQL both dialects understand.
+enum State {
+    Pg(tokio_postgres::Client),
+    Sqlite(std::path::PathBuf),
+}
+
+impl State {
+    /// The rows of `sql`, each column as text (NULL as "").
+    async fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        match self {
+            State::Pg(client) => client
+                .simple_query(sql)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                        (0..r.len())
+                            .map(|i| r.get(i).unwrap_or("").to_string())
+                            .collect(),
+                    ),
+                    _ => None,
+                })
+                .collect(),
+            State::Sqlite(path) => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.busy_timeout(Duration::from_secs(10)).unwrap();
+                let mut stmt = conn.prepare(sql).unwrap();
+                let n = stmt.column_count();
+                stmt.query_map([], |r| {
+                    Ok((0..n)
+                        .map(|i| match r.get_ref(i).unwrap() {
+                            rusqlite::types::ValueRef::Null => String::new(),
+                            rusqlite::types::ValueRef::Integer(v) => v.to_string(),
+                            rusqlite::types::ValueRef::Text(t) => {
+                                String::from_utf8_lossy(t).into_owned()
+                            }
+                            other => format!("{other:?}"),
+                        })
+                        .collect())
+                })
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+            }
+        }
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        self.rows(sql).await[0][0].parse().unwrap()
+    }
 }
 
 /// Every scheduled run in the store went with its own tick: no tick has two runs, every done
 /// tick has its run, and every run with a tick has its done tick.
-async fn assert_each_tick_ran_once(client: &tokio_postgres::Client) {
-    let twice = count(
-        client,
-        "select count(*) from (select query, tick from runs where tick is not null
-                                group by query, tick having count(*) > 1) t",
-    )
-    .await;
+async fn assert_each_tick_ran_once(state: &State) {
+    let twice = state
+        .count(
+            "select count(*) from (select query, tick from runs where tick is not null
+                                    group by query, tick having count(*) > 1) t",
+        )
+        .await;
     assert_eq!(twice, 0, "ticks with two runs");
-    let orphans = count(
-        client,
-        "select count(*) from ticks t where state = 'done' and not exists
-           (select 1 from runs r where r.id = t.run_id and r.query = t.query and r.tick = t.tick)",
-    )
-    .await;
+    let orphans = state
+        .count(
+            "select count(*) from ticks t where state = 'done' and not exists
+               (select 1 from runs r where r.id = t.run_id and r.query = t.query and r.tick = t.tick)",
+        )
+        .await;
     assert_eq!(orphans, 0, "done ticks without their run");
-    let strays = count(
-        client,
-        "select count(*) from runs r where tick is not null and not exists
-           (select 1 from ticks t where t.query = r.query and t.tick = r.tick and t.state = 'done' and t.run_id = r.id)",
-    )
-    .await;
+    let strays = state
+        .count(
+            "select count(*) from runs r where tick is not null and not exists
+               (select 1 from ticks t where t.query = r.query and t.tick = r.tick
+                                        and t.state = 'done' and t.run_id = r.id)",
+        )
+        .await;
     assert_eq!(strays, 0, "runs whose tick is not done by them");
 }
 
-/// What a fleet (or a chaos run) must leave behind, once settled, on a PostgreSQL store.
-async fn assert_nothing_lost_or_twice(
-    dir: &Path,
-    client: &tokio_postgres::Client,
-    target: &Recorder,
-) {
-    assert_each_tick_ran_once(client).await;
+/// What a fleet (or a chaos run) must leave behind, once settled.
+async fn assert_nothing_lost_or_twice(dir: &Path, state: &State, target: &Recorder) {
+    assert_each_tick_ran_once(state).await;
     // Findings: the open ones are exactly the source's rows, one finding per key.
-    let rows = client
-        .query(
-            "select query, key_json from findings where status = 'open'",
-            &[],
-        )
-        .await
-        .unwrap();
     let mut open: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for r in rows {
-        let key: Value = serde_json::from_str(r.get::<_, &str>(1)).unwrap();
+    for r in state
+        .rows("select query, key_json from findings where status = 'open'")
+        .await
+    {
+        let key: Value = serde_json::from_str(&r[1]).unwrap();
         let id = key["id"].as_str().unwrap().to_string();
         assert!(
-            open.entry(r.get(0)).or_default().insert(id),
+            open.entry(r[0].clone()).or_default().insert(id),
             "a key with two open findings"
         );
     }
     assert_eq!(open, source_keys(dir), "open findings = source rows");
-    let opened_twice = count(
-        client,
-        "select count(*) from (select finding_id from audit where kind = 'finding.opened'
-                                group by finding_id having count(*) > 1) t",
-    )
-    .await;
+    let opened_twice = state
+        .count(
+            "select count(*) from (select finding_id from audit where kind = 'finding.opened'
+                                    group by finding_id having count(*) > 1) t",
+        )
+        .await;
     assert_eq!(opened_twice, 0, "a finding opened twice in the audit trail");
     // Remediations: one run and one action per finding of q..0; each http call made at most once.
-    let remediated = count(
-        client,
-        "select count(*) from findings where right(query, 1) = '0'",
-    )
-    .await;
+    let remediated = state
+        .count("select count(*) from findings where query like '%0'")
+        .await;
     assert_eq!(
-        count(client, "select count(*) from remediation_runs").await,
+        state.count("select count(*) from remediation_runs").await,
         remediated
     );
     assert_eq!(
-        count(client, "select count(*) from actions").await,
+        state.count("select count(*) from actions").await,
         remediated
     );
-    let states = client
-        .query("select state, params from actions order by id", &[])
-        .await
-        .unwrap();
     let mut calls: HashMap<String, usize> = HashMap::new();
     for (_, path, _, _) in target.seen() {
         *calls.entry(path).or_default() += 1;
@@ -232,12 +268,14 @@ async fn assert_nothing_lost_or_twice(
     for (path, n) in &calls {
         assert_eq!(*n, 1, "{path} was called {n} times");
     }
-    for r in states {
-        let state: String = r.get(0);
-        let params: Value = serde_json::from_str(r.get::<_, &str>(1)).unwrap();
+    for r in state
+        .rows("select state, params from actions order by id")
+        .await
+    {
+        let params: Value = serde_json::from_str(&r[1]).unwrap();
         let url = params["url"].as_str().unwrap();
         let path = &url[url.find("/hit/").unwrap()..];
-        match state.as_str() {
+        match r[0].as_str() {
             "succeeded" => assert_eq!(calls.get(path), Some(&1), "{path} succeeded once"),
             // Cut off by a kill between its start and its record: nobody knows; not called again.
             "unknown" => assert!(calls.get(path).copied().unwrap_or(0) <= 1),
@@ -245,14 +283,14 @@ async fn assert_nothing_lost_or_twice(
         }
     }
     // Messages: one per opened finding of q..5, each sent.
-    let told = count(
-        client,
-        "select count(*) from findings where right(query, 1) = '5'",
-    )
-    .await;
-    assert_eq!(count(client, "select count(*) from messages").await, told);
+    let told = state
+        .count("select count(*) from findings where query like '%5'")
+        .await;
+    assert_eq!(state.count("select count(*) from messages").await, told);
     assert_eq!(
-        count(client, "select count(*) from messages where state = 'sent'").await,
+        state
+            .count("select count(*) from messages where state = 'sent'")
+            .await,
         told
     );
     let out = vigilo_env_listen(dir, &["audit", "verify"]);
@@ -260,30 +298,26 @@ async fn assert_nothing_lost_or_twice(
 }
 
 /// Waits until every query has a successful run that started after `since` and no remediation
-/// work is left: the fleet has seen the source as it is and acted on it.
-async fn settled(
-    client: &tokio_postgres::Client,
-    queries: usize,
-    since: chrono::DateTime<chrono::Utc>,
-) {
-    until("every query ran after the last change, all work done", Duration::from_secs(120), || async {
-        let fresh: i64 = client
-            .query_one(
-                "select count(distinct query) from runs where status = 'succeeded' and started_at > $1",
-                &[&since],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        let busy = count(
-            client,
-            "select (select count(*) from remediation_runs where state in ('requested', 'decided', 'running'))
-                  + (select count(*) from actions where state in ('pending', 'started'))
-                  + (select count(*) from messages where state in ('held', 'pending'))",
-        )
-        .await;
-        fresh == queries as i64 && busy == 0
-    })
+/// work is left: the processes have seen the source as it is and acted on it.
+async fn settled(state: &State, queries: usize, since: chrono::DateTime<chrono::Utc>) {
+    let since = since.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    let fresh = format!(
+        "select count(distinct query) from runs where status = 'succeeded' and started_at > '{since}'"
+    );
+    until(
+        "every query ran after the last change, all work done",
+        Duration::from_secs(120),
+        || async {
+            let busy = state
+                .count(
+                    "select (select count(*) from remediation_runs where state in ('requested', 'decided', 'running'))
+                          + (select count(*) from actions where state in ('pending', 'started'))
+                          + (select count(*) from messages where state in ('held', 'pending'))",
+                )
+                .await;
+            state.count(&fresh).await == queries as i64 && busy == 0
+        },
+    )
     .await;
 }
 
@@ -301,7 +335,7 @@ async fn three_processes_share_the_ticks_and_survive_a_kill() {
     for port in [port_a, port_b, port_c] {
         common::wait_healthy(port).await;
     }
-    let client = db.client().await;
+    let state = State::Pg(db.client().await);
     until(
         "three processes in vigilo status",
         Duration::from_secs(20),
@@ -325,14 +359,11 @@ async fn three_processes_share_the_ticks_and_survive_a_kill() {
         listed.iter().any(|p| p["id"] == c_id.as_str()),
         "{listed:?}"
     );
-    let held: i64 = client
-        .query_one(
-            "select count(*) from ticks where claimed_by = $1 and state = 'running'",
-            &[&c_id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let held = state
+        .count(&format!(
+            "select count(*) from ticks where claimed_by = '{c_id}' and state = 'running'"
+        ))
+        .await;
     assert!(held >= 1, "c holds the tick it paused on");
 
     let (mut rng, mut serial) = (Lcg(27), 0);
@@ -349,7 +380,7 @@ async fn three_processes_share_the_ticks_and_survive_a_kill() {
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     let last_change = chrono::Utc::now();
-    settled(&client, QUERIES, last_change).await;
+    settled(&state, QUERIES, last_change).await;
     until(
         "the killed process gone from vigilo status",
         Duration::from_secs(10),
@@ -359,27 +390,138 @@ async fn three_processes_share_the_ticks_and_survive_a_kill() {
     drop((a, b));
 
     // c's claimed tick was taken over by a or b, once, and run there.
-    let taken: Vec<(String, i32, String)> = client
-        .query(
-            "select state, attempts, claimed_by from ticks where attempts > 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
+    let taken = state
+        .rows("select state, attempts, claimed_by from ticks where attempts > 1")
+        .await;
     assert!(!taken.is_empty(), "no tick was taken over");
-    for (state, attempts, by) in &taken {
-        assert_eq!((state.as_str(), *attempts), ("done", 2), "{taken:?}");
-        assert_ne!(by, &c_id, "{taken:?}");
+    for t in &taken {
+        assert_eq!((t[0].as_str(), t[1].as_str()), ("done", "2"), "{taken:?}");
+        assert_ne!(t[2], c_id, "{taken:?}");
     }
     // The work was shared: both survivors ran scheduled ticks.
-    let runners = count(
-        &client,
-        "select count(distinct ran_by) from runs where tick is not null",
+    let runners = state
+        .count("select count(distinct ran_by) from runs where tick is not null")
+        .await;
+    assert!(runners >= 2, "ticks ran in {runners} process(es)");
+    assert_nothing_lost_or_twice(d, &state, &target).await;
+}
+
+/// A tick held by a process on another host is taken over only once its lease has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tick_held_elsewhere_is_taken_over_once_its_lease_passed() {
+    let db = common::PgDb::new("fleetlease").await;
+    let target = Recorder::start();
+    let dir = fleet_project(&db.url, 2, target.port);
+    let d = dir.path();
+    // Start once so the schema exists, then plant two claims of processes on another host.
+    let out = vigilo_env_listen(d, &["scan"]);
+    assert!(out.status.success(), "{}", show(&out));
+    db.execute(
+        "insert into ticks (query, tick, state, claimed_by, claim_expires, claimed_at) values
+           ('q000', '2030-01-01T00:00:00Z', 'running', 'elsewhere:1', now() - interval '1 second', now()),
+           ('q001', '2030-01-01T00:00:00Z', 'running', 'elsewhere:2', now() + interval '1 hour', now())",
     )
     .await;
-    assert!(runners >= 2, "ticks ran in {runners} process(es)");
-    assert_nothing_lost_or_twice(d, &client, &target).await;
+    let (run, port) = start(d, "a", &[]);
+    common::wait_healthy(port).await;
+    let state = State::Pg(db.client().await);
+    until("the expired claim taken over and run", Duration::from_secs(30), || async {
+        state
+            .count("select count(*) from ticks where query = 'q000' and tick = '2030-01-01T00:00:00Z' and state = 'done'")
+            .await
+            == 1
+    })
+    .await;
+    drop(run);
+    let rows = state
+        .rows(
+            "select query, state, attempts, claimed_by from ticks
+             where tick = '2030-01-01T00:00:00Z' order by query",
+        )
+        .await;
+    assert_eq!(rows[0][1..3], ["done", "2"], "{rows:?}");
+    assert_ne!(rows[0][3], "elsewhere:1");
+    assert_eq!(
+        rows[1][1..],
+        ["running", "1", "elsewhere:2"],
+        "a live claim stays with its holder"
+    );
+    assert_each_tick_ran_once(&state).await;
+}
+
+/// SQLite is for one process: a second `vigilo run` on the same file is refused, naming the
+/// first one's pid; the first goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_refuses_a_second_run_on_one_file() {
+    let target = Recorder::start();
+    let dir = fleet_project("sqlite://state.db", 2, target.port);
+    let d = dir.path();
+    let (first, port) = start(d, "a", &[]);
+    common::wait_healthy(port).await;
+    let out = common::vigilo_env(d, &[("VIGILO_LISTEN", "127.0.0.1:0")], &["run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "in use by another `vigilo run` (pid {})",
+            first.0.id()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("SQLite is for one process"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    let listed = status(d);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["pid"], first.0.id());
+}
+
+/// `vigilo run` SIGKILLed at random points while rows change, again and again: the audit trail
+/// verifies after every kill, and at the end nothing is lost or done twice.
+async fn killed_again_and_again(state_url: &str, state: State, processes: usize) {
+    const QUERIES: usize = 20;
+    let target = Recorder::start();
+    let dir = fleet_project(state_url, QUERIES, target.port);
+    let d = dir.path();
+    let (mut rng, mut serial) = (Lcg(2027), 0);
+    for cycle in 0..8 {
+        let mut running: Vec<common::Running> = (0..processes)
+            .map(|i| start(d, &format!("p{cycle}-{i}"), &[]).0)
+            .collect();
+        let stop = Instant::now() + Duration::from_millis(300 + 150 * rng.below(10) as u64);
+        while Instant::now() < stop {
+            mutate(d, &mut rng, &mut serial, QUERIES);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for r in &mut running {
+            r.0.kill().unwrap(); // SIGKILL, wherever it is
+            r.0.wait().unwrap();
+        }
+        let out = vigilo_env_listen(d, &["audit", "verify"]);
+        assert!(
+            out.status.success(),
+            "audit verify after kill {cycle}: {}",
+            show(&out)
+        );
+    }
+    let last_change = chrono::Utc::now();
+    let (last, port) = start(d, "last", &[]);
+    common::wait_healthy(port).await;
+    settled(&state, QUERIES, last_change).await;
+    drop(last);
+    assert_nothing_lost_or_twice(d, &state, &target).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_again_and_again_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let url = format!("sqlite://{}", path.display());
+    killed_again_and_again(&url, State::Sqlite(path), 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_again_and_again_on_postgres() {
+    let db = common::PgDb::new("fleetchaos").await;
+    let state = State::Pg(db.client().await);
+    killed_again_and_again(&db.url, state, 2).await;
 }
