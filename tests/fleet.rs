@@ -525,3 +525,134 @@ async fn killed_again_and_again_on_postgres() {
     let state = State::Pg(db.client().await);
     killed_again_and_again(&db.url, state, 2).await;
 }
+
+/// Faults under `vigilo run` on PostgreSQL: the source database dropped mid-run, every state
+/// store connection terminated (`pg_terminate_backend`), the action target answering 500 then
+/// recovering. Nothing is resolved wrongly, the failures are recorded, work resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_leave_nothing_resolved_wrongly_and_work_resumes() {
+    let state_db = common::PgDb::new("fleetfaults").await;
+    let source = common::PgDb::new("fleetsource").await;
+    let seed = "create table items (id text primary key);
+                insert into items values ('k1'), ('k2');";
+    source.execute(seed).await;
+    let target = Recorder::start();
+    let config = format!(
+        "[state]\nurl = \"{}\"\n\n[server]\nlisten = \"${{VIGILO_LISTEN}}\"\n\n\
+         [scheduler]\nlease = \"3s\"\n\n[database.src]\nurl = \"{}\"\n",
+        state_db.url, source.url
+    );
+    let hit = format!(
+        "[[action]]\ntype = \"http\"\nurl = \"http://127.0.0.1:{}/hit/{{{{ row.id }}}}\"\n",
+        target.port
+    );
+    let dir = common::project(&[
+        ("config/vigilo.toml", &config),
+        (
+            "queries/keys.sql",
+            "-- schedule: 1s\n-- primary_key: id\n-- remediation: hit\nselect id from items",
+        ),
+        ("remediations/hit.toml", &hit),
+    ]);
+    let d = dir.path();
+    let (run, port) = start(d, "a", &[]);
+    common::wait_healthy(port).await;
+    let state = State::Pg(state_db.client().await);
+    let open = "select count(*) from findings where status = 'open'";
+    until(
+        "both keys found and acted on",
+        Duration::from_secs(30),
+        || async {
+            state
+                .count("select count(*) from actions where state = 'succeeded'")
+                .await
+                == 2
+        },
+    )
+    .await;
+
+    // The source database goes away: runs fail, nothing is resolved.
+    let admin = tokio_postgres::connect(&common::pg_admin_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(admin.1);
+    let admin = admin.0;
+    admin
+        .batch_execute(&format!("drop database {} with (force)", source.name))
+        .await
+        .unwrap();
+    until("a failed run recorded", Duration::from_secs(30), || async {
+        state
+            .count("select count(*) from runs where status = 'failed'")
+            .await
+            >= 2
+    })
+    .await;
+    assert_eq!(
+        state.count(open).await,
+        2,
+        "nothing resolved by a failed run"
+    );
+
+    // Every state store connection is cut; the target fails; the source comes back with a new key.
+    target.answer(common::recorder::Answer::Fail);
+    admin
+        .batch_execute(&format!(
+            "select pg_terminate_backend(pid) from pg_stat_activity
+             where datname = '{}' and pid <> pg_backend_pid()",
+            state_db.name
+        ))
+        .await
+        .unwrap();
+    let state = State::Pg(state_db.client().await);
+    admin
+        .batch_execute(&format!("create database {}", source.name))
+        .await
+        .unwrap();
+    source
+        .execute(&format!("{seed} insert into items values ('k3');"))
+        .await;
+    until(
+        "the new key's action failed",
+        Duration::from_secs(60),
+        || async {
+            state
+                .count("select count(*) from actions where state = 'failed'")
+                .await
+                == 1
+        },
+    )
+    .await;
+    assert_eq!(state.count(open).await, 3);
+    common::wait_healthy(port).await;
+
+    // The target recovers; a retry runs the failed action, with its key, once.
+    target.answer(common::recorder::Answer::Ok);
+    let out = vigilo_env_listen(d, &["retry", "3"]);
+    assert!(out.status.success(), "{}", show(&out));
+    until(
+        "the retried action succeeded",
+        Duration::from_secs(30),
+        || async {
+            state
+                .count("select count(*) from actions where state = 'succeeded'")
+                .await
+                == 3
+        },
+    )
+    .await;
+    drop(run);
+    let seen = target.seen();
+    let k3: Vec<_> = seen.iter().filter(|s| s.1 == "/hit/k3").collect();
+    assert_eq!(k3.len(), 2, "one failed call, one retry: {seen:?}");
+    assert_eq!(k3[0].2, k3[1].2, "the retry has the same Idempotency-Key");
+    assert_eq!(
+        state
+            .count("select count(*) from audit where kind = 'action.failed'")
+            .await,
+        1
+    );
+    assert_each_tick_ran_once(&state).await;
+    let out = vigilo_env_listen(d, &["audit", "verify"]);
+    assert!(out.status.success(), "{}", show(&out));
+}
