@@ -173,6 +173,12 @@ pub enum Command {
         #[arg(long, value_name = "QUERY")]
         query: Option<String>,
     },
+    /// List the live `vigilo run` processes on this store and what each holds.
+    Status {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = AuditFormat::Table)]
+        format: AuditFormat,
+    },
     /// Show the audit trail, or verify its hash chain.
     Audit {
         /// Output format of the listing.
@@ -385,6 +391,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             vote(&dir, id, Choice::Values(values), by, reason).await
         }
         Command::Retry { action_id } => retry(&dir, action_id).await,
+        Command::Status { format } => status(&dir, format).await,
         Command::Undo {
             action_id,
             by,
@@ -1017,10 +1024,39 @@ async fn state_reset(dir: &Path, query: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `vigilo status`: the processes heard from within a lease, with their claims.
+async fn status(dir: &Path, format: AuditFormat) -> Result<ExitCode> {
+    let project = load(dir)?;
+    let store = open_store(&project).await?;
+    let live =
+        crate::fleet::live(store.as_ref(), project.scheduler.lease, chrono::Utc::now()).await?;
+    let mut out = crate::redact::stdout();
+    match format {
+        AuditFormat::Json => {
+            serde_json::to_writer_pretty(&mut out, &live)?;
+            writeln!(out)?;
+        }
+        AuditFormat::Table => output::write_processes(&mut out, &live)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn run_scheduler(dir: &Path) -> Result<ExitCode> {
     let project = Arc::new(load(dir)?);
+    // SQLite is for one process: a second `vigilo run` on the file is refused before it opens it.
+    let _lock = match &project.state.url {
+        config::StoreUrl::Sqlite(path) => Some(crate::fleet::SqliteLock::acquire(path)?),
+        config::StoreUrl::Postgres(_) => None,
+    };
     let store = open_store(&project).await?;
     record_config_loaded(&project, store.as_ref(), "scheduler").await?;
+    let member = crate::fleet::Member::new(
+        project.server.as_ref().map(|s| s.listen.clone()),
+        project.scheduler.lease,
+    );
+    member.join(store.as_ref()).await?;
+    let beating = CancellationToken::new();
+    let heartbeat = tokio::spawn(member.heartbeat(Arc::clone(&store), beating.clone()));
     let scanner = Arc::new(Scanner::new(Arc::clone(&project), store)?);
     let shutdown = CancellationToken::new();
     if let Some(server) = &project.server {
@@ -1056,6 +1092,9 @@ async fn run_scheduler(dir: &Path) -> Result<ExitCode> {
     shutdown.cancel();
     tokio::select! {
         _ = &mut scheduler => {
+            // The heartbeat renewed the ticks in flight until they ended; now this process leaves.
+            beating.cancel();
+            let _ = heartbeat.await;
             tracing::info!("stopped cleanly");
             Ok(ExitCode::SUCCESS)
         }

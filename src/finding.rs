@@ -84,7 +84,7 @@ fn ser_severity<S: Serializer>(s: &Severity, ser: S) -> Result<S::Ok, S::Error> 
     ser.serialize_str(s.as_str())
 }
 
-fn ser_time<S: Serializer>(t: &DateTime<Utc>, ser: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn ser_time<S: Serializer>(t: &DateTime<Utc>, ser: S) -> Result<S::Ok, S::Error> {
     ser.serialize_str(&rfc3339(t))
 }
 

@@ -9,6 +9,7 @@
 //! - [`scan`]: one run of one query: source → diff → store, in one transaction.
 //! - [`remediate`]: moves remediation runs along: requested → pending approval; timeouts.
 //! - [`scheduler`]: `vigilo run`: every enabled query on its schedule, bounded, with graceful shutdown.
+//! - [`fleet`]: this process in the fleet sharing a store: heartbeat, liveness, SQLite's one-process lock.
 //! - [`export`]: `vigilo audit export`: one evidence file per settled approval.
 //! - [`finding`]: the finding record and its JSON shape.
 //! - [`action`]: rendering a decision's actions and running one (`http`); the only module that calls targets.
@@ -37,6 +38,7 @@ pub mod diff;
 pub mod email;
 pub mod export;
 pub mod finding;
+pub mod fleet;
 pub mod init;
 pub mod metrics;
 pub mod notify;

@@ -30,6 +30,10 @@ struct Metrics {
     approvals: IntGaugeVec,
     actions: IntGaugeVec,
     messages: IntGaugeVec,
+    ticks: IntCounterVec,
+    processes: IntGaugeVec,
+    claims: IntGaugeVec,
+    heartbeat_age: IntGaugeVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -107,9 +111,39 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "Notifier messages by integration kind (slack, email, webhook, console) and state.",
             &["integration", "state"],
         ),
+        ticks: counter(
+            &r,
+            "vigilo_ticks_total",
+            "Scheduled ticks this process met: claimed (it ran them), elsewhere (another process \
+             had them, or the query was still running), taken_over (from a process that is gone).",
+            &["outcome"],
+        ),
+        processes: gauge(
+            &r,
+            "vigilo_fleet_processes",
+            "Live vigilo run processes on this state store (heard from within their lease).",
+            &[],
+        ),
+        claims: gauge(
+            &r,
+            "vigilo_fleet_claims",
+            "Live claims per process and kind of work (ticks, runs, actions, messages).",
+            &["process", "kind"],
+        ),
+        heartbeat_age: gauge(
+            &r,
+            "vigilo_fleet_heartbeat_age_seconds",
+            "Seconds since each live process's last heartbeat.",
+            &["process"],
+        ),
         registry: r,
     }
 });
+
+/// Counts a scheduled tick this process met, by `outcome` (`claimed`, `elsewhere`, `taken_over`).
+pub fn observe_tick(outcome: &str) {
+    METRICS.ticks.with_label_values(&[outcome]).inc();
+}
 
 /// Counts a query run of this process.
 pub fn observe_run(query: &str, ok: bool, duration: Duration, rows: u64, changes: [u64; 3]) {
@@ -160,6 +194,27 @@ pub async fn render(project: &Project, store: &dyn Store) -> Result<String, Stor
     m.messages.reset();
     for (integration, state, n) in &stats.messages {
         m.messages.with_label_values(&[integration, state]).set(*n);
+    }
+    let now = chrono::Utc::now();
+    let fleet = crate::fleet::live(store, project.scheduler.lease, now).await?;
+    m.processes
+        .with_label_values::<&str>(&[])
+        .set(i64::try_from(fleet.len()).unwrap_or(i64::MAX));
+    m.claims.reset();
+    m.heartbeat_age.reset();
+    for p in &fleet {
+        let (id, h) = (p.process.id.as_str(), &p.holds);
+        for (kind, n) in [
+            ("ticks", h.ticks),
+            ("runs", h.runs),
+            ("actions", h.actions),
+            ("messages", h.messages),
+        ] {
+            m.claims.with_label_values(&[id, kind]).set(n);
+        }
+        m.heartbeat_age
+            .with_label_values(&[id])
+            .set((now - p.process.heartbeat_at).num_seconds());
     }
     let mut out = Vec::new();
     // Encoding into a Vec fails only on an invalid family, which the registry never holds.

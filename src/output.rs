@@ -311,3 +311,42 @@ pub fn write_progress_failures(
     }
     Ok(())
 }
+
+/// Writes the live processes of `vigilo status` as a table: who they are and what each holds.
+pub fn write_processes(
+    out: &mut dyn Write,
+    processes: &[crate::store::fleet::ProcessStatus],
+) -> anyhow::Result<()> {
+    let mut t = table(&[
+        "ID",
+        "HOST",
+        "PID",
+        "VERSION",
+        "STARTED",
+        "HEARTBEAT",
+        "TICKS",
+        "RUNS",
+        "ACTIONS",
+        "MESSAGES",
+        "RUNNING",
+    ]);
+    for p in processes {
+        let (process, holds) = (&p.process, &p.holds);
+        t.add_row([
+            process.id.clone(),
+            process.host.clone(),
+            process.pid.to_string(),
+            process.version.clone(),
+            rfc3339(&process.started_at),
+            rfc3339(&process.heartbeat_at),
+            holds.ticks.to_string(),
+            holds.runs.to_string(),
+            holds.actions.to_string(),
+            holds.messages.to_string(),
+            holds.queries.join(", "),
+        ]);
+    }
+    writeln!(out, "{t}")?;
+    writeln!(out, "{} live process(es)", processes.len())?;
+    Ok(())
+}

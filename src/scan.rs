@@ -17,7 +17,7 @@ use crate::diff::{Changes, Diff, DiffError, KeyHash, key_hash_of};
 use crate::finding::Status;
 use crate::source::{Source, SourceError};
 use crate::store::{
-    CommitOutcome, FindingFilter, RunCommit, RunRecord, RunStatus, Store, StoreError,
+    CommitOutcome, FindingFilter, RunCommit, RunRecord, RunStatus, Store, StoreError, Tick,
 };
 
 /// Why a run failed.
@@ -133,9 +133,19 @@ impl Scanner {
 
     /// Runs `query` once, commits its changes, and records the run (failed runs too).
     pub async fn run(&self, query: &Query) -> QueryRun {
+        self.run_for(query, None).await
+    }
+
+    /// [`Scanner::run`] for a scheduled tick this process claimed: the run is recorded with it
+    /// and commits (or records its failure) only while the claim holds.
+    pub async fn run_tick(&self, query: &Query, tick: Tick) -> QueryRun {
+        self.run_for(query, Some(tick)).await
+    }
+
+    async fn run_for(&self, query: &Query, tick: Option<Tick>) -> QueryRun {
         let started_at = Utc::now();
         let clock = Instant::now();
-        let result = self.run_and_commit(query, started_at).await;
+        let result = self.run_and_commit(query, started_at, tick.clone()).await;
         let duration = clock.elapsed();
         match &result {
             Ok(s) => {
@@ -160,6 +170,10 @@ impl Scanner {
                 "query run succeeded"
                 );
             }
+            Err(ScanError::Store(e @ StoreError::TickLost { .. })) => {
+                // The process that took the tick over records its run; this one records nothing.
+                tracing::warn!(query = %query.name, error = %e, "query run discarded");
+            }
             Err(e) => {
                 crate::metrics::observe_run(&query.name, false, duration, 0, [0; 3]);
                 tracing::error!(query = %query.name, duration_ms = duration.as_millis() as u64, error = %e, "query run failed");
@@ -175,6 +189,7 @@ impl Scanner {
                     deleted: 0,
                     baseline: false,
                     error: Some(e.to_string()),
+                    tick,
                 };
                 if let Err(store_err) = self.store.record_failed_run(&record).await {
                     tracing::error!(query = %query.name, error = %store_err, "could not record the failed run");
@@ -215,6 +230,7 @@ impl Scanner {
         &self,
         query: &Query,
         started_at: DateTime<Utc>,
+        tick: Option<Tick>,
     ) -> Result<RunSummary, ScanError> {
         let started = Instant::now();
         let changes = self.diff(query).await?;
@@ -237,6 +253,7 @@ impl Scanner {
             deleted,
             baseline,
             error: None,
+            tick,
         };
         let read = Instant::now();
         tracing::debug!(query = %query.name, rows, read_ms = (read - started).as_millis() as u64, "query read and diffed");

@@ -4,48 +4,97 @@
 //! task runs, then waits for the first tick after the run ended (ticks missed
 //! while it ran are skipped and logged). A semaphore bounds how many queries run
 //! together. A failing query logs, records its failure and waits for its next
-//! tick; the others go on. Across processes sharing a store, the snapshot's
-//! generation check lets only one of two racing runs commit.
+//! tick; the others go on.
+//!
+//! A fleet of processes on one store shares the ticks: each tick is claimed in the
+//! store before it runs (`Fleet::claim_tick`), so it runs once in the fleet, in
+//! whichever process claims it first; a tick is not claimed while another tick of
+//! the same query still runs anywhere. A process that dies holding ticks has them
+//! taken over by another once its claims are released (same host, pid gone) or its
+//! lease passes ([`take_over`]); a run commits only while its claim holds, so a tick
+//! never has two runs. SQLite stores, for one process, go through the same claims.
 //!
 //! Shutdown: when `shutdown` is cancelled no new run starts; runs in flight
 //! finish and commit. The caller decides how long to wait (see `cli`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
-use tokio::sync::Semaphore;
+use chrono::{DateTime, Utc};
+use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Query;
 use crate::scan::Scanner;
 use crate::schedule::Schedule;
+use crate::store::Tick;
+use crate::store::fleet::{TICK_HISTORY, work_signal};
+
+/// What the query tasks of one process share.
+struct Ticks {
+    /// Runs the queries.
+    scanner: Arc<Scanner>,
+    /// This process's name in its claims (`HOST:PID`).
+    owner: String,
+    /// How long a tick claim lasts without a heartbeat.
+    lease: Duration,
+    /// Bounds how many queries run at once (`[scheduler] max_concurrent`).
+    limit: Arc<Semaphore>,
+    /// One lock per scheduled query: a tick taken over from a gone process and the query's
+    /// own next tick never run at once in this process.
+    running: HashMap<String, Arc<Mutex<()>>>,
+}
+
+impl Ticks {
+    /// Runs `query` for `tick`, claimed by this process, once the query is not running here.
+    async fn run_claimed(&self, query: &Query, tick: Tick) {
+        let _running = match self.running.get(&query.name) {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
+        let lag = Utc::now() - tick.at;
+        tracing::debug!(query = %query.name, lag_ms = lag.num_milliseconds(), "query run starting");
+        // Not raced against shutdown: a run in flight finishes and commits (or fails and changes nothing).
+        self.scanner.run_tick(query, tick).await;
+    }
+}
 
 /// Runs every enabled query that has a schedule until `shutdown` is cancelled and in-flight runs end.
 pub async fn run(scanner: Arc<Scanner>, shutdown: CancellationToken) {
-    let limit = Arc::new(Semaphore::new(scanner.project().scheduler.max_concurrent));
+    let project = Arc::clone(scanner.project());
     let mut tasks = JoinSet::new();
-    let queries: Vec<Query> = scanner
-        .project()
+    let queries: Vec<Query> = project
         .enabled_queries()
         .filter(|q| q.schedule.is_some())
         .cloned()
         .collect();
     tracing::info!(
         queries = queries.len(),
-        max_concurrent = scanner.project().scheduler.max_concurrent,
+        max_concurrent = project.scheduler.max_concurrent,
         "scheduler started"
     );
+    let ticks = Arc::new(Ticks {
+        scanner: Arc::clone(&scanner),
+        owner: crate::remediate::owner(),
+        lease: project.scheduler.lease,
+        limit: Arc::new(Semaphore::new(project.scheduler.max_concurrent)),
+        running: queries
+            .iter()
+            .map(|q| (q.name.clone(), Arc::default()))
+            .collect(),
+    });
     for query in queries {
-        tasks.spawn(query_loop(
-            Arc::clone(&scanner),
-            query,
-            Arc::clone(&limit),
-            shutdown.clone(),
-        ));
+        tasks.spawn(query_loop(Arc::clone(&ticks), query, shutdown.clone()));
     }
+    tasks.spawn(take_over(Arc::clone(&ticks), shutdown.clone()));
     tasks.spawn(maintenance(Arc::clone(&scanner), shutdown.clone()));
+    let listen = {
+        let (scanner, shutdown) = (Arc::clone(&scanner), shutdown.clone());
+        async move { scanner.store().listen_for_work(shutdown).await }
+    };
+    tasks.spawn(listen);
     while let Some(joined) = tasks.join_next().await {
         if let Err(e) = joined {
             tracing::error!(error = %e, "a query task ended abnormally");
@@ -54,12 +103,7 @@ pub async fn run(scanner: Arc<Scanner>, shutdown: CancellationToken) {
     tracing::info!("scheduler stopped");
 }
 
-async fn query_loop(
-    scanner: Arc<Scanner>,
-    query: Query,
-    limit: Arc<Semaphore>,
-    shutdown: CancellationToken,
-) {
+async fn query_loop(ticks: Arc<Ticks>, query: Query, shutdown: CancellationToken) {
     let Some(schedule) = query.schedule.clone() else {
         return;
     };
@@ -81,17 +125,131 @@ async fn query_loop(
         last_tick = tick;
         let permit = tokio::select! {
             _ = shutdown.cancelled() => return,
-            permit = Arc::clone(&limit).acquire_owned() => permit,
+            permit = Arc::clone(&ticks.limit).acquire_owned() => permit,
         };
         let Ok(_permit) = permit else { return };
-        let lag = Utc::now() - tick;
-        tracing::debug!(query = %query.name, lag_ms = lag.num_milliseconds(), "query run starting");
-        // Not raced against shutdown: a run in flight finishes and commits (or fails and changes nothing).
-        scanner.run(&query).await;
+        if let Some(tick) = claim(&ticks, &query.name, tick).await {
+            paused_holding_a_tick().await;
+            ticks.run_claimed(&query, tick).await;
+        }
     }
 }
 
-/// Every second: settle timeouts and crashed actions, open approvals, plan and run actions.
+/// A pause for crash tests (`VIGILO_PAUSE_AT=tick.claimed`, see `remediate::pause_point`): the
+/// first query to claim a tick says so on stderr and waits there for good, holding its claim
+/// (the heartbeat goes on renewing it), while the rest of the process works on, so a test can
+/// SIGKILL a process in the middle of a run.
+async fn paused_holding_a_tick() {
+    static PAUSE: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
+        std::env::var("VIGILO_PAUSE_AT").is_ok_and(|p| p == "tick.claimed")
+    });
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    if !*PAUSE {
+        return;
+    }
+    let mut first = false;
+    ONCE.call_once(|| first = true);
+    if first {
+        eprintln!("vigilo: paused at tick.claimed (VIGILO_PAUSE_AT)");
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Claims `query`'s tick at `at` for this process: `None` when another process has it, or
+/// the query is still running somewhere, or the tick is too old to be told apart from ticks
+/// already forgotten.
+async fn claim(ticks: &Ticks, query: &str, at: DateTime<Utc>) -> Option<Tick> {
+    let late = (Utc::now() - at).to_std().unwrap_or(Duration::ZERO);
+    if late > TICK_HISTORY / 2 {
+        tracing::warn!(query, tick = %at, late_s = late.as_secs(), "tick skipped: too late to run");
+        return None;
+    }
+    let tick = Tick {
+        at,
+        by: ticks.owner.clone(),
+    };
+    match ticks
+        .scanner
+        .store()
+        .claim_tick(query, &tick, ticks.lease)
+        .await
+    {
+        Ok(true) => {
+            crate::metrics::observe_tick("claimed");
+            Some(tick)
+        }
+        Ok(false) => {
+            crate::metrics::observe_tick("elsewhere");
+            tracing::debug!(query, tick = %at, "tick taken by another process, or the query is still running");
+            None
+        }
+        Err(e) => {
+            tracing::error!(query, tick = %at, error = %e, "cannot claim the tick; it is skipped here");
+            None
+        }
+    }
+}
+
+/// Every second: takes over the ticks of processes that are gone (their lease passed, or they
+/// were released as dead), a batch of at most `max_concurrent` at a time, and runs them.
+async fn take_over(ticks: Arc<Ticks>, shutdown: CancellationToken) {
+    let store = Arc::clone(ticks.scanner.store());
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut runs = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = every.tick() => {}
+        }
+        while runs.try_join_next().is_some() {}
+        // At most a batch waiting here at a time; they queue for permits with the query loops
+        // (the semaphore is fair), as a tick of this process's own would.
+        let room = ticks
+            .scanner
+            .project()
+            .scheduler
+            .max_concurrent
+            .saturating_sub(runs.len());
+        if room == 0 {
+            continue;
+        }
+        let taken = match store.take_over_ticks(&ticks.owner, ticks.lease, room).await {
+            Ok(taken) => taken,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot look for ticks of gone processes");
+                continue;
+            }
+        };
+        for (name, at) in taken {
+            let tick = Tick {
+                at,
+                by: ticks.owner.clone(),
+            };
+            let query = ticks.scanner.project().queries.get(&name).cloned();
+            let Some(query) = query.filter(|q| q.enabled && q.schedule.is_some()) else {
+                tracing::warn!(query = %name, tick = %at, "a gone process's tick of a query this project does not schedule: dropped");
+                if let Err(e) = store.drop_tick(&name, &tick).await {
+                    tracing::error!(query = %name, error = %e, "cannot drop the tick");
+                }
+                continue;
+            };
+            tracing::warn!(query = %name, tick = %at, "taking over the tick of a process that is gone");
+            crate::metrics::observe_tick("taken_over");
+            let ticks = Arc::clone(&ticks);
+            runs.spawn(async move {
+                let Ok(_permit) = Arc::clone(&ticks.limit).acquire_owned().await else {
+                    return;
+                };
+                ticks.run_claimed(&query, tick).await;
+            });
+        }
+    }
+    while runs.join_next().await.is_some() {}
+}
+
+/// Every second, and at once when work is signalled (a decision, a requested run; see
+/// [`work_signal`]): settle timeouts and crashed actions, open approvals, plan and run actions.
 async fn maintenance(scanner: Arc<Scanner>, shutdown: CancellationToken) {
     let owner = crate::remediate::owner();
     let targets =
@@ -102,6 +260,7 @@ async fn maintenance(scanner: Arc<Scanner>, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
+            _ = work_signal().notified() => {}
         }
         match crate::remediate::step(&scanner, &owner, &targets).await {
             Ok((p, _)) => {

@@ -121,11 +121,11 @@ pub async fn serve(
 }
 
 async fn healthz(State(s): State<AppState>) -> Response {
-    match s.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "health check: state store does not answer");
-            (StatusCode::SERVICE_UNAVAILABLE, "state store unavailable\n").into_response()
+    match crate::fleet::health(s.store.as_ref(), s.project.scheduler.lease).await {
+        Ok(line) => (StatusCode::OK, line).into_response(),
+        Err(why) => {
+            tracing::error!(error = %why.trim_end(), "health check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, crate::redact::text(&why)).into_response()
         }
     }
 }

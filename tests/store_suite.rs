@@ -59,6 +59,7 @@ fn record(q: &Query, c: &Changes, status: RunStatus, minutes_ago: i64) -> RunRec
         deleted: c.deleted.len() as u64,
         baseline: c.baseline,
         error: (status == RunStatus::Failed).then(|| "boom".to_string()),
+        tick: None,
     }
 }
 

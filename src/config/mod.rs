@@ -190,11 +190,17 @@ pub struct ServerConfig {
 pub struct SchedulerConfig {
     /// How many queries may run at the same time.
     pub max_concurrent: usize,
+    /// How long a process's claims on scheduled ticks outlive its last heartbeat: a process
+    /// silent this long is taken for gone and its ticks are run by another (PostgreSQL fleets).
+    pub lease: std::time::Duration,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        SchedulerConfig { max_concurrent: 4 }
+        SchedulerConfig {
+            max_concurrent: 4,
+            lease: std::time::Duration::from_secs(30),
+        }
     }
 }
 

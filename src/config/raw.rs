@@ -36,6 +36,7 @@ pub(crate) struct RawServer {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawScheduler {
     pub max_concurrent: Option<Spanned<usize>>,
+    pub lease: Option<SpStr>,
 }
 
 /// `[database.NAME]`.

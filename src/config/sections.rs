@@ -182,7 +182,23 @@ impl Merge<'_> {
                 return self.error(&n.span(), message);
             }
         };
-        self.set.scheduler = Some(SchedulerConfig { max_concurrent });
+        let Ok(lease) = self.duration_or(
+            raw.lease,
+            "scheduler",
+            "lease",
+            SchedulerConfig::default().lease,
+        ) else {
+            return;
+        };
+        if lease < std::time::Duration::from_secs(1) {
+            let message =
+                "scheduler.lease: must be at least 1s (heartbeats renew it every third of it)";
+            return self.error(&key.span(), message.to_string());
+        }
+        self.set.scheduler = Some(SchedulerConfig {
+            max_concurrent,
+            lease,
+        });
     }
 
     /// `[database|notifier|approver|group.NAME]`.

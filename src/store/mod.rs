@@ -10,11 +10,13 @@
 //! leaves the previous snapshot intact, and of two runs of the same query
 //! racing from the same snapshot only the first commits.
 
+pub mod fleet;
 mod pg_actions;
 mod pg_approvals;
 mod pg_audit;
 mod pg_commands;
 mod pg_copy;
+mod pg_fleet;
 mod pg_messages;
 pub mod postgres;
 pub mod sqlite;
@@ -22,6 +24,7 @@ mod sqlite_actions;
 mod sqlite_approvals;
 mod sqlite_audit;
 mod sqlite_commands;
+mod sqlite_fleet;
 mod sqlite_messages;
 
 use std::sync::Arc;
@@ -34,6 +37,7 @@ use crate::audit::{Chain, Entry, Event, Kind, Link};
 use crate::config::{Severity, StoreUrl};
 use crate::diff::{Changed, Changes, KeyHash, Snapshot};
 use crate::finding::{Finding, Status};
+pub use fleet::{Fleet, Tick};
 
 /// Why the state store failed.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +76,16 @@ pub enum StoreError {
     /// A stored value could not be read back.
     #[error("state store: corrupt value: {0}")]
     Corrupt(String),
+    /// The claim on a scheduled tick passed to another process (this one was taken for gone).
+    #[error(
+        "query {query}: the claim on its tick at {tick} was taken over by another process; this run's changes were discarded"
+    )]
+    TickLost {
+        /// The query.
+        query: String,
+        /// The tick.
+        tick: DateTime<Utc>,
+    },
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -134,6 +148,8 @@ pub struct RunRecord {
     pub baseline: bool,
     /// Why it failed.
     pub error: Option<String>,
+    /// The scheduled tick it ran for (`vigilo run`); `None` for `vigilo scan`.
+    pub tick: Option<Tick>,
 }
 
 /// A successful run's changes, to commit atomically.
@@ -179,7 +195,7 @@ pub struct FindingFilter {
 
 /// The state store.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Store: Fleet + Send + Sync {
     /// Answers when the store is reachable.
     async fn ping(&self) -> Result<(), StoreError>;
 
@@ -297,11 +313,12 @@ pub trait Store: Send + Sync {
     /// false if the claim was lost.
     async fn fail_run(&self, owner: &str, run_id: i64, error: &str) -> Result<bool, StoreError>;
 
-    /// Owners holding a live claim on a run, a pending action or a message.
+    /// Owners holding a live claim on a run, a pending action, a message or a running tick.
     async fn claim_holders(&self) -> Result<Vec<String>, StoreError>;
 
-    /// Frees every claim `owner` holds on runs, pending actions and messages (it is gone);
-    /// returns how many. Started actions keep theirs: they are settled, never re-run.
+    /// Frees every claim `owner` holds on runs, pending actions, messages and running ticks (it
+    /// is gone; its ticks are taken over); returns how many. Started actions keep theirs: they
+    /// are settled, never re-run.
     async fn release_claims(&self, owner: &str) -> Result<u64, StoreError>;
 
     /// Claims up to `limit` pending actions for `owner`.
@@ -736,15 +753,17 @@ pub(crate) fn remediation_refusal(
 pub(crate) const CLAIM_HOLDERS_SQL: &str =
     "SELECT claimed_by FROM remediation_runs WHERE claimed_by IS NOT NULL AND state IN ('requested', 'decided')
      UNION SELECT claimed_by FROM actions WHERE claimed_by IS NOT NULL AND state = 'pending'
-     UNION SELECT claimed_by FROM messages WHERE claimed_by IS NOT NULL AND state = 'pending'";
+     UNION SELECT claimed_by FROM messages WHERE claimed_by IS NOT NULL AND state = 'pending'
+     UNION SELECT claimed_by FROM ticks WHERE claimed_by IS NOT NULL AND state = 'running'";
 
 /// Frees one owner's claims (`$1`, the only parameter, so SQLite binds it too), table by table
 /// (the same SQL for both stores).
-pub(crate) const RELEASE_CLAIMS_SQL: [&str; 3] = [
+pub(crate) const RELEASE_CLAIMS_SQL: [&str; 4] = [
     "UPDATE remediation_runs SET claimed_by = NULL, claim_expires = NULL
      WHERE claimed_by = $1 AND state IN ('requested', 'decided')",
     "UPDATE actions SET claimed_by = NULL, claim_expires = NULL WHERE claimed_by = $1 AND state = 'pending'",
     "UPDATE messages SET claimed_by = NULL, claim_expires = NULL WHERE claimed_by = $1 AND state = 'pending'",
+    "UPDATE ticks SET claimed_by = NULL, claim_expires = NULL WHERE claimed_by = $1 AND state = 'running'",
 ];
 
 /// The audit entry of an action event.

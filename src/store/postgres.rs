@@ -44,6 +44,26 @@ macro_rules! in_tx {
     }};
 }
 
+/// [`in_tx!`], and when `$wakes(&result)` says the result is work for `vigilo run` (a decision,
+/// a requested run), announces it: `NOTIFY` inside the transaction (other processes hear it on
+/// commit) and this process's work signal after the commit.
+macro_rules! in_tx_waking {
+    ($store:expr, $wakes:expr, $tx:ident => $step:expr) => {{
+        let mut client = $store.client().await?;
+        let $tx = client.transaction().await?;
+        let result = $step.await?;
+        let wakes = $wakes(&result);
+        if wakes {
+            super::pg_fleet::notify_work(&$tx).await?;
+        }
+        $tx.commit().await?;
+        if wakes {
+            super::fleet::work_signal().notify_one();
+        }
+        Ok(result)
+    }};
+}
+
 /// Numbered migrations, applied in order at connect.
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/postgres/0001_core.sql")),
@@ -80,6 +100,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         13,
         include_str!("migrations/postgres/0013_risk_acceptance.sql"),
     ),
+    (14, include_str!("migrations/postgres/0014_fleet.sql")),
     (
         15,
         include_str!("migrations/postgres/0015_message_attempts_begun.sql"),
@@ -93,6 +114,8 @@ const MIGRATION_LOCK: i64 = 0x7669_6769_6c6f;
 pub struct PgStore {
     /// Connections to the state database.
     pool: Pool,
+    /// How to connect, for the connection that listens for other processes' work.
+    config: tokio_postgres::Config,
 }
 
 impl PgStore {
@@ -107,7 +130,7 @@ impl PgStore {
         config.connect_timeout(std::time::Duration::from_secs(10));
         config.application_name("vigilo");
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -117,7 +140,7 @@ impl PgStore {
             .max_size(8)
             .build()
             .map_err(|e| open_err(e.to_string()))?;
-        let store = PgStore { pool };
+        let store = PgStore { pool, config };
         let mut client = store.pool.get().await.map_err(|e| {
             let why = crate::cause::network(&e).unwrap_or_else(|| crate::cause::summary(&e));
             open_err(format!(
@@ -128,7 +151,12 @@ impl PgStore {
         Ok(store)
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+    /// How to connect to the state database.
+    pub(super) fn config(&self) -> &tokio_postgres::Config {
+        &self.config
+    }
+
+    pub(super) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool
             .get()
             .await
@@ -248,7 +276,7 @@ impl Store for PgStore {
 
     async fn commit_run(&self, commit: RunCommit) -> Result<CommitOutcome, StoreError> {
         let outcome: Result<CommitOutcome, StoreError> =
-            in_tx!(self, tx => commit_in(&tx, &commit));
+            in_tx_waking!(self, super::fleet::opens_work, tx => commit_in(&tx, &commit));
         super::drop_aside(commit);
         let outcome = outcome?;
         self.analyze_if_grown(&outcome).await;
@@ -256,8 +284,8 @@ impl Store for PgStore {
     }
 
     async fn record_failed_run(&self, run: &RunRecord) -> Result<i64, StoreError> {
-        let client = self.client().await?;
-        insert_run(&client, run).await
+        // With its tick, which it finishes only while the claim holds.
+        in_tx!(self, tx => insert_run(&tx, run))
     }
 
     async fn findings(&self, filter: &FindingFilter) -> Result<Vec<Finding>, StoreError> {
@@ -309,7 +337,8 @@ impl Store for PgStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = client
             .query(
-                "SELECT id, query, started_at, finished_at, status, rows, inserted, updated, deleted, baseline, error
+                "SELECT id, query, started_at, finished_at, status, rows, inserted, updated, deleted, baseline, error,
+                        tick, ran_by
                  FROM runs WHERE ($1::text IS NULL OR query = $1) ORDER BY id DESC LIMIT $2",
                 &[&query, &limit],
             )
@@ -328,6 +357,10 @@ impl Store for PgStore {
                     deleted: r.get::<_, i64>(8) as u64,
                     baseline: r.get(9),
                     error: r.get(10),
+                    tick: r
+                        .get::<_, Option<DateTime<Utc>>>(11)
+                        .zip(r.get::<_, Option<String>>(12))
+                        .map(|(at, by)| super::Tick { at, by }),
                 })
             })
             .collect()
@@ -396,7 +429,7 @@ impl Store for PgStore {
         approval_id: i64,
         vote: Vote,
     ) -> Result<Result<Transition, Refusal>, StoreError> {
-        in_tx!(self, tx => pg_approvals::vote(&tx, approval_id, vote, Utc::now()))
+        in_tx_waking!(self, super::fleet::decides, tx => pg_approvals::vote(&tx, approval_id, vote, Utc::now()))
     }
 
     async fn settle_due(&self, now: DateTime<Utc>) -> Result<Vec<(i64, Transition)>, StoreError> {
@@ -540,7 +573,7 @@ impl Store for PgStore {
     }
 
     async fn retry_action(&self, id: i64) -> Result<Result<(), String>, StoreError> {
-        in_tx!(self, tx => pg_actions::retry(&tx, id, Utc::now()))
+        in_tx_waking!(self, super::fleet::accepted, tx => pg_actions::retry(&tx, id, Utc::now()))
     }
 
     async fn actions(&self) -> Result<Vec<ActionRecord>, StoreError> {
@@ -575,7 +608,7 @@ impl Store for PgStore {
         by: &str,
         reason: &str,
     ) -> Result<Result<i64, String>, StoreError> {
-        in_tx!(self, tx => pg_actions::undo(&tx, id, by, reason, Utc::now()))
+        in_tx_waking!(self, super::fleet::accepted, tx => pg_actions::undo(&tx, id, by, reason, Utc::now()))
     }
 
     async fn claim_messages(
@@ -649,7 +682,7 @@ impl Store for PgStore {
         remediation: &str,
         requested_by: &str,
     ) -> Result<Result<i64, String>, StoreError> {
-        in_tx!(self, tx => pg_commands::request_remediation(
+        in_tx_waking!(self, super::fleet::accepted, tx => pg_commands::request_remediation(
             &tx,
             finding_id,
             remediation,
@@ -763,8 +796,9 @@ async fn insert_run<C: deadpool_postgres::GenericClient>(
     let counts = [run.rows, run.inserted, run.updated, run.deleted].map(|n| n as i64);
     let row = c
         .query_one(
-            "INSERT INTO runs (query, started_at, finished_at, status, rows, inserted, updated, deleted, baseline, error)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+            "INSERT INTO runs (query, started_at, finished_at, status, rows, inserted, updated, deleted, baseline, error,
+                               tick, ran_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
             &[
                 &run.query,
                 &run.started_at,
@@ -776,10 +810,16 @@ async fn insert_run<C: deadpool_postgres::GenericClient>(
                 &counts[3],
                 &run.baseline,
                 &run.error,
+                &run.tick.as_ref().map(|t| t.at),
+                &run.tick.as_ref().map(|t| t.by.as_str()),
             ],
         )
         .await?;
-    Ok(row.get(0))
+    let id = row.get(0);
+    if let Some(tick) = &run.tick {
+        super::pg_fleet::finish_tick(c, &run.query, tick, id).await?;
+    }
+    Ok(id)
 }
 
 /// Claims the query's state at the generation the diff was based on; `Conflict` if it moved.

@@ -66,6 +66,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         13,
         include_str!("migrations/sqlite/0013_risk_acceptance.sql"),
     ),
+    (14, include_str!("migrations/sqlite/0014_fleet.sql")),
     (
         15,
         include_str!("migrations/sqlite/0015_message_attempts_begun.sql"),
@@ -95,7 +96,7 @@ impl SqliteStore {
     }
 
     /// Runs `f` with the connection on a blocking thread.
-    async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(super) async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
@@ -111,7 +112,7 @@ impl SqliteStore {
     }
 
     /// Runs `f` in one immediate (write-locked) transaction on a blocking thread, and commits.
-    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(super) async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
@@ -272,7 +273,7 @@ impl Store for SqliteStore {
     }
 
     async fn commit_run(&self, commit: RunCommit) -> Result<CommitOutcome, StoreError> {
-        self.write(move |tx| {
+        self.write_waking(super::fleet::opens_work, move |tx| {
             let outcome = commit_in(tx, &commit);
             super::drop_aside(commit);
             outcome
@@ -282,7 +283,8 @@ impl Store for SqliteStore {
 
     async fn record_failed_run(&self, run: &RunRecord) -> Result<i64, StoreError> {
         let run = run.clone();
-        self.with(move |c| insert_run(c, &run)).await
+        // With its tick, which it finishes only while the claim holds.
+        self.write(move |tx| insert_run(tx, &run)).await
     }
 
     async fn findings(&self, filter: &FindingFilter) -> Result<Vec<Finding>, StoreError> {
@@ -328,7 +330,8 @@ impl Store for SqliteStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.with(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT id, query, started_at, finished_at, status, rows, inserted, updated, deleted, baseline, error
+                "SELECT id, query, started_at, finished_at, status, rows, inserted, updated, deleted, baseline, error,
+                        tick, ran_by
                  FROM runs WHERE (?1 IS NULL OR query = ?1) ORDER BY id DESC LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![query, limit], read_run)?;
@@ -402,8 +405,10 @@ impl Store for SqliteStore {
         approval_id: i64,
         vote: Vote,
     ) -> Result<Result<Transition, Refusal>, StoreError> {
-        self.write(move |tx| sqlite_approvals::vote(tx, approval_id, vote, Utc::now()))
-            .await
+        self.write_waking(super::fleet::decides, move |tx| {
+            sqlite_approvals::vote(tx, approval_id, vote, Utc::now())
+        })
+        .await
     }
 
     async fn settle_due(&self, now: DateTime<Utc>) -> Result<Vec<(i64, Transition)>, StoreError> {
@@ -569,8 +574,10 @@ impl Store for SqliteStore {
     }
 
     async fn retry_action(&self, id: i64) -> Result<Result<(), String>, StoreError> {
-        self.write(move |tx| sqlite_actions::retry(tx, id, Utc::now()))
-            .await
+        self.write_waking(super::fleet::accepted, move |tx| {
+            sqlite_actions::retry(tx, id, Utc::now())
+        })
+        .await
     }
 
     async fn actions(&self) -> Result<Vec<ActionRecord>, StoreError> {
@@ -606,8 +613,10 @@ impl Store for SqliteStore {
         reason: &str,
     ) -> Result<Result<i64, String>, StoreError> {
         let (by, reason) = (by.to_string(), reason.to_string());
-        self.write(move |tx| sqlite_actions::undo(tx, id, &by, &reason, Utc::now()))
-            .await
+        self.write_waking(super::fleet::accepted, move |tx| {
+            sqlite_actions::undo(tx, id, &by, &reason, Utc::now())
+        })
+        .await
     }
 
     async fn claim_messages(
@@ -696,7 +705,7 @@ impl Store for SqliteStore {
         requested_by: &str,
     ) -> Result<Result<i64, String>, StoreError> {
         let (remediation, requested_by) = (remediation.to_string(), requested_by.to_string());
-        self.write(move |tx| {
+        self.write_waking(super::fleet::accepted, move |tx| {
             sqlite_commands::request_remediation(
                 tx,
                 finding_id,
@@ -838,6 +847,7 @@ fn read_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<RunRecord, StoreEr
     let counts: [i64; 4] = [r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?];
     let baseline: bool = r.get(9)?;
     let error: Option<String> = r.get(10)?;
+    let tick: Option<(String, String)> = r.get::<_, Option<String>>(11)?.zip(r.get(12)?);
     Ok((|| {
         Ok(RunRecord {
             id,
@@ -851,14 +861,23 @@ fn read_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<RunRecord, StoreEr
             deleted: counts[3] as u64,
             baseline,
             error,
+            tick: tick
+                .map(|(at, by)| {
+                    Ok::<_, StoreError>(super::Tick {
+                        at: parse_ts(&at)?,
+                        by,
+                    })
+                })
+                .transpose()?,
         })
     })())
 }
 
 fn insert_run(c: &Connection, run: &RunRecord) -> Result<i64, StoreError> {
     c.execute(
-        "INSERT INTO runs (query, started_at, finished_at, status, rows, inserted, updated, deleted, baseline, error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO runs (query, started_at, finished_at, status, rows, inserted, updated, deleted, baseline, error,
+                           tick, ran_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         params![
             run.query,
             ts(&run.started_at),
@@ -870,9 +889,15 @@ fn insert_run(c: &Connection, run: &RunRecord) -> Result<i64, StoreError> {
             run.deleted as i64,
             run.baseline,
             run.error,
+            run.tick.as_ref().map(|t| ts(&t.at)),
+            run.tick.as_ref().map(|t| t.by.as_str()),
         ],
     )?;
-    Ok(c.last_insert_rowid())
+    let id = c.last_insert_rowid();
+    if let Some(tick) = &run.tick {
+        super::sqlite_fleet::finish_tick(c, &run.query, tick, id)?;
+    }
+    Ok(id)
 }
 
 /// Claims the query's state at the generation the diff was based on; `Conflict` if it moved.
