@@ -19,8 +19,7 @@ use crate::finding::Status;
 use crate::output::{self, Format};
 use crate::remediate;
 use crate::scan::{self, Scanner};
-use crate::store::ActionOutcome;
-use crate::store::{self, FindingFilter, Store};
+use crate::store::{self, ActionOutcome, ActionState, FindingFilter, Store};
 
 /// How long `vigilo run` waits for in-flight runs after the first signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -698,16 +697,47 @@ async fn retry(dir: &Path, action_id: i64) -> Result<ExitCode> {
 
 /// Moves remediations along, prints what ran, and exits 0 when `action_id` succeeded or was skipped.
 async fn run_queued(project: Project, store: Arc<dyn Store>, action_id: i64) -> Result<ExitCode> {
-    let (_, ran) = advance(project, store).await?;
+    let (_, ran) = advance(project, store.clone()).await?;
     output::write_action_outcomes(&mut crate::redact::stdout(), &ran)?;
-    let ok = ran.iter().any(|(id, o)| {
-        *id == action_id && matches!(o, ActionOutcome::Succeeded(_) | ActionOutcome::Skipped(_))
-    });
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    if let Some((_, outcome)) = ran.iter().find(|(id, _)| *id == action_id) {
+        let ok = matches!(
+            outcome,
+            ActionOutcome::Succeeded(_) | ActionOutcome::Skipped(_)
+        );
+        return Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    // Not run by this command: a `vigilo run` woken by the same transaction may have taken it.
+    let state = store
+        .actions()
+        .await?
+        .into_iter()
+        .find(|a| a.id == action_id)
+        .map(|a| a.state);
+    match state {
+        Some(s @ (ActionState::Succeeded | ActionState::Skipped)) => {
+            println!(
+                "action {action_id} {}: another vigilo process ran it",
+                s.as_str()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(s @ (ActionState::Pending | ActionState::Started)) => {
+            println!(
+                "action {action_id} is {}: another vigilo process is running it (`vigilo audit` shows its outcome)",
+                s.as_str()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(s) => {
+            println!("action {action_id} is {}", s.as_str());
+            Ok(ExitCode::from(1))
+        }
+        None => Ok(ExitCode::from(1)),
+    }
 }
 
 async fn undo(dir: &Path, action_id: i64, by: &str, reason: &str) -> Result<ExitCode> {
