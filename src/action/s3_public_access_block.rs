@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::params::{self, Kind, Need, Param, Params};
 use super::read_first::{Aws, Found, ReadFirst, Written, gone_on};
-use super::s3_versioning::{NO_SUCH_BUCKET, S3_XMLNS, bucket_gone, s3_call};
+use super::s3_versioning::{NO_SUCH_BUCKET, S3_XMLNS, bucket_gone, s3_call, s3_write};
 
 /// `aws.s3.put_public_access_block`.
 pub struct PutPublicAccessBlock;
@@ -146,11 +146,7 @@ impl ReadFirst for PutPublicAccessBlock {
             Some(body),
             "PutPublicAccessBlock",
         );
-        match aws.s3(&call).await {
-            Ok(answer) => Ok(Written::Done(answer.request_id)),
-            Err(e) if gone_on(&e, &[NO_SUCH_BUCKET]) => Ok(Written::Gone(bucket_gone(aws, bucket))),
-            Err(e) => Err(e.to_string()),
-        }
+        s3_write(aws, &call).await
     }
 
     fn undo(&self, p: &Params<'_>, before: &Value) -> Result<(&'static str, Value), String> {
@@ -216,11 +212,7 @@ impl ReadFirst for DeletePublicAccessBlock {
             None,
             "DeletePublicAccessBlock",
         );
-        match aws.s3(&call).await {
-            Ok(answer) => Ok(Written::Done(answer.request_id)),
-            Err(e) if gone_on(&e, &[NO_SUCH_BUCKET]) => Ok(Written::Gone(bucket_gone(aws, bucket))),
-            Err(e) => Err(e.to_string()),
-        }
+        s3_write(aws, &call).await
     }
 
     fn undo(&self, p: &Params<'_>, before: &Value) -> Result<(&'static str, Value), String> {

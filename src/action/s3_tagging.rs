@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::params::{self, Kind, Need, Param, Params};
 use super::read_first::{Aws, Found, ReadFirst, Written, gone_on};
-use super::s3_versioning::{NO_SUCH_BUCKET, S3_XMLNS, bucket_gone, s3_call};
+use super::s3_versioning::{NO_SUCH_BUCKET, S3_XMLNS, bucket_gone, s3_call, s3_write};
 use crate::aws::xml;
 
 /// `aws.s3.tag_bucket`.
@@ -160,11 +160,7 @@ impl ReadFirst for TagBucket {
                 "PutBucketTagging",
             )
         };
-        match aws.s3(&call).await {
-            Ok(answer) => Ok(Written::Done(answer.request_id)),
-            Err(e) if gone_on(&e, &[NO_SUCH_BUCKET]) => Ok(Written::Gone(bucket_gone(aws, bucket))),
-            Err(e) => Err(e.to_string()),
-        }
+        s3_write(aws, &call).await
     }
 
     fn undo(&self, p: &Params<'_>, before: &Value) -> Result<(&'static str, Value), String> {

@@ -49,6 +49,17 @@ pub(super) fn s3_call<'a>(
     }
 }
 
+/// Makes the write `call`: done with S3's request id, or gone when the bucket no longer exists.
+pub(super) async fn s3_write(aws: &Aws<'_>, call: &S3Call<'_>) -> Result<Written, String> {
+    match aws.s3(call).await {
+        Ok(answer) => Ok(Written::Done(answer.request_id)),
+        Err(e) if gone_on(&e, &[NO_SUCH_BUCKET]) => {
+            Ok(Written::Gone(bucket_gone(aws, call.bucket)))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// S3's XML namespace for bodies vigilo sends.
 pub(super) const S3_XMLNS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
 
@@ -134,11 +145,7 @@ impl ReadFirst for PutBucketVersioning {
             Some(body),
             "PutBucketVersioning",
         );
-        match aws.s3(&call).await {
-            Ok(answer) => Ok(Written::Done(answer.request_id)),
-            Err(e) if gone_on(&e, &[NO_SUCH_BUCKET]) => Ok(Written::Gone(bucket_gone(aws, bucket))),
-            Err(e) => Err(e.to_string()),
-        }
+        s3_write(aws, &call).await
     }
 
     fn undo(&self, p: &Params<'_>, before: &Value) -> Result<(&'static str, Value), String> {
