@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::aws::{Moto, Proxy, create_key, key_status, set_status};
 use common::{PgDb, show, vigilo_env};
@@ -674,7 +674,7 @@ async fn crash_is_settled_by_reading(state_url: &str) {
     ] {
         let id = approval_for(env, dir.path(), key);
         env.set("VIGILO_PAUSE_AT", point);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vigilo"))
+        let child = Command::new(env!("CARGO_BIN_EXE_vigilo"))
             .arg("--dir")
             .arg(dir.path())
             .args(["approve", &id, "--as", "alice"])
@@ -683,21 +683,7 @@ async fn crash_is_settled_by_reading(state_url: &str) {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-        let start = Instant::now();
-        loop {
-            let mut line = String::new();
-            std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
-            if line.contains(&format!("paused at {point}")) {
-                break;
-            }
-            assert!(
-                !line.is_empty() && start.elapsed() < Duration::from_secs(60),
-                "vigilo never paused at {point}"
-            );
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
+        common::kill_when_paused(child, point);
         env.vars.retain(|(k, _)| k != "VIGILO_PAUSE_AT");
         assert_eq!(
             calls_for(key),

@@ -10,7 +10,6 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use common::aws::{Moto, Proxy, boto};
 use common::{show, vigilo_env};
@@ -254,7 +253,7 @@ fn action_id(out: &str, word: &str) -> String {
 
 /// Starts `vigilo approve` paused at `point` and SIGKILLs it there.
 fn approve_and_kill(dir: &Path, env: &[(String, String)], approval: &str, point: &str) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vigilo"))
+    let child = Command::new(env!("CARGO_BIN_EXE_vigilo"))
         .arg("--dir")
         .arg(dir)
         .args(["approve", approval, "--as", "alice"])
@@ -264,21 +263,7 @@ fn approve_and_kill(dir: &Path, env: &[(String, String)], approval: &str, point:
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let start = Instant::now();
-    loop {
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
-        if line.contains(&format!("paused at {point}")) {
-            break;
-        }
-        assert!(
-            !line.is_empty() && start.elapsed() < Duration::from_secs(60),
-            "vigilo never paused at {point}"
-        );
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    common::kill_when_paused(child, point);
 }
 
 /// The whole contract of one typed action, on four targets: `a` is changed (then undone), `b`

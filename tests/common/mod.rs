@@ -327,3 +327,23 @@ pub fn assert_renders_in_chromium(url: &str, expect: &str) -> String {
     assert_not_blank(&shot);
     html
 }
+
+/// Waits until `child` (a `vigilo` started with `VIGILO_PAUSE_AT=point` and its stderr piped)
+/// says it paused there, then SIGKILLs it at exactly that point.
+pub fn kill_when_paused(mut child: std::process::Child, point: &str) {
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let start = std::time::Instant::now();
+    loop {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        if line.contains(&format!("paused at {point}")) {
+            break;
+        }
+        assert!(
+            !line.is_empty() && start.elapsed() < std::time::Duration::from_secs(60),
+            "vigilo never paused at {point}"
+        );
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
