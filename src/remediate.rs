@@ -727,9 +727,7 @@ pub fn runs_actions(project: &Project, remediation: &str, decision: &str) -> boo
         let values = crate::approval::answer_values(kind, decision);
         r.actions
             .iter()
-            .any(|a| a.when.is_some() && r.runs_for(a.when.as_deref(), Some(&values)))
-            || (kind == crate::approval::InputKind::Text
-                && r.actions.iter().any(|a| a.when.is_none()))
+            .any(|a| r.runs_for(a.when.as_deref(), Some(&values)))
     })
 }
 
