@@ -1,5 +1,6 @@
 """What every benchmark shares: the release binary, GNU time, medians, PostgreSQL and projects."""
 
+import hashlib
 import os
 import re
 import shutil
@@ -12,9 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-VIGILO = ROOT / "target" / "release" / "vigilo"
+# VIGILO_BENCH_BIN measures a binary built elsewhere (say, under another release profile)
+# without building; otherwise the build lands where cargo puts it (CARGO_TARGET_DIR too).
+BIN_GIVEN = os.environ.get("VIGILO_BENCH_BIN")
+VIGILO = Path(BIN_GIVEN) if BIN_GIVEN else \
+    Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "vigilo"
 PG_ADMIN = os.environ.get("VIGILO_BENCH_PG", "postgres://postgres@127.0.0.1:5432/postgres")
-WORK = Path(os.environ.get("VIGILO_BENCH_DIR", tempfile.gettempdir())) / "vigilo-bench"
+# Two checkouts benchmarking at once must not share directories or databases: both carry a
+# tag of the checkout's path.
+TAG = hashlib.sha256(str(ROOT).encode()).hexdigest()[:6]
+WORK = Path(os.environ.get("VIGILO_BENCH_DIR", tempfile.gettempdir())) / f"vigilo-bench-{TAG}"
 
 
 def log(msg):
@@ -23,7 +31,10 @@ def log(msg):
 
 
 def build():
-    """Builds vigilo in release."""
+    """Builds vigilo in release, unless VIGILO_BENCH_BIN names a binary to measure."""
+    if BIN_GIVEN:
+        log(f"measuring {VIGILO} (VIGILO_BENCH_BIN), not building")
+        return
     log("building vigilo (release)")
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
 
@@ -84,7 +95,8 @@ def pg_url(db):
 
 
 def fresh_pg_db(name):
-    """Drops and creates database `name`; returns its URL."""
+    """Drops and creates database `name` (tagged with this checkout); returns its URL."""
+    name = f"{name}_{TAG}"
     psql(PG_ADMIN, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     psql(PG_ADMIN, f'CREATE DATABASE "{name}"')
     return pg_url(name)
