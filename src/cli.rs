@@ -788,7 +788,10 @@ async fn undo(dir: &Path, action_id: i64, by: &str, reason: &str) -> Result<Exit
         );
         return Ok(ExitCode::from(1));
     }
-    let undo_id = match store.undo_action(action_id, by, reason).await? {
+    let undo_id = match store
+        .undo_action(action_id, by, reason, crate::action::undo)
+        .await?
+    {
         Ok(id) => id,
         Err(refusal) => {
             eprintln!("refused: {refusal}");

@@ -43,8 +43,9 @@ use serde_json::{Value, json};
 use crate::approval::{Approval, InputKind, Status};
 use crate::config::{EmailConfig, Project, TlsMode};
 use crate::finding::Finding;
-use crate::notify::{self, Content};
+use crate::message::Content;
 use crate::store::MessageRecord;
+use crate::store::events;
 
 /// How long connecting to the SMTP server may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -98,7 +99,7 @@ pub async fn send(
                 "email {name}: the recipient address {to:?} is not valid ({e}); nothing was sent"
             )
         })?;
-        let reader = if m.event == notify::APPROVAL_REQUESTED {
+        let reader = if m.event == events::APPROVAL_REQUESTED {
             reader(project, content.approval.as_ref(), &to_box, &content.links)
         } else {
             Reader::Other
@@ -143,10 +144,10 @@ pub async fn send(
 /// Whether email sends anything for this event.
 fn sends(event: &str, content: &Content) -> bool {
     match event {
-        notify::APPROVAL_REQUESTED | notify::APPROVAL_DECIDED | notify::APPROVAL_EXPIRED => {
+        events::APPROVAL_REQUESTED | events::APPROVAL_DECIDED | events::APPROVAL_EXPIRED => {
             content.approval.is_some()
         }
-        notify::FINDING_OPENED | notify::FINDING_REOPENED | notify::REMEDIATION_MESSAGE => true,
+        events::FINDING_OPENED | events::FINDING_REOPENED | events::REMEDIATION_MESSAGE => true,
         _ => false,
     }
 }
@@ -304,8 +305,8 @@ fn compose(project: &Project, m: &MessageRecord, content: &Content, reader: &Rea
         .as_ref()
         .map(|f| finding_view(f, query_title(project, f)));
     match (m.event.as_str(), &content.approval) {
-        (notify::APPROVAL_REQUESTED, Some(a)) => request(a, finding, reader),
-        (notify::APPROVAL_DECIDED | notify::APPROVAL_EXPIRED, Some(a)) => {
+        (events::APPROVAL_REQUESTED, Some(a)) => request(a, finding, reader),
+        (events::APPROVAL_DECIDED | events::APPROVAL_EXPIRED, Some(a)) => {
             outcome(a, content, m.text.as_deref())
         }
         _ => notice(m, content, finding),
@@ -499,7 +500,7 @@ fn notice(m: &MessageRecord, content: &Content, finding: Option<FindingView>) ->
     if !rest.is_empty() {
         paragraphs.push(rest);
     }
-    let finding = if m.event == notify::REMEDIATION_MESSAGE {
+    let finding = if m.event == events::REMEDIATION_MESSAGE {
         None
     } else {
         finding

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::approval::{Approval, Status};
+use crate::approval::Approval;
 use crate::config::Project;
 use crate::store::{Store, StoreError};
 
@@ -31,33 +31,7 @@ pub enum ExportError {
     },
 }
 
-/// The outcome word of a settled approval, or `None` while it is pending: ACCEPTED when the
-/// decision accepted the finding's risk (an option with `accept_for`), else [`outcome_of`].
-pub fn outcome(project: &Project, a: &Approval) -> Option<&'static str> {
-    if a.status == Status::Decided && a.decided_option().is_some_and(|o| o.accept_for.is_some()) {
-        return Some("ACCEPTED");
-    }
-    outcome_of(project, &a.remediation, a.status, a.decision.as_deref())
-}
-
-/// The outcome word of an approval of `remediation` in `status` with `decision`: APPROVED when
-/// the winning option runs actions, DENIED when it runs none, EXPIRED; `None` while pending.
-pub fn outcome_of(
-    project: &Project,
-    remediation: &str,
-    status: Status,
-    decision: Option<&str>,
-) -> Option<&'static str> {
-    match status {
-        Status::Pending => None,
-        Status::Expired => Some("EXPIRED"),
-        Status::Decided => {
-            let runs =
-                decision.is_some_and(|d| crate::remediate::runs_actions(project, remediation, d));
-            Some(if runs { "APPROVED" } else { "DENIED" })
-        }
-    }
-}
+pub use crate::outcome::{outcome, outcome_of};
 
 /// The file an approval is exported to, relative to the export directory.
 pub fn file_name(a: &Approval, outcome: &str) -> PathBuf {

@@ -175,7 +175,7 @@ pub async fn render(project: &Project, store: &dyn Store) -> Result<String, Stor
     m.approvals.reset();
     for (remediation, status, decision, n) in &stats.approvals {
         let outcome = match crate::approval::Status::parse(status) {
-            Some(status) => crate::report::word(crate::export::outcome_of(
+            Some(status) => crate::outcome::word(crate::outcome::outcome_of(
                 project,
                 remediation,
                 status,

@@ -16,26 +16,15 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use crate::approval::Approval;
 use crate::config::{IntegrationConfig, NotifyTarget, Project, Remediation, WebhookConfig};
 use crate::finding::Finding;
 use crate::store::{MessageOutcome, MessageRecord, NewMessage, Store, StoreError};
 use crate::template;
 
-/// Event of a message about a new finding.
-pub const FINDING_OPENED: &str = "finding.opened";
-/// Event of a message about a finding that came back.
-pub const FINDING_REOPENED: &str = "finding.reopened";
-/// Event of a message asking for a decision.
-pub const APPROVAL_REQUESTED: &str = "approval.requested";
-/// Event of a remediation's `[[message]]`.
-pub const REMEDIATION_MESSAGE: &str = "remediation.message";
-/// Event of a vote, told where the request went (Slack: a thread reply).
-pub const APPROVAL_VOTE: &str = "approval.vote";
-/// Event of a decision (Slack: the request is updated).
-pub const APPROVAL_DECIDED: &str = "approval.decided";
-/// Event of an expiry (Slack: the request is updated).
-pub const APPROVAL_EXPIRED: &str = "approval.expired";
+pub use crate::store::events::{
+    APPROVAL_DECIDED, APPROVAL_EXPIRED, APPROVAL_REQUESTED, APPROVAL_VOTE, FINDING_OPENED,
+    FINDING_REOPENED, REMEDIATION_MESSAGE,
+};
 
 /// Delivery attempts before a message is given up (`failed`).
 pub const MAX_ATTEMPTS: i32 = 8;
@@ -223,55 +212,7 @@ fn failed(m: &MessageRecord, error: String, asked: Option<Duration>) -> MessageO
     MessageOutcome::Failed { error, retry_at }
 }
 
-/// How one delivery attempt went.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Delivery {
-    /// Delivered; what the integration answered.
-    Sent(Value),
-    /// Not delivered; `retry_after` is the wait the target asked for (HTTP 429).
-    Failed {
-        /// Why.
-        error: String,
-        /// The target's `Retry-After`.
-        retry_after: Option<Duration>,
-    },
-    /// Not attempted: the integration's pace allows the next message after this wait.
-    Deferred(Duration),
-}
-
-impl Delivery {
-    /// A failure with no wait asked for.
-    pub fn failed(error: String) -> Delivery {
-        Delivery::Failed {
-            error,
-            retry_after: None,
-        }
-    }
-}
-
-impl From<Result<Value, String>> for Delivery {
-    fn from(r: Result<Value, String>) -> Delivery {
-        match r {
-            Ok(v) => Delivery::Sent(v),
-            Err(e) => Delivery::failed(e),
-        }
-    }
-}
-
-/// What a message says, in the forms the integrations need.
-#[derive(Debug, Clone)]
-pub struct Content {
-    /// A one-line subject.
-    pub subject: String,
-    /// The text, several lines.
-    pub text: String,
-    /// The finding it is about.
-    pub finding: Option<Finding>,
-    /// The approval it is about.
-    pub approval: Option<Approval>,
-    /// Per-approver approval links (approval requests only).
-    pub links: Vec<(String, String)>,
-}
+pub use crate::message::{Content, Delivery};
 
 /// Puts a message's words together from the finding and approval as they are now.
 /// The outer error is the store's; the inner one fails the attempt.

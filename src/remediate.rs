@@ -715,21 +715,7 @@ pub fn preview(
     lines.into_iter().map(|l| crate::redact::text(&l)).collect()
 }
 
-/// Whether the answer `decision` (an option, a text, or a multiselect's values joined) runs
-/// any action of `remediation`.
-pub fn runs_actions(project: &Project, remediation: &str, decision: &str) -> bool {
-    project.remediations.get(remediation).is_some_and(|r| {
-        let kind = r
-            .approval
-            .as_ref()
-            .map(|a| a.input.kind)
-            .unwrap_or_default();
-        let values = crate::approval::answer_values(kind, decision);
-        r.actions
-            .iter()
-            .any(|a| r.runs_for(a.when.as_deref(), Some(&values)))
-    })
-}
+pub use crate::outcome::runs_actions;
 
 /// The option `vigilo approve` (`word` = "approve") or `vigilo deny` ("deny") votes on `a`:
 /// the option of that name, else the one option that runs actions (approve) or runs none (deny).

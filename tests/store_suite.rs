@@ -926,8 +926,9 @@ fn sqlite_all<T>(
 /// The number of the last migration of `dialect` (its files are numbered from 1, no gaps).
 fn latest_migration(dialect: &str) -> i64 {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("src/store/migrations")
-        .join(dialect);
+        .join("src/store")
+        .join(dialect)
+        .join("migrations");
     // Versions are the files' numbers, which may have gaps.
     std::fs::read_dir(dir)
         .unwrap()
@@ -942,8 +943,9 @@ fn latest_migration(dialect: &str) -> i64 {
 
 fn schema_before(dialect: &str, before: usize) -> String {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("src/store/migrations")
-        .join(dialect);
+        .join("src/store")
+        .join(dialect)
+        .join("migrations");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())

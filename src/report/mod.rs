@@ -215,19 +215,10 @@ pub struct Report<'a> {
 
 /// The outcome word of an approval: approved (its option runs actions), denied, expired, pending.
 pub fn outcome(project: &Project, a: &Approval) -> &'static str {
-    word(crate::export::outcome(project, a))
+    word(crate::outcome::outcome(project, a))
 }
 
-/// [`crate::export::outcome`]'s word in lower case, `pending` for none.
-pub fn word(outcome: Option<&str>) -> &'static str {
-    match outcome {
-        None => "pending",
-        Some("APPROVED") => "approved",
-        Some("DENIED") => "denied",
-        Some("ACCEPTED") => "accepted",
-        Some(_) => "expired",
-    }
-}
+pub use crate::outcome::word;
 
 fn in_period(at: DateTime<Utc>, since: Option<DateTime<Utc>>) -> bool {
     since.is_none_or(|s| at >= s)

@@ -15,7 +15,7 @@ use super::people::{self, Person};
 use super::routes::ephemeral;
 use crate::config::SlackConfig;
 use crate::scan::Scanner;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::{CommandRecord, NewCommand};
 
 /// The `block_id` prefix of a command's Confirm / Cancel buttons: `vigilo:command:ID`.

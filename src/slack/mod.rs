@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::config::{Project, SlackConfig};
-use crate::notify::{self, Content, Delivery};
+use crate::message::{Content, Delivery};
+use crate::store::events;
 use crate::store::{MessageRecord, MessageState, Store};
 
 /// How long one Web API call may take.
@@ -400,7 +401,7 @@ async fn request_post(
         .await?
         .into_iter()
         .filter(|r| {
-            r.event == notify::APPROVAL_REQUESTED
+            r.event == events::APPROVAL_REQUESTED
                 && r.integration == m.integration
                 && r.destination["channel"] == channel
                 && r.state == MessageState::Sent
@@ -433,7 +434,7 @@ pub async fn send(
         Ok(r) => r,
         Err(e) => return Delivery::failed(e.to_string()),
     };
-    if let (notify::APPROVAL_REQUESTED, Some((ch, ts))) = (m.event.as_str(), &request) {
+    if let (events::APPROVAL_REQUESTED, Some((ch, ts))) = (m.event.as_str(), &request) {
         // Checked before posting: a request already in this channel is never posted again.
         return Delivery::Sent(
             json!({"method": "none", "channel": ch, "ts": ts, "already_posted": true}),
@@ -448,7 +449,7 @@ pub async fn send(
         .and_then(|f| project.queries.get(&f.query))
         .map(|q| q.title.clone());
     let (method, body) = match (m.event.as_str(), &content.approval, &request) {
-        (notify::APPROVAL_REQUESTED, Some(a), _) => (
+        (events::APPROVAL_REQUESTED, Some(a), _) => (
             "chat.postMessage",
             json!({
                 "channel": channel,
@@ -457,7 +458,7 @@ pub async fn send(
                 "unfurl_links": false,
             }),
         ),
-        (notify::APPROVAL_DECIDED | notify::APPROVAL_EXPIRED, Some(a), Some((ch, ts))) => (
+        (events::APPROVAL_DECIDED | events::APPROVAL_EXPIRED, Some(a), Some((ch, ts))) => (
             "chat.update",
             json!({
                 "channel": ch,
@@ -466,7 +467,7 @@ pub async fn send(
                 "blocks": blocks::outcome(a, content.finding.as_ref(), title.as_deref()),
             }),
         ),
-        (notify::APPROVAL_VOTE | notify::APPROVAL_DECIDED | notify::APPROVAL_EXPIRED, _, None) => {
+        (events::APPROVAL_VOTE | events::APPROVAL_DECIDED | events::APPROVAL_EXPIRED, _, None) => {
             return Delivery::failed(format!(
                 "{}: the approval request is not posted in {channel} yet",
                 m.integration
@@ -474,7 +475,7 @@ pub async fn send(
         }
         (_, _, thread) => {
             let text = match m.event.as_str() {
-                notify::APPROVAL_VOTE => m.text.clone().unwrap_or_default(),
+                events::APPROVAL_VOTE => m.text.clone().unwrap_or_default(),
                 _ => content.text.clone(),
             };
             let mut body = json!({

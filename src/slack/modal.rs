@@ -12,7 +12,7 @@ use super::people::{self, Person};
 use super::routes::ephemeral;
 use crate::approval::Approval;
 use crate::config::SlackConfig;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// The `callback_id` of vigilo's answer form.
 pub const CALLBACK_ID: &str = "vigilo:answer";

@@ -26,7 +26,7 @@ use super::people::{self, Person, Unresolved};
 use super::{Api, modal, signature};
 use crate::audit::{Event, Kind};
 use crate::config::{IntegrationConfig, Project, SlackConfig};
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// The Slack routes, to merge into the server's router.
 pub fn router() -> Router<AppState> {

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Api, routes};
 use crate::config::SlackConfig;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// The first pause after a failure; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);

@@ -8,8 +8,8 @@ use std::thread::{Scope, ScopedJoinHandle};
 use chrono::Utc;
 use rusqlite::{Transaction, params};
 
-use super::{FindingEvent, StoreError, chain_findings, chaining_stopped};
 use crate::audit::{Chain, Event, Kind, Link};
+use crate::store::{FindingEvent, StoreError, chain_findings, chaining_stopped};
 
 /// Audit events the commit keeps in memory before appending them (PostgreSQL's go
 /// `pg_copy::ROWS_PER_COPY` at a time).
@@ -70,14 +70,10 @@ fn set_head(tx: &Transaction<'_>, chain: &Chain) -> Result<(), StoreError> {
 
 /// Appends `events` to the chain inside `tx` (which holds SQLite's write lock); returns their `seq`s.
 pub(super) fn append_in(tx: &Transaction<'_>, events: &[Event]) -> Result<Vec<i64>, StoreError> {
-    if events.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut chain = chain_from_head(tx)?;
-    let links: Vec<Link<'_>> = events.iter().map(|e| chain.next(e)).collect();
-    insert(tx, chain.at(), &links)?;
-    set_head(tx, &chain)?;
-    Ok(links.iter().map(|l| l.seq).collect())
+    super::tx::done(crate::store::ops::audit::append(
+        &mut super::tx::LiteTx::new(tx),
+        events,
+    ))
 }
 
 /// A batch being chained on a scoped thread, which hands the chain back with its entries.

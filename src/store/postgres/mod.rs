@@ -13,22 +13,22 @@ use futures::{StreamExt, pin_mut};
 use tokio_postgres::NoTls;
 use tokio_postgres::types::{ToSql, Type};
 
-use super::pg_audit::FindingAudit;
-pub(super) use super::pg_audit::append_in;
-use super::pg_copy::{CopyWriter, ROWS_PER_COPY};
+use self::audit::FindingAudit;
+use self::audit::append_in;
+use self::copy::{CopyWriter, ROWS_PER_COPY};
+use self::tx::PgTx;
+use super::ops;
 use super::{
     ActionOutcome, ActionRecord, ActionState, DecidedRun, MessageOutcome, MessageRecord,
-    MessageState, NewAction, NewApproval, NewMessage, RequestedRun, parse_json, pg_actions,
-    pg_approvals, pg_messages,
+    MessageState, NewAction, NewApproval, NewMessage, RequestedRun,
 };
-use super::{CommandRecord, NewCommand, pg_commands};
+use super::{CommandRecord, NewCommand};
 use super::{
     CommitOutcome, FindingFilter, RunCommit, RunRecord, SnapshotWrite, Store, StoreError,
-    finding_json, key_bytes, key_from_bytes, load_entries, parse_run_status, parse_severity,
-    parse_status, snapshot_write,
+    finding_json, key_bytes, key_from_bytes, load_entries, snapshot_write,
 };
 use crate::approval::{Approval, Refusal, Transition, Vote};
-use crate::audit::{self, Entry, Event, Kind};
+use crate::audit::{Entry, Event, Kind};
 use crate::diff::{Changed, Changes, ENTRY_BYTES, KeyHash, Snapshot};
 use crate::finding::Finding;
 
@@ -54,7 +54,7 @@ macro_rules! in_tx_waking {
         let result = $step.await?;
         let wakes = $wakes(&result);
         if wakes {
-            super::pg_fleet::notify_work(&$tx).await?;
+            self::fleet::notify_work(&$tx).await?;
         }
         $tx.commit().await?;
         if wakes {
@@ -64,46 +64,44 @@ macro_rules! in_tx_waking {
     }};
 }
 
+// After the macros, which they use.
+mod audit;
+mod copy;
+mod fleet;
+mod runs;
+mod tx;
+
 /// Numbered migrations, applied in order at connect.
 const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("migrations/postgres/0001_core.sql")),
-    (2, include_str!("migrations/postgres/0002_audit.sql")),
-    (3, include_str!("migrations/postgres/0003_approvals.sql")),
-    (4, include_str!("migrations/postgres/0004_actions.sql")),
-    (5, include_str!("migrations/postgres/0005_messages.sql")),
-    (6, include_str!("migrations/postgres/0006_chatops.sql")),
-    (
-        7,
-        include_str!("migrations/postgres/0007_snapshot_chunks.sql"),
-    ),
-    (
-        8,
-        include_str!("migrations/postgres/0008_snapshot_deltas.sql"),
-    ),
+    (1, include_str!("migrations/0001_core.sql")),
+    (2, include_str!("migrations/0002_audit.sql")),
+    (3, include_str!("migrations/0003_approvals.sql")),
+    (4, include_str!("migrations/0004_actions.sql")),
+    (5, include_str!("migrations/0005_messages.sql")),
+    (6, include_str!("migrations/0006_chatops.sql")),
+    (7, include_str!("migrations/0007_snapshot_chunks.sql")),
+    (8, include_str!("migrations/0008_snapshot_deltas.sql")),
     (
         9,
-        include_str!("migrations/postgres/0009_findings_without_status_index.sql"),
+        include_str!("migrations/0009_findings_without_status_index.sql"),
     ),
     (
         10,
-        include_str!("migrations/postgres/0010_findings_json_as_text.sql"),
+        include_str!("migrations/0010_findings_json_as_text.sql"),
     ),
     (
         11,
-        include_str!("migrations/postgres/0011_audit_without_finding_index.sql"),
+        include_str!("migrations/0011_audit_without_finding_index.sql"),
     ),
     (
         12,
-        include_str!("migrations/postgres/0012_audit_hashes_as_bytea.sql"),
+        include_str!("migrations/0012_audit_hashes_as_bytea.sql"),
     ),
-    (
-        13,
-        include_str!("migrations/postgres/0013_risk_acceptance.sql"),
-    ),
-    (14, include_str!("migrations/postgres/0014_fleet.sql")),
+    (13, include_str!("migrations/0013_risk_acceptance.sql")),
+    (14, include_str!("migrations/0014_fleet.sql")),
     (
         15,
-        include_str!("migrations/postgres/0015_message_attempts_begun.sql"),
+        include_str!("migrations/0015_message_attempts_begun.sql"),
     ),
 ];
 
@@ -227,7 +225,7 @@ impl Store for PgStore {
         limit: usize,
     ) -> Result<Vec<super::DueAcceptance>, StoreError> {
         let client = self.client().await?;
-        pg_approvals::due_acceptances(&client, now, limit).await
+        ops::approvals::due_acceptances(&mut PgTx(&client), now, limit).await
     }
 
     async fn end_acceptance(
@@ -236,7 +234,7 @@ impl Store for PgStore {
         remediation: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Option<Option<i64>>, StoreError> {
-        in_tx!(self, tx => pg_approvals::end_acceptance(&tx, id, remediation, now))
+        in_tx!(self, tx => ops::approvals::end_acceptance(&mut PgTx(&tx), id, remediation, now))
     }
 
     async fn load_snapshot(&self, query: &str) -> Result<Option<Snapshot>, StoreError> {
@@ -289,18 +287,7 @@ impl Store for PgStore {
     }
 
     async fn findings(&self, filter: &FindingFilter) -> Result<Vec<Finding>, StoreError> {
-        let client = self.client().await?;
-        let status = filter.status.map(|s| s.as_str());
-        let rows = client
-            .query(
-                &format!(
-                    "{FINDING_SELECT} WHERE ($1::text IS NULL OR f.query = $1) AND ($2::text IS NULL OR {FINDING_STATUS} = $2)
-                     ORDER BY f.id"
-                ),
-                &[&filter.query, &status],
-            )
-            .await?;
-        rows.iter().map(read_finding).collect()
+        ops::findings::list(&mut PgTx(&self.client().await?), filter, 0, None).await
     }
 
     async fn findings_page(
@@ -309,61 +296,15 @@ impl Store for PgStore {
         after: i64,
         limit: usize,
     ) -> Result<Vec<Finding>, StoreError> {
-        let client = self.client().await?;
-        let status = filter.status.map(|s| s.as_str());
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = client
-            .query(
-                &format!(
-                    "{FINDING_SELECT} WHERE ($1::text IS NULL OR f.query = $1) AND ($2::text IS NULL OR {FINDING_STATUS} = $2)
-                       AND f.id > $3 ORDER BY f.id LIMIT $4"
-                ),
-                &[&filter.query, &status, &after, &limit],
-            )
-            .await?;
-        rows.iter().map(read_finding).collect()
+        ops::findings::list(&mut PgTx(&self.client().await?), filter, after, Some(limit)).await
     }
 
     async fn finding(&self, id: i64) -> Result<Option<Finding>, StoreError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(&format!("{FINDING_SELECT} WHERE f.id = $1"), &[&id])
-            .await?;
-        row.as_ref().map(read_finding).transpose()
+        ops::findings::load(&mut PgTx(&self.client().await?), id).await
     }
 
     async fn runs(&self, query: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
-        let client = self.client().await?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = client
-            .query(
-                "SELECT id, query, started_at, finished_at, status, rows, inserted, updated, deleted, baseline, error,
-                        tick, ran_by
-                 FROM runs WHERE ($1::text IS NULL OR query = $1) ORDER BY id DESC LIMIT $2",
-                &[&query, &limit],
-            )
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(RunRecord {
-                    id: r.get(0),
-                    query: r.get(1),
-                    started_at: r.get(2),
-                    finished_at: r.get(3),
-                    status: parse_run_status(r.get(4))?,
-                    rows: r.get::<_, i64>(5) as u64,
-                    inserted: r.get::<_, i64>(6) as u64,
-                    updated: r.get::<_, i64>(7) as u64,
-                    deleted: r.get::<_, i64>(8) as u64,
-                    baseline: r.get(9),
-                    error: r.get(10),
-                    tick: r
-                        .get::<_, Option<DateTime<Utc>>>(11)
-                        .zip(r.get::<_, Option<String>>(12))
-                        .map(|(at, by)| super::Tick { at, by }),
-                })
-            })
-            .collect()
+        ops::findings::runs(&mut PgTx(&self.client().await?), query, limit).await
     }
 
     async fn reset_query(&self, query: &str) -> Result<u64, StoreError> {
@@ -399,21 +340,7 @@ impl Store for PgStore {
         lease: std::time::Duration,
         limit: usize,
     ) -> Result<Vec<RequestedRun>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let claimed = pg_approvals::claim(&tx, owner, Utc::now(), lease, limit).await?;
-        let mut out = Vec::with_capacity(claimed.len());
-        for (run_id, finding_id, remediation, requested_by) in claimed {
-            let finding = finding_of_run(&tx, run_id, finding_id).await?;
-            out.push(RequestedRun {
-                run_id,
-                remediation,
-                requested_by,
-                finding,
-            });
-        }
-        tx.commit().await?;
-        Ok(out)
+        in_tx!(self, tx => ops::approvals::claim(&mut PgTx(&tx), owner, Utc::now(), lease, limit))
     }
 
     async fn open_approval(
@@ -421,7 +348,7 @@ impl Store for PgStore {
         owner: &str,
         approval: NewApproval,
     ) -> Result<Option<i64>, StoreError> {
-        in_tx!(self, tx => pg_approvals::open(&tx, owner, &approval))
+        in_tx!(self, tx => ops::approvals::open(&mut PgTx(&tx), owner, &approval))
     }
 
     async fn vote(
@@ -429,19 +356,19 @@ impl Store for PgStore {
         approval_id: i64,
         vote: Vote,
     ) -> Result<Result<Transition, Refusal>, StoreError> {
-        in_tx_waking!(self, super::fleet::decides, tx => pg_approvals::vote(&tx, approval_id, vote, Utc::now()))
+        in_tx_waking!(self, super::fleet::decides, tx => ops::approvals::vote(&mut PgTx(&tx), approval_id, vote, Utc::now()))
     }
 
     async fn settle_due(&self, now: DateTime<Utc>) -> Result<Vec<(i64, Transition)>, StoreError> {
-        in_tx!(self, tx => pg_approvals::settle_due(&tx, now))
+        in_tx!(self, tx => ops::approvals::settle_due(&mut PgTx(&tx), now))
     }
 
     async fn approvals(&self, pending_only: bool) -> Result<Vec<Approval>, StoreError> {
-        pg_approvals::list(&self.client().await?, pending_only).await
+        ops::approvals::list(&mut PgTx(&self.client().await?), pending_only).await
     }
 
     async fn approval(&self, id: i64) -> Result<Option<Approval>, StoreError> {
-        pg_approvals::load(&self.client().await?, id, false).await
+        ops::approvals::load(&mut PgTx(&self.client().await?), id, false).await
     }
 
     async fn claim_decided(
@@ -450,25 +377,7 @@ impl Store for PgStore {
         lease: std::time::Duration,
         limit: usize,
     ) -> Result<Vec<DecidedRun>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let claimed = pg_actions::claim_decided(&tx, owner, Utc::now(), lease, limit).await?;
-        let mut out = Vec::with_capacity(claimed.len());
-        for (run_id, finding_id, remediation) in claimed {
-            let finding = finding_of_run(&tx, run_id, finding_id).await?;
-            let approval = match pg_actions::approval_of_run(&tx, run_id).await? {
-                Some(id) => pg_approvals::load(&tx, id, false).await?,
-                None => None,
-            };
-            out.push(DecidedRun {
-                run_id,
-                remediation,
-                approval,
-                finding,
-            });
-        }
-        tx.commit().await?;
-        Ok(out)
+        in_tx!(self, tx => ops::actions::claim_decided(&mut PgTx(&tx), owner, Utc::now(), lease, limit))
     }
 
     async fn plan_actions(
@@ -478,7 +387,7 @@ impl Store for PgStore {
         actions: Vec<NewAction>,
         messages: Vec<NewMessage>,
     ) -> Result<bool, StoreError> {
-        in_tx!(self, tx => pg_actions::plan(&tx, owner, run_id, &actions, &messages, Utc::now()))
+        in_tx!(self, tx => ops::actions::plan(&mut PgTx(&tx), owner, run_id, &actions, &messages, Utc::now()))
     }
 
     async fn defer_run(
@@ -487,28 +396,19 @@ impl Store for PgStore {
         run_id: i64,
         until: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        in_tx!(self, tx => pg_actions::defer(&tx, owner, run_id, until))
+        in_tx!(self, tx => ops::actions::defer(&mut PgTx(&tx), owner, run_id, until))
     }
 
     async fn fail_run(&self, owner: &str, run_id: i64, error: &str) -> Result<bool, StoreError> {
-        in_tx!(self, tx => pg_actions::fail_run(&tx, owner, run_id, error, Utc::now()))
+        in_tx!(self, tx => ops::actions::fail_run(&mut PgTx(&tx), owner, run_id, error, Utc::now()))
     }
 
     async fn claim_holders(&self) -> Result<Vec<String>, StoreError> {
-        let client = self.client().await?;
-        let rows = client.query(super::CLAIM_HOLDERS_SQL, &[]).await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        super::lease::holders(&mut PgTx(&self.client().await?)).await
     }
 
     async fn release_claims(&self, owner: &str) -> Result<u64, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let mut n = 0;
-        for sql in super::RELEASE_CLAIMS_SQL {
-            n += tx.execute(sql, &[&owner]).await?;
-        }
-        tx.commit().await?;
-        Ok(n)
+        in_tx!(self, tx => super::lease::release(&mut PgTx(&tx), owner))
     }
 
     async fn claim_actions(
@@ -517,7 +417,7 @@ impl Store for PgStore {
         lease: std::time::Duration,
         limit: usize,
     ) -> Result<Vec<ActionRecord>, StoreError> {
-        in_tx!(self, tx => pg_actions::claim(&tx, owner, Utc::now(), lease, limit))
+        in_tx!(self, tx => ops::actions::claim(&mut PgTx(&tx), owner, Utc::now(), lease, limit))
     }
 
     async fn start_action(
@@ -527,19 +427,15 @@ impl Store for PgStore {
         lease: std::time::Duration,
         observed: Option<serde_json::Value>,
     ) -> Result<bool, StoreError> {
-        in_tx!(self, tx => pg_actions::start(&tx, owner, id, Utc::now(), lease, observed.as_ref()))
+        in_tx!(self, tx => ops::actions::start(&mut PgTx(&tx), owner, id, Utc::now(), lease, observed.as_ref()))
     }
 
     async fn finish_action(&self, id: i64, outcome: ActionOutcome) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        pg_actions::finish(&tx, id, &outcome, Utc::now()).await?;
-        tx.commit().await?;
-        Ok(())
+        in_tx!(self, tx => ops::actions::finish(&mut PgTx(&tx), id, &outcome, Utc::now()))
     }
 
     async fn started_actions(&self) -> Result<Vec<ActionRecord>, StoreError> {
-        pg_actions::list(&self.client().await?, Some(ActionState::Started)).await
+        ops::actions::list(&mut PgTx(&self.client().await?), Some(ActionState::Started)).await
     }
 
     async fn claim_started(
@@ -548,58 +444,24 @@ impl Store for PgStore {
         action: &ActionRecord,
         lease: std::time::Duration,
     ) -> Result<bool, StoreError> {
-        let until = super::lease_end(Utc::now(), lease);
-        let moved = self
-            .client()
-            .await?
-            .execute(
-                "UPDATE actions SET claimed_by = $1, claim_expires = $2
-                 WHERE id = $3 AND state = 'started' AND attempts = $4
-                   AND claimed_by IS NOT DISTINCT FROM $5",
-                &[
-                    &owner,
-                    &until,
-                    &action.id,
-                    &action.attempts,
-                    &action.claimed_by,
-                ],
-            )
-            .await?;
-        Ok(moved > 0)
+        let client = self.client().await?;
+        ops::actions::claim_started(&mut PgTx(&client), owner, action, Utc::now(), lease).await
     }
 
     async fn rerun_started(&self, owner: &str, id: i64, why: &str) -> Result<bool, StoreError> {
-        in_tx!(self, tx => pg_actions::rerun_started(&tx, owner, id, why))
+        in_tx!(self, tx => ops::actions::rerun_started(&mut PgTx(&tx), owner, id, why))
     }
 
     async fn retry_action(&self, id: i64) -> Result<Result<(), String>, StoreError> {
-        in_tx_waking!(self, super::fleet::accepted, tx => pg_actions::retry(&tx, id, Utc::now()))
+        in_tx_waking!(self, super::fleet::accepted, tx => ops::actions::retry(&mut PgTx(&tx), id, Utc::now()))
     }
 
     async fn actions(&self) -> Result<Vec<ActionRecord>, StoreError> {
-        pg_actions::list(&self.client().await?, None).await
+        ops::actions::list(&mut PgTx(&self.client().await?), None).await
     }
 
     async fn stats(&self) -> Result<super::Stats, StoreError> {
-        let client = self.client().await?;
-        let [findings, approvals, actions, messages] = super::STATS_SQL;
-        let triples = |rows: Vec<tokio_postgres::Row>| -> Vec<(String, String, i64)> {
-            rows.iter()
-                .map(|r| (r.get(0), r.get(1), r.get(2)))
-                .collect()
-        };
-        let messages = messages.replace("instr(integration, '.')", "strpos(integration, '.')");
-        Ok(super::Stats {
-            open_findings: triples(client.query(findings, &[]).await?),
-            approvals: client
-                .query(approvals, &[])
-                .await?
-                .iter()
-                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-                .collect(),
-            actions: triples(client.query(actions, &[]).await?),
-            messages: triples(client.query(messages.as_str(), &[]).await?),
-        })
+        ops::stats::stats(&mut PgTx(&self.client().await?)).await
     }
 
     async fn undo_action(
@@ -607,8 +469,9 @@ impl Store for PgStore {
         id: i64,
         by: &str,
         reason: &str,
+        reverse: super::Reverse,
     ) -> Result<Result<i64, String>, StoreError> {
-        in_tx_waking!(self, super::fleet::accepted, tx => pg_actions::undo(&tx, id, by, reason, Utc::now()))
+        in_tx_waking!(self, super::fleet::accepted, tx => ops::actions::undo(&mut PgTx(&tx), id, by, reason, reverse, Utc::now()))
     }
 
     async fn claim_messages(
@@ -617,11 +480,11 @@ impl Store for PgStore {
         lease: std::time::Duration,
         limit: usize,
     ) -> Result<Vec<MessageRecord>, StoreError> {
-        in_tx!(self, tx => pg_messages::claim(&tx, owner, Utc::now(), lease, limit))
+        in_tx!(self, tx => ops::messages::claim(&mut PgTx(&tx), owner, Utc::now(), lease, limit))
     }
 
     async fn begin_message_attempt(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
-        in_tx!(self, tx => pg_messages::begin_attempt(&tx, id, at))
+        in_tx!(self, tx => ops::messages::begin_attempt(&mut PgTx(&tx), id, at))
     }
 
     async fn renew_message_claim(
@@ -630,7 +493,7 @@ impl Store for PgStore {
         id: i64,
         lease: std::time::Duration,
     ) -> Result<bool, StoreError> {
-        in_tx!(self, tx => pg_messages::renew(&tx, owner, id, super::lease_end(Utc::now(), lease)))
+        in_tx!(self, tx => ops::messages::renew(&mut PgTx(&tx), owner, id, super::lease_end(Utc::now(), lease)))
     }
 
     async fn finish_message(
@@ -639,31 +502,23 @@ impl Store for PgStore {
         id: i64,
         outcome: MessageOutcome,
     ) -> Result<bool, StoreError> {
-        in_tx!(self, tx => pg_messages::finish(&tx, owner, id, &outcome, Utc::now()))
+        in_tx!(self, tx => ops::messages::finish(&mut PgTx(&tx), owner, id, &outcome, Utc::now()))
     }
 
     async fn messages(&self) -> Result<Vec<MessageRecord>, StoreError> {
-        pg_messages::list(&self.client().await?, None).await
+        ops::messages::list(&mut PgTx(&self.client().await?), None).await
     }
 
     async fn next_message_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let client = self.client().await?;
-        let row = client
-            .query_one(
-                "SELECT min(next_attempt_at) FROM messages
-                 WHERE state = 'pending' AND (claim_expires IS NULL OR claim_expires < now())",
-                &[],
-            )
-            .await?;
-        Ok(row.get(0))
+        ops::messages::next_due(&mut PgTx(&self.client().await?), Utc::now()).await
     }
 
     async fn approval_messages(&self, approval_id: i64) -> Result<Vec<MessageRecord>, StoreError> {
-        pg_messages::list(&self.client().await?, Some(approval_id)).await
+        ops::messages::list(&mut PgTx(&self.client().await?), Some(approval_id)).await
     }
 
     async fn create_command(&self, command: NewCommand) -> Result<i64, StoreError> {
-        in_tx!(self, tx => pg_commands::create(&tx, &command))
+        in_tx!(self, tx => ops::commands::create(&mut PgTx(&tx), &command))
     }
 
     async fn decide_command(
@@ -673,7 +528,7 @@ impl Store for PgStore {
         confirm: bool,
         now: DateTime<Utc>,
     ) -> Result<Result<CommandRecord, String>, StoreError> {
-        in_tx!(self, tx => pg_commands::decide(&tx, id, user_ref, confirm, now))
+        in_tx!(self, tx => ops::commands::decide(&mut PgTx(&tx), id, user_ref, confirm, now))
     }
 
     async fn request_remediation(
@@ -682,8 +537,8 @@ impl Store for PgStore {
         remediation: &str,
         requested_by: &str,
     ) -> Result<Result<i64, String>, StoreError> {
-        in_tx_waking!(self, super::fleet::accepted, tx => pg_commands::request_remediation(
-            &tx,
+        in_tx_waking!(self, super::fleet::accepted, tx => ops::commands::request_remediation(
+            &mut PgTx(&tx),
             finding_id,
             remediation,
             requested_by,
@@ -692,103 +547,15 @@ impl Store for PgStore {
     }
 
     async fn audit_page(&self, after: i64, limit: usize) -> Result<Vec<Entry>, StoreError> {
-        let client = self.client().await?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = client
-            .query(
-                "SELECT seq, at, kind, actor, channel, finding_id, approval_id, action_id, data, hash
-                 FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
-                &[&after, &limit],
-            )
-            .await?;
-        let mut entries = rows
-            .iter()
-            .map(|r| {
-                Ok(Entry {
-                    seq: r.get(0),
-                    at: r.get(1),
-                    kind: r.get(2),
-                    actor: r.get(3),
-                    channel: r.get(4),
-                    finding_id: r.get(5),
-                    approval_id: r.get(6),
-                    action_id: r.get(7),
-                    data: parse_json("audit data", r.get(8))?,
-                    prev_hash: String::new(),
-                    hash: hex::encode(r.get::<_, &[u8]>(9)),
-                })
-            })
-            .collect::<Result<Vec<Entry>, StoreError>>()?;
-        let before: Option<Vec<u8>> = match entries.first() {
-            Some(first) => client
-                .query_opt(
-                    "SELECT hash FROM audit WHERE seq < $1 ORDER BY seq DESC LIMIT 1",
-                    &[&first.seq],
-                )
-                .await?
-                .map(|r| r.get(0)),
-            None => None,
-        };
-        audit::link_read(&mut entries, before.as_deref());
-        Ok(entries)
+        ops::audit::page(&mut PgTx(&self.client().await?), after, limit).await
     }
 
     async fn audit_head(&self) -> Result<(i64, String), StoreError> {
-        let row = self
-            .client()
-            .await?
-            .query_one("SELECT seq, hash FROM audit_head WHERE id = 1", &[])
-            .await?;
-        Ok((row.get(0), row.get(1)))
+        ops::audit::head(&mut PgTx(&self.client().await?)).await
     }
 }
 
 /// The finding a claimed run is about.
-async fn finding_of_run<C: deadpool_postgres::GenericClient>(
-    c: &C,
-    run_id: i64,
-    finding_id: i64,
-) -> Result<Finding, StoreError> {
-    let row = c
-        .query_opt(&format!("{FINDING_SELECT} WHERE f.id = $1"), &[&finding_id])
-        .await?
-        .ok_or_else(|| {
-            StoreError::Corrupt(format!("run {run_id}: finding {finding_id} missing"))
-        })?;
-    read_finding(&row)
-}
-
-/// Open findings report the latest successful run as `last_seen`: the run saw them without rewriting them.
-/// An open finding with `accepted_until` set is `accepted` ([`FINDING_STATUS`]).
-const FINDING_SELECT: &str = "SELECT f.id, f.query, f.key_json,
-       CASE WHEN f.status = 'open' AND f.accepted_until IS NOT NULL THEN 'accepted' ELSE f.status END,
-       f.severity, f.first_seen,
-       CASE WHEN f.status = 'open' AND qs.last_success_at > f.last_seen THEN qs.last_success_at ELSE f.last_seen END,
-       f.resolved_at, f.reopened, f.row_json, f.accepted_until, f.accepted_by, f.accepted_reason
-  FROM findings f LEFT JOIN query_state qs ON qs.name = f.query";
-
-/// A finding's status as listed: `accepted` is an open finding with `accepted_until` set.
-const FINDING_STATUS: &str = "CASE WHEN f.status = 'open' AND f.accepted_until IS NOT NULL THEN 'accepted' ELSE f.status END";
-
-fn read_finding(r: &tokio_postgres::Row) -> Result<Finding, StoreError> {
-    let accepted = r.get::<_, &str>(3) == "accepted";
-    Ok(Finding {
-        accepted_until: r.get::<_, Option<DateTime<Utc>>>(10).filter(|_| accepted),
-        accepted_by: r.get::<_, Option<String>>(11).filter(|_| accepted),
-        accepted_reason: r.get::<_, Option<String>>(12).filter(|_| accepted),
-        id: r.get(0),
-        query: r.get(1),
-        key: parse_json("finding JSON", r.get(2))?,
-        status: parse_status(r.get(3))?,
-        severity: parse_severity(r.get(4))?,
-        first_seen: r.get(5),
-        last_seen: r.get(6),
-        resolved_at: r.get(7),
-        reopened: r.get(8),
-        row: parse_json("finding JSON", r.get(9))?,
-    })
-}
-
 async fn insert_run<C: deadpool_postgres::GenericClient>(
     c: &C,
     run: &RunRecord,
@@ -817,7 +584,7 @@ async fn insert_run<C: deadpool_postgres::GenericClient>(
         .await?;
     let id = row.get(0);
     if let Some(tick) = &run.tick {
-        super::pg_fleet::finish_tick(c, &run.query, tick, id).await?;
+        self::fleet::finish_tick(c, &run.query, tick, id).await?;
     }
     Ok(id)
 }
@@ -909,7 +676,7 @@ impl PgStore {
 }
 
 /// Rows per batched statement: arrays bound as parameters and expanded with `unnest` (a
-/// `COPY` carries `pg_copy::ROWS_PER_COPY`).
+/// `COPY` carries `copy::ROWS_PER_COPY`).
 pub(super) const BATCH: usize = 5_000;
 
 /// The stored snapshot of query `id`: (entries in its chunks, entries in its deltas, keys).
@@ -1245,11 +1012,11 @@ async fn commit_in(tx: &Transaction<'_>, commit: &RunCommit) -> Result<CommitOut
             .chain(&outcome.reopened)
             .copied()
             .collect();
-        pg_approvals::request_runs(tx, remediation, &ids, observed, None).await?;
+        runs::request_runs(tx, remediation, &ids, observed, None).await?;
     }
     for (refs, messages) in super::finding_messages(commit, &outcome) {
-        pg_messages::insert(
-            tx,
+        super::ops::messages::insert(
+            &mut tx::PgTx(tx),
             &messages,
             refs,
             MessageState::Pending,

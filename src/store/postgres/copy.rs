@@ -16,7 +16,7 @@ use futures::SinkExt;
 use tokio_postgres::CopyInSink;
 use tokio_postgres::types::{IsNull, ToSql, Type};
 
-use super::StoreError;
+use crate::store::StoreError;
 
 /// How many encoded bytes [`CopyWriter`] gathers before it hands them to the connection
 /// (64 KiB and 256 KiB were alike, 64 KiB a little ahead in two rounds).

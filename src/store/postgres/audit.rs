@@ -9,9 +9,9 @@ use deadpool_postgres::Transaction;
 use tokio::task::JoinHandle;
 use tokio_postgres::types::{ToSql, Type};
 
-use super::pg_copy::{CopyWriter, ROWS_PER_COPY};
-use super::{FindingEvent, StoreError, chain_findings, chaining_stopped};
+use super::copy::{CopyWriter, ROWS_PER_COPY};
 use crate::audit::{Chain, Event, Kind, Link};
+use crate::store::{FindingEvent, StoreError, chain_findings, chaining_stopped};
 
 /// The trail's head, locked until the transaction ends, and a chain from it stamping entries now.
 async fn chain_from_head(tx: &Transaction<'_>) -> Result<Chain, StoreError> {
@@ -27,7 +27,7 @@ async fn chain_from_head(tx: &Transaction<'_>) -> Result<Chain, StoreError> {
 /// Writes `links` (chained at `at`) to the trail with one binary `COPY`.
 ///
 /// `COPY` loads rows without the `unnest` path's materialization of each batch's arrays;
-/// with new findings copied too ([`super::postgres`]), a 900,000-finding first run's
+/// with new findings copied too ([`crate::store::postgres`]), a 900,000-finding first run's
 /// commit took about four fifths of its time through `INSERT … SELECT FROM unnest(…)`
 /// (BENCHMARKS.md).
 async fn insert(tx: &Transaction<'_>, at: &str, links: &[Link<'_>]) -> Result<(), StoreError> {
@@ -87,14 +87,7 @@ pub(super) async fn append_in(
     tx: &Transaction<'_>,
     events: &[Event],
 ) -> Result<Vec<i64>, StoreError> {
-    if events.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut chain = chain_from_head(tx).await?;
-    let links: Vec<Link<'_>> = events.iter().map(|e| chain.next(e)).collect();
-    insert(tx, chain.at(), &links).await?;
-    set_head(tx, &chain).await?;
-    Ok(links.iter().map(|l| l.seq).collect())
+    crate::store::ops::audit::append(&mut super::tx::PgTx(tx), events).await
 }
 
 /// A batch being chained on a blocking thread, which hands the chain back with its entries.

@@ -3,6 +3,11 @@
 //! WAL mode with `synchronous = FULL`: a committed run survives a crash or a
 //! power cut; readers (`vigilo findings`) never block a run's commit.
 
+mod audit;
+mod fleet;
+mod runs;
+mod tx;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -10,66 +15,52 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::sqlite_audit::FindingAudit;
-use super::{
-    ActionOutcome, ActionRecord, ActionState, DecidedRun, NewAction, parse_json, sqlite_actions,
-    sqlite_approvals,
-};
-use super::{CommandRecord, NewCommand, sqlite_commands};
+use self::audit::FindingAudit;
+use self::tx::LiteTx;
+use super::ops;
+use super::{ActionOutcome, ActionRecord, ActionState, DecidedRun, NewAction};
+use super::{CommandRecord, NewCommand};
 use super::{
     CommitOutcome, FindingFilter, RunCommit, RunRecord, SnapshotWrite, Store, StoreError,
-    finding_json, key_bytes, key_from_bytes, load_entries, parse_run_status, parse_severity,
-    parse_status, snapshot_write,
+    finding_json, key_bytes, key_from_bytes, load_entries, snapshot_write,
 };
-use super::{
-    MessageOutcome, MessageRecord, MessageState, NewApproval, NewMessage, RequestedRun,
-    sqlite_messages,
-};
+use super::{MessageOutcome, MessageRecord, MessageState, NewApproval, NewMessage, RequestedRun};
 use crate::approval::{Approval, Refusal, Transition, Vote};
-use crate::audit::{self, Entry, Event, Kind};
+use crate::audit::{Entry, Event, Kind};
 use crate::diff::{Changes, ENTRY_BYTES, KeyHash, Snapshot};
 use crate::finding::Finding;
 
 /// Numbered migrations, applied in order at open.
 const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("migrations/sqlite/0001_core.sql")),
-    (2, include_str!("migrations/sqlite/0002_audit.sql")),
-    (3, include_str!("migrations/sqlite/0003_approvals.sql")),
-    (4, include_str!("migrations/sqlite/0004_actions.sql")),
-    (5, include_str!("migrations/sqlite/0005_messages.sql")),
-    (6, include_str!("migrations/sqlite/0006_chatops.sql")),
-    (
-        7,
-        include_str!("migrations/sqlite/0007_snapshot_chunks.sql"),
-    ),
-    (
-        8,
-        include_str!("migrations/sqlite/0008_snapshot_deltas.sql"),
-    ),
+    (1, include_str!("migrations/0001_core.sql")),
+    (2, include_str!("migrations/0002_audit.sql")),
+    (3, include_str!("migrations/0003_approvals.sql")),
+    (4, include_str!("migrations/0004_actions.sql")),
+    (5, include_str!("migrations/0005_messages.sql")),
+    (6, include_str!("migrations/0006_chatops.sql")),
+    (7, include_str!("migrations/0007_snapshot_chunks.sql")),
+    (8, include_str!("migrations/0008_snapshot_deltas.sql")),
     (
         9,
-        include_str!("migrations/sqlite/0009_findings_without_status_index.sql"),
+        include_str!("migrations/0009_findings_without_status_index.sql"),
     ),
     (
         10,
-        include_str!("migrations/sqlite/0010_findings_severity_check.sql"),
+        include_str!("migrations/0010_findings_severity_check.sql"),
     ),
     (
         11,
-        include_str!("migrations/sqlite/0011_audit_without_finding_index.sql"),
+        include_str!("migrations/0011_audit_without_finding_index.sql"),
     ),
     (
         12,
-        include_str!("migrations/sqlite/0012_audit_hashes_as_blobs.sql"),
+        include_str!("migrations/0012_audit_hashes_as_blobs.sql"),
     ),
-    (
-        13,
-        include_str!("migrations/sqlite/0013_risk_acceptance.sql"),
-    ),
-    (14, include_str!("migrations/sqlite/0014_fleet.sql")),
+    (13, include_str!("migrations/0013_risk_acceptance.sql")),
+    (14, include_str!("migrations/0014_fleet.sql")),
     (
         15,
-        include_str!("migrations/sqlite/0015_message_attempts_begun.sql"),
+        include_str!("migrations/0015_message_attempts_begun.sql"),
     ),
 ];
 
@@ -124,6 +115,25 @@ impl SqliteStore {
             Ok(result)
         })
         .await
+    }
+
+    /// Runs transition `op` (written once, in `store::ops`) in one immediate transaction.
+    pub(super) async fn write_op<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: AsyncFnOnce(&mut LiteTx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.write(move |tx| tx::done(op(&mut LiteTx::new(tx))))
+            .await
+    }
+
+    /// Runs read `op` (written once, in `store::ops`) on the connection.
+    pub(super) async fn read_op<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: AsyncFnOnce(&mut LiteTx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.with(move |c| tx::done(op(&mut LiteTx::new(c)))).await
     }
 
     /// The file this store lives in.
@@ -207,12 +217,6 @@ pub(super) fn ts(t: &DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
-pub(super) fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| StoreError::Corrupt(format!("time {s:?}: {e}")))
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -225,7 +229,7 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<super::DueAcceptance>, StoreError> {
-        self.with(move |c| sqlite_approvals::due_acceptances(c, now, limit))
+        self.read_op(async move |tx| ops::approvals::due_acceptances(tx, now, limit).await)
             .await
     }
 
@@ -236,8 +240,10 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<Option<Option<i64>>, StoreError> {
         let remediation = remediation.map(str::to_string);
-        self.write(move |tx| sqlite_approvals::end_acceptance(tx, id, remediation.as_deref(), now))
-            .await
+        self.write_op(async move |tx| {
+            ops::approvals::end_acceptance(tx, id, remediation.as_deref(), now).await
+        })
+        .await
     }
 
     async fn load_snapshot(&self, query: &str) -> Result<Option<Snapshot>, StoreError> {
@@ -289,18 +295,13 @@ impl Store for SqliteStore {
 
     async fn findings(&self, filter: &FindingFilter) -> Result<Vec<Finding>, StoreError> {
         let filter = filter.clone();
-        self.with(move |c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "{FINDING_SELECT} WHERE (?1 IS NULL OR f.query = ?1) AND (?2 IS NULL OR {FINDING_STATUS} = ?2) ORDER BY f.id"
-            ))?;
-            let rows = stmt.query_map(params![filter.query, filter.status.map(|s| s.as_str())], read_finding)?;
-            rows.map(|r| r?).collect()
-        })
-        .await
+        self.read_op(async move |tx| ops::findings::list(tx, &filter, 0, None).await)
+            .await
     }
 
     async fn finding(&self, id: i64) -> Result<Option<Finding>, StoreError> {
-        self.with(move |c| load_finding(c, id)).await
+        self.read_op(async move |tx| ops::findings::load(tx, id).await)
+            .await
     }
 
     async fn findings_page(
@@ -310,34 +311,14 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<Finding>, StoreError> {
         let filter = filter.clone();
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.with(move |c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "{FINDING_SELECT} WHERE (?1 IS NULL OR f.query = ?1) AND (?2 IS NULL OR {FINDING_STATUS} = ?2) AND f.id > ?3
-                 ORDER BY f.id LIMIT ?4"
-            ))?;
-            let rows = stmt.query_map(
-                params![filter.query, filter.status.map(|s| s.as_str()), after, limit],
-                read_finding,
-            )?;
-            rows.map(|r| r?).collect()
-        })
-        .await
+        self.read_op(async move |tx| ops::findings::list(tx, &filter, after, Some(limit)).await)
+            .await
     }
 
     async fn runs(&self, query: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
         let query = query.map(str::to_string);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.with(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT id, query, started_at, finished_at, status, rows, inserted, updated, deleted, baseline, error,
-                        tick, ran_by
-                 FROM runs WHERE (?1 IS NULL OR query = ?1) ORDER BY id DESC LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![query, limit], read_run)?;
-            rows.map(|r| r?).collect()
-        })
-        .await
+        self.read_op(async move |tx| ops::findings::runs(tx, query.as_deref(), limit).await)
+            .await
     }
 
     async fn reset_query(&self, query: &str) -> Result<u64, StoreError> {
@@ -373,19 +354,8 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<RequestedRun>, StoreError> {
         let owner = owner.to_string();
-        self.write(move |tx| {
-            let claimed = sqlite_approvals::claim(tx, &owner, Utc::now(), lease, limit)?;
-            let mut out = Vec::with_capacity(claimed.len());
-            for (run_id, finding_id, remediation, requested_by) in claimed {
-                let finding = finding_of_run(tx, run_id, finding_id)?;
-                out.push(RequestedRun {
-                    run_id,
-                    remediation,
-                    requested_by,
-                    finding,
-                });
-            }
-            Ok(out)
+        self.write_op(async move |tx| {
+            ops::approvals::claim(tx, &owner, Utc::now(), lease, limit).await
         })
         .await
     }
@@ -396,7 +366,7 @@ impl Store for SqliteStore {
         approval: NewApproval,
     ) -> Result<Option<i64>, StoreError> {
         let owner = owner.to_string();
-        self.write(move |tx| sqlite_approvals::open(tx, &owner, &approval))
+        self.write_op(async move |tx| ops::approvals::open(tx, &owner, &approval).await)
             .await
     }
 
@@ -406,23 +376,29 @@ impl Store for SqliteStore {
         vote: Vote,
     ) -> Result<Result<Transition, Refusal>, StoreError> {
         self.write_waking(super::fleet::decides, move |tx| {
-            sqlite_approvals::vote(tx, approval_id, vote, Utc::now())
+            tx::done(ops::approvals::vote(
+                &mut LiteTx::new(tx),
+                approval_id,
+                vote,
+                Utc::now(),
+            ))
         })
         .await
     }
 
     async fn settle_due(&self, now: DateTime<Utc>) -> Result<Vec<(i64, Transition)>, StoreError> {
-        self.write(move |tx| sqlite_approvals::settle_due(tx, now))
+        self.write_op(async move |tx| ops::approvals::settle_due(tx, now).await)
             .await
     }
 
     async fn approvals(&self, pending_only: bool) -> Result<Vec<Approval>, StoreError> {
-        self.with(move |c| sqlite_approvals::list(c, pending_only))
+        self.read_op(async move |tx| ops::approvals::list(tx, pending_only).await)
             .await
     }
 
     async fn approval(&self, id: i64) -> Result<Option<Approval>, StoreError> {
-        self.with(move |c| sqlite_approvals::load(c, id)).await
+        self.read_op(async move |tx| ops::approvals::load(tx, id, false).await)
+            .await
     }
 
     async fn claim_decided(
@@ -432,23 +408,8 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<DecidedRun>, StoreError> {
         let owner = owner.to_string();
-        self.write(move |tx| {
-            let claimed = sqlite_actions::claim_decided(tx, &owner, Utc::now(), lease, limit)?;
-            let mut out = Vec::with_capacity(claimed.len());
-            for (run_id, finding_id, remediation) in claimed {
-                let finding = finding_of_run(tx, run_id, finding_id)?;
-                let approval = match sqlite_actions::approval_of_run(tx, run_id)? {
-                    Some(id) => sqlite_approvals::load(tx, id)?,
-                    None => None,
-                };
-                out.push(DecidedRun {
-                    run_id,
-                    remediation,
-                    approval,
-                    finding,
-                });
-            }
-            Ok(out)
+        self.write_op(async move |tx| {
+            ops::actions::claim_decided(tx, &owner, Utc::now(), lease, limit).await
         })
         .await
     }
@@ -461,8 +422,8 @@ impl Store for SqliteStore {
         messages: Vec<NewMessage>,
     ) -> Result<bool, StoreError> {
         let owner = owner.to_string();
-        self.write(move |tx| {
-            sqlite_actions::plan(tx, &owner, run_id, &actions, &messages, Utc::now())
+        self.write_op(async move |tx| {
+            ops::actions::plan(tx, &owner, run_id, &actions, &messages, Utc::now()).await
         })
         .await
     }
@@ -474,35 +435,27 @@ impl Store for SqliteStore {
         until: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let owner = owner.to_string();
-        self.write(move |tx| sqlite_actions::defer(tx, &owner, run_id, until))
+        self.write_op(async move |tx| ops::actions::defer(tx, &owner, run_id, until).await)
             .await
     }
 
     async fn fail_run(&self, owner: &str, run_id: i64, error: &str) -> Result<bool, StoreError> {
         let (owner, error) = (owner.to_string(), error.to_string());
-        self.write(move |tx| sqlite_actions::fail_run(tx, &owner, run_id, &error, Utc::now()))
-            .await
+        self.write_op(async move |tx| {
+            ops::actions::fail_run(tx, &owner, run_id, &error, Utc::now()).await
+        })
+        .await
     }
 
     async fn claim_holders(&self) -> Result<Vec<String>, StoreError> {
-        self.with(|c| {
-            let mut stmt = c.prepare_cached(super::CLAIM_HOLDERS_SQL)?;
-            let rows = stmt.query_map([], |r| r.get(0))?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
-        .await
+        self.read_op(async |tx| super::lease::holders(tx).await)
+            .await
     }
 
     async fn release_claims(&self, owner: &str) -> Result<u64, StoreError> {
         let owner = owner.to_string();
-        self.write(move |tx| {
-            let mut n = 0;
-            for sql in super::RELEASE_CLAIMS_SQL {
-                n += tx.execute(sql, [&owner])? as u64;
-            }
-            Ok(n)
-        })
-        .await
+        self.write_op(async move |tx| super::lease::release(tx, &owner).await)
+            .await
     }
 
     async fn claim_actions(
@@ -512,8 +465,10 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<ActionRecord>, StoreError> {
         let owner = owner.to_string();
-        self.write(move |tx| sqlite_actions::claim(tx, &owner, Utc::now(), lease, limit))
-            .await
+        self.write_op(async move |tx| {
+            ops::actions::claim(tx, &owner, Utc::now(), lease, limit).await
+        })
+        .await
     }
 
     async fn start_action(
@@ -524,22 +479,19 @@ impl Store for SqliteStore {
         observed: Option<serde_json::Value>,
     ) -> Result<bool, StoreError> {
         let owner = owner.to_string();
-        self.write(move |tx| {
-            sqlite_actions::start(tx, &owner, id, Utc::now(), lease, observed.as_ref())
+        self.write_op(async move |tx| {
+            ops::actions::start(tx, &owner, id, Utc::now(), lease, observed.as_ref()).await
         })
         .await
     }
 
     async fn finish_action(&self, id: i64, outcome: ActionOutcome) -> Result<(), StoreError> {
-        self.write(move |tx| {
-            sqlite_actions::finish(tx, id, &outcome, Utc::now())?;
-            Ok(())
-        })
-        .await
+        self.write_op(async move |tx| ops::actions::finish(tx, id, &outcome, Utc::now()).await)
+            .await
     }
 
     async fn started_actions(&self) -> Result<Vec<ActionRecord>, StoreError> {
-        self.with(|c| sqlite_actions::list(c, Some(ActionState::Started)))
+        self.read_op(async |tx| ops::actions::list(tx, Some(ActionState::Started)).await)
             .await
     }
 
@@ -549,61 +501,33 @@ impl Store for SqliteStore {
         action: &ActionRecord,
         lease: std::time::Duration,
     ) -> Result<bool, StoreError> {
-        let (owner, id, attempts, previous) = (
-            owner.to_string(),
-            action.id,
-            action.attempts,
-            action.claimed_by.clone(),
-        );
-        self.write(move |tx| {
-            sqlite_actions::claim_started(
-                tx,
-                &owner,
-                (id, attempts, previous.as_deref()),
-                Utc::now(),
-                lease,
-            )
+        let (owner, action) = (owner.to_string(), action.clone());
+        self.write_op(async move |tx| {
+            ops::actions::claim_started(tx, &owner, &action, Utc::now(), lease).await
         })
         .await
     }
 
     async fn rerun_started(&self, owner: &str, id: i64, why: &str) -> Result<bool, StoreError> {
         let (owner, why) = (owner.to_string(), why.to_string());
-        self.write(move |tx| sqlite_actions::rerun_started(tx, &owner, id, &why))
+        self.write_op(async move |tx| ops::actions::rerun_started(tx, &owner, id, &why).await)
             .await
     }
 
     async fn retry_action(&self, id: i64) -> Result<Result<(), String>, StoreError> {
         self.write_waking(super::fleet::accepted, move |tx| {
-            sqlite_actions::retry(tx, id, Utc::now())
+            tx::done(ops::actions::retry(&mut LiteTx::new(tx), id, Utc::now()))
         })
         .await
     }
 
     async fn actions(&self) -> Result<Vec<ActionRecord>, StoreError> {
-        self.with(|c| sqlite_actions::list(c, None)).await
+        self.read_op(async |tx| ops::actions::list(tx, None).await)
+            .await
     }
 
     async fn stats(&self) -> Result<super::Stats, StoreError> {
-        self.with(|c| {
-            let triples = |sql: &str| -> Result<Vec<(String, String, i64)>, StoreError> {
-                let mut stmt = c.prepare_cached(sql)?;
-                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-                Ok(rows.collect::<Result<_, _>>()?)
-            };
-            let [findings, approvals, actions, messages] = super::STATS_SQL;
-            let mut stmt = c.prepare_cached(approvals)?;
-            let approvals = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                .collect::<Result<_, _>>()?;
-            Ok(super::Stats {
-                open_findings: triples(findings)?,
-                approvals,
-                actions: triples(actions)?,
-                messages: triples(messages)?,
-            })
-        })
-        .await
+        self.read_op(async |tx| ops::stats::stats(tx).await).await
     }
 
     async fn undo_action(
@@ -611,10 +535,18 @@ impl Store for SqliteStore {
         id: i64,
         by: &str,
         reason: &str,
+        reverse: super::Reverse,
     ) -> Result<Result<i64, String>, StoreError> {
         let (by, reason) = (by.to_string(), reason.to_string());
         self.write_waking(super::fleet::accepted, move |tx| {
-            sqlite_actions::undo(tx, id, &by, &reason, Utc::now())
+            tx::done(ops::actions::undo(
+                &mut LiteTx::new(tx),
+                id,
+                &by,
+                &reason,
+                reverse,
+                Utc::now(),
+            ))
         })
         .await
     }
@@ -626,12 +558,14 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<MessageRecord>, StoreError> {
         let owner = owner.to_string();
-        self.write(move |tx| sqlite_messages::claim(tx, &owner, Utc::now(), lease, limit))
-            .await
+        self.write_op(async move |tx| {
+            ops::messages::claim(tx, &owner, Utc::now(), lease, limit).await
+        })
+        .await
     }
 
     async fn begin_message_attempt(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
-        self.write(move |tx| sqlite_messages::begin_attempt(tx, id, at))
+        self.write_op(async move |tx| ops::messages::begin_attempt(tx, id, at).await)
             .await
     }
 
@@ -642,8 +576,8 @@ impl Store for SqliteStore {
         lease: std::time::Duration,
     ) -> Result<bool, StoreError> {
         let owner = owner.to_string();
-        self.write(move |tx| {
-            sqlite_messages::renew(tx, &owner, id, super::lease_end(Utc::now(), lease))
+        self.write_op(async move |tx| {
+            ops::messages::renew(tx, &owner, id, super::lease_end(Utc::now(), lease)).await
         })
         .await
     }
@@ -655,34 +589,29 @@ impl Store for SqliteStore {
         outcome: MessageOutcome,
     ) -> Result<bool, StoreError> {
         let owner = owner.to_string();
-        self.write(move |tx| sqlite_messages::finish(tx, &owner, id, &outcome, Utc::now()))
-            .await
-    }
-
-    async fn messages(&self) -> Result<Vec<MessageRecord>, StoreError> {
-        self.with(|c| sqlite_messages::list(c, None)).await
-    }
-
-    async fn next_message_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        self.with(|c| {
-            let due: Option<String> = c.query_row(
-                "SELECT min(next_attempt_at) FROM messages
-                 WHERE state = 'pending' AND (claim_expires IS NULL OR claim_expires < ?1)",
-                [ts(&Utc::now())],
-                |r| r.get(0),
-            )?;
-            due.as_deref().map(parse_ts).transpose()
+        self.write_op(async move |tx| {
+            ops::messages::finish(tx, &owner, id, &outcome, Utc::now()).await
         })
         .await
     }
 
+    async fn messages(&self) -> Result<Vec<MessageRecord>, StoreError> {
+        self.read_op(async |tx| ops::messages::list(tx, None).await)
+            .await
+    }
+
+    async fn next_message_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.read_op(async |tx| ops::messages::next_due(tx, Utc::now()).await)
+            .await
+    }
+
     async fn approval_messages(&self, approval_id: i64) -> Result<Vec<MessageRecord>, StoreError> {
-        self.with(move |c| sqlite_messages::list(c, Some(approval_id)))
+        self.read_op(async move |tx| ops::messages::list(tx, Some(approval_id)).await)
             .await
     }
 
     async fn create_command(&self, command: NewCommand) -> Result<i64, StoreError> {
-        self.write(move |tx| sqlite_commands::create(tx, &command))
+        self.write_op(async move |tx| ops::commands::create(tx, &command).await)
             .await
     }
 
@@ -694,7 +623,7 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<Result<CommandRecord, String>, StoreError> {
         let user_ref = user_ref.to_string();
-        self.write(move |tx| sqlite_commands::decide(tx, id, &user_ref, confirm, now))
+        self.write_op(async move |tx| ops::commands::decide(tx, id, &user_ref, confirm, now).await)
             .await
     }
 
@@ -706,172 +635,29 @@ impl Store for SqliteStore {
     ) -> Result<Result<i64, String>, StoreError> {
         let (remediation, requested_by) = (remediation.to_string(), requested_by.to_string());
         self.write_waking(super::fleet::accepted, move |tx| {
-            sqlite_commands::request_remediation(
-                tx,
+            tx::done(ops::commands::request_remediation(
+                &mut tx::LiteTx::new(tx),
                 finding_id,
                 &remediation,
                 &requested_by,
                 Utc::now(),
-            )
+            ))
         })
         .await
     }
 
     async fn audit_page(&self, after: i64, limit: usize) -> Result<Vec<Entry>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.with(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT seq, at, kind, actor, channel, finding_id, approval_id, action_id, data, hash
-                 FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![after, limit], |r| {
-                let data: String = r.get(8)?;
-                let hash: Vec<u8> = r.get(9)?;
-                Ok((
-                    Entry {
-                        seq: r.get(0)?,
-                        at: r.get(1)?,
-                        kind: r.get(2)?,
-                        actor: r.get(3)?,
-                        channel: r.get(4)?,
-                        finding_id: r.get(5)?,
-                        approval_id: r.get(6)?,
-                        action_id: r.get(7)?,
-                        data: serde_json::Value::Null,
-                        prev_hash: String::new(),
-                        hash: hex::encode(hash),
-                    },
-                    data,
-                ))
-            })?;
-            let mut entries = rows
-                .map(|r| {
-                    let (mut entry, data) = r?;
-                    entry.data = parse_json("audit data", &data)?;
-                    Ok(entry)
-                })
-                .collect::<Result<Vec<Entry>, StoreError>>()?;
-            let before: Option<Vec<u8>> = match entries.first() {
-                Some(first) => c
-                    .prepare_cached("SELECT hash FROM audit WHERE seq < ?1 ORDER BY seq DESC LIMIT 1")?
-                    .query_row([first.seq], |r| r.get(0))
-                    .optional()?,
-                None => None,
-            };
-            audit::link_read(&mut entries, before.as_deref());
-            Ok(entries)
-        })
-        .await
+        self.read_op(async move |tx| ops::audit::page(tx, after, limit).await)
+            .await
     }
 
     async fn audit_head(&self) -> Result<(i64, String), StoreError> {
-        self.with(|c| {
-            Ok(
-                c.query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })?,
-            )
-        })
-        .await
+        self.read_op(async |tx| ops::audit::head(tx).await).await
     }
 }
 
 /// One finding by id.
-fn load_finding(c: &Connection, id: i64) -> Result<Option<Finding>, StoreError> {
-    let mut stmt = c.prepare_cached(&format!("{FINDING_SELECT} WHERE f.id = ?1"))?;
-    stmt.query_row([id], read_finding).optional()?.transpose()
-}
-
-/// The finding a claimed run is about.
-fn finding_of_run(c: &Connection, run_id: i64, finding_id: i64) -> Result<Finding, StoreError> {
-    load_finding(c, finding_id)?
-        .ok_or_else(|| StoreError::Corrupt(format!("run {run_id}: finding {finding_id} missing")))
-}
-
-pub(super) use super::sqlite_audit::append_in;
-
-/// Open findings report the latest successful run as `last_seen`: the run saw them without rewriting them.
-/// An open finding with `accepted_until` set is `accepted` ([`FINDING_STATUS`]).
-const FINDING_SELECT: &str = "SELECT f.id, f.query, f.key_json,
-       CASE WHEN f.status = 'open' AND f.accepted_until IS NOT NULL THEN 'accepted' ELSE f.status END,
-       f.severity, f.first_seen,
-       CASE WHEN f.status = 'open' AND qs.last_success_at > f.last_seen THEN qs.last_success_at ELSE f.last_seen END,
-       f.resolved_at, f.reopened, f.row_json, f.accepted_until, f.accepted_by, f.accepted_reason
-  FROM findings f LEFT JOIN query_state qs ON qs.name = f.query";
-
-/// A finding's status as listed: `accepted` is an open finding with `accepted_until` set.
-const FINDING_STATUS: &str = "CASE WHEN f.status = 'open' AND f.accepted_until IS NOT NULL THEN 'accepted' ELSE f.status END";
-
-fn read_finding(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Finding, StoreError>> {
-    let key: String = r.get(2)?;
-    let status: String = r.get(3)?;
-    let severity: String = r.get(4)?;
-    let first_seen: String = r.get(5)?;
-    let last_seen: String = r.get(6)?;
-    let resolved_at: Option<String> = r.get(7)?;
-    let row: String = r.get(9)?;
-    let id: i64 = r.get(0)?;
-    let query: String = r.get(1)?;
-    let reopened: i64 = r.get(8)?;
-    let accepted = status == "accepted";
-    let accepted_until: Option<String> = r.get(10)?;
-    let (accepted_by, accepted_reason): (Option<String>, Option<String>) = (r.get(11)?, r.get(12)?);
-    Ok((|| {
-        Ok(Finding {
-            accepted_until: accepted_until
-                .as_deref()
-                .filter(|_| accepted)
-                .map(parse_ts)
-                .transpose()?,
-            accepted_by: accepted_by.filter(|_| accepted),
-            accepted_reason: accepted_reason.filter(|_| accepted),
-            id,
-            query,
-            key: parse_json("finding JSON", &key)?,
-            status: parse_status(&status)?,
-            severity: parse_severity(&severity)?,
-            first_seen: parse_ts(&first_seen)?,
-            last_seen: parse_ts(&last_seen)?,
-            resolved_at: resolved_at.as_deref().map(parse_ts).transpose()?,
-            reopened,
-            row: parse_json("finding JSON", &row)?,
-        })
-    })())
-}
-
-fn read_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<RunRecord, StoreError>> {
-    let started: String = r.get(2)?;
-    let finished: String = r.get(3)?;
-    let status: String = r.get(4)?;
-    let (id, query): (i64, String) = (r.get(0)?, r.get(1)?);
-    let counts: [i64; 4] = [r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?];
-    let baseline: bool = r.get(9)?;
-    let error: Option<String> = r.get(10)?;
-    let tick: Option<(String, String)> = r.get::<_, Option<String>>(11)?.zip(r.get(12)?);
-    Ok((|| {
-        Ok(RunRecord {
-            id,
-            query,
-            started_at: parse_ts(&started)?,
-            finished_at: parse_ts(&finished)?,
-            status: parse_run_status(&status)?,
-            rows: counts[0] as u64,
-            inserted: counts[1] as u64,
-            updated: counts[2] as u64,
-            deleted: counts[3] as u64,
-            baseline,
-            error,
-            tick: tick
-                .map(|(at, by)| {
-                    Ok::<_, StoreError>(super::Tick {
-                        at: parse_ts(&at)?,
-                        by,
-                    })
-                })
-                .transpose()?,
-        })
-    })())
-}
+use self::audit::append_in;
 
 fn insert_run(c: &Connection, run: &RunRecord) -> Result<i64, StoreError> {
     c.execute(
@@ -895,7 +681,7 @@ fn insert_run(c: &Connection, run: &RunRecord) -> Result<i64, StoreError> {
     )?;
     let id = c.last_insert_rowid();
     if let Some(tick) = &run.tick {
-        super::sqlite_fleet::finish_tick(c, &run.query, tick, id)?;
+        self::fleet::finish_tick(c, &run.query, tick, id)?;
     }
     Ok(id)
 }
@@ -1203,16 +989,16 @@ fn commit_after_findings(
             .chain(&outcome.reopened)
             .copied()
             .collect();
-        sqlite_approvals::request_runs(tx, remediation, &ids, &observed, None)?;
+        runs::request_runs(tx, remediation, &ids, &observed, None)?;
     }
     for (refs, messages) in super::finding_messages(commit, outcome) {
-        sqlite_messages::insert(
-            tx,
+        tx::done(super::ops::messages::insert(
+            &mut tx::LiteTx::new(tx),
             &messages,
             refs,
             MessageState::Pending,
             commit.run.finished_at,
-        )?;
+        ))?;
     }
     outcome.run_id = insert_run(tx, &commit.run)?;
     Ok(())
