@@ -47,6 +47,16 @@ pub(super) async fn finish_tick<C: deadpool_postgres::GenericClient>(
     Ok(())
 }
 
+/// The advisory lock key of `query`'s tick claims: FNV-1a 64 of the name, under a prefix of
+/// its own so it meets no other advisory lock of vigilo's.
+fn tick_lock_key(query: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in "vigilo tick claim ".bytes().chain(query.bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(h.to_ne_bytes())
+}
+
 /// Announces work to every listening process; heard when `tx` commits, not before.
 pub(super) async fn notify_work(tx: &Transaction<'_>) -> Result<(), StoreError> {
     tx.execute("SELECT pg_notify($1, '')", &[&WORK_CHANNEL])
@@ -62,9 +72,16 @@ impl Fleet for PgStore {
         tick: &Tick,
         lease: Duration,
     ) -> Result<bool, StoreError> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // Claims of one query wait for each other: without it two processes claiming two ticks
+        // of one query at once both pass the NOT EXISTS (neither sees the other's insert) and
+        // run the query side by side, and one run ends in a generation conflict. The INSERT
+        // below, a new statement, sees a claim committed while this waited.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&tick_lock_key(query)])
+            .await?;
         // Typed: in `INSERT … SELECT $2` nothing else tells PostgreSQL what `$2` is.
-        let stmt = client
+        let stmt = tx
             .prepare_typed_cached(
                 CLAIM_TICK_SQL,
                 &[
@@ -77,12 +94,13 @@ impl Fleet for PgStore {
             )
             .await?;
         let now = Utc::now();
-        let n = client
+        let n = tx
             .execute(
                 &stmt,
                 &[&query, &tick.at, &tick.by, &lease_end(now, lease), &now],
             )
             .await?;
+        tx.commit().await?;
         Ok(n == 1)
     }
 
