@@ -617,10 +617,35 @@ async fn vote(
             option, by: voters, ..
         }) => {
             println!("approval {id} decided: {option} (by {})", voters.join(", "));
-            let (progress, ran) = advance(project, store).await?;
+            let acts = store
+                .approval(id)
+                .await?
+                .is_some_and(|a| remediate::runs_actions(&project, &a.remediation, &option));
+            let (progress, ran) = advance(project, Arc::clone(&store)).await?;
             let mut out = crate::redact::stdout();
             output::write_progress_failures(&mut out, &progress)?;
             output::write_action_outcomes(&mut out, &ran)?;
+            if acts && progress.failed.is_empty() {
+                // A `vigilo run` woken by the vote's NOTIFY may have taken the run first.
+                let planned: Vec<_> = store
+                    .actions()
+                    .await?
+                    .into_iter()
+                    .filter(|a| a.approval_id == Some(id))
+                    .collect();
+                if planned.is_empty() {
+                    writeln!(
+                        out,
+                        "approval {id}: another vigilo process is acting on it (`vigilo audit` shows the outcome)"
+                    )?;
+                }
+                // Skipped ones (a recheck, a dry run) may have been planned here: not said.
+                for a in planned.iter().filter(|a| {
+                    a.state != ActionState::Skipped && !ran.iter().any(|(r, _)| *r == a.id)
+                }) {
+                    writeln!(out, "{}", ran_elsewhere(a.id, a.state))?;
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Ok(Transition::Vote(cast)) => {
@@ -717,26 +742,34 @@ async fn run_queued(project: Project, store: Arc<dyn Store>, action_id: i64) -> 
         .into_iter()
         .find(|a| a.id == action_id)
         .map(|a| a.state);
+    let Some(state) = state else {
+        return Ok(ExitCode::from(1));
+    };
+    println!("{}", ran_elsewhere(action_id, state));
+    Ok(match state {
+        ActionState::Succeeded
+        | ActionState::Skipped
+        | ActionState::Pending
+        | ActionState::Started => ExitCode::SUCCESS,
+        ActionState::Failed | ActionState::Unknown => ExitCode::from(1),
+    })
+}
+
+/// What another vigilo process (a `vigilo run` woken by the same transaction's NOTIFY) did with
+/// action `id`, which this command's own step did not run.
+fn ran_elsewhere(id: i64, state: ActionState) -> String {
     match state {
-        Some(s @ (ActionState::Succeeded | ActionState::Skipped)) => {
-            println!(
-                "action {action_id} {}: another vigilo process ran it",
-                s.as_str()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(s @ (ActionState::Pending | ActionState::Started)) => {
-            println!(
-                "action {action_id} is {}: another vigilo process is running it (`vigilo audit` shows its outcome)",
-                s.as_str()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(s) => {
-            println!("action {action_id} is {}", s.as_str());
-            Ok(ExitCode::from(1))
-        }
-        None => Ok(ExitCode::from(1)),
+        ActionState::Pending | ActionState::Started => format!(
+            "action {id} is {}: another vigilo process is running it (`vigilo audit` shows its outcome)",
+            state.as_str()
+        ),
+        ActionState::Failed => format!(
+            "action {id} failed: another vigilo process ran it (vigilo retry {id} runs it again)"
+        ),
+        _ => format!(
+            "action {id} {}: another vigilo process ran it",
+            state.as_str()
+        ),
     }
 }
 

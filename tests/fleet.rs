@@ -625,6 +625,13 @@ async fn faults_leave_nothing_resolved_wrongly_and_work_resumes() {
     .await;
     assert_eq!(state.count(open).await, 3);
     common::wait_healthy(port).await;
+    // The LISTEN connection was cut too: noticed, and listened again (meanwhile the poll acts).
+    until(
+        "the cut listening connection noticed",
+        Duration::from_secs(30),
+        || async { log_of(d, "a").contains("listening for work from other processes stopped") },
+    )
+    .await;
 
     // The target recovers; a retry runs the failed action, with its key, once.
     target.answer(common::recorder::Answer::Ok);

@@ -4,11 +4,14 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,3 +153,84 @@ def print_table(results):
     print("| --- | ---: | ---: | ---: | --- | :---: |")
     for r in results:
         print(r.row())
+
+
+def percentile(sorted_values, p):
+    """Nearest-rank percentile of already sorted values."""
+    if not sorted_values:
+        return float("nan")
+    k = max(0, min(len(sorted_values) - 1, int(-(-p * len(sorted_values) // 100)) - 1))
+    return sorted_values[k]
+
+
+def cpu_seconds(pid):
+    """utime + stime of process `pid` so far, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_average():
+    """The machine's load, to be stated beside figures taken while others use it."""
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+@dataclass
+class Serving:
+    """A `vigilo run` process serving HTTP on `port` (its project's `[server] listen` is
+    `${VIGILO_LISTEN}`), its stderr in `err`."""
+
+    proc: subprocess.Popen
+    port: int
+    err: object
+
+
+def start_runs(d, env, n, limit=30):
+    """Starts n `vigilo run` processes on project `d`, each serving on its own port (stderr in
+    d/runI.stderr), and waits until each answers /healthz."""
+    runs = []
+    for i in range(n):
+        port = free_port()
+        err = open(d / f"run{i}.stderr", "w")
+        proc = subprocess.Popen([VIGILO, "--dir", d, "run"],
+                                env={**env, "VIGILO_LISTEN": f"127.0.0.1:{port}"},
+                                stdout=subprocess.DEVNULL, stderr=err)
+        runs.append(Serving(proc, port, err))
+    for i, r in enumerate(runs):
+        if not wait_healthy(r, limit):
+            stop_runs(runs)
+            sys.exit(f"vigilo run did not become healthy:\n{(d / f'run{i}.stderr').read_text()[-3000:]}")
+    return runs
+
+
+def wait_healthy(run, limit):
+    deadline = time.time() + limit
+    while time.time() < deadline and run.proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{run.port}/healthz", timeout=2) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return False
+
+
+def stop_runs(runs):
+    """SIGINT to each (runs in flight finish), then waits; SIGKILL after 40 s."""
+    for r in runs:
+        if r.proc.poll() is None:
+            r.proc.send_signal(signal.SIGINT)
+    for r in runs:
+        try:
+            r.proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            r.proc.kill()
+            r.proc.wait()
+        r.err.close()
+
+
+def pg_rows(url, sql):
+    """The rows of `sql` as lists of text fields."""
+    out = psql(url, sql, "-A", "-t", "-F", "\t", capture=True)
+    return [line.split("\t") for line in out.splitlines() if line]

@@ -37,12 +37,11 @@ import subprocess
 import time
 from datetime import datetime
 
-from .common import (VIGILO, Result, fresh_dir, fresh_pg_db, free_port, log, parse_time, psql,
-                     write_project)
+from .common import (VIGILO, Result, cpu_seconds, fresh_dir, fresh_pg_db, free_port, log,
+                     parse_time, percentile, psql, write_project)
 
 SOURCE_DB = "vigilo_bench_schedule"
 EVERY = 10.0  # seconds
-TICKS_PER_SEC = os.sysconf("SC_CLK_TCK")
 
 
 def create_tables(url, n):
@@ -74,13 +73,6 @@ def project(source, n):
     return d
 
 
-def cpu_seconds(pid):
-    """utime + stime of process `pid` so far, in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS_PER_SEC
-
-
 def child_pid(pid):
     for _ in range(50):
         out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
@@ -100,14 +92,6 @@ def offset(query):
     for b in query.encode():
         h = ((h ^ b) * 0x100000001b3) % 2**64
     return (h % int(EVERY * 1000)) / 1000
-
-
-def percentile(sorted_values, p):
-    """Nearest-rank percentile."""
-    if not sorted_values:
-        return float("nan")
-    k = max(0, min(len(sorted_values) - 1, int(-(-p * len(sorted_values) // 100)) - 1))
-    return sorted_values[k]
 
 
 def parse_started(s):

@@ -2,7 +2,8 @@
 //! row per `vigilo run` process (interface section 10).
 //!
 //! Both stores keep the same tables (migration 14) and run the same SQL where the dialects
-//! agree; `sqlite_fleet.rs` and `pg_fleet.rs` hold the rest.
+//! agree: `ops::fleet` writes each transition once; `sqlite/fleet.rs` and `postgres/fleet.rs`
+//! hold what differs (PostgreSQL's advisory lock on a claim, LISTEN/NOTIFY).
 
 use std::time::Duration;
 

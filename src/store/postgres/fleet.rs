@@ -32,6 +32,16 @@ pub(super) async fn finish_tick<C: GenericClient + Sync>(
     ops::finish_tick(&mut PgTx(c), query, tick, run_id, Utc::now()).await
 }
 
+/// The advisory lock key of `query`'s tick claims: FNV-1a 64 of the name, under a prefix of
+/// its own so it meets no other advisory lock of vigilo's.
+fn tick_lock_key(query: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in "vigilo tick claim ".bytes().chain(query.bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(h.to_ne_bytes())
+}
+
 /// Announces work to every listening process; heard when `tx` commits, not before.
 pub(super) async fn notify_work(tx: &Transaction<'_>) -> Result<(), StoreError> {
     tx.execute("SELECT pg_notify($1, '')", &[&WORK_CHANNEL])
@@ -47,8 +57,18 @@ impl Fleet for PgStore {
         tick: &Tick,
         lease: Duration,
     ) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        ops::claim_tick(&mut PgTx(&client), query, tick, Utc::now(), lease).await
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // Claims of one query wait for each other: without it two processes claiming two ticks
+        // of one query at once both pass the NOT EXISTS (neither sees the other's insert) and
+        // run the query side by side, and one run ends in a generation conflict. The INSERT
+        // of `ops::claim_tick`, a new statement, sees a claim committed while this waited.
+        // (SQLite needs no lock: it is one process, and its writes are serialized.)
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&tick_lock_key(query)])
+            .await?;
+        let claimed = ops::claim_tick(&mut PgTx(&tx), query, tick, Utc::now(), lease).await?;
+        tx.commit().await?;
+        Ok(claimed)
     }
 
     async fn take_over_ticks(
