@@ -617,10 +617,20 @@ async fn vote(
             option, by: voters, ..
         }) => {
             println!("approval {id} decided: {option} (by {})", voters.join(", "));
-            let (progress, ran) = advance(project, store).await?;
+            let (progress, ran) = advance(project, store.clone()).await?;
             let mut out = crate::redact::stdout();
             output::write_progress_failures(&mut out, &progress)?;
             output::write_action_outcomes(&mut out, &ran)?;
+            // A `vigilo run` woken by the decision's NOTIFY may have taken its actions first:
+            // those it ran, or holds.
+            let me = remediate::owner();
+            for a in store.actions().await? {
+                let here = ran.iter().any(|(done, _)| *done == a.id);
+                let elsewhere = a.attempts > 0 || a.claimed_by.as_deref().is_some_and(|o| o != me);
+                if a.approval_id == Some(id) && !here && elsewhere {
+                    println!("{}", ran_elsewhere(a.id, a.state).0);
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Ok(Transition::Vote(cast)) => {
@@ -717,26 +727,37 @@ async fn run_queued(project: Project, store: Arc<dyn Store>, action_id: i64) -> 
         .into_iter()
         .find(|a| a.id == action_id)
         .map(|a| a.state);
+    let Some(state) = state else {
+        return Ok(ExitCode::from(1));
+    };
+    let (line, ok) = ran_elsewhere(action_id, state);
+    println!("{line}");
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The line for an action that another vigilo process took, and whether its state is a success
+/// (done, skipped, or still running there).
+fn ran_elsewhere(id: i64, state: ActionState) -> (String, bool) {
     match state {
-        Some(s @ (ActionState::Succeeded | ActionState::Skipped)) => {
-            println!(
-                "action {action_id} {}: another vigilo process ran it",
-                s.as_str()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(s @ (ActionState::Pending | ActionState::Started)) => {
-            println!(
-                "action {action_id} is {}: another vigilo process is running it (`vigilo audit` shows its outcome)",
-                s.as_str()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(s) => {
-            println!("action {action_id} is {}", s.as_str());
-            Ok(ExitCode::from(1))
-        }
-        None => Ok(ExitCode::from(1)),
+        ActionState::Succeeded | ActionState::Skipped => (
+            format!(
+                "action {id} {}: another vigilo process ran it",
+                state.as_str()
+            ),
+            true,
+        ),
+        ActionState::Pending | ActionState::Started => (
+            format!(
+                "action {id} is {}: another vigilo process is running it (`vigilo audit` shows its outcome)",
+                state.as_str()
+            ),
+            true,
+        ),
+        _ => (format!("action {id} is {}", state.as_str()), false),
     }
 }
 
