@@ -270,7 +270,8 @@ class Bench:
             voting.start()
             query = (f"select count(*) from actions where state in "
                      f"({', '.join(repr(s) for s in FINAL)})")
-            while db.execute(query).fetchone()[0] < self.rules:
+            # fetchall: a statement stepped to its end ends its read, so the next sees new commits.
+            while db.execute(query).fetchall()[0][0] < self.rules:
                 if run.poll() is not None:
                     sys.exit(f"vigilo run exited:\n{(self.work / 'vigilo-run.log').read_text()[-3000:]}")
                 time.sleep(0.01)
