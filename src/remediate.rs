@@ -406,9 +406,16 @@ pub async fn execute_pending(
     let lease = action_lease();
     // Actions of one group (an AWS user's keys) run in order, sharing one read; different
     // groups (and every other action) run side by side, at most ACTION_CONCURRENCY.
+    let claimed = store.claim_actions(owner, lease, CLAIM_BATCH).await?;
+    // Targets that one call can read for many actions (security groups) are read before any
+    // action of the batch starts; each action takes its target's read as its own.
+    let ahead = std::sync::Arc::new(action::read_ahead(targets, &claimed).await);
+    if !ahead.is_empty() {
+        tracing::debug!(actions = ahead.len(), "targets read ahead");
+    }
     let mut groups: Vec<Vec<ActionRecord>> = Vec::new();
     let mut group_index: HashMap<String, usize> = HashMap::new();
-    for a in store.claim_actions(owner, lease, CLAIM_BATCH).await? {
+    for a in claimed {
         match action::group_of(&a) {
             Some(group) => match group_index.get(&group) {
                 Some(&g) => groups[g].push(a),
@@ -422,7 +429,7 @@ pub async fn execute_pending(
     }
     let results: Vec<Result<Vec<(i64, ActionOutcome)>, RemediateError>> =
         futures::stream::iter(groups)
-            .map(|group| execute_group(store, owner, targets, lease, group))
+            .map(|group| execute_group(store, owner, targets, lease, group, ahead.clone()))
             .buffer_unordered(ACTION_CONCURRENCY)
             .collect()
             .await;
@@ -441,8 +448,9 @@ async fn execute_group(
     targets: &action::Targets,
     lease: Duration,
     group: Vec<ActionRecord>,
+    ahead: std::sync::Arc<action::ReadAhead>,
 ) -> Result<Vec<(i64, ActionOutcome)>, RemediateError> {
-    let mut pass = action::Pass::default();
+    let mut pass = action::Pass::with(ahead);
     let mut done = Vec::new();
     for a in group {
         pause_point("action.before_start");

@@ -248,28 +248,41 @@ async fn take_over(ticks: Arc<Ticks>, shutdown: CancellationToken) {
     while runs.join_next().await.is_some() {}
 }
 
-/// Every second, and at once when work is signalled (a decision, a requested run; see
-/// [`work_signal`]): settle timeouts and crashed actions, open approvals, plan and run actions.
+/// Every second, at once when work is signalled (a decision, a requested run; see
+/// [`work_signal`]), and again at once after a step that found work: settle timeouts and
+/// crashed actions, open approvals, plan and run actions.
 async fn maintenance(scanner: Arc<Scanner>, shutdown: CancellationToken) {
     let owner = crate::remediate::owner();
     let targets =
         crate::action::Targets::new(reqwest::Client::new(), &scanner.project().aws_connections);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A step takes a batch of runs and actions; after one that found work, the next goes at once.
+    let mut busy = false;
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-            _ = work_signal().notified() => {}
+        if busy {
+            if shutdown.is_cancelled() {
+                return;
+            }
+        } else {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+                _ = work_signal().notified() => {}
+            }
         }
-        match crate::remediate::step(&scanner, &owner, &targets).await {
-            Ok((p, _)) => {
+        busy = match crate::remediate::step(&scanner, &owner, &targets).await {
+            Ok((p, ran)) => {
                 for (id, subject) in &p.opened {
                     tracing::info!(approval = id, subject = %subject, "approval requested");
                 }
+                !p.opened.is_empty() || !ran.is_empty()
             }
-            Err(e) => tracing::error!(error = %e, "moving remediations along failed"),
-        }
+            Err(e) => {
+                tracing::error!(error = %e, "moving remediations along failed");
+                false
+            }
+        };
     }
 }
 

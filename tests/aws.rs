@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::aws::{Moto, Proxy, create_key, key_status, set_status};
-use common::{PgDb, show, vigilo_env};
+use common::{PgDb, last_entry, show, vigilo_env};
 use serde_json::Value;
 
 /// Known secrets the tests set; none may appear in any output.
@@ -207,16 +207,6 @@ fn action_id(out: &str, word: &str) -> String {
 /// The audit trail as JSON.
 fn audit(env: &AwsEnv, dir: &Path) -> Vec<Value> {
     serde_json::from_str(&env.ok(dir, &["audit", "--format", "json"])).unwrap()
-}
-
-/// The last audit entry of `kind` for `approval`.
-fn last_entry(entries: &[Value], kind: &str, approval: &str) -> Value {
-    entries
-        .iter()
-        .rev()
-        .find(|e| e["kind"] == kind && e["approval_id"].as_i64() == approval.parse().ok())
-        .cloned()
-        .unwrap_or_else(|| panic!("no {kind} for approval {approval}: {entries:#?}"))
 }
 
 fn sqlite_url(dir: &Path) -> String {

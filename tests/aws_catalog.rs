@@ -79,6 +79,8 @@ struct Case {
     before: &'static str,
     after: &'static str,
     undone: Option<&'static str>,
+    /// The reversal's write operation (empty when undo is refused).
+    undo_write: &'static str,
 }
 
 const DELETE_LOGIN_PROFILE: Case = Case {
@@ -93,6 +95,7 @@ const DELETE_LOGIN_PROFILE: Case = Case {
     before: "password",
     after: "none",
     undone: None,
+    undo_write: "",
 };
 
 const DETACH_USER_POLICY: Case = Case {
@@ -107,6 +110,7 @@ const DETACH_USER_POLICY: Case = Case {
     before: "attached",
     after: "detached",
     undone: Some("attached"),
+    undo_write: "AttachUserPolicy",
 };
 
 const PUT_BUCKET_VERSIONING: Case = Case {
@@ -121,6 +125,7 @@ const PUT_BUCKET_VERSIONING: Case = Case {
     before: "never",
     after: "Enabled",
     undone: Some("Suspended"),
+    undo_write: "PutBucketVersioning",
 };
 
 const PUT_PUBLIC_ACCESS_BLOCK: Case = Case {
@@ -136,6 +141,7 @@ const PUT_PUBLIC_ACCESS_BLOCK: Case = Case {
     before: "none",
     after: "blocked",
     undone: Some("none"),
+    undo_write: "DeletePublicAccessBlock",
 };
 
 const TAG_BUCKET: Case = Case {
@@ -150,6 +156,7 @@ const TAG_BUCKET: Case = Case {
     before: "team=web",
     after: "owner=security,team=web",
     undone: Some("team=web"),
+    undo_write: "PutBucketTagging",
 };
 
 const REVOKE_INGRESS: Case = Case {
@@ -165,6 +172,7 @@ const REVOKE_INGRESS: Case = Case {
     before: "open:ssh",
     after: "closed",
     undone: Some("open:ssh"),
+    undo_write: "AuthorizeSecurityGroupIngress",
 };
 
 const STOP_INSTANCE: Case = Case {
@@ -179,6 +187,7 @@ const STOP_INSTANCE: Case = Case {
     before: "running",
     after: "stopped",
     undone: Some("running"),
+    undo_write: "StartInstances",
 };
 
 /// `[connection.aws.NAME]` reaching `proxy`.
@@ -266,8 +275,10 @@ fn approve_and_kill(dir: &Path, env: &[(String, String)], approval: &str, point:
     common::kill_when_paused(child, point);
 }
 
-/// The whole contract of one typed action, on four targets: `a` is changed (then undone), `b`
-/// is already as wanted, `c` is gone, `d` is cut off by a SIGKILL right after the call.
+/// The whole contract of one typed action, on five targets: `a` is changed (then undone), `b`
+/// is already as wanted, `c` is gone, `d` is cut off by a SIGKILL right after the call (and its
+/// undo by one after the undo started), `e` by a SIGKILL after the action started, before the
+/// call.
 async fn catalog_case(case: &Case) {
     let moto = Moto::start();
     let proxy = Proxy::start(&moto.url());
@@ -277,7 +288,7 @@ async fn catalog_case(case: &Case) {
     let dir = project(&proxy, case.kind, case.params);
     let d = dir.path();
     let mut rows = Vec::new();
-    for id in ["a", "b", "c", "d"] {
+    for id in ["a", "b", "c", "d", "e"] {
         let seeded = boto(&url, None, &format!("i = {id:?}\n{}", case.seed));
         let (name, extra) = (
             seeded["name"].as_str().unwrap().to_string(),
@@ -306,15 +317,15 @@ async fn catalog_case(case: &Case) {
             &format!("name = {name:?}\nextra = {extra:?}\n{snippet}"),
         );
     };
-    let writes = |id: &str| {
+    let calls_of = |op: &str, id: &str| {
         let name = row(id).1;
-        proxy
-            .calls_of(case.write)
-            .iter()
-            .filter(|c| c.names(&name))
-            .count()
+        proxy.calls_of(op).iter().filter(|c| c.names(&name)).count()
     };
-    for id in ["a", "b", "c", "d"] {
+    let writes = |id: &str| calls_of(case.write, id);
+    let audit = || -> Vec<Value> {
+        serde_json::from_str(&ok(d, &env, &["audit", "--format", "json"])).unwrap()
+    };
+    for id in ["a", "b", "c", "d", "e"] {
         assert_eq!(state(id), case.before, "{}: seeded {id}", case.kind);
     }
 
@@ -364,12 +375,69 @@ async fn catalog_case(case: &Case) {
     ok(d, &env, &["scan"]);
     assert_eq!(state("d"), case.after, "{}", case.kind);
     assert_eq!(writes("d"), 1, "{}: settled by reading", case.kind);
-    let audit = ok(d, &env, &["audit", "--format", "json"]);
+    let approval_d = approval_of(d, &env, "d");
+    let settled = common::last_entry(&audit(), "action.succeeded", &approval_d);
     assert!(
-        audit.contains("settled after a restart by reading"),
-        "{}: {audit}",
+        settled["data"]["result"]["settled"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("settled after a restart by reading"),
+        "{}: {settled}",
         case.kind
     );
+
+    // Killed after the action started, before its call: the next vigilo reads the target, sees
+    // that the call did not take effect, and makes it, once (its second attempt).
+    let approval_e = approval_of(d, &env, "e");
+    approve_and_kill(d, &env, &approval_e, "action.after_start");
+    assert_eq!(writes("e"), 0, "{}: killed before the call", case.kind);
+    ok(d, &env, &["scan"]);
+    assert_eq!(state("e"), case.after, "{}", case.kind);
+    assert_eq!(writes("e"), 1, "{}: one write after the restart", case.kind);
+    let entries = audit();
+    let rerun = common::last_entry(&entries, "action.failed", &approval_e);
+    assert_eq!(rerun["data"]["outcome"], "rerun", "{}: {rerun}", case.kind);
+    assert!(
+        rerun["data"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("so the call did not take effect; it runs again"),
+        "{}: {rerun}",
+        case.kind
+    );
+    let done = common::last_entry(&entries, "action.succeeded", &approval_e);
+    assert_eq!(done["data"]["attempt"], 2, "{}: {done}", case.kind);
+
+    // The undo of `d`'s action, killed after it started: settled by reading, reversed once.
+    if !case.undo_write.is_empty() {
+        let undone_before = calls_of(case.undo_write, "d");
+        let child = Command::new(env!("CARGO_BIN_EXE_vigilo"))
+            .arg("--dir")
+            .arg(d)
+            .args(["undo", &settled["action_id"].to_string(), "--as", "bob"])
+            .args(["--reason", "test"])
+            .envs(pairs(&env))
+            .env("VIGILO_PAUSE_AT", "action.after_start")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        common::kill_when_paused(child, "action.after_start");
+        assert_eq!(
+            calls_of(case.undo_write, "d"),
+            undone_before,
+            "{}",
+            case.kind
+        );
+        ok(d, &env, &["scan"]);
+        assert_eq!(state("d"), case.undone.unwrap(), "{}", case.kind);
+        assert_eq!(
+            calls_of(case.undo_write, "d"),
+            undone_before + 1,
+            "{}: the reversal, once",
+            case.kind
+        );
+    }
 
     // Undo puts back what was read, or is refused.
     let undo = vigilo_env(
@@ -429,6 +497,110 @@ async fn revoke_security_group_ingress_follows_the_catalog_contract() {
 #[tokio::test]
 async fn stop_instance_follows_the_catalog_contract() {
     catalog_case(&STOP_INSTANCE).await;
+}
+
+/// The security groups of a batch of revokes are read in one `DescribeSecurityGroups` before
+/// any action starts, and each action takes its group's read as its own; a batch that names a
+/// group that is gone (the call fails) falls back to each action reading its own group.
+#[tokio::test]
+async fn a_batch_of_revokes_reads_its_groups_in_one_call() {
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto.url());
+    let url = moto.url();
+    let home = tempfile::tempdir().unwrap();
+    let env = aws_env(home.path(), &[]);
+    // Auto-remediation: `vigilo scan` plans every finding's action and runs them as one batch.
+    let config = format!(
+        "[state]\nurl = \"sqlite://state.db\"\n\n[database.src]\nurl = \"sqlite://src.db\"\n\n{}",
+        connection("default", &proxy)
+    );
+    let dir = common::project(&[
+        ("config/vigilo.toml", &config),
+        (
+            "queries/targets.sql",
+            "-- database: src\n-- primary_key: id\n-- remediation: fix\nselect id, name, extra from targets order by id\n",
+        ),
+        (
+            "remediations/fix.toml",
+            "[[action]]\ntype = \"aws.ec2.revoke_security_group_ingress\"\ngroup_id = \"{{ row.name }}\"\n\
+             protocol = \"tcp\"\nfrom_port = \"{{ row.extra }}\"\nto_port = \"{{ row.extra }}\"\ncidr = \"0.0.0.0/0\"\n",
+        ),
+    ]);
+    let d = dir.path();
+    rusqlite::Connection::open(d.join("src.db"))
+        .unwrap()
+        .execute_batch("create table targets (id text, name text, extra text)")
+        .unwrap();
+    let open_group = |i: &str| {
+        boto(
+            &url,
+            None,
+            &format!(
+                "g = ec2.create_security_group(GroupName='g-{i}', Description='d')['GroupId']\n\
+                 ec2.authorize_security_group_ingress(GroupId=g, IpPermissions=[{{'IpProtocol': 'tcp', 'FromPort': 22, 'ToPort': 22, 'IpRanges': [{{'CidrIp': '0.0.0.0/0'}}]}}])\nout = g"
+            ),
+        )
+        .as_str()
+        .unwrap()
+        .to_string()
+    };
+    let open = |g: &str| {
+        boto(
+            &url,
+            None,
+            &format!(
+                "perms = ec2.describe_security_groups(GroupIds=[{g:?}])['SecurityGroups'][0]['IpPermissions']\n\
+                 out = any(p.get('FromPort') == 22 for p in perms)"
+            ),
+        ) == Value::Bool(true)
+    };
+    let groups: Vec<String> = ["a", "b", "c"].iter().map(|i| open_group(i)).collect();
+    for (i, g) in groups.iter().enumerate() {
+        add_row(d, &format!("r{i}"), g, "22");
+    }
+    let out = ok(d, &env, &["scan"]);
+    assert_eq!(
+        proxy.calls_of("DescribeSecurityGroups").len(),
+        1,
+        "{out}\n{:#?}",
+        proxy.calls()
+    );
+    assert_eq!(proxy.calls_of("RevokeSecurityGroupIngress").len(), 3);
+    assert!(groups.iter().all(|g| !open(g)), "{out}");
+    let audit: Vec<Value> =
+        serde_json::from_str(&ok(d, &env, &["audit", "--format", "json"])).unwrap();
+    let started: Vec<&Value> = audit
+        .iter()
+        .filter(|e| e["kind"] == "action.started")
+        .collect();
+    assert_eq!(started.len(), 3, "{audit:#?}");
+    assert!(
+        started
+            .iter()
+            .all(|e| e.to_string().contains(r#""before":{"description":"#)
+                || e.to_string().contains(r#""before":{"rule":true"#)),
+        "each started action keeps what was read of its rule: {started:#?}"
+    );
+
+    // A group that is gone fails the batch's read; each action then reads its own group.
+    let (kept, gone) = (open_group("d"), open_group("e"));
+    boto(
+        &url,
+        None,
+        &format!("ec2.delete_security_group(GroupId={gone:?})"),
+    );
+    add_row(d, "r3", &kept, "22");
+    add_row(d, "r4", &gone, "22");
+    let out = ok(d, &env, &["scan"]);
+    assert!(!open(&kept), "{out}");
+    assert!(out.contains("no longer exists"), "{out}");
+    assert_eq!(proxy.calls_of("RevokeSecurityGroupIngress").len(), 4);
+    assert_eq!(
+        proxy.calls_of("DescribeSecurityGroups").len(),
+        1 + 3,
+        "{:#?}",
+        proxy.calls_of("DescribeSecurityGroups")
+    );
 }
 
 /// `aws.api` signs any Query-protocol call with the connection's credentials: EC2's CreateTags

@@ -4,7 +4,8 @@
 //!
 //! Both read `DescribeSecurityGroups` first: a group that is gone is skipped, a rule already
 //! absent (or present) needs no change. The rule's description is kept, so an undo puts the
-//! rule back as it was.
+//! rule back as it was. The groups of a batch of actions are read in one call
+//! ([`ReadFirst::read_many`]: `GroupId.1`…`GroupId.N`).
 
 use std::str::FromStr;
 
@@ -144,6 +145,20 @@ impl Rule {
         format!("{protocol}{ports} from {} into {}", self.cidr, self.group)
     }
 
+    /// Whether a group (a `securityGroupInfo` item) has the rule: `{"rule": bool, "description": …}`.
+    fn state_in(&self, group: &Element) -> Value {
+        let found = group
+            .items("ipPermissions")
+            .find_map(|perm| self.found_in(perm));
+        match found {
+            Some(description) if !description.is_empty() => {
+                json!({"rule": true, "description": description})
+            }
+            Some(_) => json!({"rule": true}),
+            None => json!({"rule": false}),
+        }
+    }
+
     /// Whether one of a group's `ipPermissions` items grants this rule; its description if so.
     fn found_in(&self, permission: &Element) -> Option<String> {
         let proto = permission
@@ -197,16 +212,38 @@ async fn read(aws: &Aws<'_>, p: &Params<'_>) -> Result<Found, String> {
             aws.connection.name()
         )));
     };
-    let found = group
-        .items("ipPermissions")
-        .find_map(|perm| rule.found_in(perm));
-    Ok(Found::State(match found {
-        Some(description) if !description.is_empty() => {
-            json!({"rule": true, "description": description})
-        }
-        Some(_) => json!({"rule": true}),
-        None => json!({"rule": false}),
-    }))
+    Ok(Found::State(rule.state_in(group)))
+}
+
+/// Reads the groups of several rules in one `DescribeSecurityGroups`; a group missing from the
+/// answer is left to its action's own read. A group that is gone fails the whole call
+/// (`InvalidGroup.NotFound`), so then every action reads its own.
+async fn read_many(aws: &Aws<'_>, ps: &[Params<'_>]) -> Result<Vec<Option<Found>>, String> {
+    let rules: Vec<Option<Rule>> = ps.iter().map(|p| Rule::of(p).ok()).collect();
+    let mut groups: Vec<&str> = rules.iter().flatten().map(|r| r.group.as_str()).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    let q: Vec<(String, String)> = groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (format!("GroupId.{}", i + 1), g.to_string()))
+        .collect();
+    let answer = aws
+        .query("ec2", EC2_VERSION, "DescribeSecurityGroups", &q)
+        .await
+        .map_err(|e| e.to_string())?;
+    let by_id: std::collections::HashMap<&str, &Element> = answer
+        .body
+        .items("securityGroupInfo")
+        .filter_map(|g| Some((g.text_of("groupId")?, g)))
+        .collect();
+    Ok(rules
+        .iter()
+        .map(|rule| {
+            let rule = rule.as_ref()?;
+            Some(Found::State(rule.state_in(by_id.get(rule.group.as_str())?)))
+        })
+        .collect())
 }
 
 /// The rule's parameters again, for the reversal (with the description read before).
@@ -316,6 +353,18 @@ impl ReadFirst for IngressAction {
 
     async fn read(&self, aws: &Aws<'_>, p: &Params<'_>) -> Result<Found, String> {
         read(aws, p).await
+    }
+
+    fn target(&self, p: &Params<'_>) -> Option<String> {
+        Rule::of(p).ok().map(|r| r.words())
+    }
+
+    async fn read_many(
+        &self,
+        aws: &Aws<'_>,
+        ps: &[Params<'_>],
+    ) -> Result<Vec<Option<Found>>, String> {
+        read_many(aws, ps).await
     }
 
     fn as_wanted(&self, p: &Params<'_>, state: &Value) -> Result<Option<String>, String> {

@@ -23,6 +23,7 @@
 
 use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -48,6 +49,7 @@ mod s3_versioning;
 pub use http::HTTP_TIMEOUT;
 pub use iam_access_key::{CURRENT_STATUS, CURRENT_STATUS_AT, CURRENT_STATUS_FOR};
 pub use params::{Kind, Need, Param, ParamValue, Params};
+pub use read_first::Found;
 
 use read_first::Typed;
 
@@ -109,6 +111,17 @@ pub trait ActionType: Send + Sync {
     /// Actions of the same group run one after another in a pass (sharing reads); `None`: alone.
     fn group(&self, _params: &Value) -> Option<String> {
         None
+    }
+
+    /// Reads the targets of several claimed actions of this type in fewer calls than one each,
+    /// before any of them starts; what it finds (by action id) stands in for the action's own
+    /// read in [`ActionType::prepare`]. Default: nothing, each action reads its own target.
+    async fn read_ahead(
+        &self,
+        _targets: &Targets,
+        _actions: &[&ActionRecord],
+    ) -> Vec<(i64, Found)> {
+        Vec::new()
     }
 
     /// Reads the target before the action starts: call it (with what was read, kept for
@@ -196,9 +209,41 @@ pub enum Settlement {
 #[derive(Default)]
 pub struct Pass {
     states: HashMap<TypeId, Box<dyn Any + Send>>,
+    ahead: Arc<ReadAhead>,
+}
+
+/// What [`read_ahead`] read of a batch of claimed actions' targets, by action id.
+#[derive(Debug, Default)]
+pub struct ReadAhead {
+    found: HashMap<i64, Found>,
+}
+
+impl ReadAhead {
+    /// How many actions' targets were read ahead.
+    pub fn len(&self) -> usize {
+        self.found.len()
+    }
+
+    /// Whether none was.
+    pub fn is_empty(&self) -> bool {
+        self.found.is_empty()
+    }
 }
 
 impl Pass {
+    /// A pass whose actions take what was read ahead of them.
+    pub fn with(ahead: Arc<ReadAhead>) -> Pass {
+        Pass {
+            states: HashMap::new(),
+            ahead,
+        }
+    }
+
+    /// What was read ahead of action `id`, if anything.
+    pub fn read_ahead(&self, id: i64) -> Option<&Found> {
+        self.ahead.found.get(&id)
+    }
+
     /// This pass's state of kind `T`, made on first use.
     pub fn get<T: Default + Send + 'static>(&mut self) -> &mut T {
         let entry = self
@@ -286,6 +331,22 @@ pub fn group_of(action: &ActionRecord) -> Option<String> {
             action.kind.split('.').take(2).collect::<Vec<_>>().join(".")
         )
     })
+}
+
+/// Reads the targets of claimed actions ahead of them, type by type, several targets a call
+/// where a type can (see [`ActionType::read_ahead`]).
+pub async fn read_ahead(targets: &Targets, actions: &[ActionRecord]) -> ReadAhead {
+    let mut by_type: BTreeMap<&str, Vec<&ActionRecord>> = BTreeMap::new();
+    for a in actions {
+        by_type.entry(a.kind.as_str()).or_default().push(a);
+    }
+    let mut found = HashMap::new();
+    for (kind, actions) in by_type.into_iter().filter(|(_, a)| a.len() > 1) {
+        if let Some(ty) = lookup(kind) {
+            found.extend(ty.read_ahead(targets, &actions).await);
+        }
+    }
+    ReadAhead { found }
 }
 
 /// Reads the target before an action starts (see [`ActionType::prepare`]).

@@ -11,8 +11,15 @@
 //!   unreadable means `unknown`;
 //! - undo → the type's reversal, built from `before`; an action that changed nothing is not
 //!   undone.
+//!
+//! A type that can read several targets in one call ([`ReadFirst::read_many`]) has the
+//! targets of a batch of claimed actions read together before any of them starts
+//! ([`ActionType::read_ahead`]); each action then takes that read as its own. Only targets
+//! that one action of the batch names are read ahead (a second action on the same target must
+//! see what the first left), and only where every call is made with the same credentials (a
+//! role's calls are made in each approval's own session, so those read one by one).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -102,6 +109,22 @@ pub trait ReadFirst: Send + Sync + 'static {
     /// Reads the target.
     async fn read(&self, aws: &Aws<'_>, p: &Params<'_>) -> Result<Found, String>;
 
+    /// What names the target in [`ReadFirst::read_many`] (a group's rule); `None`: this type
+    /// reads one target at a time.
+    fn target(&self, _p: &Params<'_>) -> Option<String> {
+        None
+    }
+
+    /// Reads the targets of several actions of one connection and region in one call (at most
+    /// [`READ_MANY`]): what it found for each, in order, `None` for a target it cannot tell.
+    async fn read_many(
+        &self,
+        _aws: &Aws<'_>,
+        _ps: &[Params<'_>],
+    ) -> Result<Vec<Option<Found>>, String> {
+        Ok(Vec::new())
+    }
+
     /// Whether `state` is already as wanted: `Some(what it is, in words)`.
     fn as_wanted(&self, p: &Params<'_>, state: &Value) -> Result<Option<String>, String>;
 
@@ -115,6 +138,9 @@ pub trait ReadFirst: Send + Sync + 'static {
         Err(format!("a {} action cannot be reversed", self.name()))
     }
 }
+
+/// How many targets one [`ReadFirst::read_many`] call reads at most.
+pub const READ_MANY: usize = 100;
 
 /// A [`ReadFirst`] type as an [`ActionType`].
 pub struct Typed<T>(pub T);
@@ -185,12 +211,64 @@ impl<T: ReadFirst> ActionType for Typed<T> {
         )
     }
 
-    async fn prepare(
-        &self,
-        targets: &Targets,
-        action: &ActionRecord,
-        _pass: &mut Pass,
-    ) -> Prepared {
+    async fn read_ahead(&self, targets: &Targets, actions: &[&ActionRecord]) -> Vec<(i64, Found)> {
+        // (connection, region, target) → the actions naming it.
+        let mut named: HashMap<(&str, &str, String), Vec<(&ActionRecord, Params<'_>)>> =
+            HashMap::new();
+        for &a in actions {
+            let Ok(p) = checked(self, a) else { continue };
+            let (Ok(connection), Some(target)) = (p.connection(), self.0.target(&p)) else {
+                continue;
+            };
+            let region = p.opt_text("region").unwrap_or_default();
+            named
+                .entry((connection, region, target))
+                .or_default()
+                .push((a, p));
+        }
+        let mut batches: BTreeMap<(&str, &str), Vec<(&ActionRecord, Params<'_>)>> = BTreeMap::new();
+        for ((connection, region, _), mut on_target) in named {
+            if on_target.len() == 1 {
+                batches
+                    .entry((connection, region))
+                    .or_default()
+                    .extend(on_target.pop());
+            }
+        }
+        let mut out = Vec::new();
+        for ((name, _), batch) in batches.into_iter().filter(|(_, b)| b.len() > 1) {
+            let Ok(connection) = targets.aws.get(name).await else {
+                continue; // each action fails with why when it runs
+            };
+            if connection.config().role_arn.is_some() {
+                continue;
+            }
+            for chunk in batch.chunks(READ_MANY) {
+                let (first, p) = &chunk[0];
+                let aws = Aws {
+                    connection: connection.clone(),
+                    session: aws::session_name(first.approval_id, first.run_id),
+                    region: p.opt_text("region"),
+                };
+                let ps: Vec<Params<'_>> = chunk.iter().map(|(_, p)| *p).collect();
+                match self.0.read_many(&aws, &ps).await {
+                    Ok(found) => out.extend(
+                        chunk
+                            .iter()
+                            .zip(found)
+                            .filter_map(|((a, _), f)| Some((a.id, f?))),
+                    ),
+                    // Each action reads its own target then, and fails with why if it cannot.
+                    Err(e) => {
+                        tracing::debug!(connection = name, error = %e, "reading ahead failed")
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    async fn prepare(&self, targets: &Targets, action: &ActionRecord, pass: &mut Pass) -> Prepared {
         let fail = |e: String| Prepared::Done(ActionOutcome::Failed(e));
         let p = match checked(self, action) {
             Ok(p) => p,
@@ -201,7 +279,12 @@ impl<T: ReadFirst> ActionType for Typed<T> {
             Err(e) => return fail(e),
         };
         let mut result = self.result(&aws, action).await;
-        let state = match self.0.read(&aws, &p).await {
+        let ahead = pass.read_ahead(action.id).cloned();
+        let read = match ahead {
+            Some(found) => Ok(found),
+            None => self.0.read(&aws, &p).await,
+        };
+        let state = match read {
             Ok(Found::Gone(why)) => {
                 return Prepared::Done(ActionOutcome::Skipped(format!("{why}; nothing to do")));
             }

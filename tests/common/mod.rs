@@ -347,3 +347,13 @@ pub fn kill_when_paused(mut child: std::process::Child, point: &str) {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// The last audit entry (of `vigilo audit --format json`) of `kind` for approval `approval`.
+pub fn last_entry(entries: &[serde_json::Value], kind: &str, approval: &str) -> serde_json::Value {
+    entries
+        .iter()
+        .rev()
+        .find(|e| e["kind"] == kind && e["approval_id"].as_i64() == approval.parse().ok())
+        .cloned()
+        .unwrap_or_else(|| panic!("no {kind} for approval {approval}: {entries:#?}"))
+}
