@@ -12,7 +12,7 @@ use crate::audit::{Chain, Event, Kind, Link};
 use crate::store::{FindingEvent, StoreError, chain_findings, chaining_stopped};
 
 /// Audit events the commit keeps in memory before appending them (PostgreSQL's go
-/// `pg_copy::ROWS_PER_COPY` at a time).
+/// `postgres::copy::ROWS_PER_COPY` at a time).
 const EVENT_BATCH: usize = 5_000;
 
 const INSERT: &str = "INSERT INTO audit (seq, at, kind, actor, channel, finding_id, approval_id, action_id, data, hash)
