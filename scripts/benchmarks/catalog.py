@@ -49,11 +49,10 @@ from .common import (
     ROOT, VIGILO, Result, fresh_dir, fresh_pg_db, free_port, log, median, psql, timed,
     write_project,
 )
-from .remediation import VENV, Moto, aws_env, venv
+from .remediation import THREADS, VENV, Moto, aws_env, floor_results, race, venv
 
 RULES = 500
 QUICK_RULES = 200
-THREADS = [1, 4, 8]
 VOTERS = 4  # approval votes posted at once
 CONN = "aws_bench"
 ACCOUNT = "123456789012"  # moto's default account
@@ -358,19 +357,11 @@ def run(quick, runs):
     moto = Moto(work)
     try:
         b = Bench(work, moto, pg, rules)
-        times = {}
-        for _ in range(n):  # interleaved, so that drift on a shared machine hits all alike
-            times.setdefault("vigilo", []).append(b.vigilo())
-            times.setdefault("custodian", []).append(b.custodian())
-            for th in THREADS:
-                times.setdefault(f"floor-{th}", []).append(b.floor(th))
+        med, calls, best = race(b, n)
     finally:
         moto.stop()
     log(f"catalog: done in {time.monotonic() - started:.0f} s")
 
-    med = {k: median(v) for k, v in times.items()}
-    calls = {k: int(median(v)) for k, v in b.calls.items()}
-    best = min(THREADS, key=lambda th: med[f"floor-{th}"])
     floor_t = med[f"floor-{best}"]
     v, c = med["vigilo"], med["custodian"]
     results = [
@@ -383,9 +374,5 @@ def run(quick, runs):
         Result(f"catalog: `vigilo scan` finding the {rules} rules and opening their approvals (not counted)",
                f"{median(b.scans):.2f} s", "", None, "(information)", None),
     ]
-    for th in THREADS:
-        t = med[f"floor-{th}"]
-        results.append(Result(
-            f"catalog floor: boto3 RevokeSecurityGroupIngress × {rules}, {th} thread{'s' if th > 1 else ''}",
-            f"{t:.2f} s ({calls[f'floor-{th}']} calls)", "", None, "(information)", None))
+    results.extend(floor_results(f"catalog floor: boto3 RevokeSecurityGroupIngress × {rules}", med, calls))
     return results

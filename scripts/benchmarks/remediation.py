@@ -328,19 +328,11 @@ def run(quick, runs):
     moto = Moto(work)
     try:
         b = Bench(work, moto, pg)
-        times = {}
-        for i in range(n):  # interleaved, so that drift on a shared machine hits all alike
-            times.setdefault("vigilo", []).append(b.vigilo())
-            times.setdefault("custodian", []).append(b.custodian())
-            for th in THREADS:
-                times.setdefault(f"floor-{th}", []).append(b.floor(th))
+        med, calls, best = race(b, n)
     finally:
         moto.stop()
     log(f"remediation: done in {time.monotonic() - started:.0f} s")
 
-    med = {k: median(v) for k, v in times.items()}
-    calls = {k: int(median(v)) for k, v in b.calls.items()}
-    best = min(THREADS, key=lambda th: med[f"floor-{th}"])
     floor_t = med[f"floor-{best}"]
     v, c = med["vigilo"], med["custodian"]
     results = [
@@ -351,9 +343,28 @@ def run(quick, runs):
                f"{v:.2f} s", f"{floor_t:.2f} s ({calls[f'floor-{best}']} calls)",
                v / floor_t, "<= 1.4×", v / floor_t <= 1.4),
     ]
-    for th in THREADS:
-        t = med[f"floor-{th}"]
-        results.append(Result(
-            f"remediation floor: boto3 UpdateAccessKey × {KEYS}, {th} thread{'s' if th > 1 else ''}",
-            f"{t:.2f} s ({calls[f'floor-{th}']} calls)", "", None, "(information)", None))
+    results.extend(floor_results(f"remediation floor: boto3 UpdateAccessKey × {KEYS}", med, calls))
     return results
+
+
+def race(bench, n):
+    """Times `bench`'s vigilo, Custodian and floor at each of THREADS, n rounds interleaved (so
+    that drift on a shared machine hits all alike); returns the medians, the median call
+    counts, and the thread count of the fastest floor."""
+    times = {}
+    for _ in range(n):
+        times.setdefault("vigilo", []).append(bench.vigilo())
+        times.setdefault("custodian", []).append(bench.custodian())
+        for th in THREADS:
+            times.setdefault(f"floor-{th}", []).append(bench.floor(th))
+    med = {k: median(v) for k, v in times.items()}
+    calls = {k: int(median(v)) for k, v in bench.calls.items()}
+    return med, calls, min(THREADS, key=lambda th: med[f"floor-{th}"])
+
+
+def floor_results(what, med, calls):
+    """One information row per floor thread count of a `race`."""
+    return [Result(f"{what}, {th} thread{'s' if th > 1 else ''}",
+                   f"{med[f'floor-{th}']:.2f} s ({calls[f'floor-{th}']} calls)", "", None,
+                   "(information)", None)
+            for th in THREADS]
