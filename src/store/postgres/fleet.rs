@@ -32,14 +32,27 @@ pub(super) async fn finish_tick<C: GenericClient + Sync>(
     ops::finish_tick(&mut PgTx(c), query, tick, run_id, Utc::now()).await
 }
 
-/// The advisory lock key of `query`'s tick claims: FNV-1a 64 of the name, under a prefix of
-/// its own so it meets no other advisory lock of vigilo's.
+/// The advisory lock key of `query`'s tick claims: the xxh3 hash the diff uses, of the name
+/// under a prefix of its own so it meets no other advisory lock of vigilo's.
 fn tick_lock_key(query: &str) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in "vigilo tick claim ".bytes().chain(query.bytes()) {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
+    let h = xxhash_rust::xxh3::xxh3_64(format!("vigilo tick claim {query}").as_bytes());
     i64::from_ne_bytes(h.to_ne_bytes())
+}
+
+/// Claims `tick` of `query` in `tx` after taking the query's claim lock: without it two
+/// processes claiming two ticks of one query at once both pass the NOT EXISTS (neither sees
+/// the other's insert) and run the query side by side, and one run ends in a generation
+/// conflict. The INSERT of `ops::claim_tick`, a new statement, sees a claim committed while
+/// this waited. (SQLite needs no lock: it is one process, and its writes are serialized.)
+async fn claim_tick_locked(
+    tx: &Transaction<'_>,
+    query: &str,
+    tick: &Tick,
+    lease: Duration,
+) -> Result<bool, StoreError> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&tick_lock_key(query)])
+        .await?;
+    ops::claim_tick(&mut PgTx(tx), query, tick, Utc::now(), lease).await
 }
 
 /// Announces work to every listening process; heard when `tx` commits, not before.
@@ -57,18 +70,7 @@ impl Fleet for PgStore {
         tick: &Tick,
         lease: Duration,
     ) -> Result<bool, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        // Claims of one query wait for each other: without it two processes claiming two ticks
-        // of one query at once both pass the NOT EXISTS (neither sees the other's insert) and
-        // run the query side by side, and one run ends in a generation conflict. The INSERT
-        // of `ops::claim_tick`, a new statement, sees a claim committed while this waited.
-        // (SQLite needs no lock: it is one process, and its writes are serialized.)
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&tick_lock_key(query)])
-            .await?;
-        let claimed = ops::claim_tick(&mut PgTx(&tx), query, tick, Utc::now(), lease).await?;
-        tx.commit().await?;
-        Ok(claimed)
+        in_tx!(self, tx => claim_tick_locked(&tx, query, tick, lease))
     }
 
     async fn take_over_ticks(
