@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::finding::rfc3339;
+use crate::timestamp::{rfc3339, ser_opt_time, ser_time};
 
 /// An approval's lifecycle state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -546,17 +546,6 @@ impl Approval {
         for v in &mut self.votes {
             v.values = answer_values(kind, &v.option);
         }
-    }
-}
-
-fn ser_time<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&rfc3339(t))
-}
-
-fn ser_opt_time<S: serde::Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => s.serialize_str(&rfc3339(t)),
-        None => s.serialize_none(),
     }
 }
 

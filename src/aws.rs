@@ -24,9 +24,10 @@ use aws_sdk_iam::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_iam::operation::RequestId;
 use aws_sdk_iam::types::StatusType;
 
-pub use crate::aws_error::AwsError;
 use crate::config::AwsConnectionConfig;
+pub use error::AwsError;
 
+pub mod error;
 pub mod signed;
 pub mod xml;
 

@@ -679,7 +679,7 @@ async fn advance(
 ) -> Result<(remediate::Progress, Vec<(i64, ActionOutcome)>)> {
     let scanner = Scanner::new(Arc::new(project), store)?;
     let targets = targets(&scanner)?;
-    let done = remediate::step(&scanner, &remediate::owner(), &targets).await?;
+    let done = remediate::step(&scanner, &crate::fleet::owner(), &targets).await?;
     drain(&scanner, &targets.http).await?;
     Ok(done)
 }
@@ -690,7 +690,7 @@ async fn drain(scanner: &Scanner, client: &reqwest::Client) -> Result<()> {
     Ok(crate::notify::drain(
         scanner.project(),
         scanner.store().as_ref(),
-        &remediate::owner(),
+        &crate::fleet::owner(),
         client,
         Duration::from_millis(1500),
         Duration::from_secs(120),
@@ -1040,7 +1040,7 @@ async fn scan_cmd(dir: &Path, dry_run: bool, names: &[String]) -> Result<ExitCod
     let targets = targets(&scanner)?;
     // Every new finding's remediation has started (and auto-remediations have run) on exit.
     let (progress, ran) =
-        remediate::step_until_idle(&scanner, &remediate::owner(), &targets).await?;
+        remediate::step_until_idle(&scanner, &crate::fleet::owner(), &targets).await?;
     drain(&scanner, &targets.http).await?;
     let mut out = crate::redact::stdout();
     if !progress.opened.is_empty() {

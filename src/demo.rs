@@ -245,7 +245,7 @@ pub async fn run(yes: bool) -> Result<ExitCode> {
         aws: crate::aws::Connections::with_credentials(&project.aws_connections, credentials),
         aws_configs: project.aws_connections.clone(),
     };
-    let owner = remediate::owner();
+    let owner = crate::fleet::owner();
 
     writeln!(
         out,

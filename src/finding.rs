@@ -1,10 +1,11 @@
 //! A finding: one key of one query that matched, and its lifecycle.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::config::Severity;
+use crate::timestamp::{ser_opt_time, ser_time};
 
 /// A finding's lifecycle state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -75,22 +76,6 @@ pub struct Finding {
     pub accepted_reason: Option<String>,
 }
 
-/// Formats a time as RFC 3339 UTC, with fractional seconds only when present.
-pub fn rfc3339(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
-}
-
 fn ser_severity<S: Serializer>(s: &Severity, ser: S) -> Result<S::Ok, S::Error> {
     ser.serialize_str(s.as_str())
-}
-
-pub(crate) fn ser_time<S: Serializer>(t: &DateTime<Utc>, ser: S) -> Result<S::Ok, S::Error> {
-    ser.serialize_str(&rfc3339(t))
-}
-
-fn ser_opt_time<S: Serializer>(t: &Option<DateTime<Utc>>, ser: S) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => ser.serialize_str(&rfc3339(t)),
-        None => ser.serialize_none(),
-    }
 }

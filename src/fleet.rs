@@ -21,6 +21,35 @@ use crate::store::fleet::{Process, ProcessStatus};
 /// This process's last successful heartbeat (Unix milliseconds; 0: none yet).
 static LAST_HEARTBEAT: AtomicI64 = AtomicI64::new(0);
 
+/// The identity a process claims work under: host and pid.
+///
+/// Processes that share a store and report the same host name are assumed to share a
+/// PID namespace (one machine); that is how a claim of a dead process is recognised.
+pub fn owner() -> String {
+    format!("{}:{}", hostname(), std::process::id())
+}
+
+/// This machine's host name, as the kernel has it (`HOSTNAME` where /proc is missing).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Whether the process named by `owner` (`host:pid`) is certainly gone: same host, and no such process.
+pub fn owner_is_gone(owner: &str) -> bool {
+    let Some((host, pid)) = owner.rsplit_once(':') else {
+        return false;
+    };
+    host == hostname()
+        && pid.parse::<u32>().is_ok_and(|pid| {
+            pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        })
+}
+
 /// This process as `vigilo run` announces it, and the lease its claims live by.
 #[derive(Debug, Clone)]
 pub struct Member {
@@ -36,8 +65,8 @@ impl Member {
         let now = Utc::now();
         Member {
             process: Process {
-                id: crate::remediate::owner(),
-                host: crate::remediate::hostname(),
+                id: owner(),
+                host: hostname(),
                 pid: i64::from(std::process::id()),
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 listen,
@@ -100,7 +129,7 @@ pub async fn health(store: &dyn Store, lease: Duration) -> Result<String, String
         .ping()
         .await
         .map_err(|e| format!("state store unavailable: {e}"))?;
-    let id = crate::remediate::owner();
+    let id = owner();
     let Some(beat) = last_heartbeat() else {
         return Ok(format!("ok {id}\n"));
     };
@@ -132,7 +161,7 @@ pub async fn live(
 ) -> Result<Vec<ProcessStatus>, crate::store::StoreError> {
     let since = now - chrono::Duration::from_std(lease).unwrap_or_default();
     let mut all = store.processes(since).await?;
-    all.retain(|p| !crate::action::owner_is_gone(&p.process.id));
+    all.retain(|p| !owner_is_gone(&p.process.id));
     Ok(all)
 }
 

@@ -21,7 +21,7 @@
 //! - [`init`]: `vigilo init`, a project to start from.
 //! - [`server`]: the HTTP server of `vigilo run`: health, approval pages, API, dashboard.
 //! - [`token`]: HMAC-signed approval link tokens: one approval, one approver, until the deadline.
-//! - [`aws`]: the AWS connections and their IAM calls; [`aws_error`]: what an AWS failure means, in words.
+//! - [`aws`]: the AWS connections, their IAM calls and signed Query/S3 requests; `aws::error`: what an AWS failure means, in words.
 //! - [`cause`]: the network failure or innermost message under a client library's error.
 //! - [`cli`]: the command line.
 
@@ -29,7 +29,6 @@ pub mod action;
 pub mod approval;
 pub mod audit;
 pub mod aws;
-pub mod aws_error;
 pub mod cause;
 pub mod cli;
 pub mod config;
@@ -43,6 +42,7 @@ pub mod init;
 pub mod message;
 pub mod metrics;
 pub mod notify;
+pub mod outbox;
 pub mod outcome;
 pub mod output;
 pub mod redact;
@@ -57,4 +57,5 @@ pub mod source;
 pub mod state;
 pub mod store;
 pub mod template;
+pub mod timestamp;
 pub mod token;

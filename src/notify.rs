@@ -1,9 +1,8 @@
-//! Notifier messages: what each event tells whom, queued in the store's outbox
-//! in the transaction of the event, and delivered afterwards with retries.
+//! Notifier messages delivered with retries: the messages `outbox` queued in the store in
+//! the transaction of their event are sent here, through the transports below this module
+//! (console, webhook, Slack, email).
 //!
-//! Queuing: [`for_notifier`] expands a notifier into one [`NewMessage`] per
-//! target, and [`for_decision`] renders a remediation's `[[message]]`s for a
-//! decision. Delivery: [`deliver`] claims due messages (with a lease, so several
+//! [`deliver`] claims due messages (with a lease, so several
 //! processes can share one outbox), sends each through its integration and
 //! records the attempt with `message.sent` or `message.failed`. A failed attempt
 //! is tried again with exponential backoff, up to [`MAX_ATTEMPTS`]; the event a
@@ -16,12 +15,11 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use crate::config::{IntegrationConfig, NotifyTarget, Project, Remediation, WebhookConfig};
+use crate::config::{IntegrationConfig, Project, WebhookConfig};
 use crate::finding::Finding;
-use crate::store::{MessageOutcome, MessageRecord, NewMessage, Store, StoreError};
-use crate::template;
+use crate::store::{MessageOutcome, MessageRecord, Store, StoreError};
 
-pub use crate::store::events::{
+use crate::store::events::{
     APPROVAL_DECIDED, APPROVAL_EXPIRED, APPROVAL_REQUESTED, APPROVAL_VOTE, FINDING_OPENED,
     FINDING_REOPENED, REMEDIATION_MESSAGE,
 };
@@ -51,80 +49,6 @@ const BODY_EXCERPT: usize = 300;
 pub fn backoff(failed: i32) -> Duration {
     let doublings = u32::try_from(failed.saturating_sub(1)).unwrap_or(0).min(20);
     FIRST_RETRY.saturating_mul(1 << doublings).min(MAX_RETRY)
-}
-
-/// One message per target of `notifier` (none if the project has no such notifier).
-pub fn for_notifier(
-    project: &Project,
-    notifier: &str,
-    event: &str,
-    text: Option<String>,
-) -> Vec<NewMessage> {
-    let Some(n) = project.notifiers.get(notifier) else {
-        return Vec::new();
-    };
-    let message = |target: &NotifyTarget| NewMessage {
-        event: event.to_string(),
-        notifier: notifier.to_string(),
-        integration: target.integration.clone(),
-        destination: destination(target),
-        text: text.clone(),
-    };
-    let mut out = Vec::new();
-    for target in &n.notify {
-        let is_email = matches!(
-            project.integrations.get(&target.integration),
-            Some(IntegrationConfig::Email(_))
-        );
-        if is_email && target.to.len() > 1 {
-            // One message per recipient: each gets its own links, and is retried on its own.
-            for to in &target.to {
-                out.push(message(&NotifyTarget {
-                    to: vec![to.clone()],
-                    ..target.clone()
-                }));
-            }
-        } else {
-            out.push(message(target));
-        }
-    }
-    out
-}
-
-/// The `[[message]]`s that `decision` triggers (`None`: auto-remediation), rendered over `ctx`.
-pub fn for_decision(
-    project: &Project,
-    remediation: &Remediation,
-    decision: Option<&[String]>,
-    ctx: &Value,
-) -> Result<Vec<NewMessage>, String> {
-    let mut out = Vec::new();
-    for (i, m) in remediation.messages.iter().enumerate() {
-        if !remediation.runs_for(m.when.as_deref(), decision) {
-            continue;
-        }
-        let text = template::render(&m.text, ctx)
-            .map(|t| crate::redact::text(&t))
-            .map_err(|e| format!("message[{i}].text: {e}"))?;
-        out.extend(for_notifier(
-            project,
-            &m.notifier,
-            REMEDIATION_MESSAGE,
-            Some(text),
-        ));
-    }
-    Ok(out)
-}
-
-fn destination(target: &NotifyTarget) -> Value {
-    let mut d = serde_json::Map::new();
-    if let Some(channel) = &target.channel {
-        d.insert("channel".into(), channel.clone().into());
-    }
-    if !target.to.is_empty() {
-        d.insert("to".into(), json!(target.to));
-    }
-    Value::Object(d)
 }
 
 /// Delivers every due message this process can claim; returns (message id, outcome).
@@ -266,7 +190,7 @@ pub async fn compose(
                     n => format!("{} ({}, needs {n} approvers)", o.label, o.value),
                 })
                 .collect();
-            let links = crate::remediate::links(project, a.id, &a.approvers, a.deadline);
+            let links = crate::token::links(project, a.id, &a.approvers, a.deadline);
             let mut text = format!(
                 "approval {} requested ({}): {}\n  {}\n  finding {} of query {}; options: {}\n  decide with: vigilo respond {} OPTION --as NAME",
                 a.id,
@@ -281,7 +205,7 @@ pub async fn compose(
             if let Some(deadline) = &a.deadline {
                 text.push_str(&format!(
                     "\n  deadline: {}",
-                    crate::finding::rfc3339(deadline)
+                    crate::timestamp::rfc3339(deadline)
                 ));
             }
             for (approver, link) in &links {

@@ -8,8 +8,9 @@ use serde_json::{Map, Value};
 
 use crate::approval::Approval;
 use crate::audit::Entry;
-use crate::finding::{Finding, rfc3339};
+use crate::finding::Finding;
 use crate::scan::{DryFinding, DryRun, QueryRun};
+use crate::timestamp::rfc3339;
 
 /// An output format for listings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

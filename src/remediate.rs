@@ -53,30 +53,12 @@ pub struct Progress {
     pub failed: Vec<(i64, String)>,
 }
 
-/// The identity a process claims work under: host and pid.
-///
-/// Processes that share a store and report the same host name are assumed to share a
-/// PID namespace (one machine); that is how a claim of a dead process is recognised.
-pub fn owner() -> String {
-    format!("{}:{}", hostname(), std::process::id())
-}
-
-/// This machine's host name, as the kernel has it (`HOSTNAME` where /proc is missing).
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".into())
-}
-
 /// Frees the claims of processes on this machine that are gone (killed mid-pass), so their
 /// work is taken up at once instead of when their leases run out.
 pub async fn release_dead_claims(store: &dyn Store) -> Result<Vec<String>, RemediateError> {
     let mut released = Vec::new();
     for holder in store.claim_holders().await? {
-        if action::owner_is_gone(&holder) {
+        if crate::fleet::owner_is_gone(&holder) {
             let n = store.release_claims(&holder).await?;
             tracing::warn!(owner = %holder, claims = n, "released the claims of a process that is gone");
             released.push(holder);
@@ -167,7 +149,7 @@ pub async fn plan_decided(scanner: &Scanner, owner: &str) -> Result<Progress, Re
                 "value": a.decision,
                 "values": a.values,
                 "decided_by": a.decided_by.join(", "),
-                "decided_at": a.decided_at.as_ref().map(crate::finding::rfc3339),
+                "decided_at": a.decided_at.as_ref().map(crate::timestamp::rfc3339),
                 "votes": a.votes,
                 "subject": a.subject,
             });
@@ -208,8 +190,8 @@ impl<'p> Plan<'p> {
         finding: Finding,
     ) -> Result<Plan<'p>, (i64, String)> {
         let actions = action::render(remediation, decision, ctx).map_err(|e| (run_id, e))?;
-        let messages =
-            notify::for_decision(project, remediation, decision, ctx).map_err(|e| (run_id, e))?;
+        let messages = crate::outbox::for_decision(project, remediation, decision, ctx)
+            .map_err(|e| (run_id, e))?;
         Ok(Plan {
             run_id,
             finding,
@@ -259,7 +241,7 @@ async fn record_plans(
             }
             Some(Ok(Rechecked::Unchanged)) => {
                 // The row the actions were rendered from is the row as it is now.
-                let at = crate::finding::rfc3339(&Utc::now());
+                let at = crate::timestamp::rfc3339(&Utc::now());
                 for a in &mut plan.actions {
                     if a.params.get(action::CURRENT_STATUS).is_some() {
                         a.params[action::CURRENT_STATUS_AT] = json!(at);
@@ -340,7 +322,7 @@ async fn recheck(scanner: &Scanner, plans: &[Plan<'_>]) -> HashMap<i64, Result<R
             plans.iter().map(|p| &p.finding.key).collect();
         match scanner.present(query, &keys).await {
             Ok(present) => {
-                let at = crate::finding::rfc3339(&Utc::now());
+                let at = crate::timestamp::rfc3339(&Utc::now());
                 for (p, row) in plans.iter().zip(present) {
                     let found = match row {
                         None => Rechecked::Gone(format!(
@@ -370,7 +352,10 @@ pub async fn settle_started(
     let now = Utc::now();
     let mut settled = Vec::new();
     for a in store.started_actions().await? {
-        let gone = a.claimed_by.as_deref().is_none_or(action::owner_is_gone)
+        let gone = a
+            .claimed_by
+            .as_deref()
+            .is_none_or(crate::fleet::owner_is_gone)
             || a.claim_expires.is_some_and(|until| until < now);
         // One process settles it: the one whose claim on it lands first.
         if !gone || !store.claim_started(owner, &a, action_lease()).await? {
@@ -563,7 +548,7 @@ pub async fn expire_acceptances(
         {
             tracing::info!(
                 finding = due.finding_id,
-                until = %crate::finding::rfc3339(&due.until),
+                until = %crate::timestamp::rfc3339(&due.until),
                 "risk acceptance ended; the finding is open again"
             );
             out.push((due.finding_id, run));
@@ -638,7 +623,12 @@ fn new_approval(
             .and_then(|t| chrono::Duration::from_std(t).ok())
             .map(|t| now + t),
         on_timeout: a.on_timeout.clone(),
-        messages: notify::for_notifier(project, &a.notifier, notify::APPROVAL_REQUESTED, None),
+        messages: crate::outbox::for_notifier(
+            project,
+            &a.notifier,
+            crate::store::events::APPROVAL_REQUESTED,
+            None,
+        ),
     })
 }
 
@@ -770,30 +760,4 @@ pub fn expand_approvers(project: &Project, names: &[String]) -> Vec<String> {
         }
     }
     out.into_iter().collect()
-}
-
-/// Per-approver approval links, when `[server] secret` is set (base: `base_url`, else `http://LISTEN`).
-pub fn links(
-    project: &Project,
-    id: i64,
-    approvers: &[String],
-    deadline: Option<chrono::DateTime<Utc>>,
-) -> Vec<(String, String)> {
-    let Some(server) = &project.server else {
-        return Vec::new();
-    };
-    let Some(secret) = &server.secret else {
-        return Vec::new();
-    };
-    let base = server
-        .base_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", server.listen));
-    approvers
-        .iter()
-        .map(|a| {
-            let token = crate::token::issue(secret.expose(), id, a, deadline);
-            (a.clone(), format!("{base}/approvals/{id}?token={token}"))
-        })
-        .collect()
 }

@@ -265,10 +265,10 @@ impl Scanner {
                 remediation: query.remediation.clone(),
                 changes,
                 notify: query.notify.as_deref().map_or_else(Vec::new, |n| {
-                    crate::notify::for_notifier(
+                    crate::outbox::for_notifier(
                         &self.project,
                         n,
-                        crate::notify::FINDING_OPENED,
+                        crate::store::events::FINDING_OPENED,
                         None,
                     )
                 }),

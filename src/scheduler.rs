@@ -77,7 +77,7 @@ pub async fn run(scanner: Arc<Scanner>, shutdown: CancellationToken) {
     );
     let ticks = Arc::new(Ticks {
         scanner: Arc::clone(&scanner),
-        owner: crate::remediate::owner(),
+        owner: crate::fleet::owner(),
         lease: project.scheduler.lease,
         limit: Arc::new(Semaphore::new(project.scheduler.max_concurrent)),
         running: queries
@@ -252,7 +252,7 @@ async fn take_over(ticks: Arc<Ticks>, shutdown: CancellationToken) {
 /// [`work_signal`]), and again at once after a step that found work: settle timeouts and
 /// crashed actions, open approvals, plan and run actions.
 async fn maintenance(scanner: Arc<Scanner>, shutdown: CancellationToken) {
-    let owner = crate::remediate::owner();
+    let owner = crate::fleet::owner();
     let targets =
         crate::action::Targets::new(reqwest::Client::new(), &scanner.project().aws_connections);
     let mut tick = tokio::time::interval(Duration::from_secs(1));

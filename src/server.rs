@@ -374,7 +374,7 @@ async fn dashboard_page(
         .map(|a| {
             // Per-approver vote links, for a viewer signed in with the API token, when links can be signed.
             let links = if signed_in {
-                crate::remediate::links(&s.project, a.id, &a.approvers, a.deadline)
+                crate::token::links(&s.project, a.id, &a.approvers, a.deadline)
             } else {
                 Vec::new()
             };
@@ -400,9 +400,9 @@ async fn dashboard_page(
             "severity": q.severity.as_str(),
             "enabled": q.enabled,
             "schedule": q.schedule.as_ref().map(ToString::to_string),
-            "next_run": q.schedule.as_ref().filter(|_| q.enabled).and_then(|sch| sch.next_for(&q.name, now)).as_ref().map(crate::finding::rfc3339),
+            "next_run": q.schedule.as_ref().filter(|_| q.enabled).and_then(|sch| sch.next_for(&q.name, now)).as_ref().map(crate::timestamp::rfc3339),
             "last_run": last.map(|r| serde_json::json!({
-                "at": crate::finding::rfc3339(&r.started_at),
+                "at": crate::timestamp::rfc3339(&r.started_at),
                 "status": r.status.as_str(),
                 "rows": r.rows,
                 "ms": (r.finished_at - r.started_at).num_milliseconds(),

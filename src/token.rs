@@ -3,7 +3,8 @@
 //! A token is `base64url(APPROVAL.APPROVER.EXPIRES).hex(HMAC-SHA256(secret, payload))`.
 //! `EXPIRES` is the approval's deadline in Unix seconds (0: none); an approval
 //! that is no longer pending refuses votes anyway. Signatures are compared in
-//! constant time (`Mac::verify_slice`).
+//! constant time (`Mac::verify_slice`). [`links`] puts them in the approval page addresses
+//! that messages carry.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -98,6 +99,32 @@ pub fn verify(
         approver: approver.to_string(),
         expires,
     })
+}
+
+/// Per-approver approval links, when `[server] secret` is set (base: `base_url`, else `http://LISTEN`).
+pub fn links(
+    project: &crate::config::Project,
+    id: i64,
+    approvers: &[String],
+    deadline: Option<DateTime<Utc>>,
+) -> Vec<(String, String)> {
+    let Some(server) = &project.server else {
+        return Vec::new();
+    };
+    let Some(secret) = &server.secret else {
+        return Vec::new();
+    };
+    let base = server
+        .base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", server.listen));
+    approvers
+        .iter()
+        .map(|a| {
+            let token = issue(secret.expose(), id, a, deadline);
+            (a.clone(), format!("{base}/approvals/{id}?token={token}"))
+        })
+        .collect()
 }
 
 #[cfg(test)]

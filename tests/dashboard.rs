@@ -125,7 +125,7 @@ async fn the_dashboard_filters_findings_and_shows_runs_approvals_and_actions() {
         .unwrap()
         .offset_for("keys");
     let shifted = chrono::DateTime::from_timestamp_millis(offset.as_millis() as i64).unwrap();
-    let minute_second = &vigilo::finding::rfc3339(&shifted)[13..];
+    let minute_second = &vigilo::timestamp::rfc3339(&shifted)[13..];
     assert!(
         queries.contains(minute_second),
         "the next hourly run, at {minute_second} past the hour: {queries}"

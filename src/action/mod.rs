@@ -455,17 +455,6 @@ pub fn connection_words(
 /// How long an AWS action may take, retries included.
 pub const AWS_TIMEOUT: Duration = aws::OPERATION_TIMEOUT;
 
-/// Whether the process named by `owner` (`host:pid`) is certainly gone: same host, and no such process.
-pub fn owner_is_gone(owner: &str) -> bool {
-    let Some((host, pid)) = owner.rsplit_once(':') else {
-        return false;
-    };
-    host == crate::remediate::hostname()
-        && pid.parse::<u32>().is_ok_and(|pid| {
-            pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@ use minijinja::HtmlEscape;
 
 use super::text::{action_text, durations, key_text, open_table, when};
 use super::{Report, ReportError, charts};
-use crate::finding::rfc3339;
+use crate::timestamp::rfc3339;
 
 const STYLE: &str = "
 body { font: 14px/1.45 system-ui, -apple-system, 'Segoe UI', sans-serif; color: #111827; margin: 2rem auto; max-width: 1100px; padding: 0 1rem; }

@@ -23,8 +23,9 @@ use serde_json::{Value, json};
 
 use crate::approval::Approval;
 use crate::config::{Project, Severity};
-use crate::finding::{Finding, Status, rfc3339};
+use crate::finding::{Finding, Status};
 use crate::store::{ActionRecord, ActionState, FindingFilter, RunRecord, Store, StoreError};
+use crate::timestamp::rfc3339;
 
 /// How many findings are read per page.
 const PAGE: usize = 1000;

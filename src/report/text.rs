@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use super::{Report, ReportError, SEVERITIES, human};
-use crate::finding::rfc3339;
+use crate::timestamp::rfc3339;
 
 /// A table cell: no pipes or line breaks.
 fn cell(s: &str) -> String {

@@ -6,7 +6,8 @@ use serde_json::{Value, json};
 
 use super::inputs;
 use crate::approval::{Approval, InputKind, Status, VALUE_SEPARATOR, answer_values};
-use crate::finding::{Finding, rfc3339};
+use crate::finding::Finding;
+use crate::timestamp::rfc3339;
 
 /// The `block_id` prefix of an approval's actions: `vigilo:approval:ID`.
 pub const APPROVAL_BLOCK: &str = "vigilo:approval:";

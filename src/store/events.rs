@@ -215,7 +215,7 @@ pub(crate) fn message_event(m: &MessageRecord, outcome: &MessageOutcome) -> Opti
         MessageOutcome::Deferred { .. } => return None,
         MessageOutcome::Failed { error, retry_at } => {
             data["error"] = error.clone().into();
-            data["retry_at"] = retry_at.as_ref().map(crate::finding::rfc3339).into();
+            data["retry_at"] = retry_at.as_ref().map(crate::timestamp::rfc3339).into();
             Kind::MessageFailed
         }
     };
@@ -266,20 +266,20 @@ pub(crate) fn transition_events(a: &Approval, t: &Transition, now: DateTime<Utc>
                 Kind::ApprovalExpired,
                 "vigilo",
                 "timeout",
-                serde_json::json!({"deadline": a.deadline.as_ref().map(crate::finding::rfc3339), "on_timeout": option}),
+                serde_json::json!({"deadline": a.deadline.as_ref().map(crate::timestamp::rfc3339), "on_timeout": option}),
             ),
             base(
                 Kind::ApprovalDecided,
                 "vigilo",
                 "timeout",
-                serde_json::json!({"decision": option, "by": ["vigilo"], "via": "on_timeout", "at": crate::finding::rfc3339(&now)}),
+                serde_json::json!({"decision": option, "by": ["vigilo"], "via": "on_timeout", "at": crate::timestamp::rfc3339(&now)}),
             ),
         ],
         Transition::Expire => vec![base(
             Kind::ApprovalExpired,
             "vigilo",
             "timeout",
-            serde_json::json!({"deadline": a.deadline.as_ref().map(crate::finding::rfc3339)}),
+            serde_json::json!({"deadline": a.deadline.as_ref().map(crate::timestamp::rfc3339)}),
         )],
     }
 }
@@ -296,7 +296,7 @@ pub(crate) fn accepted_event(a: &Approval, acc: &Acceptance, channel: &str) -> E
         data: serde_json::json!({
             "option": acc.option,
             "accept_for": acc.accept_for,
-            "until": crate::finding::rfc3339(&acc.until),
+            "until": crate::timestamp::rfc3339(&acc.until),
             "by": acc.by,
             "reason": acc.reason,
         }),
@@ -319,7 +319,7 @@ pub(crate) fn acceptance_expired_event(
         approval_id: None,
         action_id: None,
         data: serde_json::json!({
-            "until": crate::finding::rfc3339(&until),
+            "until": crate::timestamp::rfc3339(&until),
             "accepted_by": by,
             "accepted_reason": reason,
             "status": "open",
@@ -342,7 +342,7 @@ pub(crate) fn requested_event(id: i64, a: &NewApproval) -> Event {
             "subject": a.subject,
             "options": a.options.iter().map(|o| &o.value).collect::<Vec<_>>(),
             "approvers": a.approvers,
-            "deadline": a.deadline.as_ref().map(crate::finding::rfc3339),
+            "deadline": a.deadline.as_ref().map(crate::timestamp::rfc3339),
         }),
     }
 }

@@ -114,10 +114,10 @@ pub struct Process {
     /// Where it serves HTTP (`[server] listen`), if it does.
     pub listen: Option<String>,
     /// When it started.
-    #[serde(serialize_with = "crate::finding::ser_time")]
+    #[serde(serialize_with = "crate::timestamp::ser_time")]
     pub started_at: DateTime<Utc>,
     /// Its last heartbeat.
-    #[serde(serialize_with = "crate::finding::ser_time")]
+    #[serde(serialize_with = "crate::timestamp::ser_time")]
     pub heartbeat_at: DateTime<Utc>,
 }
 

@@ -70,7 +70,7 @@ pub(crate) fn command_decision(
     if confirm && now > c.command.expires_at {
         return Err(format!(
             "the confirmation of `{what}` expired at {}; ask again",
-            crate::finding::rfc3339(&c.command.expires_at)
+            crate::timestamp::rfc3339(&c.command.expires_at)
         ));
     }
     Ok(if confirm { "confirmed" } else { "cancelled" })

@@ -126,7 +126,7 @@ impl AwsError {
         let detail = match &e {
             SdkError::TimeoutError(_) => format!(
                 "no answer within {} s{}",
-                crate::aws::OPERATION_TIMEOUT.as_secs(),
+                super::OPERATION_TIMEOUT.as_secs(),
                 reach_fix(connection)
             ),
             SdkError::DispatchFailure(d) if d.is_timeout() => {
