@@ -514,7 +514,7 @@ async fn report(
 }
 
 fn load(dir: &Path) -> Result<Project> {
-    let project = config::load(dir)?;
+    let project = config::load(dir, &crate::action::REGISTRY)?;
     crate::redact::install(project.redactor());
     Ok(project)
 }

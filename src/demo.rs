@@ -228,7 +228,7 @@ pub async fn run(yes: bool) -> Result<ExitCode> {
         "       (a local stand-in; the calls go through the AWS SDK, signed, as in production)\n"
     )?;
 
-    let project = Arc::new(config::load(&dir)?);
+    let project = Arc::new(config::load(&dir, &crate::action::REGISTRY)?);
     crate::redact::install(project.redactor());
     let store = store::open(&project.state.url).await?;
     let scanner = Scanner::new(Arc::clone(&project), Arc::clone(&store))?;

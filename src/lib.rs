@@ -11,7 +11,7 @@
 //! - [`scheduler`]: `vigilo run`: every enabled query on its schedule, bounded, with graceful shutdown.
 //! - [`fleet`]: this process in the fleet sharing a store: heartbeat, liveness, SQLite's one-process lock.
 //! - [`export`]: `vigilo audit export`: one evidence file per settled approval.
-//! - [`finding`]: the finding record and its JSON shape.
+//! - [`finding`]: the finding record and its JSON shape; [`timestamp`]: how a time is written.
 //! - [`action`]: rendering a decision's actions and running one (`http`); the only module that calls targets.
 //! - [`approval`]: the approval state machine: who may vote, thresholds, timeouts.
 //! - [`audit`]: the hash-chained audit trail: entries, hashing, verification.
@@ -20,7 +20,8 @@
 //! - [`demo`]: `vigilo demo`, the whole loop in a temporary project.
 //! - [`init`]: `vigilo init`, a project to start from.
 //! - [`server`]: the HTTP server of `vigilo run`: health, approval pages, API, dashboard.
-//! - [`token`]: HMAC-signed approval link tokens: one approval, one approver, until the deadline.
+//! - [`token`]: HMAC-signed approval link tokens (one approval, one approver, until the deadline) and the links that carry them.
+//! - [`outbox`]: what each event queues for a notifier; [`notify`]: delivering it through the transports.
 //! - [`aws`]: the AWS connections, their IAM calls and signed Query/S3 requests; `aws::error`: what an AWS failure means, in words.
 //! - [`cause`]: the network failure or innermost message under a client library's error.
 //! - [`cli`]: the command line.

@@ -81,7 +81,9 @@ async fn fixture(backend: Backend) -> Fixture {
     let mut files: Vec<(&str, &str)> = QUERIES.to_vec();
     files.push(("config/vigilo.toml", &config));
     let dir = common::project(&files);
-    let project = Arc::new(config::load(dir.path()).unwrap_or_else(|e| panic!("{e}")));
+    let project = Arc::new(
+        config::load(dir.path(), &vigilo::action::REGISTRY).unwrap_or_else(|e| panic!("{e}")),
+    );
     let store = store::open(&project.state.url).await.unwrap();
     let scanner = Scanner::new(Arc::clone(&project), Arc::clone(&store)).unwrap();
     Fixture {
@@ -280,7 +282,7 @@ async fn connection_refused_changes_nothing() {
         f._dir.path().join("state.db").display()
     );
     let dir2 = common::project(&[("config/vigilo.toml", &config), QUERIES[0]]);
-    let project = Arc::new(config::load(dir2.path()).unwrap());
+    let project = Arc::new(config::load(dir2.path(), &vigilo::action::REGISTRY).unwrap());
     let scanner = Scanner::new(Arc::clone(&project), Arc::clone(&f.store)).unwrap();
     let started = std::time::Instant::now();
     let run = scanner.run(&project.queries["items"]).await;

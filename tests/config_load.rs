@@ -21,7 +21,7 @@ fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
 /// The errors of loading `files`, as `FILE:LINE: message`.
 fn errors(files: &[(&str, &str)]) -> Vec<String> {
     let dir = project(files);
-    match load(dir.path()) {
+    match load(dir.path(), &vigilo::action::REGISTRY) {
         Ok(_) => panic!("expected errors"),
         Err(errors) => errors.0.iter().map(|e| e.to_string()).collect(),
     }
@@ -30,7 +30,7 @@ fn errors(files: &[(&str, &str)]) -> Vec<String> {
 /// Loads `files`, panicking with the errors if any.
 fn loaded(files: &[(&str, &str)]) -> (tempfile::TempDir, Project) {
     let dir = project(files);
-    let project = load(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let project = load(dir.path(), &vigilo::action::REGISTRY).unwrap_or_else(|e| panic!("{e}"));
     (dir, project)
 }
 

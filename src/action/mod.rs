@@ -86,6 +86,26 @@ pub fn type_names() -> String {
         .join(", ")
 }
 
+/// The registry as loading sees it: what `config::load` checks each `[[action]]` against.
+pub struct Registry;
+
+/// The one registry of action types ([`TYPES`]), for `config::load`.
+pub static REGISTRY: Registry = Registry;
+
+impl crate::config::params::Catalog for Registry {
+    fn params(&self, type_name: &str) -> Option<&'static [Param]> {
+        lookup(type_name).map(|t| t.params())
+    }
+
+    fn check(&self, type_name: &str, param: &str, value: &Value) -> Result<Option<Value>, String> {
+        lookup(type_name).map_or(Ok(None), |t| t.check(param, value))
+    }
+
+    fn names(&self) -> String {
+        type_names()
+    }
+}
+
 /// One action type: its parameters and how it runs.
 #[async_trait::async_trait]
 pub trait ActionType: Send + Sync {

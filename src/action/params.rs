@@ -1,114 +1,12 @@
-//! An action type's parameters: what each takes (its [`Param`] spec), what a remediation file
-//! wrote ([`ParamValue`], templates unrendered), and the rendered parameters an action runs
-//! with ([`Params`]), read with the type each one has.
+//! An action's rendered parameters ([`Params`]), read with the type each one has. What a
+//! type takes and what a remediation file wrote ([`Param`], [`ParamValue`]) are the config's
+//! vocabulary (`config::params`), re-exported here for the components.
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-/// What kind of value a parameter takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// A string (a template).
-    Text,
-    /// `true`/`false`, or a template that renders as one.
-    Bool,
-    /// An integer, or a template that renders as one.
-    Int,
-    /// A table of strings (each a template).
-    Table,
-}
-
-/// Whether a parameter must be given.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Need {
-    /// It must be given.
-    Required,
-    /// It may be left out.
-    Optional,
-    /// Left out, it takes this value (read as its kind).
-    Default(&'static str),
-}
-
-/// One parameter of an action type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Param {
-    /// Its key in `[[action]]`.
-    pub name: &'static str,
-    /// What it takes.
-    pub kind: Kind,
-    /// Whether it must be given.
-    pub need: Need,
-}
-
-impl Param {
-    /// A required string.
-    pub const fn text(name: &'static str) -> Param {
-        Param {
-            name,
-            kind: Kind::Text,
-            need: Need::Required,
-        }
-    }
-
-    /// A parameter of `kind` with `need`.
-    pub const fn new(name: &'static str, kind: Kind, need: Need) -> Param {
-        Param { name, kind, need }
-    }
-}
-
-/// `connection`: a `[connection.aws.NAME]`, default `default`.
-pub const CONNECTION: Param = Param::new("connection", Kind::Text, Need::Default("default"));
-
-/// `region`: the region to act in; default the connection's.
-pub const REGION: Param = Param::new("region", Kind::Text, Need::Optional);
-
-/// A parameter's value as a remediation file wrote it (strings are templates).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ParamValue {
-    /// A string (a template).
-    Text(String),
-    /// A boolean.
-    Bool(bool),
-    /// An integer.
-    Int(i64),
-    /// A table of strings (each a template).
-    Table(BTreeMap<String, String>),
-}
-
-impl ParamValue {
-    /// The string, if it is one.
-    pub fn as_text(&self) -> Option<&str> {
-        match self {
-            ParamValue::Text(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    /// The table, if it is one.
-    pub fn as_table(&self) -> Option<&BTreeMap<String, String>> {
-        match self {
-            ParamValue::Table(t) => Some(t),
-            _ => None,
-        }
-    }
-}
-
-/// A rendered string read as `kind`: `"true"`/`"false"` as a boolean, digits as an integer,
-/// empty or `none` (a null column) as no value; anything else stays a string (and the action
-/// fails, naming it, when it runs).
-pub fn coerce(kind: Kind, text: &str) -> Value {
-    let t = text.trim();
-    match kind {
-        Kind::Bool | Kind::Int if t.is_empty() || t == "none" => Value::Null,
-        Kind::Bool if t.eq_ignore_ascii_case("true") => Value::Bool(true),
-        Kind::Bool if t.eq_ignore_ascii_case("false") => Value::Bool(false),
-        Kind::Int => t
-            .parse::<i64>()
-            .map_or_else(|_| Value::String(text.to_string()), Value::from),
-        _ => Value::String(text.to_string()),
-    }
-}
+pub use crate::config::params::{CONNECTION, Kind, Need, Param, ParamValue, REGION, coerce};
 
 /// An action's rendered parameters, read by type; every error ends "nothing was called".
 #[derive(Debug, Clone, Copy)]

@@ -8,6 +8,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::env::{self, Lookup};
+use super::params::Catalog;
 use super::query_file::{self, QueryFile};
 use super::raw::SpStr;
 use super::refs::{self, RefKind, Reference};
@@ -19,13 +20,18 @@ use super::{
 };
 
 /// Loads and validates the project in `dir`, reading `${VAR}`s from the
-/// process environment.
-pub fn load(dir: &Path) -> Result<Project, ConfigErrors> {
-    load_with_env(dir, &env::process_env)
+/// process environment and checking each `[[action]]` against `catalog`
+/// (`&vigilo::action::REGISTRY`).
+pub fn load(dir: &Path, catalog: &dyn Catalog) -> Result<Project, ConfigErrors> {
+    load_with_env(dir, &env::process_env, catalog)
 }
 
 /// [`load`] with the environment given as a lookup function.
-pub(crate) fn load_with_env(dir: &Path, lookup: Lookup<'_>) -> Result<Project, ConfigErrors> {
+pub(crate) fn load_with_env(
+    dir: &Path,
+    lookup: Lookup<'_>,
+    catalog: &dyn Catalog,
+) -> Result<Project, ConfigErrors> {
     // Values of secret-named variables are remembered, to be redacted wherever text leaves.
     let env_secrets = std::cell::RefCell::new(Vec::new());
     let recording = |name: &str| {
@@ -57,7 +63,7 @@ pub(crate) fn load_with_env(dir: &Path, lookup: Lookup<'_>) -> Result<Project, C
     let mut defined: BTreeSet<String> = std::mem::take(&mut set.defined).into_keys().collect();
     let mut project = empty_project(dir, set);
     load_remediations(
-        dir,
+        (dir, catalog),
         lookup,
         &mut project,
         &mut refs,
@@ -241,7 +247,7 @@ fn empty_project(dir: &Path, set: ConfigSet) -> Project {
 
 /// `remediations/*.toml`.
 fn load_remediations(
-    dir: &Path,
+    (dir, catalog): (&Path, &dyn Catalog),
     lookup: Lookup<'_>,
     project: &mut Project,
     refs: &mut Vec<Reference>,
@@ -253,7 +259,7 @@ fn load_remediations(
         let ctx = FileCtx::new(&file.rel, &file.text);
         let root = parse_toml(&ctx, &file.text, lookup, errs);
         if let Some((remediation, more)) =
-            remediation::parse(&ctx, &file.stem, root, &mut errs.other)
+            remediation::parse((&ctx, catalog), &file.stem, root, &mut errs.other)
         {
             refs.extend(more);
             project.remediations.insert(file.stem, remediation);

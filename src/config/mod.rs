@@ -8,6 +8,7 @@
 mod env;
 mod errors;
 mod load;
+pub mod params;
 mod query_file;
 mod raw;
 mod refs;

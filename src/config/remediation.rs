@@ -10,11 +10,11 @@ use toml::Spanned;
 use toml::de::DeValue;
 
 use super::ConfigError;
+use super::params::{Catalog, Kind, Need, ParamValue, coerce};
 use super::raw::{self, SpStr};
 use super::refs::{RefKind, Reference};
 use super::sections::parse_duration;
 use super::spans::FileCtx;
-use crate::action::{ActionType, Kind, Need, ParamValue};
 use crate::approval::{Input, InputKind, VALUE_SEPARATOR};
 
 /// A loaded remediation.
@@ -99,7 +99,7 @@ impl Remediation {
 pub struct Action {
     /// The option that triggers it; `None`: runs without approval.
     pub when: Option<String>,
-    /// Its type (`aws.iam.update_access_key`, `http`, …), a registered [`crate::action::ActionType`].
+    /// Its type (`aws.iam.update_access_key`, `http`, …), a type of the [`super::params::Catalog`] it was loaded with.
     pub kind: String,
     /// Its parameters as written, checked against the type's (strings are templates).
     pub params: BTreeMap<String, ParamValue>,
@@ -250,7 +250,7 @@ fn check_templates(
 }
 
 pub(crate) fn parse(
-    ctx: &FileCtx,
+    (ctx, catalog): (&FileCtx, &dyn Catalog),
     name: &str,
     root: Vec<(SpStr, Spanned<DeValue<'_>>)>,
     errors: &mut Vec<ConfigError>,
@@ -258,7 +258,7 @@ pub(crate) fn parse(
     let before = errors.len();
     check_templates(ctx, &root, errors);
     let mut refs = Vec::new();
-    let parts = parse_parts(ctx, root, &mut refs, errors);
+    let parts = parse_parts((ctx, catalog), root, &mut refs, errors);
     let (options, input_kind) = match (&parts.approval, &parts.options) {
         (Some(_), Some((options, kind))) => (Some(options.as_slice()), *kind),
         (Some(_), None) => return None,
@@ -314,7 +314,7 @@ pub(crate) fn parse(
 
 /// Each top-level key, parsed on its own so every problem is reported.
 fn parse_parts(
-    ctx: &FileCtx,
+    (ctx, catalog): (&FileCtx, &dyn Catalog),
     root: Vec<(SpStr, Spanned<DeValue<'_>>)>,
     refs: &mut Vec<Reference>,
     errors: &mut Vec<ConfigError>,
@@ -344,7 +344,8 @@ fn parse_parts(
                     .enumerate()
                 {
                     let span = item.span();
-                    let parsed = action(ctx, item, &format!("action[{i}]"), refs, errors);
+                    let parsed =
+                        action((ctx, catalog), item, &format!("action[{i}]"), refs, errors);
                     parts
                         .actions
                         .extend(parsed.map(|(when, kind)| (span, when, kind)));
@@ -703,7 +704,7 @@ fn check_when(
 /// One `[[action]]`: its `when`, its type and its parameters, checked by the type's
 /// component: unknown and missing keys, kinds, and each literal value.
 fn action(
-    ctx: &FileCtx,
+    (ctx, catalog): (&FileCtx, &dyn Catalog),
     item: Spanned<DeValue<'_>>,
     path: &str,
     refs: &mut Vec<Reference>,
@@ -717,18 +718,18 @@ fn action(
     };
     let type_value = table.get("type");
     let Some(kind) = type_value.and_then(|t| t.get_ref().as_str()) else {
-        let types = crate::action::type_names();
+        let types = catalog.names();
         errors.push(ctx.error(
             &span,
             format!("{path}: missing key `type` (one of: {types})"),
         ));
         return None;
     };
-    let Some(ty) = crate::action::lookup(kind) else {
+    let Some(ty_params) = catalog.params(kind) else {
         let span = type_value.map_or(span, |t| t.span());
         let message = format!(
             "{path}.type: unknown action type {kind:?}; expected one of: {}",
-            crate::action::type_names()
+            catalog.names()
         );
         errors.push(ctx.error(&span, message));
         return None;
@@ -736,14 +737,12 @@ fn action(
     let before = errors.len();
     let expected: Vec<String> = ["when", "type"]
         .into_iter()
-        .chain(ty.params().iter().map(|p| p.name))
+        .chain(ty_params.iter().map(|p| p.name))
         .map(|k| format!("`{k}`"))
         .collect();
     for (key, _) in table {
         let key_name: &str = key.get_ref();
-        if key_name != "when"
-            && key_name != "type"
-            && !ty.params().iter().any(|p| p.name == key_name)
+        if key_name != "when" && key_name != "type" && !ty_params.iter().any(|p| p.name == key_name)
         {
             let message = format!(
                 "{path}: unknown key `{key_name}` for action type {kind:?}, expected one of {}",
@@ -763,7 +762,7 @@ fn action(
         )),
     };
     let mut params = BTreeMap::new();
-    for spec in ty.params() {
+    for spec in ty_params {
         let key = format!("{path}.{}", spec.name);
         let Some(value) = table.get(spec.name) else {
             match spec.need {
@@ -784,7 +783,13 @@ fn action(
             }
             continue;
         };
-        if let Some(given) = param_value(ctx, ty, spec.kind, (&key, spec.name), value, errors) {
+        if let Some(given) = param_value(
+            (ctx, catalog, kind),
+            spec.kind,
+            (&key, spec.name),
+            value,
+            errors,
+        ) {
             let literal = given.as_text().filter(|n| !n.contains("{{"));
             if let Some(name) = literal.filter(|_| spec.name == "connection") {
                 refs.push(reference(
@@ -801,8 +806,7 @@ fn action(
 
 /// One parameter's value, of its kind, with a literal checked (and normalized) by its type.
 fn param_value(
-    ctx: &FileCtx,
-    ty: &dyn ActionType,
+    (ctx, catalog, type_name): (&FileCtx, &dyn Catalog, &str),
     kind: Kind,
     (key, name): (&str, &str),
     value: &Spanned<DeValue<'_>>,
@@ -817,7 +821,7 @@ fn param_value(
     };
     let literal = match &given {
         ParamValue::Text(t) if t.contains("{{") => return Some(given),
-        ParamValue::Text(t) => crate::action::params::coerce(kind, t),
+        ParamValue::Text(t) => coerce(kind, t),
         ParamValue::Bool(b) => serde_json::Value::Bool(*b),
         ParamValue::Int(n) => serde_json::Value::from(*n),
         ParamValue::Table(_) => return Some(given),
@@ -833,7 +837,7 @@ fn param_value(
     };
     let checked = match wrong_kind {
         Some(e) => Err(e),
-        None => ty.check(name, &literal),
+        None => catalog.check(type_name, name, &literal),
     };
     match checked {
         Err(e) => {
@@ -862,7 +866,7 @@ mod tests {
             .map(|(k, v)| (Spanned::new(k.span(), k.into_inner().into_owned()), v))
             .collect();
         let mut errors = Vec::new();
-        let parsed = parse(&ctx, "r", root, &mut errors);
+        let parsed = parse((&ctx, &crate::action::REGISTRY), "r", root, &mut errors);
         assert_eq!(parsed.is_none(), !errors.is_empty());
         errors.iter().map(|e| e.to_string()).collect()
     }
