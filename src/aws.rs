@@ -34,6 +34,17 @@ pub mod xml;
 /// IAM is global; its calls are signed for this region when a connection names none.
 const IAM_REGION: &str = "us-east-1";
 
+/// Where one IAM call is made: with which session's credentials, in which region (`None`: the
+/// connection's).
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    /// The session whose credentials sign it ([`session_name`]; the connection's own when it
+    /// assumes no role).
+    pub session: &'a str,
+    /// The action's `region`, if it names one.
+    pub region: Option<&'a str>,
+}
+
 /// Credentials are refreshed this long before they expire.
 const REFRESH_BEFORE: Duration = Duration::from_secs(60);
 
@@ -344,33 +355,40 @@ impl Connection {
         Ok(id)
     }
 
-    fn with(&self, credentials: Credentials) -> aws_sdk_iam::config::Builder {
-        aws_sdk_iam::config::Builder::default().credentials_provider(credentials)
+    /// The override a call is made with: `scope`'s credentials, and its region when it names
+    /// one (for IAM, the region picks the partition's endpoint and signing region).
+    fn with(&self, credentials: Credentials, scope: Scope<'_>) -> aws_sdk_iam::config::Builder {
+        let with = aws_sdk_iam::config::Builder::default().credentials_provider(credentials);
+        match scope.region {
+            Some(region) => with.region(Region::new(region.to_string())),
+            None => with,
+        }
     }
 
-    /// The IAM client and the config override that brings `session`'s credentials to a call.
+    /// The IAM client and the config override that brings `scope`'s credentials (and region)
+    /// to a call.
     pub async fn iam(
         &self,
-        session: &str,
+        scope: Scope<'_>,
     ) -> Result<(&aws_sdk_iam::Client, aws_sdk_iam::config::Builder), AwsError> {
-        let credentials = self.credentials(session).await?;
-        Ok((&self.iam, self.with(credentials)))
+        let credentials = self.credentials(scope.session).await?;
+        Ok((&self.iam, self.with(credentials, scope)))
     }
 
     /// The status of `user`'s key `key_id` (`ListAccessKeys`, every page).
     pub async fn key_state(
         &self,
-        session: &str,
+        scope: Scope<'_>,
         user: &str,
         key_id: &str,
     ) -> Result<KeyState, AwsError> {
-        Ok(key_state_in(&self.user_keys(session, user).await?, key_id))
+        Ok(key_state_in(&self.user_keys(scope, user).await?, key_id))
     }
 
     /// Every access key of `user` with its status (`ListAccessKeys`, all pages); `None` when
     /// the user does not exist.
-    pub async fn user_keys(&self, session: &str, user: &str) -> Result<UserKeys, AwsError> {
-        let credentials = self.credentials(session).await?;
+    pub async fn user_keys(&self, scope: Scope<'_>, user: &str) -> Result<UserKeys, AwsError> {
+        let credentials = self.credentials(scope.session).await?;
         let mut marker: Option<String> = None;
         let mut keys = HashMap::new();
         loop {
@@ -380,7 +398,7 @@ impl Connection {
                 .user_name(user)
                 .set_marker(marker.take())
                 .customize()
-                .config_override(self.with(credentials.clone()))
+                .config_override(self.with(credentials.clone(), scope))
                 .send()
                 .await;
             let out = match result {
@@ -404,12 +422,12 @@ impl Connection {
     /// `UpdateAccessKey`; `Ok(None)` when the key or user is gone (NoSuchEntity), else AWS's request id.
     pub async fn update_access_key(
         &self,
-        session: &str,
+        scope: Scope<'_>,
         user: &str,
         key_id: &str,
         status: &str,
     ) -> Result<Option<String>, AwsError> {
-        let credentials = self.credentials(session).await?;
+        let credentials = self.credentials(scope.session).await?;
         let result = self
             .iam
             .update_access_key()
@@ -417,7 +435,7 @@ impl Connection {
             .access_key_id(key_id)
             .status(StatusType::from(status))
             .customize()
-            .config_override(self.with(credentials))
+            .config_override(self.with(credentials, scope))
             .send()
             .await;
         self.answer("UpdateAccessKey", result)
@@ -426,18 +444,18 @@ impl Connection {
     /// `DeleteAccessKey`; `Ok(None)` when the key or user is gone (NoSuchEntity), else AWS's request id.
     pub async fn delete_access_key(
         &self,
-        session: &str,
+        scope: Scope<'_>,
         user: &str,
         key_id: &str,
     ) -> Result<Option<String>, AwsError> {
-        let credentials = self.credentials(session).await?;
+        let credentials = self.credentials(scope.session).await?;
         let result = self
             .iam
             .delete_access_key()
             .user_name(user)
             .access_key_id(key_id)
             .customize()
-            .config_override(self.with(credentials))
+            .config_override(self.with(credentials, scope))
             .send()
             .await;
         self.answer("DeleteAccessKey", result)

@@ -767,6 +767,69 @@ async fn two_accounts_keep_their_actions_apart() {
     assert_eq!(proxy_b.calls_of("PutBucketVersioning").len(), 1);
 }
 
+/// Every catalog action takes `region` (interface.md section 9), IAM's too: an IAM action that
+/// names one is signed for it (the region picks the partition's IAM endpoint and signing
+/// region), says so in its dry run, and one that names none is signed for its connection's.
+#[tokio::test]
+async fn iam_actions_take_a_region_and_are_signed_for_it() {
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto.url());
+    let home = tempfile::tempdir().unwrap();
+    let env = aws_env(home.path(), &[]);
+    let dir = project(
+        &proxy,
+        "aws.iam.delete_login_profile",
+        "user_name = \"{{ row.name }}\"\nregion = \"{{ row.extra }}\"",
+    );
+    let d = dir.path();
+    for (id, region) in [("a", "eu-west-1"), ("b", "")] {
+        let user = format!("user-{id}");
+        boto(
+            &moto.url(),
+            None,
+            &format!(
+                "iam.create_user(UserName={user:?})\niam.create_login_profile(UserName={user:?}, Password='Catalog-pw-1!')"
+            ),
+        );
+        add_row(d, id, &user, region);
+    }
+    let dry = ok(d, &env, &["scan", "--dry-run"]);
+    assert!(
+        dry.contains("iam:DeleteLoginProfile UserName=user-a (")
+            && dry.contains(", in region eu-west-1)"),
+        "{dry}"
+    );
+    ok(d, &env, &["scan"]);
+    for (id, region) in [("a", "eu-west-1"), ("b", "us-east-1")] {
+        proxy.clear();
+        let out = ok(
+            d,
+            &env,
+            &["approve", &approval_of(d, &env, id), "--as", "alice"],
+        );
+        assert!(out.contains("succeeded"), "{out}");
+        let calls = proxy.calls();
+        let iam: Vec<&common::aws::Call> = calls
+            .iter()
+            .filter(|c| c.action.contains("LoginProfile"))
+            .collect();
+        assert_eq!(
+            iam.iter().map(|c| c.action.as_str()).collect::<Vec<_>>(),
+            ["GetLoginProfile", "DeleteLoginProfile"],
+            "{calls:#?}"
+        );
+        for c in iam {
+            assert_eq!(c.region, region, "{id}: {c:#?}");
+        }
+    }
+    let gone = boto(
+        &moto.url(),
+        None,
+        "out = 'ok'\nfor u in ('user-a', 'user-b'):\n    try:\n        iam.get_login_profile(UserName=u)\n        out = 'left: ' + u\n    except iam.exceptions.NoSuchEntityException:\n        pass",
+    );
+    assert_eq!(gone, "ok");
+}
+
 /// `vigilo validate` checks each action's parameters by its type, with FILE:LINE.
 #[test]
 fn validate_checks_each_actions_parameters_by_its_type() {

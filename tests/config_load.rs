@@ -215,7 +215,7 @@ fn several_errors_in_several_files_are_reported_at_once() {
         ),
         (
             "remediations/r.toml",
-            "title = \"R\"\n\n[approval]\nnotifier = \"security\"\napprovers = [\"admins\"]\non_timeout = \"keep\"\n\n[[action]]\nwhen = \"approve\"\ntype = \"aws.iam.update_access_key\"\nuser_name = \"u\"\naccess_key_id = \"k\"\nstatus = \"inactive\"\nregion = \"x\"\n",
+            "title = \"R\"\n\n[approval]\nnotifier = \"security\"\napprovers = [\"admins\"]\non_timeout = \"keep\"\n\n[[action]]\nwhen = \"approve\"\ntype = \"aws.iam.update_access_key\"\nuser_name = \"u\"\naccess_key_id = \"k\"\nstatus = \"inactive\"\nprofile = \"x\"\n",
         ),
     ]);
     assert_eq!(
@@ -226,7 +226,7 @@ fn several_errors_in_several_files_are_reported_at_once() {
             "config/b.toml:5: unknown approver \"alice\" (no approvers are configured)",
             "queries/q.sql:2: severity: unknown value \"urgent\"; expected low, medium, high or critical",
             "remediations/r.toml:6: approval.on_timeout: unknown option \"keep\"; the options are: approve, deny",
-            "remediations/r.toml:14: action[0]: unknown key `region` for action type \"aws.iam.update_access_key\", expected one of `when`, `type`, `connection`, `user_name`, `access_key_id`, `status`, `current_status`",
+            "remediations/r.toml:14: action[0]: unknown key `profile` for action type \"aws.iam.update_access_key\", expected one of `when`, `type`, `connection`, `region`, `user_name`, `access_key_id`, `status`, `current_status`",
         ]
     );
 }

@@ -44,6 +44,7 @@ pub const DELETE: KeyActionType = KeyActionType { update: false };
 
 const UPDATE_PARAMS: &[Param] = &[
     params::CONNECTION,
+    params::REGION,
     Param::text("user_name"),
     Param::text("access_key_id"),
     Param::text("status"),
@@ -52,6 +53,7 @@ const UPDATE_PARAMS: &[Param] = &[
 
 const DELETE_PARAMS: &[Param] = &[
     params::CONNECTION,
+    params::REGION,
     Param::text("user_name"),
     Param::text("access_key_id"),
 ];
@@ -104,10 +106,7 @@ impl ActionType for KeyActionType {
                 s("access_key_id")
             )
         };
-        format!(
-            "{call} ({})",
-            aws::describe_connection(connections.get(&s("connection")), &s("connection"))
-        )
+        format!("{call} ({})", super::connection_words(params, connections))
     }
 
     fn group(&self, params: &Value) -> Option<String> {
@@ -178,6 +177,8 @@ struct KeyAction<'a> {
     /// The status wanted (`update_access_key` only).
     status: Option<&'a str>,
     session: String,
+    /// The action's `region`, if it names one.
+    region: Option<&'a str>,
 }
 
 impl<'a> KeyAction<'a> {
@@ -208,7 +209,16 @@ impl<'a> KeyAction<'a> {
             key: field("access_key_id")?,
             status,
             session: aws::session_name(action.approval_id, action.run_id),
+            region: p["region"].as_str().filter(|r| !r.is_empty()),
         })
+    }
+
+    /// Where its IAM calls are made.
+    fn scope(&self) -> aws::Scope<'_> {
+        aws::Scope {
+            session: &self.session,
+            region: self.region,
+        }
     }
 
     /// The (connection, user) whose keys it acts on.
@@ -307,7 +317,7 @@ async fn prepare_with(targets: &Targets, action: &ActionRecord, reads: &mut KeyR
     let state = match (&rechecked, reads.reads.get(&user)) {
         (Some(current), _) => KeyState::Present(current.clone()),
         (None, Some(keys)) => aws::key_state_in(keys, k.key),
-        (None, None) => match connection.user_keys(&k.session, k.user).await {
+        (None, None) => match connection.user_keys(k.scope(), k.user).await {
             Ok(keys) => {
                 let state = aws::key_state_in(&keys, k.key);
                 reads.reads.insert(user, keys);
@@ -398,14 +408,12 @@ async fn key_call(
         Some(status) => (
             "UpdateAccessKey",
             connection
-                .update_access_key(&k.session, k.user, k.key, status)
+                .update_access_key(k.scope(), k.user, k.key, status)
                 .await,
         ),
         None => (
             "DeleteAccessKey",
-            connection
-                .delete_access_key(&k.session, k.user, k.key)
-                .await,
+            connection.delete_access_key(k.scope(), k.user, k.key).await,
         ),
     };
     match answer {
@@ -441,7 +449,7 @@ async fn settle_key(targets: &Targets, action: &ActionRecord) -> Settlement {
         Ok(c) => c,
         Err(e) => return unknown(e.to_string()),
     };
-    let state = match connection.key_state(&k.session, k.user, k.key).await {
+    let state = match connection.key_state(k.scope(), k.user, k.key).await {
         Ok(s) => s,
         Err(e) => return unknown(e.to_string()),
     };

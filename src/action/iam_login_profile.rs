@@ -14,13 +14,13 @@ use crate::aws::AwsError;
 /// `aws.iam.delete_login_profile`.
 pub struct DeleteLoginProfile;
 
-const PARAMS: &[Param] = &[params::CONNECTION, Param::text("user_name")];
+const PARAMS: &[Param] = &[params::CONNECTION, params::REGION, Param::text("user_name")];
 
 /// Whether `user` exists (`GetUser`).
 pub(super) async fn user_exists(aws: &Aws<'_>, user: &str) -> Result<bool, String> {
     let (iam, with) = aws
         .connection
-        .iam(&aws.session)
+        .iam(aws.scope())
         .await
         .map_err(|e| e.to_string())?;
     match iam
@@ -70,7 +70,7 @@ impl ReadFirst for DeleteLoginProfile {
         let user = p.text("user_name")?;
         let (iam, with) = aws
             .connection
-            .iam(&aws.session)
+            .iam(aws.scope())
             .await
             .map_err(|e| e.to_string())?;
         let answer = iam
@@ -121,7 +121,7 @@ impl ReadFirst for DeleteLoginProfile {
         let user = p.text("user_name")?;
         let (iam, with) = aws
             .connection
-            .iam(&aws.session)
+            .iam(aws.scope())
             .await
             .map_err(|e| e.to_string())?;
         match iam

@@ -27,6 +27,7 @@ pub const ATTACH: PolicyAction = PolicyAction { attach: true };
 
 const PARAMS: &[Param] = &[
     params::CONNECTION,
+    params::REGION,
     Param::text("user_name"),
     Param::text("policy_arn"),
 ];
@@ -38,7 +39,7 @@ async fn read(aws: &Aws<'_>, p: &Params<'_>) -> Result<Found, String> {
     loop {
         let (iam, with) = aws
             .connection
-            .iam(&aws.session)
+            .iam(aws.scope())
             .await
             .map_err(|e| e.to_string())?;
         let answer = iam
@@ -172,7 +173,7 @@ impl ReadFirst for PolicyAction {
     ) -> Result<Written, String> {
         let (iam, with) = aws
             .connection
-            .iam(&aws.session)
+            .iam(aws.scope())
             .await
             .map_err(|e| e.to_string())?;
         let (user, arn) = (p.text("user_name")?, p.text("policy_arn")?);

@@ -58,6 +58,14 @@ pub struct Aws<'a> {
 }
 
 impl Aws<'_> {
+    /// Where an SDK (IAM) call of this action is made: its session and region.
+    pub fn scope(&self) -> aws::Scope<'_> {
+        aws::Scope {
+            session: &self.session,
+            region: self.region,
+        }
+    }
+
     /// A Query-protocol call of this action.
     pub async fn query(
         &self,

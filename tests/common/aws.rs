@@ -180,6 +180,8 @@ pub struct Call {
     pub params: BTreeMap<String, String>,
     /// The access key id that signed it.
     pub akid: String,
+    /// The region its SigV4 credential scope names (`Credential=AKID/DATE/REGION/SERVICE/…`).
+    pub region: String,
     /// The status returned.
     pub status: u16,
     /// The body returned.
@@ -360,13 +362,17 @@ async fn forward(
             rest_operation(parts.method.as_str(), parts.uri.query().unwrap_or_default())
         }
     };
-    let akid = parts
+    let scope: Vec<String> = parts
         .headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|a| between(a, "Credential=", "/"))
+        .and_then(|a| between(a, "Credential=", ","))
         .unwrap_or_default()
-        .to_string();
+        .split('/')
+        .map(String::from)
+        .collect();
+    let akid = scope.first().cloned().unwrap_or_default();
+    let region = scope.get(2).cloned().unwrap_or_default();
     let fault = {
         let mut faults = state.faults.lock().unwrap();
         faults
@@ -435,6 +441,7 @@ async fn forward(
         action,
         params,
         akid,
+        region,
         status,
         response: response.clone(),
         path: parts.uri.to_string(),
