@@ -627,12 +627,7 @@ async fn vote(
             output::write_action_outcomes(&mut out, &ran)?;
             if acts && progress.failed.is_empty() {
                 // A `vigilo run` woken by the vote's NOTIFY may have taken the run first.
-                let planned: Vec<_> = store
-                    .actions()
-                    .await?
-                    .into_iter()
-                    .filter(|a| a.approval_id == Some(id))
-                    .collect();
+                let planned = store.actions_of_approval(id).await?;
                 if planned.is_empty() {
                     writeln!(
                         out,
@@ -736,12 +731,7 @@ async fn run_queued(project: Project, store: Arc<dyn Store>, action_id: i64) -> 
         });
     }
     // Not run by this command: a `vigilo run` woken by the same transaction may have taken it.
-    let state = store
-        .actions()
-        .await?
-        .into_iter()
-        .find(|a| a.id == action_id)
-        .map(|a| a.state);
+    let state = store.action(action_id).await?.map(|a| a.state);
     let Some(state) = state else {
         return Ok(ExitCode::from(1));
     };
@@ -780,12 +770,7 @@ async fn undo(dir: &Path, action_id: i64, by: &str, reason: &str) -> Result<Exit
         return Err(UsageError("--reason: say why the action is undone".into()).into());
     }
     let store = open_settled(&project).await?;
-    let Some(action) = store
-        .actions()
-        .await?
-        .into_iter()
-        .find(|a| a.id == action_id)
-    else {
+    let Some(action) = store.action(action_id).await? else {
         eprintln!("refused: action {action_id} does not exist");
         return Ok(ExitCode::from(1));
     };

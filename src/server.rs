@@ -384,9 +384,7 @@ async fn dashboard_page(
             })
         })
         .collect();
-    let mut actions = s.store.actions().await?;
-    actions.reverse();
-    actions.truncate(20);
+    let actions = s.store.recent_actions(20).await?;
     let actions: Vec<serde_json::Value> = actions.iter().map(crate::report::action_json).collect();
     let (head, _) = s.store.audit_head().await?;
     let mut audit = s.store.audit_page((head - 20).max(0), 20).await?;

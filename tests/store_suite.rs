@@ -559,6 +559,67 @@ async fn claims(store: &dyn Store) {
     assert_eq!(queued.len(), 1, "the approval's message is queued with it");
     assert_eq!(queued[0].event, "remediation.message");
     assert_eq!(queued[0].run_id, Some(a[0].run_id));
+
+    // Decided and planned: the approval's actions are read by the approval, one by id, and
+    // the newest first.
+    assert!(
+        store.actions_of_approval(id).await.unwrap().is_empty(),
+        "none before planning"
+    );
+    let vote = vigilo::approval::Vote::new("alice", vec!["approve".into()], "cli");
+    assert!(store.vote(id, vote).await.unwrap().is_ok());
+    let decided = store
+        .claim_decided("host-a:1", Duration::from_secs(60), 10)
+        .await
+        .unwrap();
+    assert!(
+        decided.iter().any(|d| d.run_id == a[0].run_id),
+        "{decided:?}"
+    );
+    let new = |position: i32| vigilo::store::NewAction {
+        position,
+        kind: "http".into(),
+        params: serde_json::json!({"url": format!("http://127.0.0.1:9/{position}")}),
+        skip: None,
+    };
+    assert!(
+        store
+            .plan_actions("host-a:1", a[0].run_id, vec![new(0), new(1)], vec![])
+            .await
+            .unwrap()
+    );
+    let planned = store.actions_of_approval(id).await.unwrap();
+    assert_eq!(
+        planned
+            .iter()
+            .map(|p| (p.position, p.approval_id))
+            .collect::<Vec<_>>(),
+        [(0, Some(id)), (1, Some(id))]
+    );
+    assert!(
+        store
+            .actions_of_approval(id + 1000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let one = store.action(planned[1].id).await.unwrap().expect("by id");
+    assert_eq!((one.id, one.position), (planned[1].id, 1));
+    assert_eq!(store.action(planned[1].id + 1000).await.unwrap(), None);
+    let newest = store.recent_actions(1).await.unwrap();
+    assert_eq!(
+        newest.iter().map(|n| n.id).collect::<Vec<_>>(),
+        [planned[1].id]
+    );
+    let all = store.actions().await.unwrap();
+    let recent: Vec<i64> = store
+        .recent_actions(usize::MAX)
+        .await
+        .unwrap()
+        .iter()
+        .map(|n| n.id)
+        .collect();
+    assert_eq!(recent, all.iter().rev().map(|n| n.id).collect::<Vec<_>>());
 }
 
 /// An action left started by a dead process is settled by one process only; sending it back to

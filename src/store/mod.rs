@@ -278,6 +278,16 @@ pub trait Store: Fleet + Send + Sync {
     /// Every action, by id.
     async fn actions(&self) -> Result<Vec<ActionRecord>, StoreError>;
 
+    /// One action, if it exists.
+    async fn action(&self, id: i64) -> Result<Option<ActionRecord>, StoreError>;
+
+    /// The actions planned for approval `approval_id`'s run, in order (none before it is
+    /// decided and planned).
+    async fn actions_of_approval(&self, approval_id: i64) -> Result<Vec<ActionRecord>, StoreError>;
+
+    /// The newest `limit` actions, newest first.
+    async fn recent_actions(&self, limit: usize) -> Result<Vec<ActionRecord>, StoreError>;
+
     /// Counts for `/metrics`, grouped in the database.
     async fn stats(&self) -> Result<Stats, StoreError>;
 

@@ -454,6 +454,35 @@ async fn loaded<T: Tx>(tx: &mut T, id: i64) -> Result<ActionRecord, StoreError> 
         .ok_or_else(|| StoreError::Corrupt(format!("action {id} vanished")))
 }
 
+/// The actions of approval `approval_id`'s run, by position (through the run's index).
+pub(crate) async fn of_approval<T: Tx>(
+    tx: &mut T,
+    approval_id: i64,
+) -> Result<Vec<ActionRecord>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM actions WHERE run_id = (SELECT run_id FROM approvals WHERE id = $1) ORDER BY position"
+    );
+    tx.query(&sql, &args![approval_id])
+        .await?
+        .iter()
+        .map(read)
+        .collect()
+}
+
+/// The newest `limit` actions, newest first.
+pub(crate) async fn recent<T: Tx>(
+    tx: &mut T,
+    limit: usize,
+) -> Result<Vec<ActionRecord>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM actions ORDER BY id DESC LIMIT $1");
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    tx.query(&sql, &args![limit])
+        .await?
+        .iter()
+        .map(read)
+        .collect()
+}
+
 /// Actions in `state` (all when `None`), by id.
 pub(crate) async fn list<T: Tx>(
     tx: &mut T,

@@ -460,6 +460,18 @@ impl Store for PgStore {
         ops::actions::list(&mut PgTx(&self.client().await?), None).await
     }
 
+    async fn action(&self, id: i64) -> Result<Option<ActionRecord>, StoreError> {
+        ops::actions::load(&mut PgTx(&self.client().await?), id).await
+    }
+
+    async fn actions_of_approval(&self, approval_id: i64) -> Result<Vec<ActionRecord>, StoreError> {
+        ops::actions::of_approval(&mut PgTx(&self.client().await?), approval_id).await
+    }
+
+    async fn recent_actions(&self, limit: usize) -> Result<Vec<ActionRecord>, StoreError> {
+        ops::actions::recent(&mut PgTx(&self.client().await?), limit).await
+    }
+
     async fn stats(&self) -> Result<super::Stats, StoreError> {
         ops::stats::stats(&mut PgTx(&self.client().await?)).await
     }

@@ -526,6 +526,21 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn action(&self, id: i64) -> Result<Option<ActionRecord>, StoreError> {
+        self.read_op(async move |tx| ops::actions::load(tx, id).await)
+            .await
+    }
+
+    async fn actions_of_approval(&self, approval_id: i64) -> Result<Vec<ActionRecord>, StoreError> {
+        self.read_op(async move |tx| ops::actions::of_approval(tx, approval_id).await)
+            .await
+    }
+
+    async fn recent_actions(&self, limit: usize) -> Result<Vec<ActionRecord>, StoreError> {
+        self.read_op(async move |tx| ops::actions::recent(tx, limit).await)
+            .await
+    }
+
     async fn stats(&self) -> Result<super::Stats, StoreError> {
         self.read_op(async |tx| ops::stats::stats(tx).await).await
     }
