@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::audit::append;
 use crate::store::lease::{Claim, claim as claim_rows};
-use crate::store::seam::{Row, Tx, args};
+use crate::store::seam::{Row, Tx, Value, args};
 use crate::store::{
     ActionOutcome, ActionRecord, ActionState, DecidedRun, MessageRefs, MessageState, NewAction,
     NewMessage, Reverse, StoreError, idempotency_key, lease_end, outcome_event, parse_json,
@@ -454,19 +454,23 @@ async fn loaded<T: Tx>(tx: &mut T, id: i64) -> Result<ActionRecord, StoreError> 
         .ok_or_else(|| StoreError::Corrupt(format!("action {id} vanished")))
 }
 
+/// The actions `tail` (what follows `SELECT … FROM actions`) selects, in its order.
+async fn select<T: Tx>(
+    tx: &mut T,
+    tail: &str,
+    args: &[Value],
+) -> Result<Vec<ActionRecord>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM actions {tail}");
+    tx.query(&sql, args).await?.iter().map(read).collect()
+}
+
 /// The actions of approval `approval_id`'s run, by position (through the run's index).
 pub(crate) async fn of_approval<T: Tx>(
     tx: &mut T,
     approval_id: i64,
 ) -> Result<Vec<ActionRecord>, StoreError> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM actions WHERE run_id = (SELECT run_id FROM approvals WHERE id = $1) ORDER BY position"
-    );
-    tx.query(&sql, &args![approval_id])
-        .await?
-        .iter()
-        .map(read)
-        .collect()
+    let tail = "WHERE run_id = (SELECT run_id FROM approvals WHERE id = $1) ORDER BY position";
+    select(tx, tail, &args![approval_id]).await
 }
 
 /// The newest `limit` actions, newest first.
@@ -474,13 +478,8 @@ pub(crate) async fn recent<T: Tx>(
     tx: &mut T,
     limit: usize,
 ) -> Result<Vec<ActionRecord>, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM actions ORDER BY id DESC LIMIT $1");
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    tx.query(&sql, &args![limit])
-        .await?
-        .iter()
-        .map(read)
-        .collect()
+    select(tx, "ORDER BY id DESC LIMIT $1", &args![limit]).await
 }
 
 /// Actions in `state` (all when `None`), by id.
@@ -488,17 +487,10 @@ pub(crate) async fn list<T: Tx>(
     tx: &mut T,
     state: Option<ActionState>,
 ) -> Result<Vec<ActionRecord>, StoreError> {
-    let rows = match state {
-        Some(s) => {
-            let sql = format!("SELECT {COLUMNS} FROM actions WHERE state = $1 ORDER BY id");
-            tx.query(&sql, &args![s.as_str()]).await?
-        }
-        None => {
-            let sql = format!("SELECT {COLUMNS} FROM actions ORDER BY id");
-            tx.query(&sql, &[]).await?
-        }
-    };
-    rows.iter().map(read).collect()
+    match state {
+        Some(s) => select(tx, "WHERE state = $1 ORDER BY id", &args![s.as_str()]).await,
+        None => select(tx, "ORDER BY id", &[]).await,
+    }
 }
 
 fn read(r: &Row) -> Result<ActionRecord, StoreError> {
