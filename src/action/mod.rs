@@ -89,7 +89,7 @@ pub fn type_names() -> String {
 /// The registry as loading sees it: what `config::load` checks each `[[action]]` against.
 pub struct Registry;
 
-/// The one registry of action types ([`TYPES`]), for `config::load`.
+/// The one registry of action types (`TYPES`), for `config::load`.
 pub static REGISTRY: Registry = Registry;
 
 impl crate::config::params::Catalog for Registry {
