@@ -51,6 +51,8 @@ pub struct Progress {
     pub opened: Vec<(i64, String)>,
     /// Runs that could not go on, with why: failed for good, or (a recheck that could not run) deferred.
     pub failed: Vec<(i64, String)>,
+    /// Runs whose actions and messages were recorded (planned).
+    pub planned: usize,
 }
 
 /// Frees the claims of processes on this machine that are gone (killed mid-pass), so their
@@ -273,10 +275,13 @@ async fn record_plans(
             std::mem::take(&mut plan.actions),
             std::mem::take(&mut plan.messages),
         );
-        scanner
+        if scanner
             .store()
             .plan_actions(owner, plan.run_id, actions, messages)
-            .await?;
+            .await?
+        {
+            progress.planned += 1;
+        }
     }
     Ok(())
 }
@@ -477,17 +482,31 @@ pub async fn step(
     targets: &action::Targets,
 ) -> Result<(Progress, Vec<(i64, ActionOutcome)>), RemediateError> {
     let (project, store) = (scanner.project().as_ref(), scanner.store().as_ref());
+    let progress = plan_step(scanner, owner, targets).await?;
+    let ran = execute_pending(store, owner, targets).await?;
+    notify::deliver(project, store, owner, &targets.http).await?;
+    Ok((progress, ran))
+}
+
+/// [`step`] up to running actions: timeouts, due acceptances, crashed actions settled, new
+/// approvals opened, decided runs' actions planned. `vigilo run` calls it and
+/// [`execute_pending`] in loops of their own, so that a batch of calls never waits for
+/// planning or message delivery, nor they for it.
+pub async fn plan_step(
+    scanner: &Scanner,
+    owner: &str,
+    targets: &action::Targets,
+) -> Result<Progress, RemediateError> {
+    let (project, store) = (scanner.project().as_ref(), scanner.store().as_ref());
     release_dead_claims(store).await?;
     settle_due(store).await?;
     expire_acceptances(project, store).await?;
     settle_started(store, owner, targets).await?;
     let mut progress = process_requested(scanner, owner).await?;
-    progress
-        .failed
-        .extend(plan_decided(scanner, owner).await?.failed);
-    let ran = execute_pending(store, owner, targets).await?;
-    notify::deliver(project, store, owner, &targets.http).await?;
-    Ok((progress, ran))
+    let decided = plan_decided(scanner, owner).await?;
+    progress.failed.extend(decided.failed);
+    progress.planned += decided.planned;
+    Ok(progress)
 }
 
 /// [`step`] again and again until one finds nothing to do (a step takes a batch of runs and
@@ -505,6 +524,7 @@ pub async fn step_until_idle(
         }
         progress.opened.extend(more.opened);
         progress.failed.extend(more.failed);
+        progress.planned += more.planned;
         ran.extend(more_ran);
     }
 }

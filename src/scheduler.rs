@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{Mutex, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -249,40 +249,112 @@ async fn take_over(ticks: Arc<Ticks>, shutdown: CancellationToken) {
 }
 
 /// Every second, at once when work is signalled (a decision, a requested run; see
-/// [`work_signal`]), and again at once after a step that found work: settle timeouts and
-/// crashed actions, open approvals, plan and run actions.
+/// [`work_signal`]), and again at once after a pass that found work: settle timeouts and
+/// crashed actions, open approvals, plan actions and deliver messages; beside it, in a loop of
+/// its own ([`run_actions`]), run the planned actions. The two share this task, so a shutdown
+/// lets the pass and the batch in flight end.
 async fn maintenance(scanner: Arc<Scanner>, shutdown: CancellationToken) {
     let owner = crate::fleet::owner();
     let targets =
         crate::action::Targets::new(reqwest::Client::new(), &scanner.project().aws_connections);
+    let actions_due = Notify::new();
+    tokio::join!(
+        move_runs(&scanner, &owner, &targets, &actions_due, &shutdown),
+        run_actions(&scanner, &owner, &targets, &actions_due, &shutdown),
+    );
+}
+
+/// Moves remediation runs along (`remediate::plan_step`) and delivers due messages; wakes
+/// [`run_actions`] after every pass, since a pass may have planned actions (or a retry or undo
+/// may have queued one).
+async fn move_runs(
+    scanner: &Scanner,
+    owner: &str,
+    targets: &crate::action::Targets,
+    actions_due: &Notify,
+    shutdown: &CancellationToken,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // A step takes a batch of runs and actions; after one that found work, the next goes at once.
+    // A pass takes a batch of runs and messages; after one that found work, the next goes at once.
     let mut busy = false;
     loop {
-        if busy {
-            if shutdown.is_cancelled() {
-                return;
-            }
-        } else {
+        let wake = async {
             tokio::select! {
-                _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
                 _ = work_signal().notified() => {}
             }
+        };
+        if !next_pass(busy, shutdown, wake).await {
+            return;
         }
-        busy = match crate::remediate::step(&scanner, &owner, &targets).await {
-            Ok((p, ran)) => {
+        let (project, store) = (scanner.project().as_ref(), scanner.store().as_ref());
+        let pass = match crate::remediate::plan_step(scanner, owner, targets).await {
+            Ok(p) => {
                 for (id, subject) in &p.opened {
                     tracing::info!(approval = id, subject = %subject, "approval requested");
                 }
-                !p.opened.is_empty() || !ran.is_empty()
+                !p.opened.is_empty() || p.planned > 0
             }
             Err(e) => {
                 tracing::error!(error = %e, "moving remediations along failed");
                 false
             }
         };
+        actions_due.notify_one();
+        let sent = match crate::notify::deliver(project, store, owner, &targets.http).await {
+            Ok(sent) => !sent.is_empty(),
+            Err(e) => {
+                tracing::error!(error = %e, "delivering messages failed");
+                false
+            }
+        };
+        busy = pass || sent;
+    }
+}
+
+/// Runs planned actions (`remediate::execute_pending`, a claimed batch at a time) whenever
+/// [`move_runs`] says there may be some, and again at once after a batch; a batch that ran
+/// anything raises the [`work_signal`], since finished actions release their run's messages.
+async fn run_actions(
+    scanner: &Scanner,
+    owner: &str,
+    targets: &crate::action::Targets,
+    actions_due: &Notify,
+    shutdown: &CancellationToken,
+) {
+    let store = scanner.store().as_ref();
+    let mut busy = false;
+    loop {
+        if !next_pass(busy, shutdown, actions_due.notified()).await {
+            return;
+        }
+        busy = match crate::remediate::execute_pending(store, owner, targets).await {
+            Ok(ran) => !ran.is_empty(),
+            Err(e) => {
+                tracing::error!(error = %e, "running actions failed");
+                false
+            }
+        };
+        if busy {
+            work_signal().notify_one();
+        }
+    }
+}
+
+/// Whether a loop of [`maintenance`] makes another pass: at once after a pass that found work
+/// (`busy`), else when `wake` fires; false once `shutdown` is cancelled.
+async fn next_pass(
+    busy: bool,
+    shutdown: &CancellationToken,
+    wake: impl std::future::Future<Output = ()>,
+) -> bool {
+    if busy {
+        return !shutdown.is_cancelled();
+    }
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = wake => true,
     }
 }
 
