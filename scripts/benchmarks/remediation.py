@@ -348,15 +348,17 @@ def run(quick, runs):
 
 
 def race(bench, n):
-    """Times `bench`'s vigilo, Custodian and floor at each of THREADS, n rounds interleaved (so
-    that drift on a shared machine hits all alike); returns the medians, the median call
-    counts, and the thread count of the fastest floor."""
+    """Times `bench`'s vigilo, Custodian, floor at each of THREADS and what `bench.more()` adds
+    (label, run), n rounds interleaved (so that drift on a shared machine hits all alike);
+    returns the medians, the median call counts, and the thread count of the fastest floor."""
     times = {}
     for _ in range(n):
         times.setdefault("vigilo", []).append(bench.vigilo())
         times.setdefault("custodian", []).append(bench.custodian())
         for th in THREADS:
             times.setdefault(f"floor-{th}", []).append(bench.floor(th))
+        for label, timed_run in getattr(bench, "more", list)():
+            times.setdefault(label, []).append(timed_run())
     med = {k: median(v) for k, v in times.items()}
     calls = {k: int(median(v)) for k, v in bench.calls.items()}
     return med, calls, min(THREADS, key=lambda th: med[f"floor-{th}"])
