@@ -52,10 +52,10 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from .common import (
-    ROOT, VIGILO, Result, fresh_dir, fresh_pg_db, free_port, log, median, psql, timed,
+    ROOT, VIGILO, Result, free_port, log, median, timed,
     write_project,
 )
-from .remediation import THREADS, VENV, Moto, aws_env, floor_results, race, venv
+from .remediation import VENV, against, aws_env, floor_results, staged_race
 
 RULES = 500
 QUICK_RULES = 200
@@ -398,29 +398,19 @@ def run(quick, runs):
     rules = QUICK_RULES if quick else RULES
     n = min(runs, 2) if quick else runs
     log(f"catalog: {rules} security-group rules on moto, revoked after approval; median of {n} runs")
-    venv()
-    work = fresh_dir("catalog")
-    pg = fresh_pg_db(PG_DB)
-    schema = re.search(r"create table aws_vpc_security_group_rule \(.*?\n\);", FIXTURE.read_text(), re.S)
-    psql(pg, schema.group(0))  # the table only, not the fixture's example rows
-    started = time.monotonic()
-    moto = Moto(work)
-    try:
-        b = Bench(work, moto, pg, rules)
-        med, calls, best = race(b, n)
-    finally:
-        moto.stop()
-    log(f"catalog: done in {time.monotonic() - started:.0f} s")
-
-    floor_t = med[f"floor-{best}"]
-    v, c = med["vigilo"], med["custodian"]
-    results = [
-        Result(f"catalog, {rules} ingress rules on moto after approval: vigilo against Cloud Custodian",
-               f"{v:.2f} s ({calls['vigilo']} calls)", f"{c:.2f} s ({calls['custodian']} calls)",
-               c / v, ">= 2× faster", c / v >= 2),
-        Result(f"catalog, {rules} ingress rules on moto: vigilo against the boto3 floor ({best} threads)",
-               f"{v:.2f} s", f"{floor_t:.2f} s ({calls[f'floor-{best}']} calls)",
-               v / floor_t, "<= 1.3×", v / floor_t <= 1.3),
+    b, med, calls, best = staged_race("catalog", PG_DB, "aws_vpc_security_group_rule", FIXTURE,
+                                      lambda work, moto, pg: Bench(work, moto, pg, rules), n)
+    v = med["vigilo"]
+    rf = f"floor-read-first-{READ_FIRST_THREADS}"
+    results = against(
+        med, calls, best,
+        (f"catalog, {rules} ingress rules on moto after approval: vigilo against Cloud Custodian", 2),
+        (f"catalog, {rules} ingress rules on moto: vigilo against the boto3 floor ({best} threads)", 1.3))
+    results += [
+        Result(f"catalog, {rules} ingress rules on moto: vigilo against a boto3 floor that reads first as "
+               f"section 9 requires (DescribeSecurityGroups of 100 groups each, then the revokes, "
+               f"{READ_FIRST_THREADS} threads)",
+               f"{v:.2f} s", f"{med[rf]:.2f} s ({calls[rf]} calls)", v / med[rf], "<= 1.3×", v / med[rf] <= 1.3),
         Result(f"catalog: of vigilo's figure, the {rules} votes (first vote to last approval decided)",
                f"{median([p[0] for p in b.phases]):.2f} s", "", None, "(information)", None),
         Result("catalog: of vigilo's figure, the actions left after the last approval decided "
@@ -429,10 +419,5 @@ def run(quick, runs):
         Result(f"catalog: `vigilo scan` finding the {rules} rules and opening their approvals (not counted)",
                f"{median(b.scans):.2f} s", "", None, "(information)", None),
     ]
-    rf = f"floor-read-first-{READ_FIRST_THREADS}"
-    results.insert(2, Result(
-        f"catalog, {rules} ingress rules on moto: vigilo against a boto3 floor that reads first as "
-        f"section 9 requires (DescribeSecurityGroups of 100 groups each, then the revokes, {READ_FIRST_THREADS} threads)",
-        f"{v:.2f} s", f"{med[rf]:.2f} s ({calls[rf]} calls)", v / med[rf], "<= 1.3×", v / med[rf] <= 1.3))
     results.extend(floor_results(f"catalog floor: boto3 RevokeSecurityGroupIngress × {rules}", med, calls))
     return results

@@ -319,32 +319,46 @@ def run(quick, runs):
     # checking 250 users' keys), so --quick takes 2 runs of each of the five, about 90 s.
     n = min(runs, 2) if quick else runs
     log(f"remediation: {KEYS} keys of {USERS} users on moto, median of {n} runs")
+    _, med, calls, best = staged_race("remediation", PG_DB, "aws_iam_access_key", FIXTURE, Bench, n)
+    results = against(med, calls, best,
+                      (f"remediation, {KEYS} keys on moto: vigilo against Cloud Custodian", 2.5),
+                      (f"remediation, {KEYS} keys on moto: vigilo against the boto3 floor ({best} threads)", 1.4))
+    results.extend(floor_results(f"remediation floor: boto3 UpdateAccessKey × {KEYS}", med, calls))
+    return results
+
+
+def staged_race(name, pg_db, table, fixture, make_bench, n):
+    """`race` on a fresh work directory, a fresh database `pg_db` holding only `table` (its
+    CREATE from `fixture`) and a moto server of its own; `make_bench(work, moto, pg_url)` makes
+    the bench. Returns the bench, the medians, the median call counts and the fastest floor's
+    thread count."""
     venv()
-    work = fresh_dir("remediation")
-    pg = fresh_pg_db(PG_DB)
-    schema = re.search(r"create table aws_iam_access_key \(.*?\n\);", FIXTURE.read_text(), re.S)
+    work = fresh_dir(name)
+    pg = fresh_pg_db(pg_db)
+    schema = re.search(rf"create table {table} \(.*?\n\);", fixture.read_text(), re.S)
     psql(pg, schema.group(0))  # the table only, not the fixture's example rows
     started = time.monotonic()
     moto = Moto(work)
     try:
-        b = Bench(work, moto, pg)
-        med, calls, best = race(b, n)
+        bench = make_bench(work, moto, pg)
+        med, calls, best = race(bench, n)
     finally:
         moto.stop()
-    log(f"remediation: done in {time.monotonic() - started:.0f} s")
+    log(f"{name}: done in {time.monotonic() - started:.0f} s")
+    return bench, med, calls, best
 
-    floor_t = med[f"floor-{best}"]
-    v, c = med["vigilo"], med["custodian"]
-    results = [
-        Result(f"remediation, {KEYS} keys on moto: vigilo against Cloud Custodian",
-               f"{v:.2f} s ({calls['vigilo']} calls)", f"{c:.2f} s ({calls['custodian']} calls)",
-               c / v, ">= 2.5× faster", c / v >= 2.5),
-        Result(f"remediation, {KEYS} keys on moto: vigilo against the boto3 floor ({best} threads)",
-               f"{v:.2f} s", f"{floor_t:.2f} s ({calls[f'floor-{best}']} calls)",
-               v / floor_t, "<= 1.4×", v / floor_t <= 1.4),
+
+def against(med, calls, best, custodian, floor):
+    """The two compared rows of a `race`: (name, at least this many times faster) than Cloud
+    Custodian, and (name, at most this many times) the fastest floor."""
+    v, c, f = med["vigilo"], med["custodian"], med[f"floor-{best}"]
+    (c_name, faster), (f_name, within) = custodian, floor
+    return [
+        Result(c_name, f"{v:.2f} s ({calls['vigilo']} calls)", f"{c:.2f} s ({calls['custodian']} calls)",
+               c / v, f">= {faster}× faster", c / v >= faster),
+        Result(f_name, f"{v:.2f} s", f"{f:.2f} s ({calls[f'floor-{best}']} calls)",
+               v / f, f"<= {within}×", v / f <= within),
     ]
-    results.extend(floor_results(f"remediation floor: boto3 UpdateAccessKey × {KEYS}", med, calls))
-    return results
 
 
 def race(bench, n):
