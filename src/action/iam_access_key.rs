@@ -183,17 +183,9 @@ struct KeyAction<'a> {
 
 impl<'a> KeyAction<'a> {
     fn of(action: &'a ActionRecord) -> Result<KeyAction<'a>, String> {
-        let p = &action.params;
-        let field = |k: &str| {
-            p[k].as_str().filter(|v| !v.is_empty()).ok_or_else(|| {
-                format!(
-                    "{}: parameter {k} is missing or empty; nothing was called",
-                    action.kind
-                )
-            })
-        };
+        let p = params::Params::new(&action.kind, &action.params);
         let status = if action.kind == UPDATE_ACCESS_KEY {
-            let s = field("status")?;
+            let s = p.text("status")?;
             if s != "Active" && s != "Inactive" {
                 return Err(format!(
                     "{UPDATE_ACCESS_KEY}: status must be Active or Inactive, not {s:?}; nothing was called"
@@ -204,12 +196,12 @@ impl<'a> KeyAction<'a> {
             None
         };
         Ok(KeyAction {
-            connection: field("connection")?,
-            user: field("user_name")?,
-            key: field("access_key_id")?,
+            connection: p.text("connection")?,
+            user: p.text("user_name")?,
+            key: p.text("access_key_id")?,
             status,
             session: aws::session_name(action.approval_id, action.run_id),
-            region: p["region"].as_str().filter(|r| !r.is_empty()),
+            region: p.opt_text("region"),
         })
     }
 
