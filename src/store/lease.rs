@@ -66,7 +66,6 @@ pub(crate) async fn claim<T: Tx>(
          RETURNING {columns}",
         T::SKIP_LOCKED
     );
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     tx.query(&sql, &args![owner, lease_end(now, lease), now, limit])
         .await
 }

@@ -44,6 +44,13 @@ impl From<i32> for Value {
     }
 }
 
+/// A count (a `LIMIT`), as an integer; one past `i64::MAX` reads as `i64::MAX`: no limit.
+impl From<usize> for Value {
+    fn from(v: usize) -> Value {
+        Value::Int(i64::try_from(v).unwrap_or(i64::MAX))
+    }
+}
+
 impl From<bool> for Value {
     fn from(v: bool) -> Value {
         Value::Bool(v)

@@ -478,7 +478,6 @@ pub(crate) async fn recent<T: Tx>(
     tx: &mut T,
     limit: usize,
 ) -> Result<Vec<ActionRecord>, StoreError> {
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     select(tx, "ORDER BY id DESC LIMIT $1", &args![limit]).await
 }
 

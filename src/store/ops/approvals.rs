@@ -167,7 +167,6 @@ pub(crate) async fn due_acceptances<T: Tx>(
     now: DateTime<Utc>,
     limit: usize,
 ) -> Result<Vec<DueAcceptance>, StoreError> {
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     tx.query(
         "SELECT id, query, accepted_until FROM findings
          WHERE accepted_until IS NOT NULL AND accepted_until <= $1 AND status = 'open'

@@ -59,7 +59,6 @@ pub(crate) async fn page<T: Tx>(
     after: i64,
     limit: usize,
 ) -> Result<Vec<Entry>, StoreError> {
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = tx
         .query(
             "SELECT seq, at, kind, actor, channel, finding_id, approval_id, action_id, data, hash

@@ -38,7 +38,7 @@ pub(crate) async fn list<T: Tx>(
     }
     sql += " ORDER BY f.id";
     if let Some(limit) = limit {
-        params.push(Value::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
+        params.push(Value::from(limit));
         sql += &format!(" LIMIT ${}", params.len());
     }
     tx.query(&sql, &params).await?.iter().map(read).collect()
@@ -71,7 +71,6 @@ pub(crate) async fn runs<T: Tx>(
     query: Option<&str>,
     limit: usize,
 ) -> Result<Vec<RunRecord>, StoreError> {
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     const COLUMNS: &str =
         "SELECT id, query, started_at, finished_at, status, rows, inserted, updated, deleted,
                                   baseline, error, tick, ran_by FROM runs";

@@ -51,7 +51,6 @@ pub(crate) async fn take_over_ticks<T: Tx>(
          RETURNING query, tick",
         T::SKIP_LOCKED
     );
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let mut taken = tx
         .query(&sql, &args![owner, lease_end(now, lease), now, limit])
         .await?
