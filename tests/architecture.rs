@@ -73,10 +73,8 @@ fn graph(src: &Path) -> Graph {
     for entry in std::fs::read_dir(src).unwrap() {
         let path = entry.unwrap().path();
         let stem = path.file_stem().unwrap().to_string_lossy().to_string();
-        if stem != "lib"
-            && stem != "main"
-            && (path.is_dir() || stem.len() < path.file_name().unwrap().len())
-        {
+        let is_module = path.is_dir() || path.extension().is_some_and(|e| e == "rs");
+        if is_module && stem != "lib" && stem != "main" {
             modules.insert(stem);
         }
     }
